@@ -1,0 +1,16 @@
+"""mastery-query: ``POST /mastery/query``, a student's explained mastery score."""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mastery.web import FunctionApp, query_mastery
+
+app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery})
+
+
+@functions_framework.aio.http
+async def handler(request: Request) -> Response:
+    return await app(request)

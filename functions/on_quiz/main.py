@@ -1,0 +1,22 @@
+"""on-quiz: applies `mastery.quiz` events from KafkaSource or the kafka-connector."""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mastery.domain import Component
+from mastery.web import FunctionApp, event_handler
+
+app = FunctionApp(
+    "on-quiz",
+    {"POST /": event_handler(Component.QUIZ)},
+    uses_kafka=True,
+    uses_auth=False,
+)
+
+
+@functions_framework.aio.http
+async def handler(request: Request) -> Response:
+    return await app(request)

@@ -1,0 +1,66 @@
+"""Builds the process's clients from ``Settings``: the one place that opens connections.
+
+Nothing connects at import time; ``resources()`` builds everything on first use, once
+per process, inside the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from mastery.events.ingest import Ingestor
+from mastery.events.kafka import KafkaPublisher, producer_config
+from mastery.settings import Settings
+from mastery.store import RedisStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+__all__ = ["Resources", "build", "resources"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: Settings
+    redis: Redis
+    store: RedisStore
+    publisher: KafkaPublisher
+    ingestor: Ingestor
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.publisher.close)
+        await self.redis.aclose()
+
+
+def build(
+    settings: Settings, *, source: str = "mastery", clock: Callable[[], datetime] | None = None
+) -> Resources:
+    """Wire the clients for ``settings``; ``clock`` is injectable for tests."""
+    model = settings.scoring_model()
+    client = Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
+    store = RedisStore(client, model, settings.audit_maxlen)
+    publisher = KafkaPublisher(producer_config(settings))
+    kwargs = {"clock": clock} if clock else {}
+    ingestor = Ingestor(store, publisher, model=model, source=source, **kwargs)
+    return Resources(settings, client, store, publisher, ingestor)
+
+
+_lock = asyncio.Lock()
+_resources: Resources | None = None
+
+
+async def resources(source: str = "mastery") -> Resources:
+    """The process-wide resources, built from the environment on first call."""
+    global _resources
+    if _resources is None:
+        async with _lock:
+            if _resources is None:
+                _resources = build(Settings(), source=source)
+    return _resources

@@ -1,0 +1,199 @@
+"""The ``mastery`` command: dev, consume, trigger, gateway, produce, token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from mastery.domain import Component
+
+__all__ = ["main"]
+
+
+@click.group()
+def main() -> None:
+    """Mastery Engine: learning events to an explainable mastery score."""
+
+
+@main.command()
+@click.option(
+    "--port",
+    envvar="MASTERY_PORT",
+    default=8080,
+    show_default=True,
+    help="Gateway port; functions take the next ports up.",
+)
+@click.option(
+    "--functions-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("functions"),
+    show_default=True,
+)
+def dev(port: int, functions_dir: Path) -> None:
+    """Run the whole stack locally until Ctrl-C."""
+    from mastery.cli.dev import Stack, describe
+
+    if not functions_dir.is_dir():
+        raise click.ClickException(f"{functions_dir} not found: run from the project root")
+    stack = Stack(functions_dir.resolve(), port)
+    try:
+        stack.start()
+        click.echo(describe(stack))
+        code = stack.wait()
+    finally:
+        stack.stop()
+    raise SystemExit(code)
+
+
+@main.command()
+@click.argument("topics", nargs=-1, required=True)
+@click.option(
+    "--group",
+    envvar="MASTERY_CONSUMER_GROUP",
+    default=None,
+    help="Consumer group (default mastery-consume).",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Touched once partitions are assigned.",
+)
+def consume(topics: tuple[str, ...], group: str | None, ready_file: Path | None) -> None:
+    """Apply events from TOPICS in batches, committing offsets after Redis applied them."""
+    from mastery.events.consumer import consume as run
+
+    _serve(lambda res, stop: run(res, topics, stop, group, ready_file), "mastery-consume")
+
+
+@main.command()
+@click.option("--topic", required=True)
+@click.option("--sink", required=True, help="URL of the event-handler function.")
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Touched once partitions are assigned.",
+)
+def trigger(topic: str, sink: str, ready_file: Path | None) -> None:
+    """Deliver TOPIC's records to SINK as CloudEvents (a local KafkaSource)."""
+    from mastery.events.trigger import run_trigger
+
+    _serve(lambda res, stop: run_trigger(res, topic, sink, stop, ready_file), f"trigger-{topic}")
+
+
+@main.command()
+@click.option("--port", type=int, required=True)
+@click.option("--routes", required=True, help="METHOD /path=url,...")
+@click.option("--functions", required=True, help="name=url,...")
+@click.option("--ready-files", default="", help="name=path,... of triggers' ready files.")
+def gateway(port: int, routes: str, functions: str, ready_files: str) -> None:
+    """Serve the local gateway (started by `mastery dev`)."""
+    import uvicorn
+
+    from mastery.cli.gateway import create_app
+
+    files = {name: Path(path) for name, path in _parse_pairs(ready_files).items()}
+    app = create_app(_parse_pairs(routes), _parse_pairs(functions), files)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+@main.command()
+@click.argument("component", type=click.Choice([c.value for c in Component]))
+@click.option("--student", required=True)
+@click.option("--tenant", required=True)
+@click.option("--score", type=float, required=True)
+@click.option("--class-id", default=None)
+@click.option("--area", default=None)
+@click.option("--event-id", default=None, help="Default: a new UUID.")
+@click.option("--format", "fmt", type=click.Choice(["avro", "json"]), default="avro")
+def produce(
+    component: str,
+    student: str,
+    tenant: str,
+    score: float,
+    class_id: str | None,
+    area: str | None,
+    event_id: str | None,
+    fmt: str,
+) -> None:
+    """Produce one learning event to mastery.COMPONENT (CloudEvents binary binding)."""
+    from confluent_kafka import Producer
+
+    from mastery.events.codec import AVRO, JSON, encode
+    from mastery.events.kafka import producer_config
+    from mastery.registry import event_topic
+    from mastery.settings import Settings
+
+    comp = Component(component)
+    data = {
+        "student_id": student,
+        "tenant": tenant,
+        "score": score,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "class_id": class_id,
+        "area": area,
+    }
+    ce_id = event_id or str(uuid.uuid4())
+    value, headers = encode(
+        comp, data, event_id=ce_id, content_type=AVRO if fmt == "avro" else JSON
+    )
+    producer = Producer(producer_config(Settings()))
+    producer.produce(event_topic(comp), value, student.encode(), headers=dict(headers))
+    if producer.flush(10):
+        raise click.ClickException("the broker did not acknowledge the event")
+    click.echo(ce_id)
+
+
+@main.command()
+@click.option("--sub", required=True)
+@click.option("--role", type=click.Choice(["student", "teacher", "admin"]), required=True)
+@click.option("--tenant", required=True)
+@click.option("--classes", default="", help="Comma-separated, for teachers.")
+@click.option("--ttl", default=3600, show_default=True, help="Seconds until exp.")
+def token(sub: str, role: str, tenant: str, classes: str, ttl: int) -> None:
+    """Print an HS256 JWT signed with MASTERY_JWT_SECRET (the dev default if unset)."""
+    import jwt
+
+    from mastery.cli.dev import DEV_JWT_SECRET
+
+    claims: dict[str, object] = {
+        "sub": sub,
+        "role": role,
+        "tenant": tenant,
+        "exp": int(time.time()) + ttl,
+    }
+    if classes:
+        claims["classes"] = classes.split(",")
+    secret = os.environ.get("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
+    click.echo(jwt.encode(claims, secret, algorithm="HS256"))
+
+
+def _serve(run: object, source: str) -> None:
+    """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch."""
+    from mastery.bootstrap import build
+    from mastery.settings import Settings
+
+    async def main_() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        res = build(Settings(), source=source)
+        try:
+            await run(res, stop)  # type: ignore[operator]
+        finally:
+            await res.aclose()
+
+    asyncio.run(main_())
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in text.split(",") if pair)

@@ -1,0 +1,3 @@
+from mastery.cli import main
+
+main()

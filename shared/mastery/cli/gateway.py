@@ -1,0 +1,97 @@
+"""The local gateway: one port in front of every function, routing the spec's paths.
+
+Only for ``mastery dev``; in a cluster the Knative/OpenFaaS ingress plays this part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mastery.web.app import json_response
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
+
+    from starlette.requests import Request
+
+__all__ = ["create_app"]
+
+_FORWARD = ("content-type", "x-correlation-id", "retry-after", "www-authenticate", "allow")
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def create_app(
+    routes: Mapping[str, str],
+    functions: Mapping[str, str],
+    ready_files: Mapping[str, Path] | None = None,
+) -> Starlette:
+    """Args:
+    routes: ``{"POST /mastery/query": "http://127.0.0.1:8081"}``.
+    functions: ``{name: base url}``, each asked for ``/ready``.
+    ready_files: ``{trigger name: file}`` that exists once that trigger has its partitions.
+    """
+    client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=64))
+    by_path: dict[str, str] = {key.split(" ", 1)[1]: url for key, url in routes.items()}
+
+    async def proxy(request: Request) -> Response:
+        path = request.url.path
+        base = by_path.get(path)
+        if base is None:
+            return Problem(404, f"no function serves {path}").response()
+        try:
+            upstream = await client.request(
+                request.method,
+                base + path,
+                content=await request.body(),
+                headers={k: v for k, v in request.headers.items() if k != "host"},
+            )
+        except httpx.TransportError:
+            return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
+        headers = {k: upstream.headers[k] for k in _FORWARD if k in upstream.headers}
+        return Response(upstream.content, upstream.status_code, headers)
+
+    async def ready(_: Request) -> Response:
+        async def probe(name: str, base: str) -> tuple[str, object]:
+            try:
+                resp = await client.get(base + "/ready", timeout=3)
+            except httpx.TransportError as exc:
+                return name, f"unreachable: {type(exc).__name__}"
+            return name, "ok" if resp.status_code == 200 else resp.json().get("checks", resp.text)
+
+        results = dict(await asyncio.gather(*(probe(n, b) for n, b in functions.items())))
+        for name, path in (ready_files or {}).items():
+            results[name] = "ok" if path.exists() else "waiting for partition assignment"
+        if all(v == "ok" for v in results.values()):
+            return json_response({"status": "ready", "functions": results})
+        return Problem(503, "not ready", functions=results).response()
+
+    async def health(_: Request) -> Response:
+        return json_response({"status": "ok", "function": "gateway"})
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/{path:path}", proxy, methods=_METHODS),
+        ],
+        lifespan=_closing(client),
+    )
+
+
+def _closing(client: httpx.AsyncClient) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    return lifespan

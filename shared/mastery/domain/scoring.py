@@ -1,0 +1,177 @@
+"""The scoring model: decay weights, folding events, mastery, levels and the explanation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from mastery.domain.model import Aggregate, Component, Level, Observation, StudentState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ComponentReport",
+    "Increment",
+    "MasteryReport",
+    "NextLevel",
+    "ScoringModel",
+    "explain",
+    "fold",
+]
+
+#: Fixed origin of the decay weights. Only ratios of weights matter, so any origin
+#: gives the same scores; a recent one keeps 2**(t/half_life) far from float overflow
+#: (a 14-day half-life reaches 1e308 only ~39 years after it).
+DECAY_ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
+_ORIGIN_S = DECAY_ORIGIN.timestamp()
+
+_DEFAULT_WEIGHTS = MappingProxyType(
+    {
+        Component.COMPLETION: 0.40,
+        Component.QUIZ: 0.30,
+        Component.QUALITY: 0.20,
+        Component.CONSISTENCY: 0.10,
+    }
+)
+#: Lower bound of each level, highest first.
+_DEFAULT_FLOORS = (
+    (Level.EXPERT, 0.90),
+    (Level.PROFICIENT, 0.75),
+    (Level.COMPETENT, 0.60),
+    (Level.DEVELOPING, 0.40),
+    (Level.BEGINNER, 0.0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """What one observation adds to its aggregates: ``weight`` and ``weight * score``."""
+
+    component: Component
+    area: str | None
+    weight: float
+    weighted_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringModel:
+    """Weights, levels and time windows; the defaults are DESIGN.md's."""
+
+    weights: Mapping[Component, float] = field(default_factory=lambda: _DEFAULT_WEIGHTS)
+    level_floors: tuple[tuple[Level, float], ...] = _DEFAULT_FLOORS
+    half_life: timedelta = timedelta(days=14)
+    window: timedelta = timedelta(days=90)
+    max_clock_skew: timedelta = timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        if set(self.weights) != set(Component) or abs(sum(self.weights.values()) - 1.0) > 1e-9:
+            raise ValueError("weights must cover every component and sum to 1")
+
+    def decay_weight(self, occurred_at: datetime) -> float:
+        """``2 ** ((t - origin) / half_life)``: newer events weigh more, exponentially."""
+        age = occurred_at.timestamp() - _ORIGIN_S
+        return float(2.0 ** (age / self.half_life.total_seconds()))
+
+    def increment(self, observation: Observation) -> Increment:
+        w = self.decay_weight(observation.occurred_at)
+        return Increment(observation.component, observation.area, w, w * observation.score)
+
+    def inadmissible(self, occurred_at: datetime, now: datetime) -> str | None:
+        """Why an event at ``occurred_at`` cannot be applied at ``now``, or ``None``."""
+        if occurred_at > now + self.max_clock_skew:
+            return f"occurred_at {occurred_at.isoformat()} is in the future"
+        if occurred_at < now - self.window:
+            days = self.window.days
+            return f"occurred_at {occurred_at.isoformat()} is older than the {days}-day window"
+        return None
+
+    def mastery(self, scores: Mapping[Component, float]) -> float:
+        return sum(self.weights[c] * scores.get(c, 0.0) for c in Component)
+
+    def level(self, mastery: float) -> Level:
+        for level, floor in self.level_floors:
+            if mastery >= floor:
+                return level
+        return self.level_floors[-1][0]
+
+    def next_level(self, mastery: float) -> NextLevel | None:
+        """The next level up and how far away it is; ``None`` at the top."""
+        above = [(lvl, floor) for lvl, floor in self.level_floors if floor > mastery]
+        if not above:
+            return None
+        level, floor = min(above, key=lambda lf: lf[1])
+        return NextLevel(level, round(floor - mastery, 4))
+
+
+DEFAULT_MODEL = ScoringModel()
+
+
+def fold(
+    state: StudentState, observations: Iterable[Observation], model: ScoringModel = DEFAULT_MODEL
+) -> StudentState:
+    """Apply observations to a state. Order-independent; the store does the same in Lua."""
+    components = dict(state.components)
+    areas = dict(state.areas)
+    classes = set(state.classes)
+    last = state.last_event_at
+    version = state.version
+    for obs in observations:
+        inc = model.increment(obs)
+        components[obs.component] = components.get(obs.component, Aggregate()).add(
+            obs.score, inc.weight
+        )
+        if obs.area:
+            key = (obs.component, obs.area)
+            areas[key] = areas.get(key, Aggregate()).add(obs.score, inc.weight)
+        if obs.class_id:
+            classes.add(obs.class_id)
+        t = obs.occurred_at.timestamp()
+        last = t if last is None else max(last, t)
+        version += 1
+    return StudentState(components, areas, frozenset(classes), last, state.updated_at, version)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentReport:
+    score: float
+    weight: float
+    contribution: float
+    events: int
+    observed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NextLevel:
+    level: Level
+    gap: float
+
+
+@dataclass(frozen=True, slots=True)
+class MasteryReport:
+    """The explained score: each component's part in it and the distance to the next level."""
+
+    mastery: float
+    level: Level
+    components: Mapping[Component, ComponentReport]
+    next_level: NextLevel | None
+
+
+def explain(state: StudentState, model: ScoringModel = DEFAULT_MODEL) -> MasteryReport:
+    """Score a state and say how each component contributed."""
+    parts: dict[Component, ComponentReport] = {}
+    for c in Component:
+        agg = state.component(c)
+        weight = model.weights[c]
+        parts[c] = ComponentReport(
+            score=round(agg.mean, 4),
+            weight=weight,
+            contribution=round(weight * agg.mean, 4),
+            events=agg.count,
+            observed=agg.observed,
+        )
+    mastery = round(model.mastery({c: state.component(c).mean for c in Component}), 4)
+    return MasteryReport(mastery, model.level(mastery), parts, model.next_level(mastery))

@@ -1,0 +1,104 @@
+"""``mastery consume``: the Kafka-native trigger, applying messages in batches.
+
+Each batch: one ``Ingestor.ingest`` (one Redis round trip), then a synchronous offset
+commit. Offsets are never committed before Redis has applied the batch, so a crash
+redelivers and the redelivered events count as duplicates: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.aio import AIOConsumer
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from mastery.errors import Unavailable
+from mastery.events.kafka import consumer_config, to_record
+from mastery.logs import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from confluent_kafka import Message
+
+    from mastery.bootstrap import Resources
+
+__all__ = ["consume", "next_offsets", "subscribe"]
+
+
+async def subscribe(consumer: AIOConsumer, topics: Sequence[str], ready_file: Path | None) -> None:
+    """Subscribe; ``ready_file`` appears once the group has assigned partitions (readiness)."""
+
+    async def on_assign(_: object, partitions: list[TopicPartition]) -> None:
+        if ready_file is not None and partitions:
+            await asyncio.to_thread(ready_file.touch)
+
+    await consumer.subscribe(list(topics), on_assign=on_assign)
+
+
+def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """The offsets to commit after ``messages``: one past the last, per partition."""
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        key = (m.topic() or "", m.partition() or 0)
+        last[key] = max(last.get(key, -1), m.offset() or 0)
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+async def consume(
+    res: Resources,
+    topics: Sequence[str],
+    stop: asyncio.Event,
+    group: str | None = None,
+    ready_file: Path | None = None,
+) -> None:
+    """Consume ``topics`` until ``stop`` is set; the current batch is finished first."""
+    settings = res.settings
+    log = logger("mastery-consume")
+    consumer = AIOConsumer(
+        consumer_config(settings, group or settings.consumer_group), max_workers=2
+    )
+    await subscribe(consumer, topics, ready_file)
+    wait_s = settings.batch_wait_ms / 1000
+    log.info("consuming", extra={"topics": list(topics), "group": group or settings.consumer_group})
+    try:
+        fetch = asyncio.ensure_future(consumer.consume(settings.batch_size, wait_s))
+        while not stop.is_set():
+            messages = await fetch
+            # Fetch the next batch while this one is applied.
+            fetch = asyncio.ensure_future(consumer.consume(settings.batch_size, wait_s))
+            batch = [m for m in messages if _usable(m)]
+            if not batch:
+                continue
+            records = [to_record(m) for m in batch]
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Unavailable),
+                wait=wait_exponential(multiplier=0.1, max=5),
+                before_sleep=lambda rs: log.warning(
+                    "dependency unavailable, retrying batch",
+                    extra={"error": str(rs.outcome.exception()) if rs.outcome else ""},
+                ),
+            ):
+                with attempt:
+                    await res.ingestor.ingest(records)
+            try:
+                await consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+            except KafkaException as exc:
+                # Partitions moved in a rebalance: their new owner re-reads them and the
+                # events come back as duplicates, which the store recognises.
+                log.warning("offset commit failed", extra={"error": str(exc)})
+        fetch.cancel()
+    finally:
+        await consumer.close()
+
+
+def _usable(message: Message) -> bool:
+    err = message.error()
+    if err is None:
+        return True
+    if err.code() != KafkaError._PARTITION_EOF:
+        logger("mastery-consume").warning("consumer error", extra={"error": str(err)})
+    return False

@@ -1,0 +1,115 @@
+"""The one path every learning event takes, whichever trigger delivered it.
+
+decode -> dead-letter the bad ones (awaited) -> apply the good ones and audit all, in one
+Redis round trip. A caller acknowledges its records (commits offsets, answers 2xx) only
+after ``ingest`` returns, so a crash anywhere before that redelivers, and redelivered
+events are recognised as duplicates.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import orjson
+
+from mastery.domain import DEFAULT_MODEL
+from mastery.errors import InvalidEvent
+from mastery.events.codec import decode
+from mastery.events.kafka import OutMessage, dead_letter
+from mastery.metrics import EVENTS
+from mastery.store import Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from mastery.domain import Observation, ScoringModel
+    from mastery.events.codec import Record
+    from mastery.events.kafka import Publisher
+    from mastery.store import RedisStore, Rejection
+
+__all__ = ["Ingestor", "Result"]
+
+Result = tuple[Outcome, str | None]
+"""An event's outcome and, when rejected, why."""
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: RedisStore,
+        dead_letters: Publisher,
+        *,
+        model: ScoringModel = DEFAULT_MODEL,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        source: str = "mastery",
+    ) -> None:
+        self._store = store
+        self._dead_letters = dead_letters
+        self._model = model
+        self._clock = clock
+        self._source = source
+
+    async def ingest(self, records: Sequence[Record]) -> list[Result]:
+        """Apply a batch; one result per record, in order.
+
+        Raises:
+            Unavailable: Redis or the broker is down; nothing is acknowledged, retry the batch.
+        """
+        now = self._clock()
+        accepted: list[tuple[Observation, bytes]] = []
+        rejected: list[Rejection] = []
+        dead: list[OutMessage] = []
+        slots: list[int | str] = []  # index into accepted, or the rejection reason
+        for record in records:
+            try:
+                obs = decode(record, now, self._model)
+            except InvalidEvent as exc:
+                rejected.append((exc.tenant, exc.reason, _audit_record(record, None, now)))
+                dead.append(dead_letter(record, exc.reason, now, self._source))
+                slots.append(exc.reason)
+                continue
+            slots.append(len(accepted))
+            accepted.append((obs, _audit_record(record, obs, now)))
+
+        # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
+        await self._dead_letters.publish(dead)
+        outcomes = await self._store.apply(accepted, rejected, now)
+
+        results: list[Result] = [
+            (outcomes[slot], None) if isinstance(slot, int) else (Outcome.REJECTED, slot)
+            for slot in slots
+        ]
+        _count(results)
+        return results
+
+
+def _audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:
+    doc: dict[str, object] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "at": now.isoformat(),
+    }
+    if obs is None:
+        ce_id = record.headers.get("ce_id")
+        doc["event_id"] = ce_id.decode(errors="replace") if ce_id else None
+    else:
+        doc |= {
+            "event_id": obs.event_id,
+            "tenant": obs.tenant,
+            "student_id": obs.student_id,
+            "component": obs.component.value,
+            "score": obs.score,
+            "occurred_at": obs.occurred_at.isoformat(),
+        }
+    return orjson.dumps(doc)
+
+
+def _count(results: Sequence[Result]) -> None:
+    tally = {o: 0 for o in Outcome}
+    for outcome, _ in results:
+        tally[outcome] += 1
+    for outcome, n in tally.items():
+        if n:
+            EVENTS.labels("dead_lettered" if outcome is Outcome.REJECTED else outcome.value).inc(n)

@@ -1,0 +1,52 @@
+"""The functions this project deploys: one source for the dev stack, manifests and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mastery.domain import Component
+
+__all__ = ["FUNCTIONS", "FunctionSpec", "event_topic", "get"]
+
+
+def event_topic(component: Component) -> str:
+    """The Kafka topic that carries one component's learning events."""
+    return f"mastery.{component}"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """One deployable function.
+
+    Attributes:
+        name: service name (DNS-1123: Knative Service, stack.yml entry, gateway).
+        routes: ``"METHOD /path"`` the gateway sends to it (besides health checks).
+        component: for event handlers, the component whose topic triggers it.
+    """
+
+    name: str
+    routes: tuple[str, ...] = ()
+    component: Component | None = None
+
+    @property
+    def directory(self) -> str:
+        """Folder under ``functions/`` holding its ``main.py``."""
+        return self.name.replace("-", "_")
+
+    @property
+    def topic(self) -> str | None:
+        return event_topic(self.component) if self.component else None
+
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    FunctionSpec("mastery-query", routes=("POST /mastery/query",)),
+    *(FunctionSpec(f"on-{c}", component=c) for c in Component),
+)
+
+
+def get(name: str) -> FunctionSpec:
+    """Look a function up by name; raises ``KeyError`` for an unknown one."""
+    for spec in FUNCTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,40 @@
+"""Every setting the project reads from the environment, in one typed object."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mastery.domain import ScoringModel
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Read once per process (``Settings()``); README lists every variable."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    jwt_secret: SecretStr | None = Field(None, validation_alias="MASTERY_JWT_SECRET")
+    jwt_leeway_s: int = Field(30, ge=0, validation_alias="MASTERY_JWT_LEEWAY_SECONDS")
+    port: int = Field(8080, validation_alias="MASTERY_PORT")
+    max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
+    consumer_group: str = Field("mastery-consume", validation_alias="MASTERY_CONSUMER_GROUP")
+    batch_size: int = Field(1000, gt=0, le=10000, validation_alias="MASTERY_BATCH_SIZE")
+    batch_wait_ms: int = Field(20, ge=0, validation_alias="MASTERY_BATCH_WAIT_MS")
+    topic_partitions: int = Field(3, gt=0, validation_alias="MASTERY_TOPIC_PARTITIONS")
+    audit_maxlen: int = Field(100_000, gt=0, validation_alias="MASTERY_AUDIT_MAXLEN")
+    half_life_days: float = Field(14.0, gt=0, validation_alias="MASTERY_HALF_LIFE_DAYS")
+    retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
+
+    def scoring_model(self) -> ScoringModel:
+        return ScoringModel(
+            half_life=timedelta(days=self.half_life_days),
+            window=timedelta(days=self.retention_days),
+        )

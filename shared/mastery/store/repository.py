@@ -1,0 +1,213 @@
+"""The Redis adapter: apply event batches atomically, read student state and history."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from enum import StrEnum
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
+
+from mastery.domain import DEFAULT_MODEL, Aggregate, Component, DaySnapshot, StudentState
+from mastery.domain.scoring import DECAY_ORIGIN
+from mastery.errors import Unavailable
+from mastery.store import keys
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from redis.asyncio import Redis
+
+    from mastery.domain import Observation, ScoringModel
+
+__all__ = ["Outcome", "RedisStore", "Rejection"]
+
+_APPLY_LUA = files("mastery.store").joinpath("apply.lua").read_text()
+_COMPONENTS = tuple(Component)
+_UNOBSERVED = 65535
+_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: Undecodable events name no tenant; their audit records go here.
+UNKNOWN_TENANT = "_"
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+Rejection = tuple[str | None, str, bytes]
+"""(tenant if known, reason, audit record) of an event that will not be applied."""
+
+
+class RedisStore:
+    """Per-student state in Redis, as laid out in ``mastery.store.keys``."""
+
+    def __init__(
+        self, client: Redis, model: ScoringModel = DEFAULT_MODEL, audit_maxlen: int = 100_000
+    ) -> None:
+        self._redis = client
+        self._model = model
+        self._audit_maxlen = audit_maxlen
+        self._apply_sha = hashlib.sha1(_APPLY_LUA.encode()).hexdigest()
+
+    @property
+    def client(self) -> Redis:
+        return self._redis
+
+    async def apply(
+        self,
+        accepted: Sequence[tuple[Observation, bytes]],
+        rejected: Sequence[Rejection],
+        now: datetime,
+    ) -> list[Outcome]:
+        """Apply ``accepted`` events at most once each and audit every event, in one round trip.
+
+        Returns the outcome of each accepted event, in order.
+        Raises:
+            Unavailable: Redis cannot be reached; nothing was applied or the batch can be
+                retried (a retry sees the applied events as duplicates).
+        """
+        apply_args = self._apply_args(accepted, now) if accepted else None
+        try:
+            try:
+                results = await self._execute(apply_args, rejected)
+            except redis.exceptions.NoScriptError:
+                # First use, or Redis restarted: load once, then the same single round trip.
+                await self._redis.script_load(_APPLY_LUA)
+                results = await self._execute(apply_args, rejected)
+        except _DOWN as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+        if not accepted:
+            return []
+        return [Outcome(o.decode()) for o in results[0]]
+
+    async def _execute(
+        self,
+        apply_args: tuple[list[str], list[str | int | float | bytes]] | None,
+        rejected: Sequence[Rejection],
+    ) -> list[Any]:
+        # Plain EVALSHA: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if apply_args:
+                key_list, args = apply_args
+                pipe.evalsha(self._apply_sha, len(key_list), *key_list, *args)
+            for tenant, reason, record in rejected:
+                pipe.xadd(
+                    keys.audit(tenant or UNKNOWN_TENANT),
+                    {"outcome": Outcome.REJECTED.value, "reason": reason, "event": record},
+                    maxlen=self._audit_maxlen,
+                    approximate=True,
+                )
+            return await pipe.execute()
+
+    async def load(self, tenant: str, student: str) -> StudentState | None:
+        """The student's state, ``None`` when nothing is held for them."""
+        try:
+            raw = await self._redis.hgetall(keys.state(tenant, student))
+        except _DOWN as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+        return _parse_state(raw) if raw else None
+
+    async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
+        """Daily snapshots, oldest first, within the retention window."""
+        try:
+            blob = await self._redis.get(keys.days(tenant, student))
+        except _DOWN as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+        return _parse_days(_bytes(blob))
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except _DOWN as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+
+    def _apply_args(
+        self, accepted: Sequence[tuple[Observation, bytes]], now: datetime
+    ) -> tuple[list[str], list[str | int | float | bytes]]:
+        index: dict[str, int] = {}
+
+        def ref(key: str) -> int:
+            return index.setdefault(key, len(index) + 1)  # Lua indexes from 1
+
+        ttl = int(self._model.window.total_seconds())
+        args: list[str | int | float | bytes] = [
+            int(now.timestamp() * 1000),
+            ttl,
+            self._model.window.days,
+            self._audit_maxlen,
+            int(DECAY_ORIGIN.timestamp()),
+            *(c.value for c in _COMPONENTS),
+        ]
+        for obs, record in accepted:
+            t, s = obs.tenant, obs.student_id
+            at = obs.occurred_at.timestamp()
+            bucket = keys.seen_bucket(int(at // 86400))
+            # A bucket must outlive the window of its newest possible event.
+            expire_at = (bucket + 1) * keys.SEEN_BUCKET_DAYS * 86400 + ttl
+            inc = self._model.increment(obs)
+            args += [
+                ref(keys.state(t, s)),
+                ref(keys.days(t, s)),
+                ref(keys.seen(t, s, bucket)),
+                ref(keys.audit(t)),
+                keys.event_hash(obs.event_id),
+                expire_at,
+                repr(at),
+                obs.component.value,
+                obs.area or "",
+                repr(inc.weight),
+                repr(inc.weighted_value),
+                obs.class_id or "",
+                record,
+            ]
+        return list(index), args
+
+
+def _bytes(value: bytes | str | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
+def _parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
+    fields = {_bytes(k).decode(): _bytes(v).decode() for k, v in raw.items()}
+
+    def aggregate(prefix: str) -> Aggregate:
+        return Aggregate(
+            float(fields.get(f"{prefix}:s", 0)),
+            float(fields.get(f"{prefix}:w", 0)),
+            int(fields.get(f"{prefix}:n", 0)),
+        )
+
+    components = {c: aggregate(c.value) for c in _COMPONENTS if f"{c.value}:n" in fields}
+    areas: dict[tuple[Component, str], Aggregate] = {}
+    for name in fields:
+        if name.startswith("a:") and name.endswith(":n"):
+            _, comp, area, _ = name.split(":")
+            areas[(Component(comp), area)] = aggregate(name[:-2])
+    classes = fields.get("classes", "")
+    return StudentState(
+        components=components,
+        areas=areas,
+        classes=frozenset(classes.split(",")) if classes else frozenset(),
+        last_event_at=float(fields["last_at"]) if "last_at" in fields else None,
+        updated_at=int(fields["updated_at"]) / 1000 if "updated_at" in fields else None,
+        version=int(fields.get("version", 0)),
+    )
+
+
+def _parse_days(blob: bytes) -> list[DaySnapshot]:
+    origin = DECAY_ORIGIN.date()
+    return [
+        DaySnapshot(
+            day=origin + timedelta(days=day),
+            scores={
+                c: None if v == _UNOBSERVED else v / 10000
+                for c, v in zip(_COMPONENTS, vs, strict=True)
+            },
+        )
+        for day, *vs in keys.DAY_RECORD.iter_unpack(blob)
+    ]

@@ -1,0 +1,23 @@
+"""The HTTP edge every function shares: the function app, auth, problems, handlers."""
+
+from mastery.web.app import Context, FunctionApp, json_response, read_body
+from mastery.web.auth import Authenticator, Principal, Role, authorize_student
+from mastery.web.events import event_handler, record_from_http
+from mastery.web.problems import PROBLEM_JSON, Problem
+from mastery.web.query import query_mastery
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Authenticator",
+    "Context",
+    "FunctionApp",
+    "Principal",
+    "Problem",
+    "Role",
+    "authorize_student",
+    "event_handler",
+    "json_response",
+    "query_mastery",
+    "read_body",
+    "record_from_http",
+]

@@ -1,0 +1,176 @@
+"""``FunctionApp``: what every HTTP function shares at its edge.
+
+Routing of its own paths plus ``/health``, ``/ready`` and ``/metrics``; correlation ids;
+problem+json for every error; request metrics; JSON logs. A function's ``main.py`` wraps
+one of these in ``@functions_framework.aio.http``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from mastery.bootstrap import resources
+from mastery.errors import Unavailable
+from mastery.logs import logger
+from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
+from mastery.web.auth import Authenticator, Principal
+from mastery.web.problems import Problem, from_validation
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from starlette.requests import Request
+
+    from mastery.bootstrap import Resources
+
+__all__ = ["Context", "FunctionApp", "json_response", "read_body"]
+
+M = TypeVar("M", bound=BaseModel)
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_RETRY_AFTER = {"Retry-After": "1"}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Per-request handles for a handler."""
+
+    resources: Resources
+    correlation_id: str
+    function: str
+
+    def principal(self, request: Request) -> Principal:
+        """The verified caller; 401 problem otherwise."""
+        secret = self.resources.settings.jwt_secret
+        if secret is None:
+            raise Unavailable("MASTERY_JWT_SECRET is not configured")
+        auth = Authenticator(secret.get_secret_value(), self.resources.settings.jwt_leeway_s)
+        return auth.authenticate(request.headers.get("authorization"))
+
+
+class FunctionApp:
+    """One function's HTTP surface.
+
+    Args:
+        name: the function's name (registry, logs, metrics).
+        routes: ``{"POST /mastery/query": handler}``.
+        uses_kafka: whether ``/ready`` must also see the broker.
+        uses_auth: whether ``/ready`` requires a JWT secret.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        routes: Mapping[str, Callable[[Request, Context], Awaitable[Response]]],
+        *,
+        uses_kafka: bool = False,
+        uses_auth: bool = True,
+    ) -> None:
+        self.name = name
+        self._routes = dict(routes)
+        self._paths = {key.split(" ", 1)[1] for key in self._routes}
+        self._uses_kafka = uses_kafka
+        self._uses_auth = uses_auth
+        self._log = logger(name)
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/") or "/"
+        if path == "/health":
+            return json_response({"status": "ok", "function": self.name})
+        if path == "/metrics":
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        if path == "/ready":
+            return await self._ready()
+        return await self._dispatch(request, path)
+
+    async def _dispatch(self, request: Request, path: str) -> Response:
+        started = time.perf_counter()
+        header = request.headers.get("x-correlation-id", "")
+        correlation_id = header if _CORRELATION.match(header) else uuid.uuid4().hex
+        route = f"{request.method} {path}"
+        handler = self._routes.get(route)
+        try:
+            if handler is None:
+                if path in self._paths:
+                    raise Problem(405, f"{request.method} is not allowed on {path}")
+                route = "unmatched"
+                raise Problem(404, f"no route {path}")
+            ctx = Context(await resources(self.name), correlation_id, self.name)
+            response = await handler(request, ctx)
+        except Problem as problem:
+            response = problem.response(correlation_id)
+        except Unavailable as exc:
+            self._log.warning("dependency unavailable", extra=_extra(correlation_id, exc))
+            response = Problem(
+                503, "a dependency is unavailable, retry later", headers=_RETRY_AFTER
+            ).response(correlation_id)
+        except Exception as exc:
+            self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
+            response = Problem(500, "internal error").response(correlation_id)
+        response.headers["X-Correlation-ID"] = correlation_id
+        status = response.status_code
+        REQUESTS.labels(self.name, route, request.method, str(status)).inc()
+        REQUEST_LATENCY.labels(self.name, route).observe(time.perf_counter() - started)
+        if status >= 500:
+            REQUEST_ERRORS.labels(self.name, route).inc()
+        return response
+
+    async def _ready(self) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            res = await resources(self.name)
+        except Exception as exc:  # settings that do not parse, for one
+            return Problem(503, f"not configured: {type(exc).__name__}").response()
+        checks["redis"] = await _check(res.store.ping())
+        if self._uses_kafka:
+            checks["kafka"] = await _check(res.publisher.check())
+        if self._uses_auth:
+            checks["jwt_secret"] = "ok" if res.settings.jwt_secret else "MASTERY_JWT_SECRET not set"
+        if all(v == "ok" for v in checks.values()):
+            return json_response({"status": "ready", "checks": checks})
+        return Problem(503, "not ready", headers=_RETRY_AFTER, checks=checks).response()
+
+
+async def _check(probe: Awaitable[None]) -> str:
+    try:
+        await probe
+    except Unavailable as exc:
+        return str(exc)
+    return "ok"
+
+
+def _extra(correlation_id: str, exc: BaseException) -> dict[str, str]:
+    return {"correlation_id": correlation_id, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def json_response(doc: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status, media_type="application/json")
+
+
+async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
+    """Parse and validate a JSON body: 413 too large, 415 not JSON, 400 malformed, 422 invalid."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise Problem(415, "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise Problem(413, f"body larger than {max_bytes} bytes")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise Problem(413, f"body larger than {max_bytes} bytes")
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "body is not valid JSON") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation(exc) from None

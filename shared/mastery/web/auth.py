@@ -1,0 +1,87 @@
+"""JWT (HS256 only) to a verified ``Principal``, and who may read which student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
+
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mastery.events.models import ID_PATTERN
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from collections.abc import Set
+
+__all__ = ["Authenticator", "Principal", "Role", "authorize_student"]
+
+_Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Role(StrEnum):
+    STUDENT = "student"
+    TEACHER = "teacher"
+    ADMIN = "admin"
+
+
+class _Claims(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sub: _Id
+    role: Role
+    tenant: _Id
+    classes: list[_Id] = Field(default_factory=list, max_length=256)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller. ``tenant`` comes from the token, never from a request body."""
+
+    subject: str
+    role: Role
+    tenant: str
+    classes: frozenset[str] = frozenset()
+
+
+class Authenticator:
+    """Verifies ``Authorization: Bearer <jwt>``: HS256 only, ``exp`` required."""
+
+    def __init__(self, secret: str, leeway_s: int = 30) -> None:
+        self._secret = secret
+        self._leeway = leeway_s
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "missing bearer token")
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self._secret,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub"]},
+                leeway=self._leeway,
+            )
+            parsed = _Claims.model_validate(claims)
+        except jwt.ExpiredSignatureError:
+            raise Problem(401, "token expired") from None
+        except (jwt.InvalidTokenError, ValidationError):
+            raise Problem(401, "invalid token") from None
+        return Principal(parsed.sub, parsed.role, parsed.tenant, frozenset(parsed.classes))
+
+
+def authorize_student(principal: Principal, student_id: str, student_classes: Set[str]) -> None:
+    """Raise 403 unless ``principal`` may read ``student_id`` (already within its tenant).
+
+    A student reads only themselves; a teacher, students in one of their classes; an
+    admin, anyone in the tenant.
+    """
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.STUDENT and principal.subject == student_id:
+        return
+    if principal.role is Role.TEACHER and principal.classes & student_classes:
+        return
+    raise Problem(403, "not allowed to read this student's data")

@@ -1,0 +1,78 @@
+"""Event-handler functions over HTTP: Knative KafkaSource and the OpenFaaS kafka-connector.
+
+Both deliveries become the same ``Record`` and take the same ``Ingestor`` path as the
+Kafka-native consumer:
+- CloudEvents over HTTP, binary mode (``ce-*`` headers) or structured mode
+  (``application/cloudevents+json``), as KafkaSource delivers them;
+- the kafka-connector form: the raw record as body, ``X-Topic``, ``X-Kafka-Key`` and
+  each record header as ``X-Kafka-<name>``.
+
+A bad event is answered 200 once it is in the DLQ (retrying cannot fix it); Redis or the
+broker being down is 503, so the trigger retries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mastery.events.codec import Record
+from mastery.registry import event_topic
+from mastery.web.app import json_response
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from mastery.domain import Component
+    from mastery.web.app import Context
+
+__all__ = ["event_handler", "record_from_http"]
+
+_KAFKA_HEADER = "x-kafka-"
+_CONNECTOR_HEADERS = frozenset({"x-kafka-key", "x-kafka-partition", "x-kafka-offset"})
+
+
+def record_from_http(headers: dict[str, str], body: bytes, default_topic: str) -> Record:
+    """The Kafka record an HTTP delivery stands for."""
+    topic = headers.get("x-topic") or default_topic
+    key = headers.get("x-kafka-key")
+    kafka_headers: dict[str, bytes] = {}
+    for name, value in headers.items():
+        if name.startswith("ce-"):
+            kafka_headers[f"ce_{name[3:]}"] = value.encode()
+        elif name.startswith(_KAFKA_HEADER) and name not in _CONNECTOR_HEADERS:
+            kafka_headers[name[len(_KAFKA_HEADER) :]] = value.encode()
+    if "content-type" in headers and "content-type" not in kafka_headers:
+        kafka_headers["content-type"] = headers["content-type"].encode()
+    return Record(
+        topic=topic,
+        value=body,
+        key=key.encode() if key else None,
+        headers=kafka_headers,
+        partition=_int(headers.get("x-kafka-partition")),
+        offset=_int(headers.get("x-kafka-offset")),
+    )
+
+
+def event_handler(component: Component) -> Callable[[Request, Context], Awaitable[Response]]:
+    topic = event_topic(component)
+
+    async def handle(request: Request, ctx: Context) -> Response:
+        body = await request.body()
+        if len(body) > ctx.resources.settings.max_body_bytes:
+            raise Problem(413, "event larger than the body limit")
+        record = record_from_http(dict(request.headers), body, topic)
+        [(outcome, reason)] = await ctx.resources.ingestor.ingest([record])
+        doc: dict[str, str] = {"outcome": outcome.value}
+        if reason:
+            doc["reason"] = reason
+        return json_response(doc)
+
+    return handle
+
+
+def _int(value: str | None) -> int:
+    return int(value) if value and value.lstrip("-").isdigit() else -1

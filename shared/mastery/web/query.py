@@ -1,0 +1,72 @@
+"""``POST /mastery/query``: a student's explained mastery score."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from mastery.domain import explain
+from mastery.events.models import EventId
+from mastery.web.app import json_response, read_body
+from mastery.web.auth import Role, authorize_student
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from mastery.domain import MasteryReport, StudentState
+    from mastery.web.app import Context
+
+__all__ = ["QueryRequest", "mastery_document", "query_mastery"]
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    student_id: EventId
+
+
+async def query_mastery(request: Request, ctx: Context) -> Response:
+    principal = ctx.principal(request)
+    body = await read_body(request, QueryRequest, ctx.resources.settings.max_body_bytes)
+    if principal.role is Role.STUDENT and principal.subject != body.student_id:
+        raise Problem(403, "students may only read their own mastery")
+    state = await ctx.resources.store.load(principal.tenant, body.student_id)
+    if state is None:
+        raise Problem(404, "no mastery data for this student")
+    authorize_student(principal, body.student_id, state.classes)
+    report = explain(state, ctx.resources.settings.scoring_model())
+    return json_response(mastery_document(body.student_id, principal.tenant, state, report))
+
+
+def mastery_document(
+    student_id: str, tenant: str, state: StudentState, report: MasteryReport
+) -> dict[str, object]:
+    """The Contract's response body."""
+    updated = state.updated_at
+    return {
+        "student_id": student_id,
+        "tenant": tenant,
+        "mastery": report.mastery,
+        "level": report.level.value,
+        "components": {
+            c.value: {
+                "score": part.score,
+                "weight": part.weight,
+                "contribution": part.contribution,
+                "events": part.events,
+                "observed": part.observed,
+            }
+            for c, part in report.components.items()
+        },
+        "next_level": (
+            {"level": report.next_level.level.value, "gap": report.next_level.gap}
+            if report.next_level
+            else None
+        ),
+        "updated_at": datetime.fromtimestamp(updated, UTC).isoformat() if updated else None,
+        "version": state.version,
+    }
