@@ -31,18 +31,32 @@ def main() -> None:
     help="Gateway port; functions take the next ports up.",
 )
 @click.option(
+    "--redis-port",
+    envvar="MASTERY_REDIS_PORT",
+    default=6379,
+    show_default=True,
+    help="Port of the embedded redis-server (when REDIS_URL is unset).",
+)
+@click.option(
+    "--kafka-port",
+    envvar="MASTERY_KAFKA_PORT",
+    default=9092,
+    show_default=True,
+    help="Port of the embedded Tansu broker (when KAFKA_BOOTSTRAP_SERVERS is unset).",
+)
+@click.option(
     "--functions-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("functions"),
     show_default=True,
 )
-def dev(port: int, functions_dir: Path) -> None:
+def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path) -> None:
     """Run the whole stack locally until Ctrl-C."""
     from mastery.cli.dev import Stack, describe
 
     if not functions_dir.is_dir():
         raise click.ClickException(f"{functions_dir} not found: run from the project root")
-    stack = Stack(functions_dir.resolve(), port)
+    stack = Stack(functions_dir.resolve(), port, redis_port, kafka_port)
     try:
         stack.start()
         click.echo(describe(stack))

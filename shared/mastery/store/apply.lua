@@ -15,7 +15,7 @@ local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
 local HEAD, F = 9, 13
 
-local outcomes, students, order, expiring = {}, {}, {}, {}
+local outcomes, students, order, expiring, audits = {}, {}, {}, {}, {}
 for i = HEAD + 1, #ARGV, F do
   local seen, audit = KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
   local outcome = 'duplicate'
@@ -43,9 +43,16 @@ for i = HEAD + 1, #ARGV, F do
     st.n = st.n + 1
   end
   redis.call('XADD', audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', ARGV[i + 12])
+  audits[audit] = true
   outcomes[#outcomes + 1] = outcome
 end
 for seen, at in pairs(expiring) do redis.call('EXPIREAT', seen, at) end
+-- Audit records live as long as the data they describe: trimmed by age, then by TTL.
+local audit_cutoff = string.format('%d', tonumber(now_ms) - ttl * 1000)
+for audit in pairs(audits) do
+  redis.call('XTRIM', audit, 'MINID', '~', audit_cutoff)
+  redis.call('EXPIRE', audit, ttl)
+end
 
 local snap_fields = {'last_at', 'classes'}
 for _, c in ipairs(comps) do

@@ -58,6 +58,14 @@ class RedisStore:
     def client(self) -> Redis:
         return self._redis
 
+    @property
+    def _ttl_s(self) -> int:
+        return int(self._model.window.total_seconds())
+
+    def _audit_cutoff(self, now: datetime) -> int:
+        """Stream ids are milliseconds: records older than the window sort below this."""
+        return int(now.timestamp() * 1000) - self._ttl_s * 1000
+
     async def apply(
         self,
         accepted: Sequence[tuple[Observation, bytes]],
@@ -74,11 +82,11 @@ class RedisStore:
         apply_args = self._apply_args(accepted, now) if accepted else None
         try:
             try:
-                results = await self._execute(apply_args, rejected)
+                results = await self._execute(apply_args, rejected, now)
             except redis.exceptions.NoScriptError:
                 # First use, or Redis restarted: load once, then the same single round trip.
                 await self._redis.script_load(_APPLY_LUA)
-                results = await self._execute(apply_args, rejected)
+                results = await self._execute(apply_args, rejected, now)
         except _DOWN as exc:
             raise Unavailable(f"redis: {exc}") from exc
         if not accepted:
@@ -89,6 +97,7 @@ class RedisStore:
         self,
         apply_args: tuple[list[str], list[str | int | float | bytes]] | None,
         rejected: Sequence[Rejection],
+        now: datetime,
     ) -> list[Any]:
         # Plain EVALSHA: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -102,6 +111,9 @@ class RedisStore:
                     maxlen=self._audit_maxlen,
                     approximate=True,
                 )
+            for audit_key in {keys.audit(t or UNKNOWN_TENANT) for t, _, _ in rejected}:
+                pipe.xtrim(audit_key, minid=self._audit_cutoff(now), approximate=True)
+                pipe.expire(audit_key, self._ttl_s)
             return await pipe.execute()
 
     async def load(self, tenant: str, student: str) -> StudentState | None:
@@ -134,7 +146,7 @@ class RedisStore:
         def ref(key: str) -> int:
             return index.setdefault(key, len(index) + 1)  # Lua indexes from 1
 
-        ttl = int(self._model.window.total_seconds())
+        ttl = self._ttl_s
         args: list[str | int | float | bytes] = [
             int(now.timestamp() * 1000),
             ttl,

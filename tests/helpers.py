@@ -1,0 +1,83 @@
+"""Builders shared by the integration and e2e tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from mastery.events.codec import AVRO, Record, encode
+from mastery.events.kafka import consumer_config, create_topics, producer_config
+from mastery.registry import event_topic
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
+    from mastery.domain import Component
+    from mastery.settings import Settings
+
+
+def event_data(
+    tenant: str, student: str, score: float = 0.5, at: datetime | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "student_id": student,
+        "tenant": tenant,
+        "occurred_at": (at or datetime.now(UTC)).isoformat(),
+        "score": score,
+        **extra,
+    }
+
+
+def record(
+    component: Component,
+    data: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    topic: str | None = None,
+    content_type: str = AVRO,
+) -> Record:
+    value, headers = encode(
+        component, data, event_id=event_id or uuid.uuid4().hex, content_type=content_type
+    )
+    return Record(
+        topic or event_topic(component), value, data["student_id"].encode(), dict(headers)
+    )
+
+
+def fresh_topics(settings: Settings, *names: str) -> list[str]:
+    """Unique topics (and their DLQs) for one test, so tests never read each other's records."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = [f"{name}-{suffix}" for name in names]
+    create_topics(settings, [*topics, *(f"{t}.dlq" for t in topics)])
+    return topics
+
+
+def produce(settings: Settings, records: list[Record]) -> None:
+    producer = Producer(producer_config(settings))
+    for r in records:
+        producer.produce(r.topic, r.value, r.key, headers=list(r.headers.items()))
+    assert producer.flush(15) == 0, "broker did not acknowledge every record"
+
+
+def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 30) -> list[Message]:
+    """Read ``topic`` from the start until ``expected`` records arrived (or time runs out)."""
+    consumer = Consumer(consumer_config(settings, f"reader-{uuid.uuid4().hex[:8]}"))
+    # assign(), not subscribe(): no group join, so reading starts at once.
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            got += [m for m in consumer.consume(100, 0.2) if m.error() is None]
+    finally:
+        consumer.close()
+    return got
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    return {k: (v or b"").decode() for k, v in (message.headers() or [])}

@@ -1,0 +1,132 @@
+"""``mastery consume`` against real Tansu and Redis: batches, DLQ, duplicates, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from mastery.bootstrap import build
+from mastery.domain import Component
+from mastery.events.codec import Record
+from mastery.events.consumer import consume
+from mastery.store import keys
+from tests.helpers import event_data, fresh_topics, headers_of, produce, read_topic, record
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mastery.settings import Settings
+
+STUDENTS = [f"s{i}" for i in range(40)]
+
+
+def _stream(tenant: str, topic: str, n: int, seed: int) -> tuple[list[Record], list[Record]]:
+    """``n`` unique events plus 30 % redeliveries, shuffled; returns (stream, unique)."""
+    rng = random.Random(seed)
+    unique = [
+        record(
+            rng.choice(list(Component)),
+            event_data(tenant, rng.choice(STUDENTS), round(rng.random(), 3)),
+            event_id=f"{seed}-{i}",
+            topic=topic,
+        )
+        for i in range(n)
+    ]
+    stream = unique + rng.sample(unique, int(n * 0.3))
+    rng.shuffle(stream)
+    return stream, unique
+
+
+async def _applied(redis: Redis, tenant: str) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        for s in STUDENTS:
+            pipe.hget(keys.state(tenant, s), "version")
+        return sum(int(v or 0) for v in await pipe.execute())
+
+
+async def _wait_for(redis: Redis, tenant: str, expected: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    applied = await _applied(redis, tenant)
+    while applied < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        applied = await _applied(redis, tenant)
+    return applied
+
+
+async def test_batches_apply_once_and_poison_flows_to_the_dlq(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    [topic] = fresh_topics(settings, "consume")
+    stream, unique = _stream(tenant, topic, 600, seed=1)
+    poison = [
+        Record(topic, b"garbage", b"s1", {**stream[0].headers, "ce_id": f"bad-{i}".encode()})
+        for i in range(5)
+    ]
+    stream[100:100] = poison[:2]  # in the middle of the partition
+    stream += poison[2:]  # and at its end
+    produce(settings, stream)
+
+    res = build(settings, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
+    try:
+        assert await _wait_for(redis, tenant, len(unique)) == len(unique)
+        await asyncio.sleep(0.5)  # anything extra would show up now
+        assert await _applied(redis, tenant) == len(unique)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
+
+    dead = read_topic(settings, f"{topic}.dlq", expected=5)
+    assert sorted(headers_of(m)["ce_id"] for m in dead) == [f"bad-{i}" for i in range(5)]
+    assert all("malformed" in headers_of(m)["dlq_reason"] for m in dead)
+    outcomes = [f[b"outcome"] for _, f in await redis.xrange(keys.audit(tenant))]
+    assert outcomes.count(b"applied") == len(unique)
+    assert outcomes.count(b"duplicate") == len(stream) - len(unique) - len(poison)
+
+
+async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
+    settings: Settings, redis: Redis, tenant: str, tmp_path: Path
+) -> None:
+    [topic] = fresh_topics(settings, "crash")
+    stream, unique = _stream(tenant, topic, 4000, seed=2)
+    produce(settings, stream)
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MASTERY_BATCH_SIZE": "50",
+    }
+    argv = [sys.executable, "-m", "mastery.cli", "consume", topic, "--group", f"g-{tenant}"]
+
+    first = subprocess.Popen(argv, env=env)
+    try:
+        applied = await _wait_for(redis, tenant, 1)
+        first.send_signal(signal.SIGKILL)  # no chance to finish its batch or commit
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    killed_at = await _applied(redis, tenant)
+    assert 0 < applied <= killed_at < len(unique), "the kill must land mid-stream"
+
+    second = subprocess.Popen(argv, env=env)
+    try:
+        assert await _wait_for(redis, tenant, len(unique)) == len(unique)
+        await asyncio.sleep(1.0)
+        assert await _applied(redis, tenant) == len(unique)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0  # a clean stop after SIGTERM
+
+    outcomes = [f[b"outcome"] for _, f in await redis.xrange(keys.audit(tenant))]
+    assert outcomes.count(b"applied") == len(unique)

@@ -1,0 +1,292 @@
+"""Every function's HTTP surface, in process over ASGI, against real Redis and Tansu."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import orjson
+import pytest
+from functions_framework.aio import create_asgi_app
+
+from mastery.bootstrap import build
+from mastery.domain import Component
+from mastery.events.kafka import create_topics
+from mastery.registry import FUNCTIONS
+from mastery.settings import Settings
+from mastery.web import FunctionApp, event_handler, query_mastery
+from tests.conftest import JWT_SECRET
+from tests.helpers import event_data, headers_of, read_topic, record
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
+JSON = {"content-type": "application/json"}
+
+Client = "Callable[[str], httpx.AsyncClient]"
+
+
+@pytest.fixture(scope="module")
+def function_env(settings: Settings) -> Iterator[None]:
+    """The deployed functions read their settings from the environment, as in production."""
+    create_topics(settings)
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MASTERY_JWT_SECRET": JWT_SECRET,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    opened: list[httpx.AsyncClient] = []
+
+    def open_(name: str) -> httpx.AsyncClient:
+        directory = name.replace("-", "_")
+        app = create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / directory / "main.py"))
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
+        opened.append(c)
+        return c
+
+    yield open_
+    for c in opened:
+        await c.aclose()
+
+
+def token(sub: str, role: str, tenant: str, **claims: object) -> dict[str, str]:
+    body = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300, **claims}
+    return {"authorization": f"Bearer {jwt.encode(body, JWT_SECRET, algorithm='HS256')}", **JSON}
+
+
+def binary_ce(
+    component: Component, data: dict[str, object], event_id: str
+) -> tuple[bytes, dict[str, str]]:
+    rec = record(component, data, event_id=event_id, content_type="application/json")
+    headers = {f"ce-{k[3:]}": v.decode() for k, v in rec.headers.items() if k.startswith("ce_")}
+    return rec.value or b"", {**headers, "content-type": "application/json"}
+
+
+@pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda s: s.name)
+async def test_health_ready_metrics(
+    client: Callable[[str], httpx.AsyncClient], spec: object
+) -> None:
+    c = client(spec.name)  # type: ignore[attr-defined]
+    assert (await c.get("/health")).json()["status"] == "ok"
+    ready = await c.get("/ready")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["redis"] == "ok"
+    assert (await c.post("/nowhere")).status_code == 404
+    metrics = (await c.get("/metrics")).text
+    assert "mastery_requests_total" in metrics
+    assert "mastery_request_duration_seconds_bucket" in metrics
+
+
+async def test_event_handler_accepts_every_delivery_form(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    c = client("on-quiz")
+    body, headers = binary_ce(Component.QUIZ, event_data(tenant, "s1", 0.9), "bin-1")
+    first = await c.post("/", content=body, headers=headers)
+    assert first.status_code == 200
+    assert first.json() == {"outcome": "applied"}
+    again = await c.post("/", content=body, headers=headers)
+    assert again.json() == {"outcome": "duplicate"}
+
+    structured = {
+        "specversion": "1.0",
+        "id": "str-1",
+        "type": "mastery.quiz.v1",
+        "source": "t",
+        "datacontenttype": "application/json",
+        "data": event_data(tenant, "s1", 0.7),
+    }
+    resp = await c.post(
+        "/",
+        content=orjson.dumps(structured),
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert resp.json() == {"outcome": "applied"}
+
+    avro = record(Component.QUIZ, event_data(tenant, "s1", 0.5), event_id="conn-1")
+    connector = {"x-topic": "mastery.quiz", "x-kafka-key": "s1"}
+    connector |= {f"x-kafka-{k}": v.decode() for k, v in avro.headers.items()}
+    resp = await c.post("/", content=avro.value, headers=connector)
+    assert resp.json() == {"outcome": "applied"}
+
+    q = await client("mastery-query").post(
+        "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
+    )
+    assert q.json()["components"]["quiz"]["events"] == 3
+
+
+async def test_event_handler_dead_letters_bad_events_and_answers_200(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    c = client("on-completion")
+    body, headers = binary_ce(Component.COMPLETION, event_data(tenant, "s1", 2.0), f"bad-{tenant}")
+    resp = await c.post("/", content=body, headers=headers)
+    assert resp.status_code == 200
+    assert resp.json()["outcome"] == "rejected"
+    assert "score" in resp.json()["reason"]
+
+    wrong_type = {**headers, "ce-id": f"wt-{tenant}", "ce-type": "mastery.quiz.v1"}
+    resp = await c.post("/", content=body, headers=wrong_type)
+    assert "does not belong on topic mastery.completion" in resp.json()["reason"]
+
+    dead = read_topic(settings, "mastery.completion.dlq", expected=10_000, timeout=3)
+    mine = {headers_of(m)["ce_id"]: headers_of(m) for m in dead if tenant in headers_of(m)["ce_id"]}
+    assert set(mine) == {f"bad-{tenant}", f"wt-{tenant}"}
+    assert "score" in mine[f"bad-{tenant}"]["dlq_reason"]
+
+
+async def test_query_returns_the_contract(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    events = client("on-completion")
+    body, headers = binary_ce(
+        Component.COMPLETION, event_data(tenant, "s1", 0.8, class_id="c1"), "c-1"
+    )
+    await events.post("/", content=body, headers=headers)
+
+    resp = await client("mastery-query").post(
+        "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
+    )
+    assert resp.status_code == 200
+    doc = resp.json()
+    assert set(doc) >= {
+        "student_id",
+        "tenant",
+        "mastery",
+        "level",
+        "components",
+        "updated_at",
+        "version",
+    }
+    assert doc["tenant"] == tenant
+    assert doc["version"] == 1
+    assert doc["mastery"] == pytest.approx(0.32)
+    assert doc["level"] == "beginner"
+    assert doc["components"]["completion"] == {
+        "score": 0.8,
+        "weight": 0.4,
+        "contribution": 0.32,
+        "events": 1,
+        "observed": True,
+    }
+    assert doc["components"]["quiz"]["observed"] is False
+    assert resp.headers["x-correlation-id"]
+
+
+async def test_query_enforces_roles_and_tenants(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    events = client("on-quiz")
+    for student, cls in (("s1", "c1"), ("s2", "c2")):
+        body, headers = binary_ce(
+            Component.QUIZ, event_data(tenant, student, class_id=cls), f"{student}-e"
+        )
+        await events.post("/", content=body, headers=headers)
+    q = client("mastery-query")
+
+    async def status(headers: dict[str, str], student: str = "s1") -> int:
+        resp = await q.post("/mastery/query", json={"student_id": student}, headers=headers)
+        if resp.status_code >= 400:
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert resp.json()["status"] == resp.status_code
+        return resp.status_code
+
+    assert await status(token("s1", "student", tenant)) == 200
+    assert await status(token("s2", "student", tenant)) == 403
+    assert await status(token("t1", "teacher", tenant, classes=["c1"])) == 200
+    assert await status(token("t1", "teacher", tenant, classes=["c2"])) == 403
+    assert await status(token("t1", "teacher", tenant)) == 403
+    assert await status(token("a1", "admin", tenant)) == 200
+    assert await status(token("a1", "admin", tenant), "nobody") == 404
+    assert await status(token("a1", "admin", "other-school")) == 404  # other tenants see nothing
+    assert await status(JSON) == 401
+    assert await status({"authorization": "Bearer nope", **JSON}) == 401
+    expired = {"sub": "s1", "role": "student", "tenant": tenant, "exp": int(time.time()) - 3600}
+    bad = {"authorization": f"Bearer {jwt.encode(expired, JWT_SECRET, algorithm='HS256')}", **JSON}
+    assert await status(bad) == 401
+    wrong_key = {"sub": "s1", "role": "student", "tenant": tenant, "exp": int(time.time()) + 60}
+    forged = {
+        "authorization": f"Bearer {jwt.encode(wrong_key, 'x' * 32, algorithm='HS256')}",
+        **JSON,
+    }
+    assert await status(forged) == 401
+
+
+async def test_query_rejects_bad_bodies_with_the_field_named(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    q = client("mastery-query")
+    headers = token("a1", "admin", tenant)
+    cases = [
+        (b'{"student_id": "s{1}"}', 422, "student_id"),
+        (b'{"student": "s1"}', 422, "student_id"),
+        (b'{"student_id": 5}', 422, "student_id"),
+        (b"[]", 422, "body"),
+        (b'{"student_id"', 400, "JSON"),
+        (b"x" * 70_000, 413, "larger"),
+    ]
+    for body, status, needle in cases:
+        resp = await q.post("/mastery/query", content=body, headers=headers)
+        assert resp.status_code == status, body[:40]
+        assert needle in resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+    resp = await q.post(
+        "/mastery/query",
+        content=b'{"student_id":"s1"}',
+        headers={**headers, "content-type": "text/plain"},
+    )
+    assert resp.status_code == 415
+    assert (await q.get("/mastery/query", headers=headers)).status_code == 405
+    assert (await q.post("/elsewhere", headers=headers)).status_code == 404
+
+
+async def test_redis_down_is_503_with_retry_after(settings: Settings, tenant: str) -> None:
+    dead = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    res = build(dead)
+
+    async def provider(_: str) -> object:
+        return res
+
+    query = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=provider)  # type: ignore[arg-type]
+    events = FunctionApp("on-quiz", {"POST /": event_handler(Component.QUIZ)}, provider=provider)  # type: ignore[arg-type]
+
+    async def call(app: FunctionApp, path: str, **kw: object) -> httpx.Response:
+        async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
+            from starlette.requests import Request
+
+            response = await app(Request(scope, receive))
+            await response(scope, receive, send)
+
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi), base_url="http://fn"
+        ) as c:
+            return await c.post(path, **kw)  # type: ignore[arg-type]
+
+    resp = await call(
+        query, "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
+    )
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "1"
+    body, headers = binary_ce(Component.QUIZ, event_data(tenant, "s1"), str(uuid.uuid4()))
+    resp = await call(events, "/", content=body, headers=headers)
+    assert resp.status_code == 503  # the trigger retries; nothing is acknowledged
+    assert resp.headers["content-type"] == "application/problem+json"
+    await res.aclose()

@@ -1,0 +1,83 @@
+"""The ingest path with real Redis and Tansu: poison messages go to the DLQ, nothing else moves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import orjson
+from redis.asyncio import Redis
+
+from mastery.bootstrap import build
+from mastery.domain import Component
+from mastery.events.codec import JSON, Record
+from mastery.store import Outcome, keys
+from tests.helpers import event_data, fresh_topics, headers_of, read_topic, record
+
+if TYPE_CHECKING:
+    from mastery.settings import Settings
+
+
+async def test_poison_messages_are_dead_lettered_with_reasons(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    [topic] = fresh_topics(settings, "ingest")
+    good = record(Component.QUIZ, event_data(tenant, "s1", 0.8), event_id="good-1", topic=topic)
+    base = dict(good.headers)
+    poison = [
+        Record(topic, b"{not json", None, {**base, "ce_id": b"p1", "content-type": JSON.encode()}),
+        Record(topic, b"\x02\x03", None, {**base, "ce_id": b"p2"}),  # truncated Avro
+        record(Component.QUIZ, event_data(tenant, "s1", 1.5), event_id="p3", topic=topic),
+        record(
+            Component.QUIZ,
+            {k: v for k, v in event_data(tenant, "s1").items() if k != "score"},
+            event_id="p4",
+            topic=topic,
+            content_type=JSON,
+        ),
+        Record(topic, good.value, None, {**base, "ce_id": b"p5", "ce_type": b"mastery.bogus.v1"}),
+        record(
+            Component.QUIZ,
+            event_data(tenant, "s1", at=datetime.now(UTC) + timedelta(days=1)),
+            event_id="p6",
+            topic=topic,
+        ),
+        good,  # redelivered
+    ]
+    res = build(settings, source="test")
+    try:
+        results = await res.ingestor.ingest([poison[0], good, *poison[1:]])
+    finally:
+        await res.aclose()
+
+    outcomes = [o for o, _ in results]
+    assert outcomes == [
+        Outcome.REJECTED,
+        Outcome.APPLIED,
+        *[Outcome.REJECTED] * 5,
+        Outcome.DUPLICATE,
+    ]
+    reasons = [r for _, r in results]
+    assert "malformed JSON" in reasons[0]
+    assert "malformed Avro" in reasons[2]
+    assert "score" in reasons[3]
+    assert "score" in reasons[4]
+    assert "unknown event type" in reasons[5]
+    assert "future" in reasons[6]
+
+    dead = read_topic(settings, f"{topic}.dlq", expected=6)
+    by_id = {headers_of(m)["ce_id"]: headers_of(m) for m in dead}
+    assert sorted(by_id) == ["p1", "p2", "p3", "p4", "p5", "p6"]
+    assert "malformed JSON" in by_id["p1"]["dlq_reason"]
+    assert by_id["p3"]["dlq_topic"] == topic
+    assert next(m for m in dead if headers_of(m)["ce_id"] == "p2").value() == b"\x02\x03"
+
+    state = await res.store.load(tenant, "s1")
+    assert state is not None
+    assert state.version == 1
+
+    audit = await redis.xrange(keys.audit(tenant))
+    assert [f[b"outcome"] for _, f in audit].count(b"applied") == 1
+    assert [f[b"outcome"] for _, f in audit].count(b"duplicate") == 1
+    rejected = [f for _, f in audit if f[b"outcome"] == b"rejected"]
+    assert {orjson.loads(f[b"event"])["event_id"] for f in rejected} == {"p3", "p4", "p6"}

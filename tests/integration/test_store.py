@@ -1,0 +1,160 @@
+"""The Lua apply script against a real Redis: idempotency, order independence, TTLs, audit."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from mastery.domain import Component, Observation, StudentState, explain, fold
+from mastery.store import Outcome, RedisStore, keys
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def _obs(tenant: str, student: str, i: int, *, days_ago: float = 0.0, **kw: object) -> Observation:
+    rng = random.Random(i)
+    return Observation(
+        event_id=f"e-{i}",
+        tenant=tenant,
+        student_id=student,
+        component=kw.pop("component", rng.choice(list(Component))),  # type: ignore[arg-type]
+        score=kw.pop("score", round(rng.random(), 3)),  # type: ignore[arg-type]
+        occurred_at=NOW - timedelta(days=days_ago or rng.uniform(0, 60)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _audit(obs: Observation) -> bytes:
+    return orjson.dumps({"event_id": obs.event_id, "student_id": obs.student_id})
+
+
+async def _apply(store: RedisStore, batch: list[Observation], now: datetime = NOW) -> list[Outcome]:
+    return await store.apply([(o, _audit(o)) for o in batch], [], now)
+
+
+async def test_state_matches_the_pure_domain(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    events = [
+        _obs(tenant, "s1", i, area="algebra" if i % 3 else None, class_id="c1") for i in range(40)
+    ]
+    assert await _apply(store, events) == [Outcome.APPLIED] * 40
+
+    state = await store.load(tenant, "s1")
+    expected = fold(StudentState(), events)
+    assert state is not None
+    assert state.version == 40
+    assert state.classes == {"c1"}
+    assert explain(state) == explain(expected)
+    for key, agg in expected.areas.items():
+        assert state.areas[key].count == agg.count
+        assert state.areas[key].mean == pytest.approx(agg.mean, abs=1e-12)
+
+
+async def test_any_order_and_batching_gives_the_same_state(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    events = [_obs(tenant, "a", i) for i in range(60)]
+    await _apply(store, events)
+    rng = random.Random(7)
+    shuffled = [
+        Observation(o.event_id, o.tenant, "b", o.component, o.score, o.occurred_at) for o in events
+    ]
+    rng.shuffle(shuffled)
+    for start in range(0, 60, 7):  # uneven batches, reversed within each
+        await _apply(store, shuffled[start : start + 7][::-1])
+
+    a, b = await store.load(tenant, "a"), await store.load(tenant, "b")
+    assert a is not None
+    assert b is not None
+    assert explain(a) == explain(b)
+    assert a.version == b.version == 60
+
+
+async def test_duplicates_count_once_even_within_a_batch(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    unique = [_obs(tenant, "s1", i) for i in range(100)]
+    rng = random.Random(3)
+    stream = unique + rng.sample(unique, 30)  # 30 % duplicates, some in the same batch
+    rng.shuffle(stream)
+
+    outcomes = [
+        o
+        for start in range(0, len(stream), 25)
+        for o in await _apply(store, stream[start : start + 25])
+    ]
+
+    assert outcomes.count(Outcome.APPLIED) == 100
+    assert outcomes.count(Outcome.DUPLICATE) == 30
+    state = await store.load(tenant, "s1")
+    assert state is not None
+    assert state.version == 100
+    assert explain(state) == explain(fold(StudentState(), unique))
+
+
+async def test_every_key_has_a_ttl(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    await _apply(store, [_obs(tenant, f"s{i}", i, days_ago=i) for i in range(20)])
+    await store.apply([], [(tenant, "bad", b"{}")], NOW)
+
+    found = [k async for k in redis.scan_iter(match=f"m:{{{tenant}*")]
+    assert found
+    for key in found:
+        ttl = await redis.ttl(key)
+        assert ttl > 0, f"{key!r} has no TTL"
+    assert 0 < await redis.ttl(keys.state(tenant, "s0")) <= 90 * 86400
+
+
+async def test_day_snapshots_one_per_day_trimmed_to_the_window(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    start = NOW - timedelta(days=119)
+    for day in range(120):  # one event a day for 120 days, applied on that day
+        at = start + timedelta(days=day)
+        obs = Observation(f"d{day}", tenant, "s1", Component.QUIZ, day / 120, at)
+        await _apply(store, [obs], now=at)
+        if day % 10 == 0:  # a second event the same day replaces that day's snapshot
+            again = Observation(f"d{day}b", tenant, "s1", Component.COMPLETION, 1.0, at)
+            await _apply(store, [again], now=at)
+
+    days = await store.history(tenant, "s1")
+    assert [d.day for d in days] == [(NOW - timedelta(days=89 - i)).date() for i in range(90)]
+    state = await store.load(tenant, "s1")
+    assert state is not None
+    assert days[-1].scores[Component.QUIZ] == pytest.approx(
+        explain(state).components[Component.QUIZ].score, abs=1e-4
+    )
+    assert days[-1].scores[Component.QUALITY] is None  # never observed
+    assert days[-1].scores[Component.COMPLETION] == 1.0
+
+
+async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    first = _obs(tenant, "s1", 1)
+    await _apply(store, [first])
+    await store.apply(
+        [(first, _audit(first))], [(tenant, "invalid field score", b'{"event_id":"x"}')], NOW
+    )
+
+    entries = await redis.xrange(keys.audit(tenant))
+    outcomes = [(f[b"outcome"].decode(), f.get(b"reason")) for _, f in entries]
+    assert outcomes == [
+        ("applied", None),
+        ("duplicate", None),
+        ("rejected", b"invalid field score"),
+    ]
+    assert orjson.loads(entries[0][1][b"event"])["event_id"] == "e-1"
+
+
+async def test_script_is_reloaded_after_a_flush(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    await redis.script_flush()
+    assert await _apply(store, [_obs(tenant, "s1", 1)]) == [Outcome.APPLIED]
+
+
+async def test_unknown_student_has_no_state(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    assert await store.load(tenant, f"nobody-{uuid.uuid4().hex[:6]}") is None
+    assert await store.history(tenant, "nobody") == []
