@@ -16,10 +16,13 @@ from mastery.events.ingest import Ingestor
 from mastery.events.kafka import KafkaPublisher, producer_config
 from mastery.settings import Settings
 from mastery.store import RedisStore
+from mastery.web.auth import Authenticator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
+
+    from mastery.domain import ScoringModel
 
 __all__ = ["Resources", "build", "resources"]
 
@@ -27,10 +30,13 @@ __all__ = ["Resources", "build", "resources"]
 @dataclass(frozen=True, slots=True)
 class Resources:
     settings: Settings
+    model: ScoringModel
     redis: Redis
     store: RedisStore
     publisher: KafkaPublisher
     ingestor: Ingestor
+    authenticator: Authenticator | None
+    """``None`` when no JWT secret is configured: authenticated routes answer 503."""
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.publisher.close)
@@ -49,7 +55,9 @@ def build(
     publisher = KafkaPublisher(producer_config(settings))
     kwargs = {"clock": clock} if clock else {}
     ingestor = Ingestor(store, publisher, model=model, source=source, **kwargs)
-    return Resources(settings, client, store, publisher, ingestor)
+    secret = settings.jwt_secret_value()
+    authenticator = Authenticator(secret, settings.jwt_leeway_s) if secret else None
+    return Resources(settings, model, client, store, publisher, ingestor, authenticator)
 
 
 _lock = asyncio.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,7 @@ class Settings(BaseSettings):
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
     jwt_secret: SecretStr | None = Field(None, validation_alias="MASTERY_JWT_SECRET")
+    jwt_secret_file: Path | None = Field(None, validation_alias="MASTERY_JWT_SECRET_FILE")
     jwt_leeway_s: int = Field(30, ge=0, validation_alias="MASTERY_JWT_LEEWAY_SECONDS")
     port: int = Field(8080, validation_alias="MASTERY_PORT")
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
@@ -32,6 +34,14 @@ class Settings(BaseSettings):
     audit_maxlen: int = Field(100_000, gt=0, validation_alias="MASTERY_AUDIT_MAXLEN")
     half_life_days: float = Field(14.0, gt=0, validation_alias="MASTERY_HALF_LIFE_DAYS")
     retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
+
+    def jwt_secret_value(self) -> str | None:
+        """The signing secret: ``MASTERY_JWT_SECRET``, else the mounted file (OpenFaaS secrets)."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if self.jwt_secret_file is not None and self.jwt_secret_file.is_file():
+            return self.jwt_secret_file.read_text().strip() or None
+        return None
 
     def scoring_model(self) -> ScoringModel:
         return ScoringModel(

@@ -80,10 +80,23 @@ def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path) -> Non
     default=None,
     help="Touched once partitions are assigned.",
 )
-def consume(topics: tuple[str, ...], group: str | None, ready_file: Path | None) -> None:
+@click.option(
+    "--metrics-port",
+    envvar="MASTERY_METRICS_PORT",
+    default=0,
+    type=int,
+    help="Serve Prometheus /metrics on this port (0: off).",
+)
+def consume(
+    topics: tuple[str, ...], group: str | None, ready_file: Path | None, metrics_port: int
+) -> None:
     """Apply events from TOPICS in batches, committing offsets after Redis applied them."""
+    from prometheus_client import start_http_server
+
     from mastery.events.consumer import consume as run
 
+    if metrics_port:
+        start_http_server(metrics_port)
     _serve(lambda res, stop: run(res, topics, stop, group, ready_file), "mastery-consume")
 
 

@@ -18,11 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from mastery.bootstrap import resources
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
-from mastery.web.auth import Authenticator, Principal
+from mastery.web.auth import Principal
 from mastery.web.problems import Problem, from_validation
 
 if TYPE_CHECKING:
@@ -49,10 +48,9 @@ class Context:
 
     def principal(self, request: Request) -> Principal:
         """The verified caller; 401 problem otherwise."""
-        secret = self.resources.settings.jwt_secret
-        if secret is None:
+        auth = self.resources.authenticator
+        if auth is None:
             raise Unavailable("MASTERY_JWT_SECRET is not configured")
-        auth = Authenticator(secret.get_secret_value(), self.resources.settings.jwt_leeway_s)
         return auth.authenticate(request.headers.get("authorization"))
 
 
@@ -74,7 +72,7 @@ class FunctionApp:
         *,
         uses_kafka: bool = False,
         uses_auth: bool = True,
-        provider: Callable[[str], Awaitable[Resources]] = resources,
+        provider: Callable[[str], Awaitable[Resources]] | None = None,
     ) -> None:
         self.name = name
         self._routes = dict(routes)
@@ -82,7 +80,7 @@ class FunctionApp:
         self._uses_kafka = uses_kafka
         self._uses_auth = uses_auth
         self._log = logger(name)
-        self._resources = provider
+        self._resources = provider or _process_resources
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/") or "/"
@@ -136,10 +134,17 @@ class FunctionApp:
         if self._uses_kafka:
             checks["kafka"] = await _check(res.publisher.check())
         if self._uses_auth:
-            checks["jwt_secret"] = "ok" if res.settings.jwt_secret else "MASTERY_JWT_SECRET not set"
+            checks["jwt_secret"] = "ok" if res.authenticator else "MASTERY_JWT_SECRET not set"
         if all(v == "ok" for v in checks.values()):
             return json_response({"status": "ready", "checks": checks})
         return Problem(503, "not ready", headers=_RETRY_AFTER, checks=checks).response()
+
+
+async def _process_resources(name: str) -> Resources:
+    # Imported here: bootstrap is the composition root and itself imports from mastery.web.
+    from mastery.bootstrap import resources
+
+    return await resources(name)
 
 
 async def _check(probe: Awaitable[None]) -> str:

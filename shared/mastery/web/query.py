@@ -38,7 +38,7 @@ async def query_mastery(request: Request, ctx: Context) -> Response:
     if state is None:
         raise Problem(404, "no mastery data for this student")
     authorize_student(principal, body.student_id, state.classes)
-    report = explain(state, ctx.resources.settings.scoring_model())
+    report = explain(state, ctx.resources.model)
     return json_response(mastery_document(body.student_id, principal.tenant, state, report))
 
 
