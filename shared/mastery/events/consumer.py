@@ -1,13 +1,15 @@
 """``mastery consume``: the Kafka-native trigger, applying messages in batches.
 
 Each batch: one ``Ingestor.ingest`` (one Redis round trip), then a synchronous offset
-commit. Offsets are never committed before Redis has applied the batch, so a crash
+commit. Two batches overlap (one is decoded while the other runs in Redis) and commit in
+order. Offsets are never committed before Redis has applied the batch, so a crash
 redelivers and the redelivered events count as duplicates: nothing lost, nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
     from mastery.bootstrap import Resources
 
 __all__ = ["consume", "next_offsets", "subscribe"]
+
+#: Batches in flight: one decoded in Python while the other runs in Redis.
+_IN_FLIGHT = 2
 
 
 async def subscribe(consumer: AIOConsumer, topics: Sequence[str], ready_file: Path | None) -> None:
@@ -64,6 +69,7 @@ async def consume(
     await subscribe(consumer, topics, ready_file)
     wait_s = settings.batch_wait_ms / 1000
     log.info("consuming", extra={"topics": list(topics), "group": group or settings.consumer_group})
+    inflight: deque[asyncio.Task[None]] = deque()
     try:
         fetch = asyncio.ensure_future(consumer.consume(settings.batch_size, wait_s))
         while not stop.is_set():
@@ -73,26 +79,48 @@ async def consume(
             batch = [m for m in messages if _usable(m)]
             if not batch:
                 continue
-            records = [to_record(m) for m in batch]
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(Unavailable),
-                wait=wait_exponential(multiplier=0.1, max=5),
-                before_sleep=lambda rs: log.warning(
-                    "dependency unavailable, retrying batch",
-                    extra={"error": str(rs.outcome.exception()) if rs.outcome else ""},
-                ),
-            ):
-                with attempt:
-                    await res.ingestor.ingest(records)
-            try:
-                await consumer.commit(offsets=next_offsets(batch), asynchronous=False)
-            except KafkaException as exc:
-                # Partitions moved in a rebalance: their new owner re-reads them and the
-                # events come back as duplicates, which the store recognises.
-                log.warning("offset commit failed", extra={"error": str(exc)})
+            previous = inflight[-1] if inflight else None
+            inflight.append(asyncio.create_task(_apply_then_commit(res, consumer, batch, previous)))
+            if len(inflight) == _IN_FLIGHT:
+                await inflight.popleft()
         fetch.cancel()
+        while inflight:
+            await inflight.popleft()
     finally:
         await consumer.close()
+
+
+async def _apply_then_commit(
+    res: Resources,
+    consumer: AIOConsumer,
+    batch: Sequence[Message],
+    previous: asyncio.Task[None] | None,
+) -> None:
+    """Apply a batch (retrying while Redis or the broker is down), then commit its offsets.
+
+    The offsets wait for the previous batch's commit, so they only ever move forward over
+    applied events.
+    """
+    log = logger("mastery-consume")
+    records = [to_record(m) for m in batch]
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(Unavailable),
+        wait=wait_exponential(multiplier=0.1, max=5),
+        before_sleep=lambda rs: log.warning(
+            "dependency unavailable, retrying batch",
+            extra={"error": str(rs.outcome.exception()) if rs.outcome else ""},
+        ),
+    ):
+        with attempt:
+            await res.ingestor.ingest(records)
+    if previous is not None:
+        await previous
+    try:
+        await consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+    except KafkaException as exc:
+        # Partitions moved in a rebalance: their new owner re-reads them and the events
+        # come back as duplicates, which the store recognises.
+        log.warning("offset commit failed", extra={"error": str(exc)})
 
 
 def _usable(message: Message) -> bool:

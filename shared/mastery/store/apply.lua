@@ -2,35 +2,35 @@
 --
 -- KEYS: every key the batch touches (state, days, seen, audit), referenced by index.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
---       Component order, then 13 fields per event:
---       state_i, days_i, seen_i, audit_i, event_hash, seen_expire_at, occurred_at_s,
---       component, area, weight, weight*score, class_id, audit_record
+--       Component order, then one JSON array with an array per event:
+--       [state_i, days_i, seen_i, audit_i, event_hash, seen_expire_at, occurred_at_s,
+--        component, area, weight, weight*score, class_id, audit_record]
+--       (one JSON argument instead of 13 per event: packing arguments dominated the cost)
 -- Returns: one outcome per event, 'applied' or 'duplicate'.
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
 -- this script only adds sums, so events commute and any order gives the same state.
--- Sums are gathered per student in Lua first, so Redis sees one write per field per batch.
+-- Sums are gathered per student in Lua first, so each student costs one read and one write.
 local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
-local HEAD, F = 9, 13
+local events = cjson.decode(ARGV[10])
 
 local outcomes, students, order, expiring, audits = {}, {}, {}, {}, {}
-for i = HEAD + 1, #ARGV, F do
-  local seen, audit = KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
+for _, e in ipairs(events) do
+  local seen, audit = KEYS[e[3]], KEYS[e[4]]
   local outcome = 'duplicate'
-  if redis.call('SADD', seen, ARGV[i + 4]) == 1 then
+  if redis.call('SADD', seen, e[5]) == 1 then
     outcome = 'applied'
-    expiring[seen] = ARGV[i + 5]
-    local state = KEYS[tonumber(ARGV[i])]
+    expiring[seen] = e[6]
+    local state = KEYS[e[1]]
     local st = students[state]
     if not st then
-      st = {days = KEYS[tonumber(ARGV[i + 1])], sums = {}, n = 0, last = 0, classes = {}}
+      st = {days = KEYS[e[2]], sums = {}, n = 0, last = 0, classes = {}}
       students[state] = st
       order[#order + 1] = state
     end
-    local at, c, area, w, wv, class = tonumber(ARGV[i + 6]), ARGV[i + 7], ARGV[i + 8],
-      tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]), ARGV[i + 11]
+    local at, c, area, w, wv, class = e[7], e[8], e[9], e[10], e[11], e[12]
     local prefixes = {c}
     if area ~= '' then prefixes[2] = 'a:' .. c .. ':' .. area end
     for _, p in ipairs(prefixes) do
@@ -42,11 +42,11 @@ for i = HEAD + 1, #ARGV, F do
     if at > st.last then st.last = at end
     st.n = st.n + 1
   end
-  redis.call('XADD', audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', ARGV[i + 12])
+  redis.call('XADD', audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', e[13])
   audits[audit] = true
   outcomes[#outcomes + 1] = outcome
 end
-for seen, at in pairs(expiring) do redis.call('EXPIREAT', seen, at) end
+for seen, at in pairs(expiring) do redis.call('EXPIREAT', seen, string.format('%d', at)) end
 -- Audit records live as long as the data they describe: trimmed by age, then by TTL.
 local audit_cutoff = string.format('%d', tonumber(now_ms) - ttl * 1000)
 for audit in pairs(audits) do
@@ -54,36 +54,51 @@ for audit in pairs(audits) do
   redis.call('EXPIRE', audit, ttl)
 end
 
-local snap_fields = {'last_at', 'classes'}
-for _, c in ipairs(comps) do
-  snap_fields[#snap_fields + 1] = c .. ':s'
-  snap_fields[#snap_fields + 1] = c .. ':w'
-end
+-- Per student: one HMGET of what the batch touches, the new values computed here, one HSET.
+local function num(v) return tonumber(v or '0') end
+local function fmt(x) return string.format('%.17g', x) end
 for _, state in ipairs(order) do
   local st = students[state]
-  for p, s in pairs(st.sums) do
-    redis.call('HINCRBYFLOAT', state, p .. ':s', s[1])
-    redis.call('HINCRBYFLOAT', state, p .. ':w', s[2])
-    redis.call('HINCRBY', state, p .. ':n', s[3])
+  local fields = {'last_at', 'classes', 'version'}
+  for _, c in ipairs(comps) do
+    fields[#fields + 1] = c .. ':s'
+    fields[#fields + 1] = c .. ':w'
   end
-  redis.call('HINCRBY', state, 'version', st.n)
-  local cur = redis.call('HMGET', state, unpack(snap_fields))  -- sums now include this batch
-  local last = math.max(tonumber(cur[1] or '0'), st.last)
-  local classes = cur[2] or ''
+  for p in pairs(st.sums) do
+    if string.sub(p, 1, 2) == 'a:' then  -- component sums are in the list already
+      fields[#fields + 1] = p .. ':s'
+      fields[#fields + 1] = p .. ':w'
+    end
+    fields[#fields + 1] = p .. ':n'
+  end
+  local cur = redis.call('HMGET', state, unpack(fields))
+  local val = {}
+  for k, f in ipairs(fields) do val[f] = cur[k] end
+
+  local last = math.max(num(val['last_at']), st.last)
+  local classes = val['classes'] or ''
   for class in pairs(st.classes) do
     if not string.find(',' .. classes .. ',', ',' .. class .. ',', 1, true) then
       classes = classes == '' and class or classes .. ',' .. class
     end
   end
-  redis.call('HSET', state, 'last_at', string.format('%.6f', last), 'updated_at', now_ms,
-    'classes', classes)
+  local out = {'last_at', string.format('%.6f', last), 'classes', classes, 'updated_at', now_ms,
+    'version', string.format('%d', num(val['version']) + st.n)}
+  for p, sum in pairs(st.sums) do
+    local s_, w_ = num(val[p .. ':s']) + sum[1], num(val[p .. ':w']) + sum[2]
+    val[p .. ':s'], val[p .. ':w'] = s_, w_
+    out[#out + 1] = p .. ':s'; out[#out + 1] = fmt(s_)
+    out[#out + 1] = p .. ':w'; out[#out + 1] = fmt(w_)
+    out[#out + 1] = p .. ':n'; out[#out + 1] = string.format('%d', num(val[p .. ':n']) + sum[3])
+  end
+  redis.call('HSET', state, unpack(out))
   redis.call('EXPIRE', state, ttl)
 
   -- One snapshot per student per day (the day of their newest event): component scores
   -- as 0..10000, 65535 when unobserved; records ascend by day, older than the window go.
   local v = {}
   for j = 1, #comps do
-    local s, w = tonumber(cur[2 * j + 1] or '0'), tonumber(cur[2 * j + 2] or '0')
+    local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
     v[j] = 65535
     if w > 0 then v[j] = math.max(0, math.min(10000, math.floor(10000 * s / w + 0.5))) end
   end

@@ -8,6 +8,7 @@ from enum import StrEnum
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.exceptions
 
 from mastery.domain import DEFAULT_MODEL, Aggregate, Component, DaySnapshot, StudentState
@@ -95,7 +96,7 @@ class RedisStore:
 
     async def _execute(
         self,
-        apply_args: tuple[list[str], list[str | int | float | bytes]] | None,
+        apply_args: tuple[list[str], list[str | int | bytes]] | None,
         rejected: Sequence[Rejection],
         now: datetime,
     ) -> list[Any]:
@@ -140,21 +141,14 @@ class RedisStore:
 
     def _apply_args(
         self, accepted: Sequence[tuple[Observation, bytes]], now: datetime
-    ) -> tuple[list[str], list[str | int | float | bytes]]:
+    ) -> tuple[list[str], list[str | int | bytes]]:
         index: dict[str, int] = {}
 
         def ref(key: str) -> int:
             return index.setdefault(key, len(index) + 1)  # Lua indexes from 1
 
         ttl = self._ttl_s
-        args: list[str | int | float | bytes] = [
-            int(now.timestamp() * 1000),
-            ttl,
-            self._model.window.days,
-            self._audit_maxlen,
-            int(DECAY_ORIGIN.timestamp()),
-            *(c.value for c in _COMPONENTS),
-        ]
+        events: list[list[object]] = []
         for obs, record in accepted:
             t, s = obs.tenant, obs.student_id
             at = obs.occurred_at.timestamp()
@@ -162,21 +156,32 @@ class RedisStore:
             # A bucket must outlive the window of its newest possible event.
             expire_at = (bucket + 1) * keys.SEEN_BUCKET_DAYS * 86400 + ttl
             inc = self._model.increment(obs)
-            args += [
-                ref(keys.state(t, s)),
-                ref(keys.days(t, s)),
-                ref(keys.seen(t, s, bucket)),
-                ref(keys.audit(t)),
-                keys.event_hash(obs.event_id),
-                expire_at,
-                repr(at),
-                obs.component.value,
-                obs.area or "",
-                repr(inc.weight),
-                repr(inc.weighted_value),
-                obs.class_id or "",
-                record,
-            ]
+            events.append(
+                [
+                    ref(keys.state(t, s)),
+                    ref(keys.days(t, s)),
+                    ref(keys.seen(t, s, bucket)),
+                    ref(keys.audit(t)),
+                    str(keys.event_hash(obs.event_id)),  # a string: Lua numbers are doubles
+                    expire_at,
+                    at,
+                    obs.component.value,
+                    obs.area or "",
+                    inc.weight,
+                    inc.weighted_value,
+                    obs.class_id or "",
+                    record.decode(),
+                ]
+            )
+        args: list[str | int | bytes] = [
+            int(now.timestamp() * 1000),
+            ttl,
+            self._model.window.days,
+            self._audit_maxlen,
+            int(DECAY_ORIGIN.timestamp()),
+            *(c.value for c in _COMPONENTS),
+            orjson.dumps(events),
+        ]
         return list(index), args
 
 
