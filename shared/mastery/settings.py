@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     def jwt_secret_value(self) -> str | None:
         """The signing secret: ``MASTERY_JWT_SECRET``, else the mounted file (OpenFaaS secrets)."""
         if self.jwt_secret is not None:
-            return self.jwt_secret.get_secret_value()
+            return self.jwt_secret.get_secret_value() or None
         if self.jwt_secret_file is not None and self.jwt_secret_file.is_file():
             return self.jwt_secret_file.read_text().strip() or None
         return None

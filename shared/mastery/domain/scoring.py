@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -68,8 +69,13 @@ class ScoringModel:
     max_clock_skew: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
-        if set(self.weights) != set(Component) or abs(sum(self.weights.values()) - 1.0) > 1e-9:
-            raise ValueError("weights must cover every component and sum to 1")
+        weights = self.weights.values()
+        if (
+            set(self.weights) != set(Component)
+            or not all(math.isfinite(w) and w >= 0 for w in weights)
+            or abs(sum(weights) - 1.0) > 1e-9
+        ):
+            raise ValueError("weights must cover every component, be >= 0 and sum to 1")
 
     def decay_weight(self, occurred_at: datetime) -> float:
         """``2 ** ((t - origin) / half_life)``: newer events weigh more, exponentially."""
@@ -160,6 +166,15 @@ class MasteryReport:
     next_level: NextLevel | None
 
 
+def _shown(x: float) -> float:
+    """Round to 4 decimals for display, stably.
+
+    Sums taken in another order differ in the last bits; rounding to 9 decimals first
+    erases that, so a value at a rounding tie shows (and levels) the same in every order.
+    """
+    return round(round(x, 9), 4)
+
+
 def explain(state: StudentState, model: ScoringModel = DEFAULT_MODEL) -> MasteryReport:
     """Score a state and say how each component contributed."""
     parts: dict[Component, ComponentReport] = {}
@@ -167,11 +182,11 @@ def explain(state: StudentState, model: ScoringModel = DEFAULT_MODEL) -> Mastery
         agg = state.component(c)
         weight = model.weights[c]
         parts[c] = ComponentReport(
-            score=round(agg.mean, 4),
+            score=_shown(agg.mean),
             weight=weight,
-            contribution=round(weight * agg.mean, 4),
+            contribution=_shown(weight * agg.mean),
             events=agg.count,
             observed=agg.observed,
         )
-    mastery = round(model.mastery({c: state.component(c).mean for c in Component}), 4)
+    mastery = _shown(model.mastery({c: state.component(c).mean for c in Component}))
     return MasteryReport(mastery, model.level(mastery), parts, model.next_level(mastery))

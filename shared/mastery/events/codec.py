@@ -135,8 +135,11 @@ def _unbind_structured(value: bytes | None) -> tuple[dict[str, str], str, bytes 
         data = envelope.pop("data", None)
         if not isinstance(data, dict):
             raise InvalidEvent("structured CloudEvent data must be a JSON object")
-    content_type = str(envelope.pop("datacontenttype", JSON)).split(";")[0].strip().lower()
-    return {k: str(v) for k, v in envelope.items()}, content_type, data
+    for name, attr in envelope.items():
+        if not isinstance(attr, str):
+            raise InvalidEvent(f"CloudEvent attribute ce_{name} must be a string")
+    content_type = envelope.pop("datacontenttype", JSON).split(";")[0].strip().lower()
+    return envelope, content_type, data
 
 
 def _payload(

@@ -5,9 +5,10 @@ A unit test proves the field names, types and optionality agree with the schemas
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mastery.domain import Component
 
@@ -26,6 +27,16 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 EventId = Annotated[str, Field(pattern=ID_PATTERN)]
 _Area = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$")]
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339(value: object) -> object:
+    """Only RFC 3339 text: pydantic alone would also take epoch numbers in a string."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-14T09:30:00Z")
+    return value
 
 
 class LearningEvent(BaseModel):
@@ -35,7 +46,7 @@ class LearningEvent(BaseModel):
 
     student_id: EventId
     tenant: EventId
-    occurred_at: AwareDatetime
+    occurred_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
     score: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     class_id: EventId | None = None
     area: _Area | None = None

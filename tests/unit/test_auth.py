@@ -1,0 +1,201 @@
+"""Bearer JWTs to a ``Principal`` (HS256 only, ``exp`` required) and who may read whom."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+
+from mastery.web.auth import Authenticator, Principal, Role, authorize_student
+from mastery.web.problems import Problem
+
+# 64 bytes: long enough for HS512 too, so PyJWT does not warn when signing the forged ones.
+_SECRET = "unit-test-secret-" + "x" * 47
+_LEEWAY_S = 30
+_AUTH = Authenticator(_SECRET, leeway_s=_LEEWAY_S)
+
+
+def _claims(**changes: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "sub": "teacher-1",
+        "role": "teacher",
+        "tenant": "school-1",
+        "classes": ["c1", "c2"],
+        "exp": int(time.time()) + 300,
+    }
+    claims |= changes
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _token(claims: dict[str, Any] | None = None, key: str = _SECRET, alg: str = "HS256") -> str:
+    return jwt.encode(_claims() if claims is None else claims, key, algorithm=alg)
+
+
+def _b64(part: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(part)).rstrip(b"=").decode()
+
+
+def _forged(header: dict[str, Any], signature: str = "") -> str:
+    """A token with any header, signed by nobody."""
+    return f"{_b64(header)}.{_b64(_claims())}.{signature}"
+
+
+def _rejected(authorization: str | None) -> Problem:
+    with pytest.raises(Problem) as caught:
+        _AUTH.authenticate(authorization)
+    assert caught.value.status == 401
+    return caught.value
+
+
+# -- authenticate ----------------------------------------------------------------------------
+
+
+def test_valid_token() -> None:
+    principal = _AUTH.authenticate(f"Bearer {_token()}")
+    assert principal == Principal("teacher-1", Role.TEACHER, "school-1", frozenset({"c1", "c2"}))
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role(role: Role) -> None:
+    principal = _AUTH.authenticate(f"Bearer {_token(_claims(role=role.value))}")
+    assert principal.role is role
+
+
+def test_classes_default_to_none() -> None:
+    principal = _AUTH.authenticate(f"Bearer {_token(_claims(classes=None))}")
+    assert principal.classes == frozenset()
+
+
+def test_scheme_is_case_insensitive() -> None:
+    assert _AUTH.authenticate(f"bearer {_token()}").subject == "teacher-1"
+
+
+def test_expired_within_leeway_is_accepted() -> None:
+    token = _token(_claims(exp=int(time.time()) - _LEEWAY_S // 2))
+    assert _AUTH.authenticate(f"Bearer {token}").tenant == "school-1"
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Basic x", "Token abc"])
+def test_no_bearer_token(authorization: str | None) -> None:
+    assert "bearer" in _rejected(authorization).detail
+
+
+def test_alg_none() -> None:
+    _rejected(f"Bearer {_forged({'alg': 'none', 'typ': 'JWT'})}")
+
+
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+def test_other_hmac_algorithms(alg: str) -> None:
+    _rejected(f"Bearer {_token(alg=alg)}")
+
+
+def test_rs256() -> None:
+    # No `cryptography` in this environment to mint a real RSA signature; the algorithm
+    # must be refused before any signature is looked at anyway.
+    _rejected(f"Bearer {_forged({'alg': 'RS256', 'typ': 'JWT'}, 'c2lnbmF0dXJl')}")
+
+
+def test_hs256_header_with_forged_signature() -> None:
+    _rejected(f"Bearer {_forged({'alg': 'HS256', 'typ': 'JWT'}, 'c2lnbmF0dXJl')}")
+
+
+def test_wrong_key() -> None:
+    _rejected(f"Bearer {_token(key='another-secret-' + 'y' * 49)}")
+
+
+def test_tampered_payload() -> None:
+    header, _, signature = _token().split(".")
+    admin = _b64(_claims(role="admin"))
+    _rejected(f"Bearer {header}.{admin}.{signature}")
+
+
+def test_expired_beyond_leeway() -> None:
+    token = _token(_claims(exp=int(time.time()) - _LEEWAY_S - 60))
+    assert "expired" in _rejected(f"Bearer {token}").detail
+
+
+def test_not_yet_valid() -> None:
+    token = _token(_claims(nbf=int(time.time()) + _LEEWAY_S + 600))
+    _rejected(f"Bearer {token}")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param(_claims(exp=None), id="no-exp"),
+        pytest.param(_claims(sub=None), id="no-sub"),
+        pytest.param(_claims(role=None), id="no-role"),
+        pytest.param(_claims(role="superuser"), id="unknown-role"),
+        pytest.param(_claims(role="ADMIN"), id="role-case"),
+        pytest.param(_claims(tenant=None), id="no-tenant"),
+        pytest.param(_claims(tenant="a:b"), id="tenant-colon"),
+        pytest.param(_claims(tenant="{x}"), id="tenant-braces"),
+        pytest.param(_claims(tenant="t" * 65), id="tenant-too-long"),
+        pytest.param(_claims(tenant=""), id="tenant-empty"),
+        pytest.param(_claims(sub="a:b"), id="sub-pattern"),
+        pytest.param(_claims(classes=["ok", "a b"]), id="class-pattern"),
+        pytest.param(_claims(classes="c1"), id="classes-not-a-list"),
+        pytest.param(_claims(exp="tomorrow"), id="exp-not-a-number"),
+    ],
+)
+def test_invalid_claims(claims: dict[str, Any]) -> None:
+    _rejected(f"Bearer {_token(claims)}")
+
+
+@pytest.mark.parametrize("token", ["abc", "a.b.c", "..", "Bearer x"])
+def test_garbage_token(token: str) -> None:
+    _rejected(f"Bearer {token}")
+
+
+def test_unauthorized_response_names_the_scheme() -> None:
+    response = _rejected(None).response()
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+# -- authorize_student -----------------------------------------------------------------------
+
+
+def _principal(role: Role, subject: str = "u1", classes: set[str] | None = None) -> Principal:
+    return Principal(subject, role, "school-1", frozenset(classes or ()))
+
+
+def _forbidden(principal: Principal, student: str, student_classes: set[str]) -> None:
+    with pytest.raises(Problem) as caught:
+        authorize_student(principal, student, student_classes)
+    assert caught.value.status == 403
+
+
+def test_student_reads_themselves() -> None:
+    authorize_student(_principal(Role.STUDENT, "s1"), "s1", set())
+
+
+def test_student_cannot_read_another() -> None:
+    _forbidden(_principal(Role.STUDENT, "s1", {"c1"}), "s2", {"c1"})
+
+
+def test_teacher_reads_a_student_of_their_class() -> None:
+    authorize_student(_principal(Role.TEACHER, "t1", {"c1", "c2"}), "s1", {"c2", "c9"})
+
+
+@pytest.mark.parametrize(
+    ("teacher_classes", "student_classes"),
+    [({"c1", "c2"}, {"c3"}), ({"c1"}, set()), (set(), {"c1"}), (set(), set())],
+)
+def test_teacher_cannot_read_outside_their_classes(
+    teacher_classes: set[str], student_classes: set[str]
+) -> None:
+    _forbidden(_principal(Role.TEACHER, "t1", teacher_classes), "s1", student_classes)
+
+
+def test_teacher_is_not_a_student_of_themselves() -> None:
+    _forbidden(_principal(Role.TEACHER, "s1"), "s1", set())
+
+
+@pytest.mark.parametrize("student_classes", [set(), {"c1"}])
+def test_admin_reads_anyone(student_classes: set[str]) -> None:
+    authorize_student(_principal(Role.ADMIN), "s1", student_classes)

@@ -1,0 +1,74 @@
+"""A guard on the public API: each module exports exactly the names meant.
+
+Adding or removing an export is a decision; it shows up here as a one-line change.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+
+import pytest
+
+_EXPECTED: dict[str, set[str]] = {
+    "mastery.domain": {
+        "DEFAULT_MODEL",
+        "Aggregate",
+        "Component",
+        "ComponentReport",
+        "DaySnapshot",
+        "Increment",
+        "Level",
+        "MasteryReport",
+        "NextLevel",
+        "Observation",
+        "ScoringModel",
+        "StudentState",
+        "explain",
+        "fold",
+    },
+    "mastery.store": {"UNKNOWN_TENANT", "Outcome", "RedisStore", "Rejection"},
+    "mastery.web": {
+        "PROBLEM_JSON",
+        "Authenticator",
+        "Context",
+        "FunctionApp",
+        "Principal",
+        "Problem",
+        "Role",
+        "authorize_student",
+        "event_handler",
+        "json_response",
+        "query_mastery",
+        "read_body",
+        "record_from_http",
+    },
+    "mastery.events.codec": {"AVRO", "JSON", "Record", "decode", "encode"},
+}
+_PACKAGES = ["mastery.domain", "mastery.store", "mastery.web"]
+
+
+@pytest.mark.parametrize("name", list(_EXPECTED))
+def test_all_is_the_expected_set(name: str) -> None:
+    module = importlib.import_module(name)
+    assert len(module.__all__) == len(set(module.__all__)), f"{name}.__all__ repeats a name"
+    assert set(module.__all__) == _EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", list(_EXPECTED))
+def test_every_exported_name_exists(name: str) -> None:
+    module = importlib.import_module(name)
+    missing = [member for member in module.__all__ if not hasattr(module, member)]
+    assert not missing, f"{name}.__all__ names what it does not define: {missing}"
+
+
+@pytest.mark.parametrize("name", _PACKAGES)
+def test_packages_import_only_what_they_export(name: str) -> None:
+    # Like httpx's guard: a public name in a package's namespace is meant to be exported.
+    package = importlib.import_module(name)
+    public = {
+        member
+        for member, value in vars(package).items()
+        if not member.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(package.__all__)

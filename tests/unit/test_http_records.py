@@ -1,0 +1,182 @@
+"""HTTP deliveries of a Kafka record become the ``Record`` the Kafka consumer would see.
+
+Headers arrive lower-cased, as ``dict(starlette.Request.headers)`` gives them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from mastery.domain import Component, Observation
+from mastery.errors import InvalidEvent
+from mastery.events.codec import AVRO, JSON, Record, decode, encode
+from mastery.web.events import record_from_http
+
+_NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+_AT = _NOW - timedelta(minutes=30)
+_DATA = {"student_id": "s1", "tenant": "t1", "occurred_at": _AT.isoformat(), "score": 0.5}
+_EXPECTED = Observation("e1", "t1", "s1", Component.QUIZ, 0.5, _AT)
+
+
+def _encoded(content_type: str = JSON) -> tuple[bytes, dict[str, bytes]]:
+    value, headers = encode(Component.QUIZ, _DATA, event_id="e1", content_type=content_type)
+    return value, dict(headers)
+
+
+def _binary_http_headers(kafka_headers: dict[str, bytes]) -> dict[str, str]:
+    """What KafkaSource sends: ``ce_x`` Kafka headers as ``ce-x`` HTTP headers."""
+    return {
+        (f"ce-{name[3:]}" if name.startswith("ce_") else name): value.decode()
+        for name, value in kafka_headers.items()
+    }
+
+
+def _connector_http_headers(kafka_headers: dict[str, bytes], topic: str) -> dict[str, str]:
+    """What the OpenFaaS kafka-connector sends: every record header as ``x-kafka-<name>``."""
+    headers = {f"x-kafka-{name}": value.decode() for name, value in kafka_headers.items()}
+    return headers | {"x-topic": topic, "x-kafka-key": "s1", "content-type": "text/plain"}
+
+
+# -- binary mode -----------------------------------------------------------------------------
+
+
+def test_binary_cloudevent_headers() -> None:
+    headers = {
+        "ce-id": "e1",
+        "ce-type": "mastery.quiz.v1",
+        "ce-source": "urn:src",
+        "ce-specversion": "1.0",
+        "ce-time": "2025-03-01T11:30:00+00:00",
+        "content-type": "application/json",
+        "host": "on-quiz.default.svc",
+        "user-agent": "kafka-source",
+    }
+    record = record_from_http(headers, b"{}", "mastery.quiz")
+    assert record == Record(
+        topic="mastery.quiz",
+        value=b"{}",
+        key=None,
+        headers={
+            "ce_id": b"e1",
+            "ce_type": b"mastery.quiz.v1",
+            "ce_source": b"urn:src",
+            "ce_specversion": b"1.0",
+            "ce_time": b"2025-03-01T11:30:00+00:00",
+            "content-type": b"application/json",
+        },
+        partition=-1,
+        offset=-1,
+    )
+
+
+@pytest.mark.parametrize("content_type", [AVRO, JSON])
+def test_binary_delivery_decodes(content_type: str) -> None:
+    value, kafka_headers = _encoded(content_type)
+    record = record_from_http(_binary_http_headers(kafka_headers), value, "mastery.quiz")
+    assert record.headers == kafka_headers
+    assert decode(record, _NOW) == _EXPECTED
+
+
+# -- structured mode -------------------------------------------------------------------------
+
+
+def test_structured_body_passes_through() -> None:
+    envelope = {
+        "specversion": "1.0",
+        "id": "e1",
+        "type": "mastery.quiz.v1",
+        "source": "urn:src",
+        "datacontenttype": JSON,
+        "data": _DATA,
+    }
+    body = orjson.dumps(envelope)
+    headers = {"content-type": "application/cloudevents+json; charset=utf-8"}
+    record = record_from_http(headers, body, "mastery.quiz")
+    assert record.value == body
+    assert record.headers == {"content-type": b"application/cloudevents+json; charset=utf-8"}
+    assert decode(record, _NOW) == _EXPECTED
+
+
+# -- the OpenFaaS kafka-connector ------------------------------------------------------------
+
+
+def test_connector_form() -> None:
+    headers = {
+        "x-topic": "mastery.completion",
+        "x-kafka-key": "s1",
+        "x-kafka-partition": "3",
+        "x-kafka-offset": "42",
+        "x-kafka-ce_id": "e1",
+        "x-kafka-ce_type": "mastery.completion.v1",
+        "x-kafka-content-type": AVRO,
+        "content-type": "text/plain",
+    }
+    record = record_from_http(headers, b"\x02", "mastery.quiz")
+    assert record == Record(
+        topic="mastery.completion",
+        value=b"\x02",
+        key=b"s1",
+        headers={
+            "ce_id": b"e1",
+            "ce_type": b"mastery.completion.v1",
+            "content-type": AVRO.encode(),
+        },
+        partition=3,
+        offset=42,
+    )
+
+
+@pytest.mark.parametrize("content_type", [AVRO, JSON])
+def test_connector_delivery_decodes(content_type: str) -> None:
+    value, kafka_headers = _encoded(content_type)
+    headers = _connector_http_headers(kafka_headers, "mastery.quiz")
+    record = record_from_http(headers, value, "mastery.completion")
+    assert record.topic == "mastery.quiz"
+    assert record.key == b"s1"
+    # The record's own content type wins over the connector's HTTP one.
+    assert record.headers == kafka_headers
+    assert decode(record, _NOW) == _EXPECTED
+
+
+def test_connector_topic_is_checked_against_the_event_type() -> None:
+    value, kafka_headers = _encoded()
+    headers = _connector_http_headers(kafka_headers, "mastery.completion")
+    record = record_from_http(headers, value, "mastery.quiz")
+    assert record.topic == "mastery.completion"
+    with pytest.raises(InvalidEvent, match=r"topic mastery\.completion"):
+        decode(record, _NOW)
+
+
+@pytest.mark.parametrize(
+    ("partition", "offset", "expected"),
+    [("0", "0", (0, 0)), ("7", "123456789", (7, 123456789)), ("x", "", (-1, -1))],
+)
+def test_connector_partition_and_offset(
+    partition: str, offset: str, expected: tuple[int, int]
+) -> None:
+    headers = {"x-kafka-partition": partition, "x-kafka-offset": offset}
+    record = record_from_http(headers, b"", "mastery.quiz")
+    assert (record.partition, record.offset) == expected
+    assert record.headers == {}
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+def test_default_topic_without_x_topic() -> None:
+    record = record_from_http({"ce-id": "e1"}, b"{}", "mastery.quality")
+    assert record.topic == "mastery.quality"
+    assert record.key is None
+    assert record.headers == {"ce_id": b"e1"}
+
+
+def test_empty_x_topic_falls_back_to_default() -> None:
+    assert record_from_http({"x-topic": ""}, b"", "mastery.quiz").topic == "mastery.quiz"
+
+
+def test_no_content_type_adds_none() -> None:
+    record = record_from_http({"ce-id": "e1", "accept": "*/*"}, b"{}", "mastery.quiz")
+    assert "content-type" not in record.headers
