@@ -6,13 +6,17 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
 import orjson
 import pytest
 from functions_framework.aio import create_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from mastery.bootstrap import build
 from mastery.domain import Component
@@ -28,8 +32,6 @@ if TYPE_CHECKING:
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
 JSON = {"content-type": "application/json"}
-
-Client = "Callable[[str], httpx.AsyncClient]"
 
 
 @pytest.fixture(scope="module")
@@ -268,17 +270,14 @@ async def test_redis_down_is_503_with_retry_after(settings: Settings, tenant: st
     query = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=provider)  # type: ignore[arg-type]
     events = FunctionApp("on-quiz", {"POST /": event_handler(Component.QUIZ)}, provider=provider)  # type: ignore[arg-type]
 
-    async def call(app: FunctionApp, path: str, **kw: object) -> httpx.Response:
-        async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
-            from starlette.requests import Request
+    async def call(app: FunctionApp, path: str, **kw: Any) -> httpx.Response:
+        async def endpoint(request: Request) -> Response:
+            return await app(request)
 
-            response = await app(Request(scope, receive))
-            await response(scope, receive, send)
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=asgi), base_url="http://fn"
-        ) as c:
-            return await c.post(path, **kw)  # type: ignore[arg-type]
+        asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as c:
+            return await c.post(path, **kw)
 
     resp = await call(
         query, "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
