@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import ScoringModel
 
-__all__ = ["Resources", "build", "resources"]
+__all__ = ["Resources", "build", "close_resources", "resources"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +72,11 @@ async def resources(source: str = "mastery") -> Resources:
             if _resources is None:
                 _resources = build(Settings(), source=source)
     return _resources
+
+
+async def close_resources() -> None:
+    """Close the process-wide resources (on shutdown, or between test modules)."""
+    global _resources
+    if _resources is not None:
+        res, _resources = _resources, None
+        await res.aclose()

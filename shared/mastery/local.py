@@ -99,7 +99,8 @@ def wait_for_redis(url: str, timeout: float = 20) -> None:
 
 
 def wait_for_kafka(servers: str, timeout: float = 30) -> None:
-    admin = AdminClient({"bootstrap.servers": servers})
+    # Refused connections are expected while the broker starts: keep librdkafka quiet.
+    admin = AdminClient({"bootstrap.servers": servers, "log_level": 2})
     deadline = time.monotonic() + timeout
     while True:
         try:

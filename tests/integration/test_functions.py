@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mastery.bootstrap import build
+from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
 from mastery.events.kafka import create_topics
 from mastery.registry import FUNCTIONS
@@ -67,6 +67,12 @@ async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.Asyn
     yield open_
     for c in opened:
         await c.aclose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _close_process_resources() -> AsyncIterator[None]:
+    yield
+    await close_resources()
 
 
 def token(sub: str, role: str, tenant: str, **claims: object) -> dict[str, str]:
