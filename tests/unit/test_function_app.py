@@ -1,0 +1,99 @@
+"""``FunctionApp`` at its edge, with an in-memory provider: errors, correlation ids, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mastery.logs import logger
+from mastery.web import FunctionApp, Problem, json_response
+
+if TYPE_CHECKING:
+    from mastery.web import Context
+
+
+async def _boom(request: Request, ctx: Context) -> Response:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+async def _teapot(request: Request, ctx: Context) -> Response:
+    raise Problem(409, "already there", hint="try another")
+
+
+async def _echo(request: Request, ctx: Context) -> Response:
+    return json_response({"correlation_id": ctx.correlation_id, "function": ctx.function})
+
+
+async def _provider(_: str) -> Any:
+    return SimpleNamespace()
+
+
+def _client(app: FunctionApp) -> httpx.AsyncClient:
+    async def endpoint(request: Request) -> Response:
+        return await app(request)
+
+    methods = ["GET", "POST", "PUT"]
+    asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://fn")
+
+
+@pytest.fixture
+def app() -> FunctionApp:
+    routes = {"POST /boom": _boom, "POST /teapot": _teapot, "POST /echo": _echo}
+    return FunctionApp("unit-fn", routes, provider=_provider)
+
+
+async def test_unhandled_errors_are_500_problems_without_internals(app: FunctionApp) -> None:
+    stream = io.StringIO()
+    logger("unit-fn")._logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    async with _client(app) as c:
+        resp = await c.post("/boom", headers={"x-correlation-id": "req-42"})
+    assert resp.status_code == 500
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert "hunter2" not in resp.text
+    assert "RuntimeError" not in resp.text
+    assert resp.json()["correlation_id"] == "req-42"
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [error] = [line for line in lines if line.get("level") == "ERROR"]
+    assert error["correlation_id"] == "req-42"
+    assert error["service"] == "unit-fn"
+
+
+async def test_problems_keep_their_status_and_extensions(app: FunctionApp) -> None:
+    async with _client(app) as c:
+        resp = await c.post("/teapot")
+    assert resp.status_code == 409
+    assert resp.json()["hint"] == "try another"
+    assert resp.json()["detail"] == "already there"
+
+
+async def test_correlation_ids_are_kept_when_safe_and_made_otherwise(app: FunctionApp) -> None:
+    async with _client(app) as c:
+        kept = await c.post("/echo", headers={"x-correlation-id": "abc-123"})
+        replaced = await c.post("/echo", headers={"x-correlation-id": "evil\r\nheader" + "x" * 200})
+    assert kept.json()["correlation_id"] == "abc-123"
+    assert kept.headers["x-correlation-id"] == "abc-123"
+    new_id = replaced.json()["correlation_id"]
+    assert new_id != "abc-123"
+    assert len(new_id) == 32
+    assert replaced.headers["x-correlation-id"] == new_id
+
+
+async def test_unknown_route_and_wrong_method(app: FunctionApp) -> None:
+    async with _client(app) as c:
+        missing = await c.post("/nope")
+        wrong = await c.put("/echo")
+        health = await c.get("/health")
+    assert missing.status_code == 404
+    assert wrong.status_code == 405
+    assert health.json() == {"status": "ok", "function": "unit-fn"}
