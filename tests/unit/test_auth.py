@@ -199,3 +199,28 @@ def test_teacher_is_not_a_student_of_themselves() -> None:
 @pytest.mark.parametrize("student_classes", [set(), {"c1"}])
 def test_admin_reads_anyone(student_classes: set[str]) -> None:
     authorize_student(_principal(Role.ADMIN), "s1", student_classes)
+
+
+# -- the cache of verified tokens -------------------------------------------------------------
+
+
+def test_a_cached_token_still_expires() -> None:
+    auth = Authenticator(_SECRET, leeway_s=0)
+    token = _token(_claims(exp=int(time.time()) + 1))
+    assert auth.authenticate(f"Bearer {token}").subject == "teacher-1"
+    time.sleep(2.1)
+    with pytest.raises(Problem) as caught:
+        auth.authenticate(f"Bearer {token}")
+    assert caught.value.status == 401
+
+
+def test_the_cache_is_bounded_and_keyed_by_the_whole_token() -> None:
+    auth = Authenticator(_SECRET, cache_size=2)
+    tokens = [_token(_claims(sub=f"s{i}", role="student")) for i in range(3)]
+    for t in tokens:
+        auth.authenticate(f"Bearer {t}")
+    assert len(auth._cache) == 2
+    assert tokens[0] not in auth._cache  # least recently used goes first
+    head, payload, _ = tokens[1].split(".")
+    with pytest.raises(Problem):  # same claims, another signature: verified, refused
+        auth.authenticate(f"Bearer {head}.{payload}.{_b64({'x': 1})}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -46,19 +48,38 @@ class Principal:
 
 
 class Authenticator:
-    """Verifies ``Authorization: Bearer <jwt>``: HS256 only, ``exp`` required."""
+    """Verifies ``Authorization: Bearer <jwt>``: HS256 only, ``exp`` required.
 
-    def __init__(self, secret: str, leeway_s: int = 30) -> None:
+    A verified token is remembered until it expires (keyed by the whole token, signature
+    included, so nothing unverified can hit the cache): clients reuse one token for many
+    requests, and verifying it was the largest cost of a query.
+    """
+
+    def __init__(self, secret: str, leeway_s: int = 30, cache_size: int = 4096) -> None:
         self._secret = secret
         self._leeway = leeway_s
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_size = cache_size
 
     def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Problem(401, "missing bearer token")
+        cached = self._cache.get(token)
+        if cached is not None and time.time() < cached[1] + self._leeway:
+            self._cache.move_to_end(token)
+            return cached[0]
+        principal, expires = self._verify(token)
+        self._cache[token] = (principal, expires)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
-                token.strip(),
+                token,
                 self._secret,
                 algorithms=["HS256"],
                 options={"require": ["exp", "sub"]},
@@ -69,7 +90,8 @@ class Authenticator:
             raise Problem(401, "token expired") from None
         except (jwt.InvalidTokenError, ValidationError):
             raise Problem(401, "invalid token") from None
-        return Principal(parsed.sub, parsed.role, parsed.tenant, frozenset(parsed.classes))
+        principal = Principal(parsed.sub, parsed.role, parsed.tenant, frozenset(parsed.classes))
+        return principal, float(claims["exp"])
 
 
 def authorize_student(principal: Principal, student_id: str, student_classes: Set[str]) -> None:
