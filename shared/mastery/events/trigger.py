@@ -92,7 +92,9 @@ async def run_trigger(
 
         try:
             while not stop.is_set():
-                messages = await consumer.consume(res.settings.batch_size, 0.05)
+                messages = await consumer.consume(
+                    res.settings.batch_size, res.settings.batch_wait_ms / 1000
+                )
                 batch = [m for m in messages if m.error() is None]
                 if not batch:
                     continue
