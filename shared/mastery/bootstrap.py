@@ -48,10 +48,14 @@ def build(
 ) -> Resources:
     """Wire the clients for ``settings``; ``clock`` is injectable for tests."""
     model = settings.scoring_model()
+    # No socket_timeout: RedisStore puts one deadline on each call (see RedisStore._io).
     client = Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_keepalive=True,
+        health_check_interval=30,
     )
-    store = RedisStore(client, model, settings.audit_maxlen)
+    store = RedisStore(client, model, settings.audit_maxlen, settings.redis_timeout_ms / 1000)
     publisher = KafkaPublisher(producer_config(settings))
     kwargs = {"clock": clock} if clock else {}
     ingestor = Ingestor(store, publisher, model=model, source=source, **kwargs)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     jwt_secret_file: Path | None = Field(None, validation_alias="MASTERY_JWT_SECRET_FILE")
     jwt_leeway_s: int = Field(30, ge=0, validation_alias="MASTERY_JWT_LEEWAY_SECONDS")
     port: int = Field(8080, validation_alias="MASTERY_PORT")
+    redis_timeout_ms: int = Field(5000, gt=0, validation_alias="MASTERY_REDIS_TIMEOUT_MS")
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
     consumer_group: str = Field("mastery-consume", validation_alias="MASTERY_CONSUMER_GROUP")
     batch_size: int = Field(1000, gt=0, le=10000, validation_alias="MASTERY_BATCH_SIZE")

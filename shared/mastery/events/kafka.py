@@ -123,10 +123,20 @@ def _or(value: int | None, default: int) -> int:
 
 
 class KafkaPublisher:
-    """``Publisher`` over confluent-kafka: produce, then await every delivery report."""
+    """``Publisher`` over confluent-kafka: produce, then await every delivery report.
+
+    The producer is made on first use: functions that never publish open no connection.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
+        self._config = config
+        self._made: Producer | None = None
+
+    @property
+    def _producer(self) -> Producer:
+        if self._made is None:
+            self._made = Producer(self._config)
+        return self._made
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:
@@ -164,7 +174,8 @@ class KafkaPublisher:
             raise Unavailable(f"kafka: {exc}") from exc
 
     def close(self) -> None:
-        self._producer.flush(5)
+        if self._made is not None:
+            self._made.flush(5)
 
 
 def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:
