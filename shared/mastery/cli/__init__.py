@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import uvloop
 
 from mastery.domain import Component
 
@@ -219,7 +220,7 @@ def _serve(run: object, source: str) -> None:
         finally:
             await res.aclose()
 
-    asyncio.run(main_())
+    uvloop.run(main_())
 
 
 def _parse_pairs(text: str) -> dict[str, str]:
