@@ -113,11 +113,16 @@ def encode(
 
 def _unbind(record: Record) -> tuple[dict[str, str], str, bytes | dict[str, Any]]:
     """CloudEvent attributes, data content type and data, from binary or structured mode."""
-    headers = {k.lower(): v for k, v in record.headers.items()}
-    content_type = _decode_text(headers.get("content-type", b"")).split(";")[0].strip().lower()
+    attrs: dict[str, str] = {}
+    content_type = ""
+    for name, value in record.headers.items():
+        key = name.lower()
+        if key.startswith("ce_"):
+            attrs[key[3:]] = _decode_text(value)
+        elif key == "content-type":
+            content_type = _decode_text(value).split(";")[0].strip().lower()
     if content_type == _STRUCTURED:
         return _unbind_structured(record.value)
-    attrs = {k[3:]: _decode_text(v) for k, v in headers.items() if k.startswith("ce_")}
     if record.value is None:
         raise InvalidEvent("empty record value")
     return attrs, content_type or JSON, record.value

@@ -89,7 +89,7 @@ def _audit_record(record: Record, obs: Observation | None, now: datetime) -> byt
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "at": now.isoformat(),
+        "at": now,  # orjson writes datetimes as RFC 3339, faster than isoformat()
     }
     if obs is None:
         ce_id = record.headers.get("ce_id")
@@ -101,7 +101,7 @@ def _audit_record(record: Record, obs: Observation | None, now: datetime) -> byt
             "student_id": obs.student_id,
             "component": obs.component.value,
             "score": obs.score,
-            "occurred_at": obs.occurred_at.isoformat(),
+            "occurred_at": obs.occurred_at,
         }
     return orjson.dumps(doc)
 

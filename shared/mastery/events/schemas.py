@@ -40,9 +40,9 @@ def cloudevent_type(component: Component) -> str:
     return f"{_TYPE_PREFIX}{component}{_TYPE_SUFFIX}"
 
 
+_BY_TYPE = {cloudevent_type(c): c for c in Component}
+
+
 def component_of_type(ce_type: str) -> Component | None:
     """The component a CloudEvent type names, ``None`` when it names none."""
-    if not (ce_type.startswith(_TYPE_PREFIX) and ce_type.endswith(_TYPE_SUFFIX)):
-        return None
-    name = ce_type[len(_TYPE_PREFIX) : -len(_TYPE_SUFFIX)]
-    return Component(name) if name in Component.__members__.values() else None
+    return _BY_TYPE.get(ce_type)
