@@ -43,7 +43,6 @@ def settings(redis_url: str, kafka_servers: str) -> Settings:
         redis_url=redis_url,
         kafka_bootstrap_servers=kafka_servers,
         jwt_secret=JWT_SECRET,
-        batch_wait_ms=20,
         topic_partitions=3,
     )
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from mastery.bootstrap import Resources
 
-__all__ = ["consume", "next_offsets", "subscribe"]
+__all__ = ["consume", "next_batch", "next_offsets", "subscribe"]
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
@@ -53,6 +53,19 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
+async def next_batch(consumer: AIOConsumer, size: int, idle_s: float = 0.1) -> list[Message]:
+    """The first message to arrive, plus whatever is already buffered behind it (<= size).
+
+    ``consume(n, timeout)`` alone waits out its whole timeout unless ``n`` messages come,
+    so a trickle of events would wait for every batch; this never waits once one is here.
+    """
+    first = await consumer.poll(idle_s)
+    if first is None:
+        return []
+    rest = await consumer.consume(size - 1, 0) if size > 1 else []
+    return [first, *rest]
+
+
 async def consume(
     res: Resources,
     topics: Sequence[str],
@@ -67,15 +80,14 @@ async def consume(
         consumer_config(settings, group or settings.consumer_group), max_workers=2
     )
     await subscribe(consumer, topics, ready_file)
-    wait_s = settings.batch_wait_ms / 1000
     log.info("consuming", extra={"topics": list(topics), "group": group or settings.consumer_group})
     inflight: deque[asyncio.Task[None]] = deque()
     try:
-        fetch = asyncio.ensure_future(consumer.consume(settings.batch_size, wait_s))
+        fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
         while not stop.is_set():
             messages = await fetch
             # Fetch the next batch while this one is applied.
-            fetch = asyncio.ensure_future(consumer.consume(settings.batch_size, wait_s))
+            fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
             batch = [m for m in messages if _usable(m)]
             if not batch:
                 continue

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mastery.events.kafka import Publisher
     from mastery.store import RedisStore, Rejection
 
-__all__ = ["Ingestor", "Result"]
+__all__ = ["Ingestor", "Result", "audit_record"]
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
@@ -65,12 +65,12 @@ class Ingestor:
             try:
                 obs = decode(record, now, self._model)
             except InvalidEvent as exc:
-                rejected.append((exc.tenant, exc.reason, _audit_record(record, None, now)))
+                rejected.append((exc.tenant, exc.reason, audit_record(record, None, now)))
                 dead.append(dead_letter(record, exc.reason, now, self._source))
                 slots.append(exc.reason)
                 continue
             slots.append(len(accepted))
-            accepted.append((obs, _audit_record(record, obs, now)))
+            accepted.append((obs, audit_record(record, obs, now)))
 
         # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
         await self._dead_letters.publish(dead)
@@ -84,7 +84,8 @@ class Ingestor:
         return results
 
 
-def _audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:
+def audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:
+    """The audit entry of one event: where it came from and, once decoded, what it said."""
     doc: dict[str, object] = {
         "topic": record.topic,
         "partition": record.partition,

@@ -23,7 +23,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from mastery.events.consumer import next_offsets, subscribe
+from mastery.events.consumer import next_batch, next_offsets, subscribe
 from mastery.events.kafka import consumer_config, dead_letter, to_record
 from mastery.logs import logger
 
@@ -92,9 +92,7 @@ async def run_trigger(
 
         try:
             while not stop.is_set():
-                messages = await consumer.consume(
-                    res.settings.batch_size, res.settings.batch_wait_ms / 1000
-                )
+                messages = await next_batch(consumer, res.settings.batch_size)
                 batch = [m for m in messages if m.error() is None]
                 if not batch:
                     continue

@@ -1,0 +1,207 @@
+"""(b) Consumer throughput: ``mastery consume`` draining a backlog vs one Redis trip per event.
+
+N events are produced before either consumer starts (untimed). Each consumer is timed
+from its partition assignment to the moment Redis holds the last event, counted exactly:
+every event writes one entry to its tenant's audit stream, and with ``TENANTS`` tenants
+no stream reaches its MAXLEN, so the sum of XLEN is the number of events processed.
+At the end the sum of student versions must equal N (each applied once, none rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from confluent_kafka import Consumer, TopicPartition
+from redis.asyncio import Redis
+
+from bench._events import create_event_topics, learning_event, produce_all
+from bench._harness import BIN, Row, cpu_seconds, median, progress, spread
+from mastery.bootstrap import build
+from mastery.domain import Component
+from mastery.events.kafka import consumer_config, to_record
+from mastery.store import keys
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from subprocess import Popen
+
+    from bench._events import KafkaEvent
+    from bench._harness import Stack
+
+__all__ = ["run"]
+
+EVENTS = 200_000
+STUDENTS = 20_000
+TENANTS = 10  # 20k events per tenant audit stream, below the 100k MAXLEN: XLEN stays exact
+NAIVE_EVENTS = 15_000  # the naive consumer is timed on the first 15k (it is a rate)
+ROUNDS = 3  # each consumer drains ROUNDS times (fresh Redis, new group); medians reported
+TIMEOUT = 120.0
+#: Commands the bench itself sends while a consumer drains: not part of the apply's cost.
+_OURS = frozenset({"xlen", "hget", "flushall", "info", "config|resetstat", "ping", "hello"})
+
+
+async def run(stack: Stack) -> list[Row]:
+    stack.fresh_kafka()  # blocking, but children must be spawned on the main thread
+    settings = stack.settings()
+    topics = create_event_topics(settings, Component)
+    progress(f"consumer: encoding and producing {EVENTS:,} events to {len(topics)} topics")
+    await asyncio.to_thread(produce_all, settings, _events())
+
+    client = Redis.from_url(stack.redis_url)
+    batched: list[Drain] = []
+    naive: list[float] = []
+    try:
+        for r in range(ROUNDS):
+            progress(f"consumer: round {r + 1}/{ROUNDS}: mastery consume, then the naive one")
+            batched.append(await _batched(stack, client, topics, f"bench-batched-{r}"))
+            naive.append(await _naive(stack, client, topics, f"bench-naive-{r}"))
+    finally:
+        await client.aclose()
+    rates = [d.rate for d in batched]
+    typical = sorted(batched, key=lambda d: d.rate)[len(batched) // 2]
+    ratio = median(rates) / median(naive)
+    return [
+        Row(
+            "consumer",
+            f"events/s, `mastery consume` draining {EVENTS // 1000}k Avro events "
+            f"({len(topics)} topics x {settings.topic_partitions} partitions), "
+            f"median of {ROUNDS}",
+            spread(rates),
+            f"{spread(naive)} (one Redis round trip per event)",
+            f"{ratio:.1f}x",
+            ">= 30,000 events/s",
+            median(rates) >= 30_000,
+        ),
+        Row("consumer", "  CPU per event while draining (median run)", typical.cpu),
+        Row("consumer", "  Redis per event: apply script, of which its commands", typical.redis),
+    ]
+
+
+def _events() -> list[KafkaEvent]:
+    rng = random.Random(2)
+    now = datetime.now(UTC)
+    components = list(Component)
+    events = []
+    for i in range(EVENTS):
+        n = rng.randrange(STUDENTS)
+        events.append(
+            learning_event(
+                components[i % len(components)],
+                event_id=f"tp-{i}",
+                tenant=f"school-{n % TENANTS}",
+                student=f"s{n}",
+                score=round(rng.random(), 3),
+                occurred_at=now - timedelta(seconds=rng.randrange(86_400)),
+                class_id=f"c{n % 50}",
+            )
+        )
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    rate: float  # events/s
+    cpu: str  # CPU per event of each process, busiest first
+    redis: str  # apply script time per event and its commands' share
+
+
+async def _batched(stack: Stack, client: Redis, topics: list[str], group: str) -> Drain:
+    await client.flushall()
+    await client.config_resetstat()
+    ready = stack.workdir / f"{group}.ready"
+    argv: list[str | Path] = [BIN / "mastery", "consume", *topics, "--group", group]
+    argv += ["--ready-file", ready]
+    proc = stack.spawn("mastery-consume", argv, env=stack.env())
+    try:
+        start = await asyncio.to_thread(stack.wait_for_file, ready, proc)
+        pids = {"mastery consume": proc.pid, **stack.server_pids()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        done = await _wait_for_count(client, EVENTS, proc, stack)
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    finally:
+        stack.stop(proc)
+    stats = await client.info("commandstats")
+    versions = await _sum_versions(client)
+    if versions != EVENTS:
+        raise RuntimeError(f"mastery consume applied {versions} events, expected {EVENTS}")
+    elapsed = done - start
+    busiest = sorted(cpu.items(), key=lambda kv: -kv[1])
+    usage = ", ".join(f"{name} {s / EVENTS * 1e6:.0f} us" for name, s in busiest)
+    script = stats.get("cmdstat_evalsha", {}).get("usec", 0)
+    calls = sum(
+        v["usec"]
+        for k, v in stats.items()
+        if k.startswith("cmdstat_") and k[8:] not in _OURS | {"evalsha", "script|load"}
+    )
+    redis = f"{script / EVENTS:.1f} us, of which commands {calls / EVENTS:.1f} us (rest: Lua)"
+    return Drain(EVENTS / elapsed, f"{usage} (wall {elapsed:.1f} s)", redis)
+
+
+async def _naive(stack: Stack, client: Redis, topics: list[str], group: str) -> float:
+    """One ``Ingestor.ingest([record])`` (decode, one EVALSHA) per message; commit per poll."""
+    await client.flushall()
+    settings = stack.settings()
+    res = build(settings, source="bench-naive")
+    consumer = Consumer(consumer_config(settings, group))
+    assigned: list[float] = []
+
+    def on_assign(_: object, partitions: list[TopicPartition]) -> None:
+        if partitions and not assigned:
+            assigned.append(time.monotonic())
+
+    consumer.subscribe(topics, on_assign=on_assign)
+    applied = 0
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while applied < NAIVE_EVENTS and time.monotonic() < deadline:
+            messages = await asyncio.to_thread(consumer.consume, 500, 0.1)
+            for m in messages:
+                if m.error() is None:
+                    await res.ingestor.ingest([to_record(m)])
+                    applied += 1
+                    if applied == NAIVE_EVENTS:
+                        break
+            if messages:
+                await asyncio.to_thread(consumer.commit, asynchronous=False)
+        done = time.monotonic()
+    finally:
+        await asyncio.to_thread(consumer.close)
+        await res.aclose()
+    if applied < NAIVE_EVENTS or not assigned or await _audited(client) != applied:
+        raise RuntimeError(f"naive consumer applied {applied} of {NAIVE_EVENTS} in {TIMEOUT}s")
+    return applied / (done - assigned[0])
+
+
+async def _wait_for_count(client: Redis, expected: int, proc: Popen[bytes], stack: Stack) -> float:
+    """The moment the audit streams hold ``expected`` entries (poll every 10 ms)."""
+    deadline = time.monotonic() + TIMEOUT
+    while (count := await _audited(client)) < expected:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"mastery consume processed {count} of {expected}:\n"
+                f"{stack.log_tail('mastery-consume')}"
+            )
+        await asyncio.sleep(0.01)
+    return time.monotonic()
+
+
+async def _audited(client: Redis) -> int:
+    async with client.pipeline(transaction=False) as pipe:
+        for t in range(TENANTS):
+            pipe.xlen(keys.audit(f"school-{t}"))
+        return sum(await pipe.execute())
+
+
+async def _sum_versions(client: Redis) -> int:
+    total = 0
+    for first in range(0, STUDENTS, 5000):
+        async with client.pipeline(transaction=False) as pipe:
+            for n in range(first, min(first + 5000, STUDENTS)):
+                pipe.hget(keys.state(f"school-{n % TENANTS}", f"s{n}"), "version")
+            total += sum(int(v or 0) for v in await pipe.execute())
+    return total

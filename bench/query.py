@@ -1,0 +1,271 @@
+"""(a) ``POST /mastery/query`` against a functions-framework hello-world, same run, same load.
+
+Both are ``functions-framework --asgi`` processes pinned to the same CPU(s); the load
+generator (wrk, then the bench's own open-loop client) and redis-server are pinned to
+the other(s), so the generator never steals the server's core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import orjson
+from redis.asyncio import Redis
+
+from bench._harness import (
+    BIN,
+    JWT_SECRET,
+    ROOT,
+    Row,
+    median,
+    percentile,
+    pinned,
+    progress,
+    spread,
+)
+from bench._openloop import http_request, open_loop
+from mastery.domain import Component, Observation
+from mastery.local import free_port
+from mastery.store import RedisStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from subprocess import Popen
+
+    from bench._harness import Stack
+    from bench._openloop import OpenLoopResult
+
+__all__ = ["run"]
+
+TENANT = "bench-school"
+STUDENTS = 3000
+QUERIED = 1000  # distinct students the load cycles through
+WRK_THREADS, WRK_CONNECTIONS = 1, 32
+WRK_ROUNDS, WRK_SECONDS, WRK_WARMUP_SECONDS = 3, 5, 1  # alternating hello-world and query
+RATE, OPEN_SECONDS, OPEN_WARMUP_SECONDS = 1000, 10, 1
+HELLO = ROOT / "bench" / "hello" / "main.py"
+QUERY = ROOT / "functions" / "mastery_query" / "main.py"
+PATH = "/mastery/query"
+
+
+async def run(stack: Stack) -> list[Row]:
+    split = pinned()
+    gen_cpus, server_cpus = split if split else (None, None)
+    client = Redis.from_url(stack.redis_url)
+    await client.flushall()
+    progress(f"query: seeding {STUDENTS} students")
+    await _seed(RedisStore(client), [f"s{i}" for i in range(STUDENTS)])
+    await client.aclose()
+    students = [f"s{i}" for i in range(QUERIED)]
+    tokens = [_token(s) for s in students]
+    bodies = [orjson.dumps({"student_id": s}) for s in students]
+
+    if gen_cpus and stack.redis_proc:
+        os.sched_setaffinity(stack.redis_proc.pid, gen_cpus)
+    servers: list[Popen[bytes]] = []
+    try:
+        hello_port = await _serve(stack, servers, "hello", HELLO, server_cpus)
+        query_port = await _serve(stack, servers, "mastery-query", QUERY, server_cpus)
+        await _check_answers(query_port, tokens[0], bodies[0])
+        rows = [await _closed_loop(stack, hello_port, query_port, tokens, bodies, gen_cpus)]
+        progress(f"query: open loop {RATE} req/s for {OPEN_SECONDS}s x2")
+        pairs = list(zip(tokens, bodies, strict=True))
+        hello = await _open_loop(hello_port, [_request(hello_port, *p) for p in pairs], gen_cpus)
+        query = await _open_loop(query_port, [_request(query_port, *p) for p in pairs], gen_cpus)
+    finally:
+        for proc in servers:
+            stack.stop(proc)
+        if stack.redis_proc:
+            os.sched_setaffinity(stack.redis_proc.pid, os.sched_getaffinity(0))
+    for q in (50, 95, 99):
+        mine, base = percentile(query.latencies, q) * 1e3, percentile(hello.latencies, q) * 1e3
+        rows.append(
+            Row(
+                "query",
+                f"P{q} latency at {RATE} req/s, open loop",
+                f"{mine:.2f} ms",
+                f"{base:.2f} ms (hello-world)",
+                f"{mine - base:+.2f} ms",
+                "< 5 ms" if q == 95 else "-",
+                mine < 5 if q == 95 else None,
+            )
+        )
+    rows.append(_generator_row(hello, query))
+    return rows
+
+
+async def _closed_loop(
+    stack: Stack,
+    hello_port: int,
+    query_port: int,
+    tokens: list[str],
+    bodies: list[bytes],
+    cpus: set[int] | None,
+) -> Row:
+    wrk = _ensure_wrk()
+    if not wrk:
+        return Row("query", "closed loop, req/s", "skipped: wrk unavailable")
+    requests_file = stack.workdir / "requests.tsv"
+    requests_file.write_text(
+        "".join(f"{t}\t{b.decode()}\n" for t, b in zip(tokens, bodies, strict=True))
+    )
+    progress(f"query: wrk, {WRK_ROUNDS} rounds of {WRK_SECONDS}s hello-world then query")
+    hello: list[float] = []
+    query: list[float] = []
+    for r in range(WRK_ROUNDS):
+        hello.append(await _wrk(stack, wrk, f"hello-{r}", hello_port, requests_file, cpus))
+        query.append(await _wrk(stack, wrk, f"query-{r}", query_port, requests_file, cpus))
+    ratio = median(query) / median(hello)
+    return Row(
+        "query",
+        f"closed loop, req/s, median of {WRK_ROUNDS} (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS})",
+        spread(query),
+        f"{spread(hello)} (hello-world)",
+        f"{ratio:.2f}x",
+        ">= 0.5x hello-world",
+        ratio >= 0.5,
+    )
+
+
+async def _seed(store: RedisStore, students: list[str]) -> None:
+    now = datetime.now(UTC)
+    rng = random.Random(1)
+    batch: list[tuple[Observation, bytes]] = []
+    for n, student in enumerate(students):
+        for k, component in enumerate(Component):
+            obs = Observation(
+                event_id=f"seed-{student}-{component}",
+                tenant=TENANT,
+                student_id=student,
+                component=component,
+                score=round(rng.random(), 3),
+                occurred_at=now - timedelta(hours=k + 1),
+                class_id=f"c{n % 40}",
+            )
+            batch.append((obs, b"{}"))  # the audit record: not read by this benchmark
+        if len(batch) >= 1000:
+            await store.apply(batch, [], now)
+            batch.clear()
+    if batch:
+        await store.apply(batch, [], now)
+
+
+def _token(student: str) -> str:
+    claims = {"sub": student, "role": "student", "tenant": TENANT, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+def _request(port: int, token: str, body: bytes) -> bytes:
+    return http_request("POST", f"127.0.0.1:{port}", PATH, _headers(token), body)
+
+
+async def _serve(
+    stack: Stack, servers: list[Popen[bytes]], name: str, source: Path, cpus: set[int] | None
+) -> int:
+    """Start a function and wait until it answers; returns its port."""
+    port = free_port()
+    argv: list[str | Path] = [BIN / "functions-framework", "--asgi", "--target", "handler"]
+    argv += ["--source", source]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = stack.spawn(name, argv, env=stack.env(PORT=str(port)), cpus=cpus)
+    servers.append(proc)
+    probe = "/ready" if name != "hello" else "/"
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as http:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{stack.log_tail(name)}")
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}{probe}")).status_code == 200:
+                    return port
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready:\n{stack.log_tail(name)}")
+            await asyncio.sleep(0.1)
+
+
+async def _check_answers(port: int, token: str, body: bytes) -> None:
+    """The benchmark is void if the function answers errors fast: check one answer first."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"http://127.0.0.1:{port}{PATH}", content=body, headers=_headers(token)
+        )
+    if response.status_code != 200 or "mastery" not in response.json():
+        raise RuntimeError(f"mastery-query answered {response.status_code}: {response.text}")
+
+
+def _ensure_wrk() -> str | None:
+    """wrk from PATH, installed from Debian's packages when missing and we are root."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    progress("query: installing wrk (apt-get install -y -qq wrk)")
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        subprocess.run(install, capture_output=True, check=False)
+    return shutil.which("wrk")
+
+
+async def _wrk(
+    stack: Stack, wrk: str, name: str, port: int, requests: Path, cpus: set[int] | None
+) -> float:
+    """Requests/s of a closed-loop wrk run, after a warm-up run; raises on any error answer."""
+    url = f"http://127.0.0.1:{port}{PATH}"
+    script = ROOT / "bench" / "query.lua"
+    result = 0.0
+    for seconds, log in ((WRK_WARMUP_SECONDS, f"wrk-{name}-warmup"), (WRK_SECONDS, f"wrk-{name}")):
+        argv = [wrk, f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s"]
+        proc = stack.spawn(log, [*argv, "-s", script, url, "--", requests], cpus=cpus)
+        await asyncio.to_thread(proc.wait)
+        output = stack.log_tail(log, 100)
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", output)
+        if proc.returncode != 0 or rps is None or bad:
+            raise RuntimeError(f"wrk against {name} failed:\n{output}")
+        result = float(rps.group(1))
+    return result
+
+
+async def _open_loop(port: int, requests: list[bytes], cpus: set[int] | None) -> OpenLoopResult:
+    before = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        result = await open_loop(
+            "127.0.0.1",
+            port,
+            requests,
+            rate=RATE,
+            duration=OPEN_SECONDS,
+            warmup=OPEN_WARMUP_SECONDS,
+        )
+    finally:
+        os.sched_setaffinity(0, before)
+    if result.errors:
+        raise RuntimeError(f"open loop against port {port}: {result.errors} error answers")
+    return result
+
+
+def _generator_row(hello: OpenLoopResult, query: OpenLoopResult) -> Row:
+    """How late the generator itself sent (part of every latency above): keep it honest."""
+    lag = max(percentile(hello.send_lag, 99), percentile(query.send_lag, 99)) * 1e3
+    rate = min(hello.achieved_rate, query.achieved_rate)
+    return Row(
+        "query", "open-loop generator: P99 send lag, achieved rate", f"{lag:.2f} ms, {rate:,.0f}/s"
+    )
