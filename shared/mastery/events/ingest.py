@@ -9,7 +9,7 @@ events are recognised as duplicates.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -26,18 +26,31 @@ if TYPE_CHECKING:
     from mastery.domain import Observation, ScoringModel
     from mastery.events.codec import Record
     from mastery.events.kafka import Publisher
-    from mastery.store import RedisStore, Rejection
+    from mastery.store import Rejection
 
-__all__ = ["Ingestor", "Result", "audit_record"]
+__all__ = ["EventStore", "Ingestor", "Result", "audit_record"]
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
 
 
+class EventStore(Protocol):
+    """Where events are applied (``mastery.store.RedisStore``)."""
+
+    async def apply(
+        self,
+        accepted: Sequence[tuple[Observation, bytes]],
+        rejected: Sequence[Rejection],
+        now: datetime,
+    ) -> list[Outcome]: ...
+
+
 class Ingestor:
+    """Decodes, dead-letters, applies and audits batches of records."""
+
     def __init__(
         self,
-        store: RedisStore,
+        store: EventStore,
         dead_letters: Publisher,
         *,
         model: ScoringModel = DEFAULT_MODEL,
