@@ -59,8 +59,17 @@ def build(
     publisher = KafkaPublisher(producer_config(settings))
     kwargs = {"clock": clock} if clock else {}
     ingestor = Ingestor(store, publisher, model=model, source=source, **kwargs)
-    secret = settings.jwt_secret_value()
-    authenticator = Authenticator(secret, settings.jwt_leeway_s) if secret else None
+    secrets = settings.jwt_secrets()
+    authenticator = (
+        Authenticator(
+            secrets,
+            settings.jwt_leeway_s,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        if secrets
+        else None
+    )
     return Resources(settings, model, client, store, publisher, ingestor, authenticator)
 
 

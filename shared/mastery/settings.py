@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(None, validation_alias="MASTERY_JWT_SECRET")
     jwt_secret_file: Path | None = Field(None, validation_alias="MASTERY_JWT_SECRET_FILE")
+    jwt_previous_secret: SecretStr | None = Field(
+        None, validation_alias="MASTERY_JWT_PREVIOUS_SECRET"
+    )
+    jwt_issuer: str | None = Field(None, validation_alias="MASTERY_JWT_ISSUER")
+    jwt_audience: str | None = Field(None, validation_alias="MASTERY_JWT_AUDIENCE")
     jwt_leeway_s: int = Field(30, ge=0, validation_alias="MASTERY_JWT_LEEWAY_SECONDS")
     port: int = Field(8080, validation_alias="MASTERY_PORT")
     redis_timeout_ms: int = Field(5000, gt=0, validation_alias="MASTERY_REDIS_TIMEOUT_MS")
@@ -42,6 +47,15 @@ class Settings(BaseSettings):
         if self.jwt_secret_file is not None and self.jwt_secret_file.is_file():
             return self.jwt_secret_file.read_text().strip() or None
         return None
+
+    def jwt_secrets(self) -> list[str]:
+        """Secrets that verify tokens, current first; empty when none is configured."""
+        current = self.jwt_secret_value()
+        if current is None:
+            return []
+        previous = self.jwt_previous_secret
+        older = previous.get_secret_value() if previous is not None else ""
+        return [current, older] if older else [current]
 
     def scoring_model(self) -> ScoringModel:
         return ScoringModel(

@@ -224,3 +224,53 @@ def test_the_cache_is_bounded_and_keyed_by_the_whole_token() -> None:
     head, payload, _ = tokens[1].split(".")
     with pytest.raises(Problem):  # same claims, another signature: verified, refused
         auth.authenticate(f"Bearer {head}.{payload}.{_b64({'x': 1})}")
+
+
+# -- rollover, issuer, audience, iat ---------------------------------------------------------
+
+_OLD = "previous-secret-" + "y" * 48
+
+
+def test_rollover_accepts_the_current_and_the_previous_secret_only() -> None:
+    auth = Authenticator([_SECRET, _OLD])
+    assert auth.authenticate(f"Bearer {_token()}").tenant == "school-1"
+    assert auth.authenticate(f"Bearer {_token(key=_OLD)}").tenant == "school-1"
+    with pytest.raises(Problem) as caught:
+        auth.authenticate(f"Bearer {_token(key='z' * 64)}")
+    assert caught.value.status == 401
+
+
+def test_after_the_rollover_the_previous_secret_is_refused() -> None:
+    with pytest.raises(Problem):
+        Authenticator(_SECRET).authenticate(f"Bearer {_token(key=_OLD)}")
+
+
+@pytest.mark.parametrize("secrets", ["", [], [_SECRET, ""]])
+def test_an_empty_secret_is_a_configuration_error(secrets: str | list[str]) -> None:
+    with pytest.raises(ValueError, match="secret"):
+        Authenticator(secrets)
+
+
+@pytest.mark.parametrize(
+    ("claims", "accepted"),
+    [
+        ({"iss": "https://idp.school", "aud": "mastery"}, True),
+        ({"iss": "https://evil.example", "aud": "mastery"}, False),
+        ({"iss": "https://idp.school", "aud": "other-api"}, False),
+        ({"aud": "mastery"}, False),  # iss missing
+        ({"iss": "https://idp.school"}, False),  # aud missing
+    ],
+)
+def test_issuer_and_audience_when_configured(claims: dict[str, Any], accepted: bool) -> None:
+    auth = Authenticator(_SECRET, issuer="https://idp.school", audience="mastery")
+    authorization = f"Bearer {_token(_claims(**claims))}"
+    if accepted:
+        assert auth.authenticate(authorization).subject == "teacher-1"
+    else:
+        with pytest.raises(Problem) as caught:
+            auth.authenticate(authorization)
+        assert caught.value.status == 401
+
+
+def test_issued_in_the_future_is_refused() -> None:
+    _rejected(f"Bearer {_token(_claims(iat=int(time.time()) + 3600))}")

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,7 +15,7 @@ from mastery.events.models import ID_PATTERN
 from mastery.web.problems import Problem
 
 if TYPE_CHECKING:
-    from collections.abc import Set
+    from collections.abc import Sequence, Set
 
 __all__ = ["Authenticator", "Principal", "Role", "authorize_student"]
 
@@ -50,14 +50,37 @@ class Principal:
 class Authenticator:
     """Verifies ``Authorization: Bearer <jwt>``: HS256 only, ``exp`` required.
 
+    ``nbf`` and ``iat`` are honoured when present (with the same leeway as ``exp``);
+    ``iss`` and ``aud`` are required and checked when an issuer / audience is configured.
+    During a key rollover several secrets verify: the current one first, then the
+    previous ones.
+
     A verified token is remembered until it expires (keyed by the whole token, signature
     included, so nothing unverified can hit the cache): clients reuse one token for many
     requests, and verifying it was the largest cost of a query.
     """
 
-    def __init__(self, secret: str, leeway_s: int = 30, cache_size: int = 4096) -> None:
-        self._secret = secret
+    def __init__(
+        self,
+        secrets: str | Sequence[str],
+        leeway_s: int = 30,
+        cache_size: int = 4096,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
+        self._secrets = [secrets] if isinstance(secrets, str) else list(secrets)
+        if not self._secrets or not all(self._secrets):
+            raise ValueError("at least one non-empty secret is needed")
         self._leeway = leeway_s
+        self._issuer = issuer
+        self._audience = audience
+        self._required = [
+            "exp",
+            "sub",
+            *(["iss"] if issuer else []),
+            *(["aud"] if audience else []),
+        ]
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_size = cache_size
 
@@ -78,13 +101,7 @@ class Authenticator:
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=["HS256"],
-                options={"require": ["exp", "sub"]},
-                leeway=self._leeway,
-            )
+            claims = self._decode(token)
             parsed = _Claims.model_validate(claims)
         except jwt.ExpiredSignatureError:
             raise Problem(401, "token expired") from None
@@ -92,6 +109,26 @@ class Authenticator:
             raise Problem(401, "invalid token") from None
         principal = Principal(parsed.sub, parsed.role, parsed.tenant, frozenset(parsed.classes))
         return principal, float(claims["exp"])
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """The verified claims; a bad signature is retried with each older secret."""
+        for i, secret in enumerate(self._secrets):
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    secret,
+                    algorithms=["HS256"],
+                    options={"require": self._required},
+                    leeway=self._leeway,
+                    issuer=self._issuer,
+                    audience=self._audience,
+                )
+            except jwt.InvalidSignatureError:
+                if i == len(self._secrets) - 1:
+                    raise
+                continue
+            return claims
+        raise AssertionError("unreachable: the loop returns or raises")
 
 
 def authorize_student(principal: Principal, student_id: str, student_classes: Set[str]) -> None:
