@@ -16,6 +16,7 @@ from mastery.events.ingest import Ingestor
 from mastery.events.kafka import KafkaPublisher, producer_config
 from mastery.settings import Settings
 from mastery.store import RedisStore
+from mastery.store.ratelimit import RateLimiter
 from mastery.web.auth import Authenticator
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Resources:
     ingestor: Ingestor
     authenticator: Authenticator | None
     """``None`` when no JWT secret is configured: authenticated routes answer 503."""
+    rate_limiter: RateLimiter
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.publisher.close)
@@ -48,7 +50,7 @@ def build(
 ) -> Resources:
     """Wire the clients for ``settings``; ``clock`` is injectable for tests."""
     model = settings.scoring_model()
-    # No socket_timeout: RedisStore puts one deadline on each call (see RedisStore._io).
+    # No socket_timeout: RedisStore puts one deadline on each call (see RedisStore.io).
     client = Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2,
@@ -70,7 +72,8 @@ def build(
         if secrets
         else None
     )
-    return Resources(settings, model, client, store, publisher, ingestor, authenticator)
+    limiter = RateLimiter(store)
+    return Resources(settings, model, client, store, publisher, ingestor, authenticator, limiter)
 
 
 _lock = asyncio.Lock()

@@ -4,6 +4,7 @@
     m:{<tenant>:<student>}:days         string: packed per-day snapshots (see DAY_RECORD)
     m:{<tenant>:<student>}:seen:<n>     set of 64-bit event-id hashes, 30-day bucket n
     m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
+    m:{<tenant>}:rl:<role>:<subject>    string: the caller's GCRA arrival time (rate limits)
 
 Ids are validated against ``mastery.events.models.ID_PATTERN`` before they get here,
 so they hold no ``{``, ``}``, ``:`` or spaces.
@@ -20,6 +21,7 @@ __all__ = [
     "audit",
     "days",
     "event_hash",
+    "rate_limit",
     "seen",
     "seen_bucket",
     "state",
@@ -50,6 +52,10 @@ def seen(tenant: str, student: str, bucket: int) -> str:
 
 def audit(tenant: str) -> str:
     return f"m:{{{tenant}}}:audit"
+
+
+def rate_limit(tenant: str, role: str, subject: str) -> str:
+    return f"m:{{{tenant}}}:rl:{role}:{subject}"
 
 
 def seen_bucket(epoch_day: int) -> int:

@@ -90,11 +90,11 @@ class RedisStore:
         """
         apply_args = self._apply_args(accepted, now) if accepted else None
         try:
-            results = await self._io(self._execute(apply_args, rejected, now))
+            results = await self.io(self._execute(apply_args, rejected, now))
         except redis.exceptions.NoScriptError:
             # First use, or Redis restarted: load once, then the same single round trip.
-            await self._io(self._redis.script_load(_APPLY_LUA))
-            results = await self._io(self._execute(apply_args, rejected, now))
+            await self.io(self._redis.script_load(_APPLY_LUA))
+            results = await self.io(self._execute(apply_args, rejected, now))
         if not accepted:
             return []
         return [Outcome(o.decode()) for o in results[0]]
@@ -124,18 +124,18 @@ class RedisStore:
 
     async def load(self, tenant: str, student: str) -> StudentState | None:
         """The student's state, ``None`` when nothing is held for them."""
-        raw = await self._io(self._redis.hgetall(keys.state(tenant, student)))
+        raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
         return _parse_state(raw) if raw else None
 
     async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
         """Daily snapshots, oldest first, within the retention window."""
-        blob = await self._io(self._redis.get(keys.days(tenant, student)))
+        blob = await self.io(self._redis.get(keys.days(tenant, student)))
         return _parse_days(_bytes(blob))
 
     async def ping(self) -> None:
-        await self._io(self._redis.ping())
+        await self.io(self._redis.ping())
 
-    async def _io(self, call: Awaitable[T]) -> T:
+    async def io(self, call: Awaitable[T]) -> T:
         """Await one Redis call within the store's timeout; down or slow is ``Unavailable``.
 
         The deadline lives here rather than in redis-py's ``socket_timeout``, which wraps

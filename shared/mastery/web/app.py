@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
@@ -21,7 +21,7 @@ from starlette.responses import Response
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
-from mastery.web.auth import Principal
+from mastery.web.limits import enforce_rate_limit
 from mastery.web.problems import Problem, from_validation
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from mastery.bootstrap import Resources
+    from mastery.web.auth import Principal
 
 __all__ = ["Context", "FunctionApp", "json_response", "read_body"]
 
@@ -45,13 +46,20 @@ class Context:
     resources: Resources
     correlation_id: str
     function: str
+    response_headers: dict[str, str] = field(default_factory=dict)
+    """Added to whatever the handler answers (rate-limit headers, for one)."""
 
-    def principal(self, request: Request) -> Principal:
-        """The verified caller; 401 problem otherwise."""
+    async def principal(self, request: Request) -> Principal:
+        """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
         auth = self.resources.authenticator
         if auth is None:
             raise Unavailable("MASTERY_JWT_SECRET is not configured")
-        return auth.authenticate(request.headers.get("authorization"))
+        principal = auth.authenticate(request.headers.get("authorization"))
+        res = self.resources
+        self.response_headers.update(
+            await enforce_rate_limit(principal, res.rate_limiter, res.settings)
+        )
+        return principal
 
 
 class FunctionApp:
@@ -98,6 +106,7 @@ class FunctionApp:
         correlation_id = header if _CORRELATION.match(header) else uuid.uuid4().hex
         route = f"{request.method} {path}"
         handler = self._routes.get(route)
+        ctx: Context | None = None
         try:
             if handler is None:
                 if path in self._paths:
@@ -116,6 +125,8 @@ class FunctionApp:
         except Exception as exc:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
             response = Problem(500, "internal error").response(correlation_id)
+        if ctx is not None:
+            response.headers.update(ctx.response_headers)
         response.headers["X-Correlation-ID"] = correlation_id
         status = response.status_code
         REQUESTS.labels(self.name, route, request.method, str(status)).inc()

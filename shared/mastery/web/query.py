@@ -30,7 +30,7 @@ class QueryRequest(BaseModel):
 
 
 async def query_mastery(request: Request, ctx: Context) -> Response:
-    principal = ctx.principal(request)
+    principal = await ctx.principal(request)
     body = await read_body(request, QueryRequest, ctx.resources.settings.max_body_bytes)
     if principal.role is Role.STUDENT and principal.subject != body.student_id:
         raise Problem(403, "students may only read their own mastery")
