@@ -181,7 +181,11 @@ async def _serve(
     argv: list[str | Path] = [BIN / "functions-framework", "--asgi", "--target", "handler"]
     argv += ["--source", source]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
-    proc = stack.spawn(name, argv, env=stack.env(PORT=str(port)), cpus=cpus)
+    # The load cycles through 1,000 students far faster than 50 requests a minute each:
+    # lift the per-caller limit so every request is served. The limit is still checked
+    # (one GCRA call per request), so its cost is in the figures.
+    env = stack.env(PORT=str(port), MASTERY_RATE_LIMIT_STUDENT="100000000")
+    proc = stack.spawn(name, argv, env=env, cpus=cpus)
     servers.append(proc)
     probe = "/ready" if name != "hello" else "/"
     deadline = time.monotonic() + 60
