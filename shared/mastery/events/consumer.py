@@ -1,9 +1,11 @@
 """``mastery consume``: the Kafka-native trigger, applying messages in batches.
 
-Each batch: one ``Ingestor.ingest`` (one Redis round trip), then a synchronous offset
-commit. Two batches overlap (one is decoded while the other runs in Redis) and commit in
-order. Offsets are never committed before Redis has applied the batch, so a crash
-redelivers and the redelivered events count as duplicates: nothing lost, nothing twice.
+Each batch: one ``Ingestor.ingest`` (one Redis round trip), then an offset commit. Two
+batches overlap (one is decoded while the other runs in Redis) and commit in order.
+Commits are asynchronous while running (a slow coordinator must not stall the stream)
+and synchronous once at the end. Offsets are never committed before Redis has applied
+the batch, so a crash redelivers and the redelivered events count as duplicates:
+nothing lost, nothing twice.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ async def consume(
     await subscribe(consumer, topics, ready_file)
     log.info("consuming", extra={"topics": list(topics), "group": group or settings.consumer_group})
     inflight: deque[asyncio.Task[None]] = deque()
+    applied: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
     try:
         fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
         while not stop.is_set():
@@ -92,12 +95,15 @@ async def consume(
             if not batch:
                 continue
             previous = inflight[-1] if inflight else None
-            inflight.append(asyncio.create_task(_apply_then_commit(res, consumer, batch, previous)))
+            task = _apply_then_commit(res, consumer, batch, previous, applied)
+            inflight.append(asyncio.create_task(task))
             if len(inflight) == _IN_FLIGHT:
                 await inflight.popleft()
         fetch.cancel()
         while inflight:
             await inflight.popleft()
+        if applied:
+            await _commit(consumer, list(applied.values()), wait=True)
     finally:
         await consumer.close()
 
@@ -107,6 +113,7 @@ async def _apply_then_commit(
     consumer: AIOConsumer,
     batch: Sequence[Message],
     previous: asyncio.Task[None] | None,
+    applied: dict[tuple[str, int], TopicPartition],
 ) -> None:
     """Apply a batch (retrying while Redis or the broker is down), then commit its offsets.
 
@@ -127,12 +134,18 @@ async def _apply_then_commit(
             await res.ingestor.ingest(records)
     if previous is not None:
         await previous
+    offsets = next_offsets(batch)
+    applied.update({(tp.topic, tp.partition): tp for tp in offsets})
+    await _commit(consumer, offsets, wait=False)
+
+
+async def _commit(consumer: AIOConsumer, offsets: list[TopicPartition], *, wait: bool) -> None:
     try:
-        await consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+        await consumer.commit(offsets=offsets, asynchronous=not wait)
     except KafkaException as exc:
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
-        log.warning("offset commit failed", extra={"error": str(exc)})
+        logger("mastery-consume").warning("offset commit failed", extra={"error": str(exc)})
 
 
 def _usable(message: Message) -> bool:
