@@ -204,6 +204,34 @@ def token(sub: str, role: str, tenant: str, classes: str, ttl: int) -> None:
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
 
 
+@main.group()
+def retention() -> None:
+    """Retention (90 days): checks over the data held."""
+
+
+@retention.command("check")
+def retention_check() -> None:
+    """List every key without a TTL; exit 1 when there is one."""
+    from redis.asyncio import Redis
+
+    from mastery.settings import Settings
+    from mastery.store.retention import keys_without_ttl
+
+    async def run() -> list[str]:
+        client = Redis.from_url(Settings().redis_url)
+        try:
+            return await keys_without_ttl(client)
+        finally:
+            await client.aclose()
+
+    missing = uvloop.run(run())
+    for key in missing:
+        click.echo(key)
+    if missing:
+        raise click.ClickException(f"{len(missing)} key(s) without a TTL")
+    click.echo("every key expires")
+
+
 def _serve(run: object, source: str) -> None:
     """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch."""
     from mastery.bootstrap import build
