@@ -162,9 +162,15 @@ class KafkaPublisher:
                 )
         except (KafkaException, BufferError) as exc:
             raise Unavailable(f"kafka: {exc}") from exc
-        # flush() serves the delivery callbacks; run it off the event loop.
+        # flush() serves the delivery callbacks; run it off the event loop. Every message
+        # is reported within message.timeout.ms (10 s), so the reports are all queued here;
+        # the deadline only guards against a report that never comes.
         await asyncio.to_thread(self._producer.flush, 15)
-        await asyncio.gather(*futures)
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.gather(*futures)
+        except TimeoutError as exc:
+            raise Unavailable("kafka: delivery not confirmed") from exc
 
     async def check(self, wait_s: float = 2.0) -> None:
         """Raise ``Unavailable`` unless the broker answers a metadata request."""
