@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mastery.domain import Component
+from mastery.policy import Action
 
 __all__ = ["FUNCTIONS", "FunctionSpec", "event_topic", "get"]
 
@@ -22,11 +23,14 @@ class FunctionSpec:
         name: service name (DNS-1123: Knative Service, stack.yml entry, gateway).
         routes: ``"METHOD /path"`` the gateway sends to it (besides health checks).
         component: for event handlers, the component whose topic triggers it.
+        action: for HTTP functions, what they do to the student named in the body
+            (``mastery.policy``); the role x function matrix test walks these.
     """
 
     name: str
     routes: tuple[str, ...] = ()
     component: Component | None = None
+    action: Action | None = None
 
     @property
     def directory(self) -> str:
@@ -39,7 +43,7 @@ class FunctionSpec:
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("mastery-query", routes=("POST /mastery/query",)),
+    FunctionSpec("mastery-query", routes=("POST /mastery/query",), action=Action.READ),
     *(FunctionSpec(f"on-{c}", component=c) for c in Component),
 )
 

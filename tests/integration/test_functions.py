@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,37 +18,17 @@ from starlette.routing import Route
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
-from mastery.events.kafka import create_topics
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
 from mastery.web import FunctionApp, event_handler, query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, headers_of, read_topic, record
+from tests.integration.conftest import FUNCTIONS_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable
 
-FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def function_env(settings: Settings) -> Iterator[None]:
-    """The deployed functions read their settings from the environment, as in production."""
-    create_topics(settings)
-    env = {
-        "REDIS_URL": settings.redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MASTERY_JWT_SECRET": JWT_SECRET,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture

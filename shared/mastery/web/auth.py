@@ -5,27 +5,21 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mastery.events.models import ID_PATTERN
+from mastery.policy import Action, Role, allowed, may_try
 from mastery.web.problems import Problem
 
 if TYPE_CHECKING:
     from collections.abc import Sequence, Set
 
-__all__ = ["Authenticator", "Principal", "Role", "authorize_student"]
+__all__ = ["Authenticator", "Principal", "Role", "authorize_student", "precheck"]
 
 _Id = Annotated[str, Field(pattern=ID_PATTERN)]
-
-
-class Role(StrEnum):
-    STUDENT = "student"
-    TEACHER = "teacher"
-    ADMIN = "admin"
 
 
 class _Claims(BaseModel):
@@ -131,16 +125,16 @@ class Authenticator:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
-def authorize_student(principal: Principal, student_id: str, student_classes: Set[str]) -> None:
-    """Raise 403 unless ``principal`` may read ``student_id`` (already within its tenant).
+def precheck(principal: Principal, action: Action, student_id: str) -> None:
+    """403 before any data is read when no answer could be allowed (``mastery.policy``)."""
+    if not may_try(principal.role, principal.subject, action, student_id):
+        raise Problem(403, f"a {principal.role} may not {action} this student's data")
 
-    A student reads only themselves; a teacher, students in one of their classes; an
-    admin, anyone in the tenant.
-    """
-    if principal.role is Role.ADMIN:
-        return
-    if principal.role is Role.STUDENT and principal.subject == student_id:
-        return
-    if principal.role is Role.TEACHER and principal.classes & student_classes:
-        return
-    raise Problem(403, "not allowed to read this student's data")
+
+def authorize_student(
+    principal: Principal, student_id: str, student_classes: Set[str], action: Action = Action.READ
+) -> None:
+    """403 unless the policy lets ``principal`` do ``action`` to ``student_id`` (same tenant)."""
+    p = principal
+    if not allowed(p.role, p.subject, p.classes, action, student_id, student_classes):
+        raise Problem(403, f"a {p.role} may not {action} this student's data")

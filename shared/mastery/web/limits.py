@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from mastery.policy import Role
 from mastery.store import keys
-from mastery.web.auth import Role
 from mastery.web.problems import Problem
 
 if TYPE_CHECKING:

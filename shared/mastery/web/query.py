@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 from mastery.domain import explain
 from mastery.events.models import EventId
+from mastery.policy import Action
 from mastery.web.app import json_response, read_body
-from mastery.web.auth import Role, authorize_student
+from mastery.web.auth import authorize_student, precheck
 from mastery.web.problems import Problem
 
 if TYPE_CHECKING:
@@ -32,8 +33,7 @@ class QueryRequest(BaseModel):
 async def query_mastery(request: Request, ctx: Context) -> Response:
     principal = await ctx.principal(request)
     body = await read_body(request, QueryRequest, ctx.resources.settings.max_body_bytes)
-    if principal.role is Role.STUDENT and principal.subject != body.student_id:
-        raise Problem(403, "students may only read their own mastery")
+    precheck(principal, Action.READ, body.student_id)
     state = await ctx.resources.store.load(principal.tenant, body.student_id)
     if state is None:
         raise Problem(404, "no mastery data for this student")

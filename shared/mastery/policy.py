@@ -1,0 +1,67 @@
+"""Who may do what to whose data: one table, read by every function.
+
+Pure: no I/O, no web types. ``mastery.web`` turns a refusal into a 403; the registry says
+which action each HTTP function performs, so a new function cannot skip the table.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Set
+
+__all__ = ["POLICY", "Action", "Role", "Scope", "allowed", "may_try"]
+
+
+class Role(StrEnum):
+    STUDENT = "student"
+    TEACHER = "teacher"
+    ADMIN = "admin"
+
+
+class Action(StrEnum):
+    """What a function does with a student's data."""
+
+    READ = "read"  # mastery, predictions, recommendations, history, comparisons
+
+
+class Scope(StrEnum):
+    """Whose data a role reaches; always within the caller's own tenant."""
+
+    NONE = "none"
+    SELF = "self"  # the caller's own data
+    CLASSES = "classes"  # students sharing a class with the caller's token
+    TENANT = "tenant"  # every student of the tenant
+
+
+POLICY: Mapping[Action, Mapping[Role, Scope]] = MappingProxyType(
+    {
+        Action.READ: MappingProxyType(
+            {Role.STUDENT: Scope.SELF, Role.TEACHER: Scope.CLASSES, Role.ADMIN: Scope.TENANT}
+        ),
+    }
+)
+
+
+def may_try(role: Role, subject: str, action: Action, student_id: str) -> bool:
+    """Whether the request may go on to read anything at all (decided before any I/O)."""
+    scope = POLICY[action][role]
+    return scope is not Scope.NONE and (scope is not Scope.SELF or subject == student_id)
+
+
+def allowed(
+    role: Role,
+    subject: str,
+    classes: Set[str],
+    action: Action,
+    student_id: str,
+    student_classes: Set[str],
+) -> bool:
+    """The full decision, once the student's classes are known."""
+    if not may_try(role, subject, action, student_id):
+        return False
+    scope = POLICY[action][role]
+    return scope is not Scope.CLASSES or bool(classes & student_classes)

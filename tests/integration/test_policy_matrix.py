@@ -1,0 +1,124 @@
+"""Every HTTP function in the registry enforces ``mastery.policy`` for every role.
+
+Generated from ``mastery.registry.FUNCTIONS``: a new function with an ``action`` joins
+the matrix by itself, and one without an ``action`` fails here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import pytest
+from functions_framework.aio import create_asgi_app
+
+from mastery.bootstrap import build, close_resources
+from mastery.domain import Component
+from mastery.policy import POLICY, Action, Role, Scope, allowed, may_try
+from mastery.registry import FUNCTIONS
+from tests.conftest import JWT_SECRET
+from tests.helpers import event_data, record
+from tests.integration.conftest import FUNCTIONS_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from mastery.registry import FunctionSpec
+    from mastery.settings import Settings
+
+HTTP_FUNCTIONS = [f for f in FUNCTIONS if f.routes]
+SUBJECT = {Role.STUDENT: "s-self", Role.TEACHER: "t-1", Role.ADMIN: "a-1"}
+TEACHER_CLASSES = frozenset({"c-mine"})
+# target student -> its classes, in the caller's tenant ("s-ghost" lives in another tenant)
+STUDENTS = {"s-self": {"c-mine"}, "s-classmate": {"c-mine"}, "s-stranger": {"c-other"}}
+TARGETS = [*STUDENTS, "s-ghost"]
+
+
+def test_the_policy_is_the_spec() -> None:
+    """Changing who may read whom is a decision: it shows up here as a one-line change."""
+    assert dict(POLICY[Action.READ]) == {
+        Role.STUDENT: Scope.SELF,
+        Role.TEACHER: Scope.CLASSES,
+        Role.ADMIN: Scope.TENANT,
+    }
+
+
+@pytest.mark.parametrize("spec", HTTP_FUNCTIONS, ids=lambda s: s.name)
+def test_every_http_function_declares_its_action(spec: FunctionSpec) -> None:
+    assert spec.action is not None, f"{spec.name} must say what it does in mastery.registry"
+
+
+@pytest.fixture(scope="module")
+async def tenants(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+    mine, other = f"pm-{time.time_ns()}", f"pm-other-{time.time_ns()}"
+    res = build(settings, source="test")
+    events = [
+        record(Component.QUIZ, event_data(mine, s, class_id=sorted(c)[0]))
+        for s, c in STUDENTS.items()
+    ]
+    events.append(record(Component.QUIZ, event_data(other, "s-ghost", class_id="c-mine")))
+    await res.ingestor.ingest(events)
+    await res.aclose()
+    yield mine, other
+    await close_resources()
+
+
+def _expected(role: Role, action: Action, target: str) -> int:
+    subject = SUBJECT[role]
+    if not may_try(role, subject, action, target):
+        return 403  # refused before any data is read, whether the student exists or not
+    if target not in STUDENTS:
+        return 404  # another tenant's student is, for this caller, no student at all
+    classes = TEACHER_CLASSES if role is Role.TEACHER else frozenset()
+    ok = allowed(role, subject, classes, action, target, STUDENTS[target])
+    return 200 if ok else 403
+
+
+CASES = [
+    (spec, route, role, target)
+    for spec in HTTP_FUNCTIONS
+    for route in spec.routes
+    for role, target in itertools.product(Role, TARGETS)
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "route", "role", "target"),
+    CASES,
+    ids=[f"{s.name}-{r.value}-{t}" for s, _, r, t in CASES],
+)
+async def test_role_x_function_matrix(
+    function_env: None,
+    tenants: tuple[str, str],
+    spec: FunctionSpec,
+    route: str,
+    role: Role,
+    target: str,
+) -> None:
+    mine, _ = tenants
+    method, path = route.split(" ", 1)
+    claims: dict[str, object] = {
+        "sub": SUBJECT[role],
+        "role": role.value,
+        "tenant": mine,
+        "exp": int(time.time()) + 300,
+    }
+    if role is Role.TEACHER:
+        claims["classes"] = sorted(TEACHER_CLASSES)
+    headers = {"authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    app = create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / spec.directory / "main.py"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+        resp = await client.request(method, path, json={"student_id": target}, headers=headers)
+
+    assert spec.action is not None
+    assert resp.status_code == _expected(role, spec.action, target), resp.text
+    if resp.status_code == 200:
+        assert resp.json()["student_id"] == target
+        assert resp.json()["tenant"] == mine
+    else:
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert "s-ghost" not in resp.text or target == "s-ghost"
