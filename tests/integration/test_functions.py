@@ -273,3 +273,17 @@ async def test_redis_down_is_503_with_retry_after(settings: Settings, tenant: st
     assert resp.status_code == 503  # the trigger retries; nothing is acknowledged
     assert resp.headers["content-type"] == "application/problem+json"
     await res.aclose()
+
+
+async def test_oversized_bodies_are_refused_without_reading_them_whole(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit still holds
+        for _ in range(100):
+            yield b"x" * 1024
+
+    admin = token("a1", "admin", tenant)
+    for name, path in (("on-quiz", "/"), ("mastery-query", "/mastery/query")):
+        resp = await client(name).post(path, content=chunks(), headers=admin)
+        assert resp.status_code == 413, name
+        assert resp.headers["content-type"] == "application/problem+json"

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mastery.bootstrap import Resources
     from mastery.web.auth import Principal
 
-__all__ = ["Context", "FunctionApp", "json_response", "read_body"]
+__all__ = ["Context", "FunctionApp", "json_response", "read_body", "read_limited"]
 
 M = TypeVar("M", bound=BaseModel)
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -174,17 +174,27 @@ def json_response(doc: object, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status, media_type="application/json")
 
 
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The body, read no further than ``max_bytes`` (413 past it, whatever Content-Length says)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise Problem(413, f"body larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise Problem(413, f"body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
     """Parse and validate a JSON body: 413 too large, 415 not JSON, 400 malformed, 422 invalid."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, "send the body as application/json")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise Problem(413, f"body larger than {max_bytes} bytes")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise Problem(413, f"body larger than {max_bytes} bytes")
+    body = await read_limited(request, max_bytes)
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 from mastery.events.codec import Record
 from mastery.registry import event_topic
-from mastery.web.app import json_response
-from mastery.web.problems import Problem
+from mastery.web.app import json_response, read_limited
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -61,9 +60,7 @@ def event_handler(component: Component) -> Callable[[Request, Context], Awaitabl
     topic = event_topic(component)
 
     async def handle(request: Request, ctx: Context) -> Response:
-        body = await request.body()
-        if len(body) > ctx.resources.settings.max_body_bytes:
-            raise Problem(413, "event larger than the body limit")
+        body = await read_limited(request, ctx.resources.settings.max_body_bytes)
         record = record_from_http(dict(request.headers), body, topic)
         [(outcome, reason)] = await ctx.resources.ingestor.ingest([record])
         doc: dict[str, str] = {"outcome": outcome.value}
