@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     rate_limit_student: int = Field(50, gt=0, validation_alias="MASTERY_RATE_LIMIT_STUDENT")
     rate_limit_teacher: int = Field(300, gt=0, validation_alias="MASTERY_RATE_LIMIT_TEACHER")
     rate_limit_admin: int = Field(1000, gt=0, validation_alias="MASTERY_RATE_LIMIT_ADMIN")
+    kafka_timeout_ms: int = Field(10_000, gt=0, validation_alias="MASTERY_KAFKA_TIMEOUT_MS")
     redis_timeout_ms: int = Field(5000, gt=0, validation_alias="MASTERY_REDIS_TIMEOUT_MS")
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
     consumer_group: str = Field("mastery-consume", validation_alias="MASTERY_CONSUMER_GROUP")

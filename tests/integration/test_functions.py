@@ -287,3 +287,70 @@ async def test_oversized_bodies_are_refused_without_reading_them_whole(
         resp = await client(name).post(path, content=chunks(), headers=admin)
         assert resp.status_code == 413, name
         assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def test_every_data_access_is_audited_on_the_audit_topic(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    events = client("on-quiz")
+    body, headers = binary_ce(
+        Component.QUIZ, event_data(tenant, "s1", class_id="c1"), f"{tenant}-a"
+    )
+    await events.post("/", content=body, headers=headers)
+    q = client("mastery-query")
+    asks = {
+        f"{tenant}-ok": token("s1", "student", tenant),
+        f"{tenant}-denied": token("s2", "student", tenant),
+        f"{tenant}-anon": {},
+    }
+    for cid, auth in asks.items():
+        await q.post(
+            "/mastery/query", json={"student_id": "s1"}, headers={**auth, "x-correlation-id": cid}
+        )
+
+    seen = read_topic(settings, "mastery.audit", expected=100_000, timeout=3)
+    mine = {}
+    for m in seen:
+        doc = orjson.loads(m.value())
+        if doc.get("correlation_id") in asks:
+            mine[doc["correlation_id"]] = (doc, m.key())
+    ok, ok_key = mine[f"{tenant}-ok"]
+    assert ok_key == tenant.encode()
+    assert (ok["outcome"], ok["subject"], ok["role"], ok["tenant"], ok["students"]) == (
+        "allowed",
+        "s1",
+        "student",
+        tenant,
+        ["s1"],
+    )
+    assert ok["function"] == "mastery-query"
+    assert mine[f"{tenant}-denied"][0]["outcome"] == "denied"
+    assert mine[f"{tenant}-anon"][0]["outcome"] == "unauthenticated"
+    assert mine[f"{tenant}-anon"][0]["subject"] is None
+
+
+async def test_without_the_audit_broker_no_data_is_served(settings: Settings, tenant: str) -> None:
+    no_broker = settings.model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+    )
+    res = build(no_broker)
+
+    async def provider(_: str) -> Any:
+        return res
+
+    app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=provider)
+
+    async def endpoint(request: Request) -> Response:
+        return await app(request)
+
+    asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=asgi), base_url="http://fn"
+    ) as c:
+        resp = await c.post(
+            "/mastery/query", json={"student_id": "s1"}, headers=token("a1", "admin", tenant)
+        )
+    await res.aclose()
+    assert resp.status_code == 503
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert "audit" in resp.json()["detail"]

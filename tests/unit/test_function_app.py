@@ -14,10 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mastery.errors import Unavailable
+from mastery.events.kafka import OutMessage
 from mastery.logs import logger
 from mastery.web import FunctionApp, Problem, json_response
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from mastery.web import Context
 
 
@@ -33,8 +37,24 @@ async def _echo(request: Request, ctx: Context) -> Response:
     return json_response({"correlation_id": ctx.correlation_id, "function": ctx.function})
 
 
+class _Publisher:
+    """An in-memory fake of the ``Publisher`` port; ``down`` makes every publish fail."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.sent: list[OutMessage] = []
+        self.down = down
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        if self.down:
+            raise Unavailable("kafka: down")
+        self.sent.extend(messages)
+
+
+_PUBLISHER = _Publisher()
+
+
 async def _provider(_: str) -> Any:
-    return SimpleNamespace()
+    return SimpleNamespace(publisher=_PUBLISHER)
 
 
 def _client(app: FunctionApp) -> httpx.AsyncClient:
@@ -97,3 +117,34 @@ async def test_unknown_route_and_wrong_method(app: FunctionApp) -> None:
     assert missing.status_code == 404
     assert wrong.status_code == 405
     assert health.json() == {"status": "ok", "function": "unit-fn"}
+
+
+async def test_every_request_to_a_data_route_is_audited(app: FunctionApp) -> None:
+    _PUBLISHER.sent.clear()
+    async with _client(app) as c:
+        await c.post("/echo", headers={"x-correlation-id": "audit-1"})
+        await c.post("/teapot", headers={"x-correlation-id": "audit-2"})
+        await c.get("/health")
+    records = [json.loads(m.value or b"") for m in _PUBLISHER.sent]
+    assert [(r["correlation_id"], r["outcome"], r["status"]) for r in records] == [
+        ("audit-1", "allowed", 200),
+        ("audit-2", "invalid", 409),
+    ]
+    assert all(m.topic == "mastery.audit" for m in _PUBLISHER.sent)
+    assert records[0]["function"] == "unit-fn"
+    assert records[0]["route"] == "POST /echo"
+
+
+async def test_no_audit_record_no_data() -> None:
+    down = _Publisher(down=True)
+
+    async def provider(_: str) -> Any:
+        return SimpleNamespace(publisher=down)
+
+    app = FunctionApp("unit-fn", {"POST /echo": _echo}, provider=provider)
+    async with _client(app) as c:
+        resp = await c.post("/echo", headers={"x-correlation-id": "lost-1"})
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "1"
+    assert "lost-1" in resp.text  # the correlation id, so the caller can report it
+    assert "function" not in resp.json()  # the handler's answer was not sent

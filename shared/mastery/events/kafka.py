@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -88,8 +89,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "enable.idempotence": False,  # Tansu does not implement idempotent producers
         "acks": "all",
-        "linger.ms": 2,
-        "message.timeout.ms": 10_000,
+        "linger.ms": 1,
+        "message.timeout.ms": settings.kafka_timeout_ms,
     }
 
 
@@ -125,18 +126,27 @@ def _or(value: int | None, default: int) -> int:
 class KafkaPublisher:
     """``Publisher`` over confluent-kafka: produce, then await every delivery report.
 
-    The producer is made on first use: functions that never publish open no connection.
+    The producer is made on first use (functions that never publish open no connection),
+    with a thread that serves delivery reports as they come, so a publish waits for its
+    own acknowledgements and nobody else's.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._config = config
         self._made: Producer | None = None
+        self._closing = threading.Event()
 
     @property
     def _producer(self) -> Producer:
         if self._made is None:
             self._made = Producer(self._config)
+            threading.Thread(target=self._serve_reports, name="kafka-reports", daemon=True).start()
         return self._made
+
+    def _serve_reports(self) -> None:
+        producer = self._made
+        while producer is not None and not self._closing.is_set():
+            producer.poll(0.05)
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:
@@ -162,12 +172,10 @@ class KafkaPublisher:
                 )
         except (KafkaException, BufferError) as exc:
             raise Unavailable(f"kafka: {exc}") from exc
-        # flush() serves the delivery callbacks; run it off the event loop. Every message
-        # is reported within message.timeout.ms (10 s), so the reports are all queued here;
-        # the deadline only guards against a report that never comes.
-        await asyncio.to_thread(self._producer.flush, 15)
+        # Every message is reported within message.timeout.ms (10 s); the deadline only
+        # guards against a report that never comes.
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(15):
                 await asyncio.gather(*futures)
         except TimeoutError as exc:
             raise Unavailable("kafka: delivery not confirmed") from exc
@@ -180,6 +188,7 @@ class KafkaPublisher:
             raise Unavailable(f"kafka: {exc}") from exc
 
     def close(self) -> None:
+        self._closing.set()
         if self._made is not None:
             self._made.flush(5)
 

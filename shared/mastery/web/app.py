@@ -21,6 +21,7 @@ from starlette.responses import Response
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
+from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
 from mastery.web.problems import Problem, from_validation
 
@@ -39,15 +40,18 @@ _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _RETRY_AFTER = {"Retry-After": "1"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
-    """Per-request handles for a handler."""
+    """Per-request handles for a handler, and what the access audit records of it."""
 
     resources: Resources
     correlation_id: str
     function: str
     response_headers: dict[str, str] = field(default_factory=dict)
     """Added to whatever the handler answers (rate-limit headers, for one)."""
+    caller: Principal | None = None
+    students: list[str] = field(default_factory=list)
+    """The students whose data the request asks for (the handler names them)."""
 
     async def principal(self, request: Request) -> Principal:
         """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
@@ -55,6 +59,7 @@ class Context:
         if auth is None:
             raise Unavailable("MASTERY_JWT_SECRET is not configured")
         principal = auth.authenticate(request.headers.get("authorization"))
+        self.caller = principal
         res = self.resources
         self.response_headers.update(
             await enforce_rate_limit(principal, res.rate_limiter, res.settings)
@@ -69,7 +74,8 @@ class FunctionApp:
         name: the function's name (registry, logs, metrics).
         routes: ``{"POST /mastery/query": handler}``.
         uses_kafka: whether ``/ready`` must also see the broker.
-        uses_auth: whether ``/ready`` requires a JWT secret.
+        uses_auth: whether ``/ready`` requires a JWT secret, and whether requests to its
+            routes are data accesses, each recorded by the access audit.
         provider: where the process's clients come from (tests inject their own).
     """
 
@@ -125,6 +131,8 @@ class FunctionApp:
         except Exception as exc:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
             response = Problem(500, "internal error").response(correlation_id)
+        if self._uses_auth and handler is not None and ctx is not None:
+            response = await self._audit(ctx, route, response)
         if ctx is not None:
             response.headers.update(ctx.response_headers)
         response.headers["X-Correlation-ID"] = correlation_id
@@ -133,6 +141,25 @@ class FunctionApp:
         REQUEST_LATENCY.labels(self.name, route).observe(time.perf_counter() - started)
         if status >= 500:
             REQUEST_ERRORS.labels(self.name, route).inc()
+        return response
+
+    async def _audit(self, ctx: Context, route: str, response: Response) -> Response:
+        """Write the access record; without it, no data leaves (503)."""
+        record = access_record(
+            function=self.name,
+            route=route,
+            correlation_id=ctx.correlation_id,
+            principal=ctx.caller,
+            students=ctx.students,
+            status=response.status_code,
+        )
+        try:
+            await ctx.resources.publisher.publish([record])
+        except Unavailable as exc:
+            self._log.error("access audit not written", extra=_extra(ctx.correlation_id, exc))
+            return Problem(
+                503, "the access audit is unavailable, retry later", headers=_RETRY_AFTER
+            ).response(ctx.correlation_id)
         return response
 
     async def _ready(self) -> Response:

@@ -33,6 +33,7 @@ class QueryRequest(BaseModel):
 async def query_mastery(request: Request, ctx: Context) -> Response:
     principal = await ctx.principal(request)
     body = await read_body(request, QueryRequest, ctx.resources.settings.max_body_bytes)
+    ctx.students.append(body.student_id)
     precheck(principal, Action.READ, body.student_id)
     state = await ctx.resources.store.load(principal.tenant, body.student_id)
     if state is None:
