@@ -35,6 +35,7 @@ from bench._harness import (
 )
 from bench._openloop import http_request, open_loop
 from mastery.domain import Component, Observation
+from mastery.events.kafka import create_topics
 from mastery.local import free_port
 from mastery.store import RedisStore
 
@@ -61,6 +62,9 @@ PATH = "/mastery/query"
 async def run(stack: Stack) -> list[Row]:
     split = pinned()
     gen_cpus, server_cpus = split if split else (None, None)
+    # Every query writes an access-audit record to mastery.audit before it answers.
+    stack.fresh_kafka()
+    create_topics(stack.settings())
     client = Redis.from_url(stack.redis_url)
     await client.flushall()
     progress(f"query: seeding {STUDENTS} students")
