@@ -73,7 +73,7 @@ class FunctionApp:
     Args:
         name: the function's name (registry, logs, metrics).
         routes: ``{"POST /mastery/query": handler}``.
-        uses_kafka: whether ``/ready`` must also see the broker.
+        uses_kafka: whether ``/ready`` must also see the broker (implied by ``uses_auth``).
         uses_auth: whether ``/ready`` requires a JWT secret, and whether requests to its
             routes are data accesses, each recorded by the access audit.
         provider: where the process's clients come from (tests inject their own).
@@ -169,7 +169,7 @@ class FunctionApp:
         except Exception as exc:  # settings that do not parse, for one
             return Problem(503, f"not configured: {type(exc).__name__}").response()
         checks["redis"] = await _check(res.store.ping())
-        if self._uses_kafka:
+        if self._uses_kafka or self._uses_auth:  # data functions write the access audit
             checks["kafka"] = await _check(res.publisher.check())
         if self._uses_auth:
             checks["jwt_secret"] = "ok" if res.authenticator else "MASTERY_JWT_SECRET not set"
