@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import jwt
 import orjson
 import pytest
 from functions_framework.aio import create_asgi_app
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
-from mastery.web import FunctionApp, event_handler, query_mastery
+from mastery.web import event_handler, query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, headers_of, read_topic, record
-from tests.integration.conftest import FUNCTIONS_DIR
+from tests.integration.conftest import FUNCTIONS_DIR, serve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -245,31 +241,18 @@ async def test_query_rejects_bad_bodies_with_the_field_named(
 
 
 async def test_redis_down_is_503_with_retry_after(settings: Settings, tenant: str) -> None:
-    dead = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    res = build(dead)
-
-    async def provider(_: str) -> object:
-        return res
-
-    query = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=provider)  # type: ignore[arg-type]
-    events = FunctionApp("on-quiz", {"POST /": event_handler(Component.QUIZ)}, provider=provider)  # type: ignore[arg-type]
-
-    async def call(app: FunctionApp, path: str, **kw: Any) -> httpx.Response:
-        async def endpoint(request: Request) -> Response:
-            return await app(request)
-
-        asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
-        transport = httpx.ASGITransport(app=asgi)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as c:
-            return await c.post(path, **kw)
-
-    resp = await call(
-        query, "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
-    )
+    res = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    async with serve("mastery-query", {"POST /mastery/query": query_mastery}, res) as query:
+        resp = await query.post(
+            "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
+        )
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     body, headers = binary_ce(Component.QUIZ, event_data(tenant, "s1"), str(uuid.uuid4()))
-    resp = await call(events, "/", content=body, headers=headers)
+    async with serve(
+        "on-quiz", {"POST /": event_handler(Component.QUIZ)}, res, uses_auth=False
+    ) as events:
+        resp = await events.post("/", content=body, headers=headers)
     assert resp.status_code == 503  # the trigger retries; nothing is acknowledged
     assert resp.headers["content-type"] == "application/problem+json"
     await res.aclose()
@@ -334,20 +317,8 @@ async def test_without_the_audit_broker_no_data_is_served(settings: Settings, te
         update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
     )
     res = build(no_broker)
-
-    async def provider(_: str) -> Any:
-        return res
-
-    app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=provider)
-
-    async def endpoint(request: Request) -> Response:
-        return await app(request)
-
-    asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=asgi), base_url="http://fn"
-    ) as c:
-        resp = await c.post(
+    async with serve("mastery-query", {"POST /mastery/query": query_mastery}, res) as query:
+        resp = await query.post(
             "/mastery/query", json={"student_id": "s1"}, headers=token("a1", "admin", tenant)
         )
     await res.aclose()

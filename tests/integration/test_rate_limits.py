@@ -8,14 +8,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import jwt
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from mastery.bootstrap import Resources, build
-from mastery.web import FunctionApp, query_mastery
+from mastery.web import query_mastery
 from tests.conftest import JWT_SECRET
+from tests.integration.conftest import serve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -25,17 +22,7 @@ if TYPE_CHECKING:
 
 def _instance(res: Resources) -> httpx.AsyncClient:
     """One function instance with its own Redis client, as a separate process would have."""
-
-    async def provider(_: str) -> Resources:
-        return res
-
-    app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=provider)
-
-    async def endpoint(request: Request) -> Response:
-        return await app(request)
-
-    asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://fn")
+    return serve("mastery-query", {"POST /mastery/query": query_mastery}, res)
 
 
 def _headers(sub: str, role: str, tenant: str) -> dict[str, str]:
