@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-import redis.exceptions
-
 if TYPE_CHECKING:
     from mastery.store.repository import RedisStore
 
@@ -36,12 +34,9 @@ class RateLimiter:
 
     async def hit(self, key: str, limit: int) -> Decision:
         """Count one request against ``key``. Raises ``Unavailable`` when Redis is down."""
-        args = (1, key, limit, self._period_ms)
         client = self._store.client
-        try:
-            reply = await self._store.io(client.evalsha(_SHA, *args))
-        except redis.exceptions.NoScriptError:
-            await self._store.io(client.script_load(_LUA))
-            reply = await self._store.io(client.evalsha(_SHA, *args))
+        reply = await self._store.with_script(
+            _LUA, lambda: client.evalsha(_SHA, 1, key, limit, self._period_ms)
+        )
         allowed, remaining, retry_ms, reset_ms = (int(x) for x in reply)
         return Decision(bool(allowed), limit, remaining, retry_ms / 1000, reset_ms / 1000)

@@ -18,7 +18,7 @@ from mastery.errors import Unavailable
 from mastery.store import keys
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from datetime import datetime
 
     from redis.asyncio import Redis
@@ -89,12 +89,9 @@ class RedisStore:
                 retried (a retry sees the applied events as duplicates).
         """
         apply_args = self._apply_args(accepted, now) if accepted else None
-        try:
-            results = await self.io(self._execute(apply_args, rejected, now))
-        except redis.exceptions.NoScriptError:
-            # First use, or Redis restarted: load once, then the same single round trip.
-            await self.io(self._redis.script_load(_APPLY_LUA))
-            results = await self.io(self._execute(apply_args, rejected, now))
+        results = await self.with_script(
+            _APPLY_LUA, lambda: self._execute(apply_args, rejected, now)
+        )
         if not accepted:
             return []
         return [Outcome(o.decode()) for o in results[0]]
@@ -134,6 +131,18 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self.io(self._redis.ping())
+
+    async def with_script(self, lua: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` (which EVALSHAs ``lua``); on NOSCRIPT load the script and run it again.
+
+        Plain EVALSHA keeps a call to one round trip; the script is loaded only on first
+        use or after Redis restarted.
+        """
+        try:
+            return await self.io(call())
+        except redis.exceptions.NoScriptError:
+            await self.io(self._redis.script_load(lua))
+            return await self.io(call())
 
     async def io(self, call: Awaitable[T]) -> T:
         """Await one Redis call within the store's timeout; down or slow is ``Unavailable``.
