@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from mastery.bootstrap import Resources
 
-__all__ = ["consume", "next_batch", "next_offsets", "subscribe"]
+__all__ = ["commit_offsets", "consume", "next_batch", "next_offsets", "subscribe"]
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
@@ -95,7 +95,7 @@ async def consume(
             if not batch:
                 continue
             previous = inflight[-1] if inflight else None
-            task = _apply_then_commit(res, consumer, batch, previous, applied)
+            task = _apply_thencommit_offsets(res, consumer, batch, previous, applied)
             inflight.append(asyncio.create_task(task))
             if len(inflight) == _IN_FLIGHT:
                 await inflight.popleft()
@@ -103,12 +103,12 @@ async def consume(
         while inflight:
             await inflight.popleft()
         if applied:
-            await _commit(consumer, list(applied.values()), wait=True)
+            await commit_offsets(consumer, list(applied.values()), wait=True)
     finally:
         await consumer.close()
 
 
-async def _apply_then_commit(
+async def _apply_thencommit_offsets(
     res: Resources,
     consumer: AIOConsumer,
     batch: Sequence[Message],
@@ -136,10 +136,13 @@ async def _apply_then_commit(
         await previous
     offsets = next_offsets(batch)
     applied.update({(tp.topic, tp.partition): tp for tp in offsets})
-    await _commit(consumer, offsets, wait=False)
+    await commit_offsets(consumer, offsets, wait=False)
 
 
-async def _commit(consumer: AIOConsumer, offsets: list[TopicPartition], *, wait: bool) -> None:
+async def commit_offsets(
+    consumer: AIOConsumer, offsets: list[TopicPartition], *, wait: bool
+) -> None:
+    """Commit ``offsets``; a failed commit is logged (the events come back, as duplicates)."""
     try:
         await consumer.commit(offsets=offsets, asynchronous=not wait)
     except KafkaException as exc:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
-from confluent_kafka import KafkaException
 from confluent_kafka.aio import AIOConsumer
 from tenacity import (
     AsyncRetrying,
@@ -23,7 +22,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from mastery.events.consumer import next_batch, next_offsets, subscribe
+from mastery.events.consumer import commit_offsets, next_batch, next_offsets, subscribe
 from mastery.events.kafka import consumer_config, dead_letter, to_record
 from mastery.logs import logger
 
@@ -97,9 +96,6 @@ async def run_trigger(
                 if not batch:
                     continue
                 await asyncio.gather(*(deliver(to_record(m)) for m in batch))
-                try:
-                    await consumer.commit(offsets=next_offsets(batch), asynchronous=False)
-                except KafkaException as exc:
-                    log.warning("offset commit failed", extra={"error": str(exc)})
+                await commit_offsets(consumer, next_offsets(batch), wait=True)
         finally:
             await consumer.close()
