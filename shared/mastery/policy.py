@@ -26,6 +26,8 @@ class Action(StrEnum):
     """What a function does with a student's data."""
 
     READ = "read"  # mastery, predictions, recommendations, history, comparisons
+    EXPORT = "export"  # everything held about a student (GDPR access)
+    ERASE = "erase"  # delete everything held about a student (GDPR erasure)
 
 
 class Scope(StrEnum):
@@ -41,6 +43,12 @@ POLICY: Mapping[Action, Mapping[Role, Scope]] = MappingProxyType(
     {
         Action.READ: MappingProxyType(
             {Role.STUDENT: Scope.SELF, Role.TEACHER: Scope.CLASSES, Role.ADMIN: Scope.TENANT}
+        ),
+        Action.EXPORT: MappingProxyType(
+            {Role.STUDENT: Scope.SELF, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
+        ),
+        Action.ERASE: MappingProxyType(
+            {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
         ),
     }
 )

@@ -1,12 +1,16 @@
 -- Apply a batch of learning events atomically, each event at most once.
+-- (cohort.lua is prepended: the cohort index helpers and METRICS.)
 --
--- KEYS: every key the batch touches (state, days, seen, audit), referenced by index.
+-- KEYS: the student and audit keys the batch touches (state, days, seen, audit), by index;
+--       tenant-wide keys (tombstones, cohort indexes) are derived from the tenant prefix.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
---       Component order, then one JSON array with an array per event:
+--       Component order, their four weights, then one JSON array with an array per event:
 --       [state_i, days_i, seen_i, audit_i, event_hash, seen_expire_at, occurred_at_s,
---        component, area, weight, weight*score, class_id, audit_record]
---       (one JSON argument instead of 13 per event: packing arguments dominated the cost)
--- Returns: one outcome per event, 'applied' or 'duplicate'.
+--        component, area, weight, weight*score, class_id, audit_record, tenant_prefix,
+--        student_id]
+--       (one JSON argument instead of 15 per event: packing arguments dominated the cost)
+-- Returns: one outcome per event: 'applied', 'duplicate', or 'erased' (the student was
+-- erased after the event happened: a replay or a late event must not bring data back).
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
 -- this script only adds sums, so events commute and any order gives the same state.
@@ -14,19 +18,27 @@
 local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
-local events = cjson.decode(ARGV[10])
+local weights = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
+local events = cjson.decode(ARGV[14])
 
 local outcomes, students, order, expiring, audits = {}, {}, {}, {}, {}
+local erased_at, tenants = {}, {}
 for _, e in ipairs(events) do
-  local seen, audit = KEYS[e[3]], KEYS[e[4]]
+  local seen, audit, state, prefix, student = KEYS[e[3]], KEYS[e[4]], KEYS[e[1]], e[14], e[15]
+  tenants[prefix] = true
+  if erased_at[state] == nil then
+    erased_at[state] = tonumber(redis.call('ZSCORE', prefix .. 'erased', student) or '-1')
+  end
   local outcome = 'duplicate'
-  if redis.call('SADD', seen, e[5]) == 1 then
+  if e[7] * 1000 <= erased_at[state] then
+    outcome = 'erased'
+  elseif redis.call('SADD', seen, e[5]) == 1 then
     outcome = 'applied'
     expiring[seen] = e[6]
-    local state = KEYS[e[1]]
     local st = students[state]
     if not st then
-      st = {days = KEYS[e[2]], sums = {}, n = 0, last = 0, classes = {}}
+      st = {days = KEYS[e[2]], sums = {}, n = 0, last = 0, classes = {},
+        prefix = prefix, student = student}
       students[state] = st
       order[#order + 1] = state
     end
@@ -57,6 +69,32 @@ end
 -- Per student: one HMGET of what the batch touches, the new values computed here, one HSET.
 local function num(v) return tonumber(v or '0') end
 local function fmt(x) return string.format('%.17g', x) end
+
+-- Component scores as units (0..10000, 65535 = unobserved) from the state's sums.
+local function component_units(val)
+  local v = {}
+  for j = 1, #comps do
+    local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
+    v[j] = 65535
+    if w > 0 then v[j] = math.max(0, math.min(10000, math.floor(10000 * s / w + 0.5))) end
+  end
+  return v
+end
+
+-- The index units, in METRICS order: mastery, then each component (unobserved = 0), as
+-- mastery.domain.cohort.index_units computes them.
+local function units_of(val)
+  local v, out, m = component_units(val), {0}, 0
+  for j = 1, #comps do
+    local u = v[j] == 65535 and 0 or v[j]
+    out[j + 1] = u
+    m = m + weights[j] * u
+  end
+  out[1] = math.floor(m + 0.5)
+  return out
+end
+
+local deltas, touched = {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
   local fields = {'last_at', 'classes', 'version'}
@@ -75,8 +113,10 @@ for _, state in ipairs(order) do
   local val = {}
   for k, f in ipairs(fields) do val[f] = cur[k] end
 
+  local old_units = val['version'] and units_of(val) or nil
+  local old_classes = val['classes'] or ''
   local last = math.max(num(val['last_at']), st.last)
-  local classes = val['classes'] or ''
+  local classes = old_classes
   for class in pairs(st.classes) do
     if not string.find(',' .. classes .. ',', ',' .. class .. ',', 1, true) then
       classes = classes == '' and class or classes .. ',' .. class
@@ -96,12 +136,7 @@ for _, state in ipairs(order) do
 
   -- One snapshot per student per day (the day of their newest event): component scores
   -- as 0..10000, 65535 when unobserved; records ascend by day, older than the window go.
-  local v = {}
-  for j = 1, #comps do
-    local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
-    v[j] = 65535
-    if w > 0 then v[j] = math.max(0, math.min(10000, math.floor(10000 * s / w + 0.5))) end
-  end
+  local v = component_units(val)
   local day = math.floor((last - origin) / 86400)
   local rec = struct.pack('<HHHHH', day, v[1], v[2], v[3], v[4])
   local blob = redis.call('GET', st.days) or ''
@@ -114,5 +149,28 @@ for _, state in ipairs(order) do
   local first = 1
   while first < #blob and struct.unpack('<H', blob, first) <= day - window do first = first + 10 end
   redis.call('SET', st.days, string.sub(blob, first), 'EX', ttl)
+
+  -- Cohort indexes: the student's units in the tenant and in each of their classes.
+  local new_units = units_of(val)
+  for _, scope in ipairs(scopes_of(classes)) do
+    local was_in = scope == 't' or string.find(',' .. old_classes .. ',',
+      ',' .. string.sub(scope, 3) .. ',', 1, true)
+    index_set(st.prefix, scope, st.student, was_in and old_units or nil, new_units, deltas,
+      touched)
+  end
+  if classes ~= old_classes then
+    redis.call('HSET', st.prefix .. 'cohort:classes', st.student, classes)
+  end
+  redis.call('ZADD', st.prefix .. 'active', math.floor(now_ms / 1000), st.student)
 end
+
+-- Students whose data expired leave the indexes; tenant-wide keys live while it is active.
+local cutoff = math.floor(now_ms / 1000) - ttl
+for prefix in pairs(tenants) do
+  prune(prefix, cutoff, deltas)
+  redis.call('EXPIRE', prefix .. 'active', ttl)
+  redis.call('EXPIRE', prefix .. 'cohort:classes', ttl)
+end
+flush_sums(deltas, ttl)
+for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 return outcomes

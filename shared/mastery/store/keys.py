@@ -5,6 +5,15 @@
     m:{<tenant>:<student>}:seen:<n>     set of 64-bit event-id hashes, 30-day bucket n
     m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
     m:{<tenant>}:rl:<role>:<subject>    string: the caller's GCRA arrival time (rate limits)
+    m:{<tenant>}:erased                 zset: erased student -> erasure time (ms), tombstones
+    m:{<tenant>}:active                 zset: student -> last write of their state (s)
+    m:{<tenant>}:cohort:<scope>:<metric> zset: student -> score x 10000; scope "t" (tenant)
+                                        or "c:<class>", metric "mastery" or a component
+    m:{<tenant>}:cohort:<scope>:sum     hash: metric -> sum of that zset's scores
+    m:{<tenant>}:cohort:classes         hash: student -> their classes (to leave the indexes)
+
+The tenant-wide keys are written by ``cohort.lua`` (it builds their names from
+``tenant_prefix``); the functions here name the same keys for reads and tests.
 
 Ids are validated against ``mastery.events.models.ID_PATTERN`` before they get here,
 so they hold no ``{``, ``}``, ``:`` or spaces.
@@ -18,20 +27,29 @@ import struct
 __all__ = [
     "DAY_RECORD",
     "SEEN_BUCKET_DAYS",
+    "TENANT_SCOPE",
+    "active",
     "audit",
+    "class_scope",
+    "cohort",
+    "cohort_sum",
     "days",
+    "erased",
     "event_hash",
     "rate_limit",
     "seen",
     "seen_bucket",
     "state",
+    "student_keys",
     "student_prefix",
+    "tenant_prefix",
 ]
 
 #: One day snapshot: day number since the decay origin, then each component's score
 #: as 0..10000 (65535 = not observed), in ``Component`` order. 10 bytes a day.
 DAY_RECORD = struct.Struct("<HHHHH")
 SEEN_BUCKET_DAYS = 30
+TENANT_SCOPE = "t"
 
 
 def student_prefix(tenant: str, student: str) -> str:
@@ -50,8 +68,43 @@ def seen(tenant: str, student: str, bucket: int) -> str:
     return f"m:{{{tenant}:{student}}}:seen:{bucket}"
 
 
+def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[str]:
+    """Every key that can hold the student's data at ``now_s`` (erasure deletes these)."""
+    oldest = seen_bucket(int((now_s - ttl_s) // 86400)) - 1  # buckets outlive their days
+    newest = seen_bucket(int(now_s // 86400) + 1)  # events may be minutes in the future
+    return [
+        state(tenant, student),
+        days(tenant, student),
+        *(seen(tenant, student, b) for b in range(oldest, newest + 1)),
+    ]
+
+
+def tenant_prefix(tenant: str) -> str:
+    return f"m:{{{tenant}}}:"
+
+
 def audit(tenant: str) -> str:
     return f"m:{{{tenant}}}:audit"
+
+
+def erased(tenant: str) -> str:
+    return f"m:{{{tenant}}}:erased"
+
+
+def active(tenant: str) -> str:
+    return f"m:{{{tenant}}}:active"
+
+
+def class_scope(class_id: str) -> str:
+    return f"c:{class_id}"
+
+
+def cohort(tenant: str, scope: str, metric: str) -> str:
+    return f"m:{{{tenant}}}:cohort:{scope}:{metric}"
+
+
+def cohort_sum(tenant: str, scope: str) -> str:
+    return f"m:{{{tenant}}}:cohort:{scope}:sum"
 
 
 def rate_limit(tenant: str, role: str, subject: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from importlib.resources import files
@@ -13,6 +14,7 @@ import orjson
 import redis.exceptions
 
 from mastery.domain import DEFAULT_MODEL, Aggregate, Component, DaySnapshot, StudentState
+from mastery.domain.cohort import METRICS, MetricFigures
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.errors import Unavailable
 from mastery.store import keys
@@ -25,11 +27,27 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, ScoringModel
 
-__all__ = ["Outcome", "RedisStore", "Rejection"]
+__all__ = ["AuditEntry", "Outcome", "RedisStore", "Rejection"]
 
 T = TypeVar("T")
 
-_APPLY_LUA = files("mastery.store").joinpath("apply.lua").read_text()
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+def _script(name: str) -> _Script:
+    """A Lua script of this package, after the cohort index helpers it shares."""
+    folder = files("mastery.store")
+    return _Script(folder.joinpath("cohort.lua").read_text() + folder.joinpath(name).read_text())
+
+
+_APPLY, _ERASE, _COMPARE = _script("apply.lua"), _script("erase.lua"), _script("compare.lua")
 _COMPONENTS = tuple(Component)
 _UNOBSERVED = 65535
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -40,11 +58,15 @@ UNKNOWN_TENANT = "_"
 class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
+    ERASED = "erased"  # refused: the student was erased after the event happened
     REJECTED = "rejected"
 
 
 Rejection = tuple[str | None, str, bytes]
 """(tenant if known, reason, audit record) of an event that will not be applied."""
+
+AuditEntry = tuple[str, dict[str, str]]
+"""An event-audit stream entry: its id and fields (``outcome``, ``event``, ``reason``)."""
 
 
 class RedisStore:
@@ -61,7 +83,6 @@ class RedisStore:
         self._timeout_s = timeout_s
         self._model = model
         self._audit_maxlen = audit_maxlen
-        self._apply_sha = hashlib.sha1(_APPLY_LUA.encode()).hexdigest()
 
     @property
     def client(self) -> Redis:
@@ -90,7 +111,7 @@ class RedisStore:
         """
         apply_args = self._apply_args(accepted, now) if accepted else None
         results = await self.with_script(
-            _APPLY_LUA, lambda: self._execute(apply_args, rejected, now)
+            _APPLY.source, lambda: self._execute(apply_args, rejected, now)
         )
         if not accepted:
             return []
@@ -106,7 +127,7 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             if apply_args:
                 key_list, args = apply_args
-                pipe.evalsha(self._apply_sha, len(key_list), *key_list, *args)
+                pipe.evalsha(_APPLY.sha, len(key_list), *key_list, *args)
             for tenant, reason, record in rejected:
                 pipe.xadd(
                     keys.audit(tenant or UNKNOWN_TENANT),
@@ -128,6 +149,58 @@ class RedisStore:
         """Daily snapshots, oldest first, within the retention window."""
         blob = await self.io(self._redis.get(keys.days(tenant, student)))
         return _parse_days(_bytes(blob))
+
+    async def erase(self, tenant: str, student: str, now: datetime) -> int:
+        """Delete every key of the student, atomically, and leave a tombstone.
+
+        Returns how many keys existed (0 when nothing was held).
+        Raises:
+            Unavailable: Redis cannot be reached; nothing was erased, retry.
+        """
+        now_s = now.timestamp()
+        key_list = keys.student_keys(tenant, student, now_s, self._ttl_s)
+        args = (keys.tenant_prefix(tenant), student, int(now_s * 1000), self._ttl_s)
+        deleted = await self.with_script(
+            _ERASE.source,
+            lambda: self._redis.evalsha(_ERASE.sha, len(key_list), *key_list, *args),
+        )
+        return int(deleted)
+
+    async def compare(
+        self, tenant: str, scope: str, student: str, now: datetime
+    ) -> tuple[int, list[MetricFigures] | None]:
+        """The cohort's size and the student's figures in it (``None``: not a member)."""
+        args = (keys.tenant_prefix(tenant), scope, student, int(now.timestamp()), self._ttl_s)
+        size, rows = await self.with_script(
+            _COMPARE.source, lambda: self._redis.evalsha(_COMPARE.sha, 0, *args)
+        )
+        if not rows:
+            return int(size), None
+        assert len(rows) == len(METRICS)
+        return int(size), [MetricFigures(*(int(x) for x in row)) for row in rows]
+
+    async def audit_entries(self, tenant: str, student: str, page: int = 1000) -> list[AuditEntry]:
+        """The tenant's event-audit entries about ``student``, oldest first.
+
+        Reads the stream in pages (it is bounded by ``audit_maxlen`` and the window).
+        """
+        found: list[AuditEntry] = []
+        start = "-"
+        while True:
+            entries = await self.io(self._redis.xrange(keys.audit(tenant), start, "+", page)) or []
+            for entry_id, raw in entries:
+                fields = {_bytes(k).decode(): _bytes(v).decode() for k, v in (raw or {}).items()}
+                if _about(fields.get("event", ""), student):
+                    found.append((_bytes(entry_id).decode(), fields))
+            if len(entries) < page:
+                return found
+            start = "(" + _bytes(entries[-1][0]).decode()
+
+    async def redact_audit(self, tenant: str, entry_ids: Sequence[str]) -> int:
+        """Delete these event-audit entries (an erased student's); returns how many went."""
+        if not entry_ids:
+            return 0
+        return int(await self.io(self._redis.xdel(keys.audit(tenant), *entry_ids)))
 
     async def ping(self) -> None:
         await self.io(self._redis.ping())
@@ -188,6 +261,8 @@ class RedisStore:
                     inc.weighted_value,
                     obs.class_id or "",
                     record.decode(),
+                    keys.tenant_prefix(t),
+                    s,
                 ]
             )
         args: list[str | int | bytes] = [
@@ -197,6 +272,7 @@ class RedisStore:
             self._audit_maxlen,
             int(DECAY_ORIGIN.timestamp()),
             *(c.value for c in _COMPONENTS),
+            *(repr(self._model.weights[c]) for c in _COMPONENTS),
             orjson.dumps(events),
         ]
         return list(index), args
@@ -204,6 +280,16 @@ class RedisStore:
 
 def _bytes(value: bytes | str | None) -> bytes:
     return value.encode() if isinstance(value, str) else value or b""
+
+
+def _about(record: str, student: str) -> bool:
+    """Whether an audit record (JSON) is about ``student``; cheap test before parsing."""
+    if student not in record:
+        return False
+    try:
+        return bool(orjson.loads(record).get("student_id") == student)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:

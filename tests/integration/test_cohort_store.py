@@ -1,0 +1,215 @@
+"""Cohort indexes, erasure and tombstones of the Redis store, against a real Redis.
+
+Every figure the store answers is checked against a brute-force computation over the
+states it holds, with the domain's own definition of the indexed units.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from mastery.domain import DEFAULT_MODEL, Component, Observation
+from mastery.domain.cohort import METRICS, UNITS, compare, index_units, percentile
+from mastery.store import Outcome, RedisStore, keys
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+CLASSES = ("c-a", "c-b", "c-c")
+
+
+def _events(tenant: str, seed: int, students: int, per_student: int) -> list[Observation]:
+    rng = random.Random(seed)
+    out = []
+    for s in range(students):
+        classes = rng.sample(CLASSES, rng.choice((1, 1, 2)))
+        skill = rng.random()
+        for i in range(per_student):
+            out.append(
+                Observation(
+                    event_id=f"{seed}-{s}-{i}",
+                    tenant=tenant,
+                    student_id=f"s{s}",
+                    component=rng.choice(list(Component)),
+                    score=round(min(1.0, max(0.0, rng.gauss(skill, 0.2))), 2),
+                    occurred_at=NOW - timedelta(days=rng.uniform(0, 60)),
+                    class_id=classes[i % len(classes)],
+                )
+            )
+    return out
+
+
+async def _apply(
+    store: RedisStore, events: list[Observation], now: datetime = NOW
+) -> list[Outcome]:
+    audit = [
+        (o, orjson.dumps({"event_id": o.event_id, "student_id": o.student_id})) for o in events
+    ]
+    return await store.apply(audit, [], now)
+
+
+async def _cohorts(
+    store: RedisStore, tenant: str, students: list[str]
+) -> dict[str, dict[str, tuple[int, ...]]]:
+    """scope -> student -> units, computed from the states the store holds."""
+    cohorts: dict[str, dict[str, tuple[int, ...]]] = {keys.TENANT_SCOPE: {}}
+    for student in students:
+        state = await store.load(tenant, student)
+        if state is None:
+            continue
+        units = index_units(state, DEFAULT_MODEL)
+        cohorts[keys.TENANT_SCOPE][student] = units
+        for c in state.classes:
+            cohorts.setdefault(keys.class_scope(c), {})[student] = units
+    return cohorts
+
+
+async def _assert_indexes_match(
+    store: RedisStore, redis: Redis, tenant: str, students: list[str]
+) -> None:
+    cohorts = await _cohorts(store, tenant, students)
+    for scope in [keys.TENANT_SCOPE, *(keys.class_scope(c) for c in CLASSES)]:
+        members = cohorts.get(scope, {})
+        for i, metric in enumerate(METRICS):
+            indexed = await redis.zrange(keys.cohort(tenant, scope, metric), 0, -1, withscores=True)
+            assert {m.decode(): int(v) for m, v in indexed} == {s: u[i] for s, u in members.items()}
+            total = await redis.hget(keys.cohort_sum(tenant, scope), metric)
+            assert int(total or 0) == sum(u[i] for u in members.values()), (scope, metric)
+
+
+def _brute_force(
+    members: dict[str, tuple[int, ...]], student: str, i: int
+) -> tuple[float, float, float]:
+    values = [u[i] for u in members.values()]
+    mine = members[student][i]
+    below = sum(v < mine for v in values)
+    equal = sum(v == mine for v in values)
+    return (
+        statistics.mean(values) / UNITS,
+        statistics.median(values) / UNITS,
+        percentile(below, equal, len(values)),
+    )
+
+
+async def test_indexes_hold_every_student_once_with_exact_sums(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    events = _events(tenant, seed=1, students=40, per_student=6)
+    await _apply(store, events[:100])
+    await _apply(store, events[100:])
+    await _apply(store, _events(tenant, seed=2, students=40, per_student=3))  # students move
+    await _assert_indexes_match(store, redis, tenant, [f"s{s}" for s in range(40)])
+
+
+async def test_lua_units_are_the_domains(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    await _apply(store, _events(tenant, seed=3, students=30, per_student=5))
+    for s in range(30):
+        state = await store.load(tenant, f"s{s}")
+        assert state is not None
+        score = await redis.zscore(keys.cohort(tenant, keys.TENANT_SCOPE, "mastery"), f"s{s}")
+        assert int(score or -1) == index_units(state, DEFAULT_MODEL)[0]
+
+
+@pytest.mark.parametrize("scope", [keys.TENANT_SCOPE, keys.class_scope("c-a")])
+async def test_comparison_matches_brute_force(redis: Redis, tenant: str, scope: str) -> None:
+    store = RedisStore(redis)
+    students = [f"s{s}" for s in range(50)]
+    await _apply(store, _events(tenant, seed=4, students=50, per_student=4))
+    members = (await _cohorts(store, tenant, students))[scope]
+    for student in list(members)[:15]:
+        size, figures = await store.compare(tenant, scope, student, NOW)
+        assert size == len(members)
+        assert figures is not None
+        result = compare(size, figures)
+        assert result.metrics is not None
+        for i, metric in enumerate(METRICS):
+            mean, median, pct = _brute_force(members, student, i)
+            got = result.metrics[metric]
+            assert got.student == members[student][i] / UNITS
+            assert got.mean == pytest.approx(mean, abs=1e-4)
+            assert got.median == pytest.approx(median, abs=1e-9)
+            assert got.percentile == pytest.approx(pct, abs=0.05)
+
+
+async def test_a_non_member_gets_no_figures(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    await _apply(store, _events(tenant, seed=5, students=5, per_student=2))
+    size, figures = await store.compare(tenant, keys.TENANT_SCOPE, "nobody", NOW)
+    assert (size, figures) == (5, None)
+
+
+async def _keys_of(redis: Redis, tenant: str, student: str) -> list[bytes]:
+    return [k async for k in redis.scan_iter(match=f"*{tenant}:{student}*", count=1000)]
+
+
+async def test_erasure_leaves_no_key_and_no_index_entry(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    students = [f"s{s}" for s in range(20)]
+    events = _events(tenant, seed=6, students=20, per_student=5)
+    await _apply(store, events)
+    assert await _keys_of(redis, tenant, "s3")
+
+    assert await store.erase(tenant, "s3", NOW) >= 3  # state, days, at least one seen bucket
+    assert await _keys_of(redis, tenant, "s3") == []
+    for key in [k async for k in redis.scan_iter(match=f"m:{{{tenant}}}:cohort:*")]:
+        if await redis.type(key) == b"zset":
+            assert await redis.zscore(key, "s3") is None, key
+    assert await redis.hget(keys.tenant_prefix(tenant) + "cohort:classes", "s3") is None
+    await _assert_indexes_match(store, redis, tenant, students)
+
+    assert await store.erase(tenant, "s3", NOW) == 0  # idempotent
+    assert await store.erase(tenant, "never-seen", NOW) == 0
+
+
+async def test_replayed_events_of_an_erased_student_bring_nothing_back(
+    redis: Redis, tenant: str
+) -> None:
+    store = RedisStore(redis)
+    events = [e for e in _events(tenant, seed=7, students=3, per_student=6)]
+    await _apply(store, events)
+    await store.erase(tenant, "s1", NOW)
+
+    replay = await _apply(store, events, NOW + timedelta(minutes=1))
+    assert [o for e, o in zip(events, replay, strict=True) if e.student_id == "s1"] == [
+        Outcome.ERASED
+    ] * 6
+    assert await _keys_of(redis, tenant, "s1") == []
+    assert await redis.zscore(keys.cohort(tenant, keys.TENANT_SCOPE, "mastery"), "s1") is None
+    audit = await redis.xrevrange(keys.audit(tenant), count=len(events))
+    assert sum(f[b"outcome"] == b"erased" for _, f in audit) == 6
+
+    later = Observation("after", tenant, "s1", Component.QUIZ, 0.9, NOW + timedelta(minutes=2))
+    assert await _apply(store, [later], NOW + timedelta(minutes=3)) == [Outcome.APPLIED]
+    state = await store.load(tenant, "s1")
+    assert state is not None
+    assert state.version == 1  # a fresh start, nothing of before
+
+
+async def test_expired_students_leave_the_indexes(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    old = Observation("old", tenant, "gone", Component.QUIZ, 0.5, NOW, class_id="c-a")
+    await _apply(store, [old])
+    later = NOW + timedelta(days=91)
+    await redis.delete(keys.state(tenant, "gone"))  # what the key's TTL does by then
+    fresh = Observation("fresh", tenant, "here", Component.QUIZ, 0.7, later, class_id="c-a")
+    await _apply(store, [fresh], later)
+
+    for scope in (keys.TENANT_SCOPE, keys.class_scope("c-a")):
+        members = await redis.zrange(keys.cohort(tenant, scope, "mastery"), 0, -1)
+        assert members == [b"here"]
+        assert int(await redis.hget(keys.cohort_sum(tenant, scope), "quiz") or 0) == 7000
+    assert await redis.zrange(keys.active(tenant), 0, -1) == [b"here"]
+
+
+async def test_a_comparison_prunes_expired_students_first(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    batch = [Observation(f"e{i}", tenant, f"s{i}", Component.QUIZ, i / 10, NOW) for i in range(6)]
+    await _apply(store, batch)
+    size, _ = await store.compare(tenant, keys.TENANT_SCOPE, "s1", NOW + timedelta(days=89))
+    assert size == 6
+    size, figures = await store.compare(tenant, keys.TENANT_SCOPE, "s1", NOW + timedelta(days=91))
+    assert (size, figures) == (0, None)
