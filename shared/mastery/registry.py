@@ -44,6 +44,9 @@ class FunctionSpec:
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("mastery-query", routes=("POST /mastery/query",), action=Action.READ),
+    FunctionSpec("cohort-compare", routes=("POST /analytics/compare",), action=Action.READ),
+    FunctionSpec("gdpr-export", routes=("POST /gdpr/export",), action=Action.EXPORT),
+    FunctionSpec("gdpr-erase", routes=("POST /gdpr/erase",), action=Action.ERASE),
     *(FunctionSpec(f"on-{c}", component=c) for c in Component),
 )
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     audit_maxlen: int = Field(100_000, gt=0, validation_alias="MASTERY_AUDIT_MAXLEN")
     half_life_days: float = Field(14.0, gt=0, validation_alias="MASTERY_HALF_LIFE_DAYS")
     retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
+    min_cohort: int = Field(5, ge=1, validation_alias="MASTERY_MIN_COHORT")
 
     def jwt_secret_value(self) -> str | None:
         """The signing secret: ``MASTERY_JWT_SECRET``, else the mounted file (OpenFaaS secrets)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import jwt
 import pytest
+from functions_framework.aio import create_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,13 +21,37 @@ from mastery.web import FunctionApp
 from tests.conftest import JWT_SECRET
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from mastery.bootstrap import Resources
     from mastery.settings import Settings
     from mastery.web import Context
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
+JSON = {"content-type": "application/json"}
+
+
+def token(sub: str, role: str, tenant: str, **claims: object) -> dict[str, str]:
+    """Headers of a request with a valid token for these claims."""
+    body = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300, **claims}
+    return {"authorization": f"Bearer {jwt.encode(body, JWT_SECRET, algorithm='HS256')}", **JSON}
+
+
+@pytest.fixture
+async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    """Opens a client of a deployed function (its ``functions/<dir>/main.py``), by name."""
+    opened: list[httpx.AsyncClient] = []
+
+    def open_(name: str) -> httpx.AsyncClient:
+        directory = name.replace("-", "_")
+        app = create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / directory / "main.py"))
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
+        opened.append(c)
+        return c
+
+    yield open_
+    for c in opened:
+        await c.aclose()
 
 
 @pytest.fixture(scope="module")

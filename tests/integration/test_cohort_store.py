@@ -129,7 +129,7 @@ async def test_comparison_matches_brute_force(redis: Redis, tenant: str, scope: 
         for i, metric in enumerate(METRICS):
             mean, median, pct = _brute_force(members, student, i)
             got = result.metrics[metric]
-            assert got.student == members[student][i] / UNITS
+            assert result.student[metric] == members[student][i] / UNITS
             assert got.mean == pytest.approx(mean, abs=1e-4)
             assert got.median == pytest.approx(median, abs=1e-9)
             assert got.percentile == pytest.approx(pct, abs=0.05)

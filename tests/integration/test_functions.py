@@ -10,7 +10,6 @@ import httpx
 import jwt
 import orjson
 import pytest
-from functions_framework.aio import create_asgi_app
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
@@ -19,39 +18,16 @@ from mastery.settings import Settings
 from mastery.web import event_handler, query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, headers_of, read_topic, record
-from tests.integration.conftest import FUNCTIONS_DIR, serve
+from tests.integration.conftest import JSON, serve, token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-
-JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture
-async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-
-    def open_(name: str) -> httpx.AsyncClient:
-        directory = name.replace("-", "_")
-        app = create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / directory / "main.py"))
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
-        opened.append(c)
-        return c
-
-    yield open_
-    for c in opened:
-        await c.aclose()
 
 
 @pytest.fixture(scope="module", autouse=True)
 async def _close_process_resources() -> AsyncIterator[None]:
     yield
     await close_resources()
-
-
-def token(sub: str, role: str, tenant: str, **claims: object) -> dict[str, str]:
-    body = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300, **claims}
-    return {"authorization": f"Bearer {jwt.encode(body, JWT_SECRET, algorithm='HS256')}", **JSON}
 
 
 def binary_ce(

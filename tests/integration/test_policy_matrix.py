@@ -39,10 +39,22 @@ TARGETS = [*STUDENTS, "s-ghost"]
 
 def test_the_policy_is_the_spec() -> None:
     """Changing who may read whom is a decision: it shows up here as a one-line change."""
-    assert dict(POLICY[Action.READ]) == {
-        Role.STUDENT: Scope.SELF,
-        Role.TEACHER: Scope.CLASSES,
-        Role.ADMIN: Scope.TENANT,
+    assert {action: dict(scopes) for action, scopes in POLICY.items()} == {
+        Action.READ: {
+            Role.STUDENT: Scope.SELF,
+            Role.TEACHER: Scope.CLASSES,
+            Role.ADMIN: Scope.TENANT,
+        },
+        Action.EXPORT: {
+            Role.STUDENT: Scope.SELF,
+            Role.TEACHER: Scope.NONE,
+            Role.ADMIN: Scope.TENANT,
+        },
+        Action.ERASE: {
+            Role.STUDENT: Scope.NONE,
+            Role.TEACHER: Scope.NONE,
+            Role.ADMIN: Scope.TENANT,
+        },
     }
 
 
@@ -51,8 +63,8 @@ def test_every_http_function_declares_its_action(spec: FunctionSpec) -> None:
     assert spec.action is not None, f"{spec.name} must say what it does in mastery.registry"
 
 
-@pytest.fixture(scope="module")
-async def tenants(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+async def _seed(settings: Settings) -> tuple[str, str]:
+    """Two fresh tenants: the caller's, holding ``STUDENTS``, and one holding "s-ghost"."""
     mine, other = f"pm-{time.time_ns()}", f"pm-other-{time.time_ns()}"
     res = build(settings, source="test")
     events = [
@@ -62,7 +74,12 @@ async def tenants(settings: Settings) -> AsyncIterator[tuple[str, str]]:
     events.append(record(Component.QUIZ, event_data(other, "s-ghost", class_id="c-mine")))
     await res.ingestor.ingest(events)
     await res.aclose()
-    yield mine, other
+    return mine, other
+
+
+@pytest.fixture(scope="module")
+async def tenants(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+    yield await _seed(settings)
     await close_resources()
 
 
@@ -70,6 +87,8 @@ def _expected(role: Role, action: Action, target: str) -> int:
     subject = SUBJECT[role]
     if not may_try(role, subject, action, target):
         return 403  # refused before any data is read, whether the student exists or not
+    if action is Action.ERASE:
+        return 200  # erasing is idempotent: nothing held is nothing to erase
     if target not in STUDENTS:
         return 404  # another tenant's student is, for this caller, no student at all
     classes = TEACHER_CLASSES if role is Role.TEACHER else frozenset()
@@ -93,12 +112,14 @@ CASES = [
 async def test_role_x_function_matrix(
     function_env: None,
     tenants: tuple[str, str],
+    settings: Settings,
     spec: FunctionSpec,
     route: str,
     role: Role,
     target: str,
 ) -> None:
-    mine, _ = tenants
+    destructive = spec.action is Action.ERASE
+    mine, other = await _seed(settings) if destructive else tenants
     method, path = route.split(" ", 1)
     claims: dict[str, object] = {
         "sub": SUBJECT[role],
@@ -122,3 +143,11 @@ async def test_role_x_function_matrix(
     else:
         assert resp.headers["content-type"] == "application/problem+json"
         assert "s-ghost" not in resp.text or target == "s-ghost"
+    if destructive:
+        res = build(settings, source="test")
+        try:
+            assert await res.store.load(other, "s-ghost") is not None  # another tenant's: intact
+            gone = await res.store.load(mine, target) is None
+            assert gone == (resp.status_code == 200 or target not in STUDENTS)
+        finally:
+            await res.aclose()

@@ -80,10 +80,11 @@ class MetricFigures:
 
 @dataclass(frozen=True, slots=True)
 class MetricComparison:
-    student: float
+    """The cohort's side of one metric."""
+
     mean: float
     median: float
-    percentile: float
+    percentile: float  # the student's
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class CohortComparison:
 
     size: int
     minimum: int
+    student: Mapping[str, float]
     metrics: Mapping[str, MetricComparison] | None
 
 
@@ -99,14 +101,15 @@ def compare(
     size: int, figures: Sequence[MetricFigures], minimum: int = MIN_COHORT
 ) -> CohortComparison:
     """Statistics of a cohort of ``size`` students from its figures, one per ``METRICS``."""
+    student = {metric: f.student / UNITS for metric, f in zip(METRICS, figures, strict=True)}
     if size < minimum:
-        return CohortComparison(size, minimum, None)
+        return CohortComparison(size, minimum, student, None)
     return CohortComparison(
         size,
         minimum,
+        student,
         {
             metric: MetricComparison(
-                student=f.student / UNITS,
                 mean=round(f.total / size / UNITS, 4),
                 median=(f.low_middle + f.high_middle) / 2 / UNITS,
                 percentile=round(percentile(f.below, f.equal, size), 1),

@@ -1,5 +1,5 @@
-"""Redis adapter: key layout, the atomic apply script, state and history reads."""
+"""Redis adapters: the event store, its key layout, rate limits and retention checks."""
 
-from mastery.store.repository import UNKNOWN_TENANT, Outcome, RedisStore, Rejection
+from mastery.store.repository import UNKNOWN_TENANT, AuditEntry, Outcome, RedisStore, Rejection
 
-__all__ = ["UNKNOWN_TENANT", "Outcome", "RedisStore", "Rejection"]
+__all__ = ["UNKNOWN_TENANT", "AuditEntry", "Outcome", "RedisStore", "Rejection"]

@@ -2,7 +2,9 @@
 
 from mastery.web.app import Context, FunctionApp, json_response, read_body
 from mastery.web.auth import Authenticator, Principal, Role, authorize_student
+from mastery.web.compare import compare_cohort
 from mastery.web.events import event_handler, record_from_http
+from mastery.web.gdpr import erase_student, export_student
 from mastery.web.problems import PROBLEM_JSON, Problem
 from mastery.web.query import query_mastery
 
@@ -15,7 +17,10 @@ __all__ = [
     "Problem",
     "Role",
     "authorize_student",
+    "compare_cohort",
+    "erase_student",
     "event_handler",
+    "export_student",
     "json_response",
     "query_mastery",
     "read_body",

@@ -1,0 +1,16 @@
+"""gdpr-erase: ``POST /gdpr/erase``, erase everything held about a student (GDPR erasure)."""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mastery.web import FunctionApp, erase_student
+
+app = FunctionApp("gdpr-erase", {"POST /gdpr/erase": erase_student})
+
+
+@functions_framework.aio.http
+async def handler(request: Request) -> Response:
+    return await app(request)

@@ -1,0 +1,147 @@
+"""``gdpr-export`` and ``gdpr-erase`` as deployed, against real Redis and Tansu."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from mastery.bootstrap import build, close_resources
+from mastery.domain import Component
+from mastery.store import Outcome, keys
+from mastery.web import erase_student
+from tests.helpers import event_data, record
+from tests.integration.conftest import serve, token
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    import httpx
+    from redis.asyncio import Redis
+
+    from mastery.events.codec import Record
+    from mastery.settings import Settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _close_process_resources() -> AsyncIterator[None]:
+    yield
+    await close_resources()
+
+
+async def _ingest(settings: Settings, records: list[Record]) -> list[Outcome]:
+    res = build(settings, source="test")
+    try:
+        return [outcome for outcome, _ in await res.ingestor.ingest(records)]
+    finally:
+        await res.aclose()
+
+
+def _history(tenant: str, student: str, n: int = 4) -> list[Record]:
+    components = list(Component)
+    return [
+        record(components[i % 4], event_data(tenant, student, 0.2 * (i % 5), class_id="c1"))
+        for i in range(n)
+    ]
+
+
+async def test_export_holds_state_history_and_event_audit(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    await _ingest(settings, _history(tenant, "s1") + _history(tenant, "s2"))
+    export = client("gdpr-export")
+
+    resp = await export.post(
+        "/gdpr/export", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
+    )
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    assert (doc["student_id"], doc["tenant"], doc["classes"]) == ("s1", tenant, ["c1"])
+    assert doc["mastery"]["version"] == 4
+    assert set(doc["aggregates"]["components"]) == {c.value for c in Component}
+    assert len(doc["history"]) == 1  # one active day
+    assert [e["outcome"] for e in doc["events"]] == ["applied"] * 4
+    assert {e["event"]["student_id"] for e in doc["events"]} == {"s1"}  # nobody else's
+
+    admin = await export.post(
+        "/gdpr/export", json={"student_id": "s1"}, headers=token("a", "admin", tenant)
+    )
+    assert admin.json()["events"] == doc["events"]
+    for who in (token("s2", "student", tenant), token("t", "teacher", tenant, classes=["c1"])):
+        resp = await export.post("/gdpr/export", json={"student_id": "s1"}, headers=who)
+        assert resp.status_code == 403
+    resp = await export.post(
+        "/gdpr/export", json={"student_id": "nobody"}, headers=token("a", "admin", tenant)
+    )
+    assert resp.status_code == 404
+    resp = await export.post(
+        "/gdpr/export", json={"student_id": "s1"}, headers=token("a", "admin", "elsewhere")
+    )
+    assert resp.status_code == 404  # another tenant's admin: nothing, not "forbidden"
+
+
+async def _keys_of(redis: Redis, tenant: str, student: str) -> list[bytes]:
+    return [k async for k in redis.scan_iter(match=f"*{{{tenant}:{student}}}*", count=1000)]
+
+
+async def test_erasure_removes_everything_and_replays_bring_nothing_back(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, redis: Redis, tenant: str
+) -> None:
+    events = _history(tenant, "s1", n=6)
+    await _ingest(settings, events + _history(tenant, "s2"))
+    admin = token("a", "admin", tenant)
+    erase, export = client("gdpr-erase"), client("gdpr-export")
+
+    for who in (token("s1", "student", tenant), token("t", "teacher", tenant, classes=["c1"])):
+        assert (
+            await erase.post("/gdpr/erase", json={"student_id": "s1"}, headers=who)
+        ).status_code == 403
+    resp = await erase.post("/gdpr/erase", json={"student_id": "s1"}, headers=admin)
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    assert doc["keys_deleted"] >= 3
+    assert doc["audit_entries_removed"] == 6
+    assert await _keys_of(redis, tenant, "s1") == []
+    assert await redis.zscore(keys.cohort(tenant, keys.TENANT_SCOPE, "mastery"), "s1") is None
+    assert (
+        await redis.zscore(keys.cohort(tenant, keys.class_scope("c1"), "mastery"), "s2") is not None
+    )
+
+    assert await _ingest(settings, events) == [Outcome.ERASED] * 6  # a replay of the topic
+    assert await _keys_of(redis, tenant, "s1") == []
+    after = (await export.post("/gdpr/export", json={"student_id": "s1"}, headers=admin)).json()
+    assert after["mastery"] is None
+    assert [e["outcome"] for e in after["events"]] == ["erased"] * 6  # the refusals, audited
+
+    again = await erase.post("/gdpr/erase", json={"student_id": "s1"}, headers=admin)
+    assert again.status_code == 200
+    assert (again.json()["keys_deleted"], again.json()["audit_entries_removed"]) == (0, 6)
+    unknown = await erase.post("/gdpr/erase", json={"student_id": "never"}, headers=admin)
+    assert (unknown.status_code, unknown.json()["keys_deleted"]) == (200, 0)
+    s2 = await export.post("/gdpr/export", json={"student_id": "s2"}, headers=admin)
+    assert s2.json()["mastery"]["version"] == 4  # the classmate is untouched
+
+
+async def test_erasure_with_redis_down_is_503_and_a_retry_completes(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    await _ingest(settings, _history(tenant, "s1"))
+    down = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, down) as erase:
+        resp = await erase.post(
+            "/gdpr/erase", json={"student_id": "s1"}, headers=token("a", "admin", tenant)
+        )
+    await down.aclose()
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "1"
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert await _keys_of(redis, tenant, "s1")  # nothing was erased
+
+    up = build(settings)
+    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, up) as erase:
+        resp = await erase.post(
+            "/gdpr/erase", json={"student_id": "s1"}, headers=token("a", "admin", tenant)
+        )
+    await up.aclose()
+    assert resp.status_code == 200
+    assert await _keys_of(redis, tenant, "s1") == []
