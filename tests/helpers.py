@@ -79,5 +79,30 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 3
     return got
 
 
+def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Message]:
+    """Every record ``topic`` holds now: read from the start up to each partition's end."""
+    consumer = Consumer(consumer_config(settings, f"reader-{uuid.uuid4().hex[:8]}"))
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in partitions
+    }
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    got: list[Message] = []
+    todo = {p for p, end in ends.items() if end > 0}
+    deadline = time.monotonic() + timeout
+    try:
+        while todo and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.2):
+                if m.error() is None:
+                    got.append(m)
+                    if m.offset() >= ends[m.partition()] - 1:
+                        todo.discard(m.partition())
+    finally:
+        consumer.close()
+    assert not todo, f"{topic}: partitions {sorted(todo)} not read to the end in {timeout}s"
+    return got
+
+
 def headers_of(message: Message) -> dict[str, str]:
     return {k: (v or b"").decode() for k, v in (message.headers() or [])}

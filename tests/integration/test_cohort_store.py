@@ -49,7 +49,7 @@ async def _apply(
     audit = [
         (o, orjson.dumps({"event_id": o.event_id, "student_id": o.student_id})) for o in events
     ]
-    return await store.apply(audit, [], now)
+    return (await store.apply(audit, [], now)).outcomes
 
 
 async def _cohorts(

@@ -34,7 +34,7 @@ def _audit(obs: Observation) -> bytes:
 
 
 async def _apply(store: RedisStore, batch: list[Observation], now: datetime = NOW) -> list[Outcome]:
-    return await store.apply([(o, _audit(o)) for o in batch], [], now)
+    return (await store.apply([(o, _audit(o)) for o in batch], [], now)).outcomes
 
 
 async def test_state_matches_the_pure_domain(redis: Redis, tenant: str) -> None:

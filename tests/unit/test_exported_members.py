@@ -27,7 +27,14 @@ _EXPECTED: dict[str, set[str]] = {
         "explain",
         "fold",
     },
-    "mastery.store": {"UNKNOWN_TENANT", "AuditEntry", "Outcome", "RedisStore", "Rejection"},
+    "mastery.store": {
+        "UNKNOWN_TENANT",
+        "Applied",
+        "AuditEntry",
+        "Outcome",
+        "RedisStore",
+        "Rejection",
+    },
     "mastery.web": {
         "PROBLEM_JSON",
         "Authenticator",

@@ -1,9 +1,9 @@
 """The one path every learning event takes, whichever trigger delivered it.
 
 decode -> dead-letter the bad ones (awaited) -> apply the good ones and audit all, in one
-Redis round trip. A caller acknowledges its records (commits offsets, answers 2xx) only
-after ``ingest`` returns, so a crash anywhere before that redelivers, and redelivered
-events are recognised as duplicates.
+Redis round trip -> publish the level changes it recorded. A caller acknowledges its
+records (commits offsets, answers 2xx) only after ``ingest`` returns, so a crash
+anywhere before that redelivers, and redelivered events are recognised as duplicates.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from mastery.domain import DEFAULT_MODEL
 from mastery.errors import InvalidEvent
 from mastery.events.codec import decode
 from mastery.events.kafka import OutMessage, dead_letter
+from mastery.events.notifications import level_changed
 from mastery.metrics import EVENTS
 from mastery.store import Outcome
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from mastery.domain import Observation, ScoringModel
     from mastery.events.codec import Record
     from mastery.events.kafka import Publisher
-    from mastery.store import Rejection
+    from mastery.store import Applied, Rejection
 
 __all__ = ["EventStore", "Ingestor", "Result", "audit_record"]
 
@@ -42,23 +43,27 @@ class EventStore(Protocol):
         accepted: Sequence[tuple[Observation, bytes]],
         rejected: Sequence[Rejection],
         now: datetime,
-    ) -> list[Outcome]: ...
+    ) -> Applied: ...
+
+    async def outbox(self, count: int = 100) -> list[tuple[str, bytes]]: ...
+
+    async def published(self, entry_ids: Sequence[str]) -> None: ...
 
 
 class Ingestor:
-    """Decodes, dead-letters, applies and audits batches of records."""
+    """Decodes, dead-letters, applies and audits batches of records; publishes level changes."""
 
     def __init__(
         self,
         store: EventStore,
-        dead_letters: Publisher,
+        publisher: Publisher,
         *,
         model: ScoringModel = DEFAULT_MODEL,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         source: str = "mastery",
     ) -> None:
         self._store = store
-        self._dead_letters = dead_letters
+        self._publisher = publisher
         self._model = model
         self._clock = clock
         self._source = source
@@ -86,15 +91,26 @@ class Ingestor:
             accepted.append((obs, audit_record(record, obs, now)))
 
         # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
-        await self._dead_letters.publish(dead)
-        outcomes = await self._store.apply(accepted, rejected, now)
+        await self._publisher.publish(dead)
+        applied = await self._store.apply(accepted, rejected, now)
+        await self._notify(applied)
 
+        outcomes = applied.outcomes
         results: list[Result] = [
             (outcomes[slot], None) if isinstance(slot, int) else (Outcome.REJECTED, slot)
             for slot in slots
         ]
         _count(results)
         return results
+
+    async def _notify(self, applied: Applied) -> None:
+        """Publish the batch's level changes, and any a cut-off publish left in the outbox."""
+        notes = dict(applied.notes)
+        if applied.backlog:
+            notes = dict(await self._store.outbox()) | notes
+        if notes:
+            await self._publisher.publish([level_changed(n, self._source) for n in notes.values()])
+            await self._store.published(list(notes))
 
 
 def audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:

@@ -1,5 +1,12 @@
 """Redis adapters: the event store, its key layout, rate limits and retention checks."""
 
-from mastery.store.repository import UNKNOWN_TENANT, AuditEntry, Outcome, RedisStore, Rejection
+from mastery.store.repository import (
+    UNKNOWN_TENANT,
+    Applied,
+    AuditEntry,
+    Outcome,
+    RedisStore,
+    Rejection,
+)
 
-__all__ = ["UNKNOWN_TENANT", "AuditEntry", "Outcome", "RedisStore", "Rejection"]
+__all__ = ["UNKNOWN_TENANT", "Applied", "AuditEntry", "Outcome", "RedisStore", "Rejection"]

@@ -4,13 +4,18 @@
 -- KEYS: the student and audit keys the batch touches (state, days, seen, audit), by index;
 --       tenant-wide keys (tombstones, cohort indexes) are derived from the tenant prefix.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
---       Component order, their four weights, then one JSON array with an array per event:
+--       Component order, their four weights, the levels as JSON [[name, floor], ...]
+--       highest first, the outbox key, then one JSON array with an array per event:
 --       [state_i, days_i, seen_i, audit_i, event_hash, seen_expire_at, occurred_at_s,
 --        component, area, weight, weight*score, class_id, audit_record, tenant_prefix,
---        student_id]
---       (one JSON argument instead of 15 per event: packing arguments dominated the cost)
--- Returns: one outcome per event: 'applied', 'duplicate', or 'erased' (the student was
--- erased after the event happened: a replay or a late event must not bring data back).
+--        student_id, event_id]
+--       (one JSON argument instead of 16 per event: packing arguments dominated the cost)
+-- Returns: {outcomes, changes, outbox_length}:
+--   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
+--     after the event happened: a replay or a late event must not bring data back);
+--   changes: {outbox entry id, notification JSON} per student whose level this batch
+--     changed; each is also in the outbox stream until it has been published;
+--   outbox_length: entries in the outbox, these included (more: a backlog to publish).
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
 -- this script only adds sums, so events commute and any order gives the same state.
@@ -19,7 +24,8 @@ local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
 local weights = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
-local events = cjson.decode(ARGV[14])
+local levels, outbox = cjson.decode(ARGV[14]), ARGV[15]
+local events = cjson.decode(ARGV[16])
 
 local outcomes, students, order, expiring, audits = {}, {}, {}, {}, {}
 local erased_at, tenants = {}, {}
@@ -38,7 +44,7 @@ for _, e in ipairs(events) do
     local st = students[state]
     if not st then
       st = {days = KEYS[e[2]], sums = {}, n = 0, last = 0, classes = {},
-        prefix = prefix, student = student}
+        prefix = prefix, student = student, tenant = string.sub(prefix, 4, -3)}
       students[state] = st
       order[#order + 1] = state
     end
@@ -53,6 +59,7 @@ for _, e in ipairs(events) do
     if class ~= '' then st.classes[class] = true end
     if at > st.last then st.last = at end
     st.n = st.n + 1
+    st.cause = e[16]
   end
   redis.call('XADD', audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', e[13])
   audits[audit] = true
@@ -94,7 +101,25 @@ local function units_of(val)
   return out
 end
 
-local deltas, touched = {}, {}
+-- Mastery and level exactly as mastery.domain.explain shows them: the clamped means
+-- weighted in Component order, rounded to 9 then 4 decimals (a test holds the two equal).
+local function mastery_of(val)
+  local m = 0
+  for j = 1, #comps do
+    local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
+    m = m + weights[j] * (w > 0 and math.min(1, math.max(0, s / w)) or 0)
+  end
+  return tonumber(string.format('%.4f', tonumber(string.format('%.9f', m))))
+end
+
+local function level_of(mastery)
+  for _, lf in ipairs(levels) do
+    if mastery >= lf[2] then return lf[1] end
+  end
+  return levels[#levels][1]
+end
+
+local deltas, touched, changes = {}, {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
   local fields = {'last_at', 'classes', 'version'}
@@ -114,6 +139,7 @@ for _, state in ipairs(order) do
   for k, f in ipairs(fields) do val[f] = cur[k] end
 
   local old_units = val['version'] and units_of(val) or nil
+  local old_mastery = val['version'] and mastery_of(val) or nil
   local old_classes = val['classes'] or ''
   local last = math.max(num(val['last_at']), st.last)
   local classes = old_classes
@@ -133,6 +159,21 @@ for _, state in ipairs(order) do
   end
   redis.call('HSET', state, unpack(out))
   redis.call('EXPIRE', state, ttl)
+
+  -- A level change (not a student's first placement) goes to the outbox in this same
+  -- atomic step, so it is published once however often the batch is redelivered.
+  if old_mastery then
+    local new_mastery = mastery_of(val)
+    local old_level, new_level = level_of(old_mastery), level_of(new_mastery)
+    if old_level ~= new_level then
+      local note = cjson.encode({tenant = st.tenant, student_id = st.student,
+        old_level = old_level, new_level = new_level, mastery = new_mastery,
+        previous_mastery = old_mastery, cause_event_id = st.cause,
+        version = num(val['version']) + st.n, changed_at = tonumber(now_ms)})
+      changes[#changes + 1] = {redis.call('XADD', outbox, '*', 'note', note), note}
+      redis.call('EXPIRE', outbox, ttl)
+    end
+  end
 
   -- One snapshot per student per day (the day of their newest event): component scores
   -- as 0..10000, 65535 when unobserved; records ascend by day, older than the window go.
@@ -173,4 +214,4 @@ for prefix in pairs(tenants) do
 end
 flush_sums(deltas, ttl)
 for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
-return outcomes
+return {outcomes, changes, redis.call('XLEN', outbox)}

@@ -11,6 +11,7 @@
                                         or "c:<class>", metric "mastery" or a component
     m:{<tenant>}:cohort:<scope>:sum     hash: metric -> sum of that zset's scores
     m:{<tenant>}:cohort:classes         hash: student -> their classes (to leave the indexes)
+    m:outbox:level-changed              stream: level changes not yet published to Kafka
 
 The tenant-wide keys are written by ``cohort.lua`` (it builds their names from
 ``tenant_prefix``); the functions here name the same keys for reads and tests.
@@ -26,6 +27,7 @@ import struct
 
 __all__ = [
     "DAY_RECORD",
+    "LEVEL_OUTBOX",
     "SEEN_BUCKET_DAYS",
     "TENANT_SCOPE",
     "active",
@@ -50,6 +52,7 @@ __all__ = [
 DAY_RECORD = struct.Struct("<HHHHH")
 SEEN_BUCKET_DAYS = 30
 TENANT_SCOPE = "t"
+LEVEL_OUTBOX = "m:outbox:level-changed"
 
 
 def student_prefix(tenant: str, student: str) -> str:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, ScoringModel
 
-__all__ = ["AuditEntry", "Outcome", "RedisStore", "Rejection"]
+__all__ = ["Applied", "AuditEntry", "Outcome", "RedisStore", "Rejection"]
 
 T = TypeVar("T")
 
@@ -65,6 +65,20 @@ class Outcome(StrEnum):
 Rejection = tuple[str | None, str, bytes]
 """(tenant if known, reason, audit record) of an event that will not be applied."""
 
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying a batch did.
+
+    ``notes``: (outbox entry id, JSON) of each level change, also kept in the outbox until
+    published. ``backlog``: the outbox holds older notes too (a publish was cut off).
+    """
+
+    outcomes: list[Outcome]
+    notes: list[tuple[str, bytes]]
+    backlog: bool
+
+
 AuditEntry = tuple[str, dict[str, str]]
 """An event-audit stream entry: its id and fields (``outcome``, ``event``, ``reason``)."""
 
@@ -101,10 +115,10 @@ class RedisStore:
         accepted: Sequence[tuple[Observation, bytes]],
         rejected: Sequence[Rejection],
         now: datetime,
-    ) -> list[Outcome]:
+    ) -> Applied:
         """Apply ``accepted`` events at most once each and audit every event, in one round trip.
 
-        Returns the outcome of each accepted event, in order.
+        Returns the outcome of each accepted event, in order, and the level changes.
         Raises:
             Unavailable: Redis cannot be reached; nothing was applied or the batch can be
                 retried (a retry sees the applied events as duplicates).
@@ -114,8 +128,23 @@ class RedisStore:
             _APPLY.source, lambda: self._execute(apply_args, rejected, now)
         )
         if not accepted:
-            return []
-        return [Outcome(o.decode()) for o in results[0]]
+            return Applied([], [], backlog=False)
+        outcomes, changes, outbox_length = results[0]
+        return Applied(
+            [Outcome(o.decode()) for o in outcomes],
+            [(_bytes(entry_id).decode(), _bytes(note)) for entry_id, note in changes],
+            backlog=outbox_length > len(changes),
+        )
+
+    async def outbox(self, count: int = 100) -> list[tuple[str, bytes]]:
+        """The oldest level-change notes not yet published: (entry id, JSON)."""
+        entries = await self.io(self._redis.xrange(keys.LEVEL_OUTBOX, "-", "+", count)) or []
+        return [(_bytes(i).decode(), _bytes((f or {})[b"note"])) for i, f in entries]
+
+    async def published(self, entry_ids: Sequence[str]) -> None:
+        """Drop notes from the outbox once the broker has them."""
+        if entry_ids:
+            await self.io(self._redis.xdel(keys.LEVEL_OUTBOX, *entry_ids))
 
     async def _execute(
         self,
@@ -263,6 +292,7 @@ class RedisStore:
                     record.decode(),
                     keys.tenant_prefix(t),
                     s,
+                    obs.event_id,
                 ]
             )
         args: list[str | int | bytes] = [
@@ -273,6 +303,8 @@ class RedisStore:
             int(DECAY_ORIGIN.timestamp()),
             *(c.value for c in _COMPONENTS),
             *(repr(self._model.weights[c]) for c in _COMPONENTS),
+            orjson.dumps([[level.value, floor] for level, floor in self._model.level_floors]),
+            keys.LEVEL_OUTBOX,
             orjson.dumps(events),
         ]
         return list(index), args

@@ -1,0 +1,43 @@
+"""Level-change notifications: CloudEvents on ``mastery.level-changed``.
+
+``apply.lua`` writes each change to a Redis outbox in the same atomic step as the state,
+so a change is recorded exactly once however often its events are redelivered. The
+ingest path publishes the outbox's notes and then drops them; a publish cut off by a
+crash is retried from the outbox. The CloudEvent id is ``<tenant>:<student>:<version>``
+on every attempt, so a consumer that deduplicates by id sees each change once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from cloudevents.http import CloudEvent
+from cloudevents.kafka import to_binary
+
+from mastery.events.kafka import OutMessage
+
+__all__ = ["LEVEL_CHANGED_TOPIC", "LEVEL_CHANGED_TYPE", "level_changed"]
+
+LEVEL_CHANGED_TOPIC = "mastery.level-changed"
+LEVEL_CHANGED_TYPE = "mastery.level-changed.v1"
+
+
+def level_changed(note: bytes, source: str) -> OutMessage:
+    """The message for one outbox note (see ``events/level-changed.avsc`` for its data)."""
+    doc = orjson.loads(note)
+    changed_at = datetime.fromtimestamp(doc["changed_at"] / 1000, UTC)
+    data = orjson.dumps({**doc, "changed_at": changed_at})
+    attributes = {
+        "id": f"{doc['tenant']}:{doc['student_id']}:{doc['version']}",
+        "type": LEVEL_CHANGED_TYPE,
+        "source": source,
+        "subject": doc["student_id"],
+        "time": changed_at.isoformat(),
+        "datacontenttype": "application/json",
+    }
+    message = to_binary(CloudEvent(attributes, data), data_marshaller=lambda b: b)
+    value = message.value if isinstance(message.value, bytes) else message.value.encode()
+    return OutMessage(
+        LEVEL_CHANGED_TOPIC, value, doc["student_id"].encode(), list(message.headers.items())
+    )

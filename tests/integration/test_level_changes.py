@@ -1,0 +1,123 @@
+"""Level-change notifications: one per change, published from the outbox, never twice."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import fastavro
+import orjson
+import pytest
+
+from mastery.bootstrap import build
+from mastery.domain import Component, Level, explain
+from mastery.errors import Unavailable
+from mastery.events.notifications import LEVEL_CHANGED_TOPIC, LEVEL_CHANGED_TYPE
+from mastery.events.schemas import schema_dir
+from mastery.store import keys
+from tests.helpers import event_data, headers_of, read_to_end, record
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+    from redis.asyncio import Redis
+
+    from mastery.events.codec import Record
+    from mastery.settings import Settings
+
+LEVEL_SCHEMA = fastavro.parse_schema(
+    orjson.loads((schema_dir() / "level-changed.avsc").read_bytes())
+)
+
+
+def _changes(settings: Settings, tenant: str) -> list[Message]:
+    return [
+        m
+        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
+        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
+    ]
+
+
+def _walk(tenant: str, seed: int, students: int, steps: int) -> list[list[Record]]:
+    """Batches of events that move students up and down across level boundaries."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    batches = []
+    for step in range(steps):
+        batch = []
+        for s in rng.sample(range(students), k=max(1, students // 2)):
+            score = rng.choice((0.0, 0.35, 0.6, 0.75, 0.9, 1.0))
+            at = now - timedelta(minutes=steps - step, seconds=s)
+            batch.append(
+                record(rng.choice(list(Component)), event_data(tenant, f"s{s}", score, at))
+            )
+        batches.append(batch)
+    return batches
+
+
+async def test_every_level_change_is_announced_once_with_the_domain_levels(
+    settings: Settings, tenant: str
+) -> None:
+    res = build(settings, source="test")
+    levels: dict[str, Level] = {}
+    expected: list[tuple[str, str, str, float]] = []
+    batches = _walk(tenant, seed=11, students=12, steps=25)
+    for batch in batches:
+        await res.ingestor.ingest(batch)
+        for s in {r.key.decode() for r in batch if r.key}:
+            state = await res.store.load(tenant, s)
+            assert state is not None
+            report = explain(state, res.model)
+            if s in levels and levels[s] is not report.level:
+                expected.append((s, levels[s].value, report.level.value, report.mastery))
+            levels[s] = report.level
+    for batch in batches:  # a replay of everything: duplicates change nothing
+        await res.ingestor.ingest(batch)
+    await res.aclose()
+
+    messages = _changes(settings, tenant)
+    got = [orjson.loads(m.value() or b"") for m in messages]
+    assert len(expected) > 5, "the walk should cross levels"
+    assert sorted(
+        (d["student_id"], d["old_level"], d["new_level"], d["mastery"]) for d in got
+    ) == sorted(expected)
+    ids = [headers_of(m)["ce_id"] for m in messages]
+    assert len(set(ids)) == len(ids)
+    for m, doc in zip(messages, got, strict=True):
+        headers = headers_of(m)
+        assert headers["ce_type"] == LEVEL_CHANGED_TYPE
+        assert headers["ce_id"] == f"{tenant}:{doc['student_id']}:{doc['version']}"
+        assert m.key() == doc["student_id"].encode()
+        fastavro.validate(doc, LEVEL_SCHEMA, raise_errors=True)
+
+
+async def test_a_publish_cut_off_is_completed_from_the_outbox(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    low = record(Component.QUIZ, event_data(tenant, "s1", 0.1))
+    high = [record(c, event_data(tenant, "s1", 1.0)) for c in Component]
+    good = build(settings, source="test")
+    await good.ingestor.ingest([low])
+
+    no_broker = build(
+        settings.model_copy(
+            update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+        ),
+        source="test",
+    )
+    with pytest.raises(Unavailable):
+        await no_broker.ingestor.ingest(high)
+    await no_broker.aclose()
+    assert await redis.xlen(keys.LEVEL_OUTBOX) >= 1  # applied, recorded, not yet published
+
+    outcomes = await good.ingestor.ingest(high)  # the redelivery: duplicates, yet...
+    assert {o.value for o, _ in outcomes} == {"duplicate"}
+    state = await good.store.load(tenant, "s1")
+    await good.aclose()
+    assert state is not None
+    changes = [orjson.loads(m.value() or b"") for m in _changes(settings, tenant)]
+    assert [(d["old_level"], d["new_level"]) for d in changes] == [
+        ("beginner", explain(state).level.value)
+    ]
+    notes = await redis.xrange(keys.LEVEL_OUTBOX)
+    assert all(tenant.encode() not in f[b"note"] for _, f in notes)  # ...published and dropped
