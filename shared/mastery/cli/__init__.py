@@ -1,4 +1,4 @@
-"""The ``mastery`` command: dev, consume, trigger, gateway, produce, token."""
+"""The ``mastery`` command: dev, consume, trigger, gateway, produce, replay, token."""
 
 from __future__ import annotations
 
@@ -178,6 +178,44 @@ def produce(
     if producer.flush(10):
         raise click.ClickException("the broker did not acknowledge the event")
     click.echo(ce_id)
+
+
+@main.command()
+@click.option("--from-dlq", "dlq", required=True, help="Dead-letter topic, e.g. mastery.quiz.dlq.")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send nothing.")
+@click.option(
+    "--all", "everything", is_flag=True, help="Also send records that would be refused again."
+)
+def replay(dlq: str, dry_run: bool, everything: bool) -> None:
+    """Re-publish dead-lettered events to their topic, after a fix.
+
+    Only records the engine accepts now are sent, unless --all. Safe to repeat: a record
+    sent twice is a duplicate by its event id.
+    """
+    from mastery.cli.replay import plan, read_dlq, send
+    from mastery.settings import Settings
+
+    settings = Settings()
+    model, now = settings.scoring_model(), datetime.now(UTC)
+    try:
+        items = [plan(record, now, model) for record in read_dlq(settings, dlq)]
+    except (ValueError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    chosen = [i for i in items if everything or i.verdict is None]
+    for item in items:
+        partition, offset = item.dlq_offset
+        still = f"; would be refused again: {item.verdict}" if item.verdict else ""
+        action = "send" if everything or item.verdict is None else "keep"
+        click.echo(
+            f"{action} {dlq}[{partition}]@{offset} -> {item.record.topic} ({item.reason}{still})"
+        )
+    if not dry_run:
+        try:
+            send(settings, chosen)
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from None
+    verb = "would be sent" if dry_run else "sent"
+    click.echo(f"{len(chosen)} of {len(items)} records {verb}, {len(items) - len(chosen)} kept")
 
 
 @main.command()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mastery.settings import Settings
 
 __all__ = [
+    "DLQ_HEADERS",
     "KafkaPublisher",
     "OutMessage",
     "Publisher",
@@ -58,16 +59,23 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+#: Headers ``dead_letter`` adds to the original record's.
+DLQ_HEADERS = ("dlq_reason", "dlq_topic", "dlq_partition", "dlq_offset", "dlq_at", "dlq_source")
+
+
 def dead_letter(record: Record, reason: str, now: datetime, source: str) -> OutMessage:
     """The DLQ copy of a record: its value, key and headers, plus why and where from."""
+    values = (
+        reason,
+        record.topic,
+        str(record.partition),
+        str(record.offset),
+        now.isoformat(),
+        source,
+    )
     headers = [
         *record.headers.items(),
-        ("dlq_reason", reason.encode()),
-        ("dlq_topic", record.topic.encode()),
-        ("dlq_partition", str(record.partition).encode()),
-        ("dlq_offset", str(record.offset).encode()),
-        ("dlq_at", now.isoformat().encode()),
-        ("dlq_source", source.encode()),
+        *zip(DLQ_HEADERS, (v.encode() for v in values), strict=True),
     ]
     return OutMessage(dlq_topic(record.topic), record.value, record.key, headers)
 

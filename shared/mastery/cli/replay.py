@@ -1,0 +1,91 @@
+"""``mastery replay --from-dlq TOPIC``: send dead-lettered records back, after a fix.
+
+Reads the DLQ from its start to its current end (no consumer group: a replay is an
+operator's one-off), strips the ``dlq_*`` headers and produces each record, with its
+original key, value and headers, to the topic it was dead-lettered from. By default only
+records that the engine would now accept are sent; the rest are listed with the reason
+they would be refused again. Replaying twice is harmless: the event id makes a second
+copy a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from mastery.errors import InvalidEvent
+from mastery.events.codec import decode
+from mastery.events.kafka import DLQ_HEADERS, consumer_config, producer_config, to_record
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from datetime import datetime
+
+    from mastery.domain import ScoringModel
+    from mastery.events.codec import Record
+    from mastery.settings import Settings
+
+__all__ = ["Replayed", "plan", "read_dlq", "send"]
+
+_DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """One dead-lettered record: where it sits, what it was, and what would happen now."""
+
+    dlq_offset: tuple[int, int]  # partition, offset in the DLQ
+    record: Record  # as it was before it was dead-lettered
+    reason: str  # why it was dead-lettered
+    verdict: str | None  # None: accepted now; else why it would be refused again
+
+
+def read_dlq(settings: Settings, topic: str, timeout_s: float = 30) -> Iterator[Record]:
+    """Every record the DLQ ``topic`` holds now, partition by partition."""
+    if not topic.endswith(_DLQ_SUFFIX):
+        raise ValueError(f"{topic} is not a dead-letter topic (*{_DLQ_SUFFIX})")
+    consumer = Consumer(consumer_config(settings, "mastery-replay"))
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ValueError(f"no topic {topic}")
+        for partition in sorted(meta.partitions):
+            tp = TopicPartition(topic, partition)
+            _, end = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+            position = -1
+            while position < end - 1:
+                message = consumer.poll(timeout_s)
+                if message is None:
+                    raise TimeoutError(f"{topic}[{partition}] stalled at offset {position}")
+                if message.error() is None:
+                    position = message.offset() or 0
+                    yield to_record(message)
+    finally:
+        consumer.close()
+
+
+def plan(dead: Record, now: datetime, model: ScoringModel) -> Replayed:
+    """What replaying ``dead`` would do: the original record and whether it passes now."""
+    headers = {k: v for k, v in dead.headers.items() if k not in DLQ_HEADERS}
+    source = dead.headers.get("dlq_topic", b"").decode() or dead.topic[: -len(_DLQ_SUFFIX)]
+    original = replace(dead, topic=source, headers=headers)
+    try:
+        decode(original, now, model)
+        verdict = None
+    except InvalidEvent as exc:
+        verdict = exc.reason
+    reason = dead.headers.get("dlq_reason", b"").decode()
+    return Replayed((dead.partition, dead.offset), original, reason, verdict)
+
+
+def send(settings: Settings, items: list[Replayed], timeout_s: float = 30) -> None:
+    """Produce the records to their topics; raises unless the broker acknowledged all."""
+    producer = Producer(producer_config(settings))
+    for item in items:
+        r = item.record
+        producer.produce(r.topic, r.value, r.key, headers=list(r.headers.items()))
+    if producer.flush(timeout_s):
+        raise TimeoutError("the broker did not acknowledge every replayed record")
