@@ -151,6 +151,46 @@ def test_events_show_up_in_the_score_within_a_second(stack: Stack) -> None:
     assert doc["level"] == "proficient"
 
 
+@pytest.mark.parametrize("route", [r for f in FUNCTIONS for r in f.routes])
+def test_every_route_is_served_through_the_gateway(stack: Stack, route: str) -> None:
+    method, path = route.split(" ", 1)
+    resp = httpx.request(method, f"{stack.url}{path}", json={"student_id": "s1"})
+    assert resp.status_code == 401  # reached the function, which wants a token
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_a_student_compared_exported_and_erased(stack: Stack) -> None:
+    tenant = f"e2e-gdpr-{int(time.time())}"
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{stack.kafka}"})
+    for i in range(6):
+        r = record(Component.QUIZ, event_data(tenant, f"s{i}", i / 10, class_id="c1"))
+        producer.produce("mastery.quiz", r.value, r.key, headers=list(r.headers.items()))
+    assert producer.flush(10) == 0
+    admin = _bearer("a1", "admin", tenant)
+
+    deadline = time.monotonic() + 10
+    while True:
+        resp = httpx.post(
+            f"{stack.url}/analytics/compare", json={"student_id": "s5"}, headers=admin
+        )
+        if resp.status_code == 200 and resp.json()["cohort_size"] == 6:
+            break
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.05)
+    assert resp.json()["cohort"]["quiz"]["percentile"] == pytest.approx(100 * 5.5 / 6, abs=0.05)
+
+    export = httpx.post(f"{stack.url}/gdpr/export", json={"student_id": "s5"}, headers=admin)
+    assert export.status_code == 200
+    assert [e["outcome"] for e in export.json()["events"]] == ["applied"]
+    erase = httpx.post(f"{stack.url}/gdpr/erase", json={"student_id": "s5"}, headers=admin)
+    assert erase.status_code == 200
+    assert erase.json()["keys_deleted"] >= 3
+    query = httpx.post(f"{stack.url}/mastery/query", json={"student_id": "s5"}, headers=admin)
+    assert query.status_code == 404
+    resp = httpx.post(f"{stack.url}/analytics/compare", json={"student_id": "s4"}, headers=admin)
+    assert resp.json()["cohort_size"] == 5
+
+
 def test_gateway_answers_problems_for_unknown_paths(stack: Stack) -> None:
     resp = httpx.get(f"{stack.url}/no/such/path")
     assert resp.status_code == 404
