@@ -54,17 +54,17 @@ async def _apply(
 
 async def _cohorts(
     store: RedisStore, tenant: str, students: list[str]
-) -> dict[str, dict[str, tuple[int, ...]]]:
-    """scope -> student -> units, computed from the states the store holds."""
-    cohorts: dict[str, dict[str, tuple[int, ...]]] = {keys.TENANT_SCOPE: {}}
+) -> dict[str | None, dict[str, tuple[int, ...]]]:
+    """class (None: the tenant) -> student -> units, from the states the store holds."""
+    cohorts: dict[str | None, dict[str, tuple[int, ...]]] = {None: {}}
     for student in students:
         state = await store.load(tenant, student)
         if state is None:
             continue
         units = index_units(state, DEFAULT_MODEL)
-        cohorts[keys.TENANT_SCOPE][student] = units
+        cohorts[None][student] = units
         for c in state.classes:
-            cohorts.setdefault(keys.class_scope(c), {})[student] = units
+            cohorts.setdefault(c, {})[student] = units
     return cohorts
 
 
@@ -72,13 +72,16 @@ async def _assert_indexes_match(
     store: RedisStore, redis: Redis, tenant: str, students: list[str]
 ) -> None:
     cohorts = await _cohorts(store, tenant, students)
-    for scope in [keys.TENANT_SCOPE, *(keys.class_scope(c) for c in CLASSES)]:
-        members = cohorts.get(scope, {})
-        for i, metric in enumerate(METRICS):
-            indexed = await redis.zrange(keys.cohort(tenant, scope, metric), 0, -1, withscores=True)
-            assert {m.decode(): int(v) for m, v in indexed} == {s: u[i] for s, u in members.items()}
-            total = await redis.hget(keys.cohort_sum(tenant, scope), metric)
-            assert int(total or 0) == sum(u[i] for u in members.values()), (scope, metric)
+    tenant_wide = cohorts[None]
+    for i, metric in enumerate(METRICS):
+        indexed = await redis.zrange(keys.tenant_index(tenant, metric), 0, -1, withscores=True)
+        assert {m.decode(): int(v) for m, v in indexed} == {s: u[i] for s, u in tenant_wide.items()}
+        total = await redis.hget(keys.tenant_sum(tenant), metric)
+        assert int(total or 0) == sum(u[i] for u in tenant_wide.values()), metric
+    for class_id in CLASSES:
+        indexed = await redis.hgetall(keys.class_index(tenant, class_id))
+        members = {m.decode(): tuple(int(u) for u in v.split(b",")) for m, v in indexed.items()}
+        assert members == cohorts.get(class_id, {}), class_id
 
 
 def _brute_force(
@@ -110,12 +113,12 @@ async def test_lua_units_are_the_domains(redis: Redis, tenant: str) -> None:
     for s in range(30):
         state = await store.load(tenant, f"s{s}")
         assert state is not None
-        score = await redis.zscore(keys.cohort(tenant, keys.TENANT_SCOPE, "mastery"), f"s{s}")
+        score = await redis.zscore(keys.tenant_index(tenant, "mastery"), f"s{s}")
         assert int(score or -1) == index_units(state, DEFAULT_MODEL)[0]
 
 
-@pytest.mark.parametrize("scope", [keys.TENANT_SCOPE, keys.class_scope("c-a")])
-async def test_comparison_matches_brute_force(redis: Redis, tenant: str, scope: str) -> None:
+@pytest.mark.parametrize("scope", [None, "c-a"])
+async def test_comparison_matches_brute_force(redis: Redis, tenant: str, scope: str | None) -> None:
     store = RedisStore(redis)
     students = [f"s{s}" for s in range(50)]
     await _apply(store, _events(tenant, seed=4, students=50, per_student=4))
@@ -138,8 +141,10 @@ async def test_comparison_matches_brute_force(redis: Redis, tenant: str, scope: 
 async def test_a_non_member_gets_no_figures(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     await _apply(store, _events(tenant, seed=5, students=5, per_student=2))
-    size, figures = await store.compare(tenant, keys.TENANT_SCOPE, "nobody", NOW)
+    size, figures = await store.compare(tenant, None, "nobody", NOW)
     assert (size, figures) == (5, None)
+    _, figures = await store.compare(tenant, "c-a", "nobody", NOW)
+    assert figures is None
 
 
 async def _keys_of(redis: Redis, tenant: str, student: str) -> list[bytes]:
@@ -158,6 +163,8 @@ async def test_erasure_leaves_no_key_and_no_index_entry(redis: Redis, tenant: st
     for key in [k async for k in redis.scan_iter(match=f"m:{{{tenant}}}:cohort:*")]:
         if await redis.type(key) == b"zset":
             assert await redis.zscore(key, "s3") is None, key
+        elif key != keys.tenant_sum(tenant).encode():
+            assert not await redis.hexists(key, "s3"), key
     assert await redis.hget(keys.tenant_prefix(tenant) + "cohort:classes", "s3") is None
     await _assert_indexes_match(store, redis, tenant, students)
 
@@ -178,7 +185,7 @@ async def test_replayed_events_of_an_erased_student_bring_nothing_back(
         Outcome.ERASED
     ] * 6
     assert await _keys_of(redis, tenant, "s1") == []
-    assert await redis.zscore(keys.cohort(tenant, keys.TENANT_SCOPE, "mastery"), "s1") is None
+    assert await redis.zscore(keys.tenant_index(tenant, "mastery"), "s1") is None
     audit = await redis.xrevrange(keys.audit(tenant), count=len(events))
     assert sum(f[b"outcome"] == b"erased" for _, f in audit) == 6
 
@@ -198,10 +205,9 @@ async def test_expired_students_leave_the_indexes(redis: Redis, tenant: str) -> 
     fresh = Observation("fresh", tenant, "here", Component.QUIZ, 0.7, later, class_id="c-a")
     await _apply(store, [fresh], later)
 
-    for scope in (keys.TENANT_SCOPE, keys.class_scope("c-a")):
-        members = await redis.zrange(keys.cohort(tenant, scope, "mastery"), 0, -1)
-        assert members == [b"here"]
-        assert int(await redis.hget(keys.cohort_sum(tenant, scope), "quiz") or 0) == 7000
+    assert await redis.zrange(keys.tenant_index(tenant, "mastery"), 0, -1) == [b"here"]
+    assert int(await redis.hget(keys.tenant_sum(tenant), "quiz") or 0) == 7000
+    assert list(await redis.hgetall(keys.class_index(tenant, "c-a"))) == [b"here"]
     assert await redis.zrange(keys.active(tenant), 0, -1) == [b"here"]
 
 
@@ -209,7 +215,7 @@ async def test_a_comparison_prunes_expired_students_first(redis: Redis, tenant: 
     store = RedisStore(redis)
     batch = [Observation(f"e{i}", tenant, f"s{i}", Component.QUIZ, i / 10, NOW) for i in range(6)]
     await _apply(store, batch)
-    size, _ = await store.compare(tenant, keys.TENANT_SCOPE, "s1", NOW + timedelta(days=89))
+    size, _ = await store.compare(tenant, None, "s1", NOW + timedelta(days=89))
     assert size == 6
-    size, figures = await store.compare(tenant, keys.TENANT_SCOPE, "s1", NOW + timedelta(days=91))
+    size, figures = await store.compare(tenant, None, "s1", NOW + timedelta(days=91))
     assert (size, figures) == (0, None)

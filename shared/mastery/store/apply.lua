@@ -109,12 +109,19 @@ local function mastery_of(val)
     local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
     m = m + weights[j] * (w > 0 and math.min(1, math.max(0, s / w)) or 0)
   end
+  return m
+end
+
+local function shown(m)
   return tonumber(string.format('%.4f', tonumber(string.format('%.9f', m))))
 end
 
-local function level_of(mastery)
+local function level_of(m)
+  for _, lf in ipairs(levels) do  -- rounding only matters next to a floor (it is slow)
+    if math.abs(m - lf[2]) < 1e-4 then m = shown(m); break end
+  end
   for _, lf in ipairs(levels) do
-    if mastery >= lf[2] then return lf[1] end
+    if m >= lf[2] then return lf[1] end
   end
   return levels[#levels][1]
 end
@@ -167,8 +174,8 @@ for _, state in ipairs(order) do
     local old_level, new_level = level_of(old_mastery), level_of(new_mastery)
     if old_level ~= new_level then
       local note = cjson.encode({tenant = st.tenant, student_id = st.student,
-        old_level = old_level, new_level = new_level, mastery = new_mastery,
-        previous_mastery = old_mastery, cause_event_id = st.cause,
+        old_level = old_level, new_level = new_level, mastery = shown(new_mastery),
+        previous_mastery = shown(old_mastery), cause_event_id = st.cause,
         version = num(val['version']) + st.n, changed_at = tonumber(now_ms)})
       changes[#changes + 1] = {redis.call('XADD', outbox, '*', 'note', note), note}
       redis.call('EXPIRE', outbox, ttl)
@@ -193,11 +200,9 @@ for _, state in ipairs(order) do
 
   -- Cohort indexes: the student's units in the tenant and in each of their classes.
   local new_units = units_of(val)
-  for _, scope in ipairs(scopes_of(classes)) do
-    local was_in = scope == 't' or string.find(',' .. old_classes .. ',',
-      ',' .. string.sub(scope, 3) .. ',', 1, true)
-    index_set(st.prefix, scope, st.student, was_in and old_units or nil, new_units, deltas,
-      touched)
+  tenant_set(st.prefix, st.student, old_units, new_units, deltas, touched)
+  for class in string.gmatch(classes, '[^,]+') do
+    class_set(st.prefix, class, st.student, new_units, touched)
   end
   if classes ~= old_classes then
     redis.call('HSET', st.prefix .. 'cohort:classes', st.student, classes)

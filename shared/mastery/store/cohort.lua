@@ -1,59 +1,61 @@
--- Cohort indexes, shared by apply.lua, erase.lua and prune.lua (prepended to each).
+-- Cohort indexes, shared by apply.lua, erase.lua and compare.lua (prepended to each).
 --
--- Per tenant prefix P = 'm:{<tenant>}:' and scope S ('t' for the tenant, 'c:<class>'):
---   P..'cohort:'..S..':'..metric   zset  student -> units (score x 10000, an integer)
---   P..'cohort:'..S..':sum'        hash  metric -> sum of that zset's units (mean in O(1))
---   P..'cohort:classes'            hash  student -> their classes, comma-separated
---   P..'active'                    zset  student -> when their state was last written (s)
+-- With the tenant prefix P = 'm:{<tenant>}:':
+--   P..'cohort:t:'..metric   zset  student -> units (score x 10000, an integer), per metric
+--   P..'cohort:t:sum'        hash  metric -> sum of that zset's units (the mean in O(1))
+--   P..'cohort:c:'..class    hash  student -> their units, 'm,c1,c2,c3,c4' (classes are
+--                                  small: a comparison reads the whole class)
+--   P..'cohort:classes'      hash  student -> their classes, comma-separated
+--   P..'active'              zset  student -> when their state was last written (s)
 -- Units are integers, so sums stay exact however often a student moves.
--- The layout is mirrored by mastery.store.keys (tests read it back through those names).
+-- mastery.store.keys names the same keys for reads and tests.
 
 local METRICS = {'mastery', 'completion', 'quiz', 'quality', 'consistency'}
 
-local function scopes_of(classes)
-  local scopes = {'t'}
-  for class in string.gmatch(classes or '', '[^,]+') do scopes[#scopes + 1] = 'c:' .. class end
-  return scopes
-end
+local function tenant_key(prefix, metric) return prefix .. 'cohort:t:' .. metric end
+local function class_key(prefix, class) return prefix .. 'cohort:c:' .. class end
 
-local function index_key(prefix, scope, metric)
-  return prefix .. 'cohort:' .. scope .. ':' .. metric
-end
-
--- Sum deltas are gathered per sum key and written once per batch (flush_sums).
-local function add_delta(deltas, prefix, scope, i, d)
+-- Sum deltas are gathered per tenant and written once per call (flush_sums).
+local function add_delta(deltas, prefix, i, d)
   if d == 0 then return end
-  local key = index_key(prefix, scope, 'sum')
+  local key = tenant_key(prefix, 'sum')
   local row = deltas[key]
   if not row then row = {0, 0, 0, 0, 0}; deltas[key] = row end
   row[i] = row[i] + d
 end
 
--- Put a student's units (one per METRICS entry) in a scope; old: their units there, or nil.
-local function index_set(prefix, scope, student, old, new, deltas, touched)
+-- Put a student's units (one per METRICS entry) in the tenant index; old: theirs, or nil.
+local function tenant_set(prefix, student, old, new, deltas, touched)
   for i, metric in ipairs(METRICS) do
-    local key = index_key(prefix, scope, metric)
+    local key = tenant_key(prefix, metric)
     if old == nil or old[i] ~= new[i] then
       redis.call('ZADD', key, new[i], student)
-      add_delta(deltas, prefix, scope, i, new[i] - (old and old[i] or 0))
+      add_delta(deltas, prefix, i, new[i] - (old and old[i] or 0))
     end
     touched[key] = true
   end
-  touched[index_key(prefix, scope, 'sum')] = true
+  touched[tenant_key(prefix, 'sum')] = true
+end
+
+local function class_set(prefix, class, student, new, touched)
+  local key = class_key(prefix, class)
+  redis.call('HSET', key, student, table.concat(new, ','))
+  touched[key] = true
 end
 
 -- Remove a student from every index they are in: when erased, or when their data expired.
 local function forget(prefix, student, deltas)
-  local classes = redis.call('HGET', prefix .. 'cohort:classes', student)
-  for _, scope in ipairs(scopes_of(classes or '')) do
-    for i, metric in ipairs(METRICS) do
-      local key = index_key(prefix, scope, metric)
-      local units = redis.call('ZSCORE', key, student)
-      if units then
-        redis.call('ZREM', key, student)
-        add_delta(deltas, prefix, scope, i, -tonumber(units))
-      end
+  for i, metric in ipairs(METRICS) do
+    local key = tenant_key(prefix, metric)
+    local units = redis.call('ZSCORE', key, student)
+    if units then
+      redis.call('ZREM', key, student)
+      add_delta(deltas, prefix, i, -tonumber(units))
     end
+  end
+  local classes = redis.call('HGET', prefix .. 'cohort:classes', student)
+  for class in string.gmatch(classes or '', '[^,]+') do
+    redis.call('HDEL', class_key(prefix, class), student)
   end
   redis.call('HDEL', prefix .. 'cohort:classes', student)
   redis.call('ZREM', prefix .. 'active', student)

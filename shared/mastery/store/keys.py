@@ -7,9 +7,11 @@
     m:{<tenant>}:rl:<role>:<subject>    string: the caller's GCRA arrival time (rate limits)
     m:{<tenant>}:erased                 zset: erased student -> erasure time (ms), tombstones
     m:{<tenant>}:active                 zset: student -> last write of their state (s)
-    m:{<tenant>}:cohort:<scope>:<metric> zset: student -> score x 10000; scope "t" (tenant)
-                                        or "c:<class>", metric "mastery" or a component
-    m:{<tenant>}:cohort:<scope>:sum     hash: metric -> sum of that zset's scores
+    m:{<tenant>}:cohort:t:<metric>      zset: student -> score x 10000, metric "mastery" or
+                                        a component: the tenant's index
+    m:{<tenant>}:cohort:t:sum           hash: metric -> sum of that zset's scores
+    m:{<tenant>}:cohort:c:<class>       hash: student -> "m,c1,c2,c3,c4" (the five scores
+                                        x 10000): a class's index
     m:{<tenant>}:cohort:classes         hash: student -> their classes (to leave the indexes)
     m:outbox:level-changed              stream: level changes not yet published to Kafka
 
@@ -29,12 +31,9 @@ __all__ = [
     "DAY_RECORD",
     "LEVEL_OUTBOX",
     "SEEN_BUCKET_DAYS",
-    "TENANT_SCOPE",
     "active",
     "audit",
-    "class_scope",
-    "cohort",
-    "cohort_sum",
+    "class_index",
     "days",
     "erased",
     "event_hash",
@@ -44,14 +43,15 @@ __all__ = [
     "state",
     "student_keys",
     "student_prefix",
+    "tenant_index",
     "tenant_prefix",
+    "tenant_sum",
 ]
 
 #: One day snapshot: day number since the decay origin, then each component's score
 #: as 0..10000 (65535 = not observed), in ``Component`` order. 10 bytes a day.
 DAY_RECORD = struct.Struct("<HHHHH")
 SEEN_BUCKET_DAYS = 30
-TENANT_SCOPE = "t"
 LEVEL_OUTBOX = "m:outbox:level-changed"
 
 
@@ -98,16 +98,16 @@ def active(tenant: str) -> str:
     return f"m:{{{tenant}}}:active"
 
 
-def class_scope(class_id: str) -> str:
-    return f"c:{class_id}"
+def tenant_index(tenant: str, metric: str) -> str:
+    return f"m:{{{tenant}}}:cohort:t:{metric}"
 
 
-def cohort(tenant: str, scope: str, metric: str) -> str:
-    return f"m:{{{tenant}}}:cohort:{scope}:{metric}"
+def tenant_sum(tenant: str) -> str:
+    return f"m:{{{tenant}}}:cohort:t:sum"
 
 
-def cohort_sum(tenant: str, scope: str) -> str:
-    return f"m:{{{tenant}}}:cohort:{scope}:sum"
+def class_index(tenant: str, class_id: str) -> str:
+    return f"m:{{{tenant}}}:cohort:c:{class_id}"
 
 
 def rate_limit(tenant: str, role: str, subject: str) -> str:

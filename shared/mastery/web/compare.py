@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from mastery.domain.cohort import compare
 from mastery.events.models import EventId
 from mastery.policy import Action, Role
-from mastery.store import keys
 from mastery.web.app import json_response, read_body
 from mastery.web.auth import authorize_student, precheck
 from mastery.web.problems import Problem
@@ -62,9 +61,8 @@ async def compare_cohort(request: Request, ctx: Context) -> Response:
     authorize_student(principal, body.student_id, state.classes)
 
     class_id = _class_of(principal, body, state.classes) if body.scope == "class" else None
-    scope = keys.class_scope(class_id) if class_id else keys.TENANT_SCOPE
     size, figures = await res.store.compare(
-        principal.tenant, scope, body.student_id, datetime.now(UTC)
+        principal.tenant, class_id, body.student_id, datetime.now(UTC)
     )
     if figures is None:  # indexed with their first event: only a race with expiry gets here
         raise Problem(404, "no cohort data for this student")
