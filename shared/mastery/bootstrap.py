@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from mastery.events.access_log import KafkaAccessLog
 from mastery.events.ingest import Ingestor
-from mastery.events.kafka import KafkaPublisher, producer_config
+from mastery.events.kafka import KafkaPublisher, producer_config, reader_config
 from mastery.settings import Settings
 from mastery.store import RedisStore
 from mastery.store.ratelimit import RateLimiter
+from mastery.web.access import AUDIT_TOPIC
 from mastery.web.auth import Authenticator
 
 if TYPE_CHECKING:
@@ -39,9 +41,12 @@ class Resources:
     authenticator: Authenticator | None
     """``None`` when no JWT secret is configured: authenticated routes answer 503."""
     rate_limiter: RateLimiter
+    access_log: KafkaAccessLog
+    """Opens its connection on first read: only the audit-log function pays for it."""
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.publisher.close)
+        await asyncio.to_thread(self.access_log.close)
         await self.redis.aclose()
 
 
@@ -73,7 +78,15 @@ def build(
         else None
     )
     limiter = RateLimiter(store)
-    return Resources(settings, model, client, store, publisher, ingestor, authenticator, limiter)
+    access_log = KafkaAccessLog(
+        reader_config(settings),
+        AUDIT_TOPIC,
+        scan_max=settings.audit_scan_max,
+        timeout_s=settings.kafka_timeout_ms / 1000,
+    )
+    return Resources(
+        settings, model, client, store, publisher, ingestor, authenticator, limiter, access_log
+    )
 
 
 _lock = asyncio.Lock()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping, Set
 
-__all__ = ["POLICY", "Action", "Role", "Scope", "allowed", "may_try"]
+__all__ = ["POLICY", "TENANT_WIDE", "Action", "Role", "Scope", "allowed", "may_try"]
 
 
 class Role(StrEnum):
@@ -28,6 +28,7 @@ class Action(StrEnum):
     READ = "read"  # mastery, predictions, recommendations, history, comparisons
     EXPORT = "export"  # everything held about a student (GDPR access)
     ERASE = "erase"  # delete everything held about a student (GDPR erasure)
+    AUDIT = "audit"  # the tenant's audit trail: data accesses and event outcomes
 
 
 class Scope(StrEnum):
@@ -50,13 +51,25 @@ POLICY: Mapping[Action, Mapping[Role, Scope]] = MappingProxyType(
         Action.ERASE: MappingProxyType(
             {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
         ),
+        Action.AUDIT: MappingProxyType(
+            {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
+        ),
     }
 )
 
+#: Actions on the tenant as a whole: they name no student to check, only a tenant scope
+#: reaches them (a student named in such a request only narrows what is shown).
+TENANT_WIDE: Set[Action] = frozenset({Action.AUDIT})
 
-def may_try(role: Role, subject: str, action: Action, student_id: str) -> bool:
-    """Whether the request may go on to read anything at all (decided before any I/O)."""
+
+def may_try(role: Role, subject: str, action: Action, student_id: str | None) -> bool:
+    """Whether the request may go on to read anything at all (decided before any I/O).
+
+    ``student_id`` is ``None`` for a request about the whole tenant (``TENANT_WIDE``).
+    """
     scope = POLICY[action][role]
+    if student_id is None or action in TENANT_WIDE:
+        return scope is Scope.TENANT
     return scope is not Scope.NONE and (scope is not Scope.SELF or subject == student_id)
 
 

@@ -23,8 +23,9 @@ class FunctionSpec:
         name: service name (DNS-1123: Knative Service, stack.yml entry, gateway).
         routes: ``"METHOD /path"`` the gateway sends to it (besides health checks).
         component: for event handlers, the component whose topic triggers it.
-        action: for HTTP functions, what they do to the student named in the body
-            (``mastery.policy``); the role x function matrix test walks these.
+        action: for HTTP functions, what they do to the student named in the body, or
+            to the whole tenant (``mastery.policy.TENANT_WIDE``); the role x function
+            matrix test walks these.
     """
 
     name: str
@@ -47,6 +48,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("cohort-compare", routes=("POST /analytics/compare",), action=Action.READ),
     FunctionSpec("gdpr-export", routes=("POST /gdpr/export",), action=Action.EXPORT),
     FunctionSpec("gdpr-erase", routes=("POST /gdpr/erase",), action=Action.ERASE),
+    FunctionSpec("audit-log", routes=("POST /audit/recent",), action=Action.AUDIT),
     *(FunctionSpec(f"on-{c}", component=c) for c in Component),
 )
 

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, gt=0, le=10000, validation_alias="MASTERY_BATCH_SIZE")
     topic_partitions: int = Field(3, gt=0, validation_alias="MASTERY_TOPIC_PARTITIONS")
     audit_maxlen: int = Field(100_000, gt=0, validation_alias="MASTERY_AUDIT_MAXLEN")
+    audit_scan_max: int = Field(50_000, gt=0, validation_alias="MASTERY_AUDIT_SCAN_MAX")
     half_life_days: float = Field(14.0, gt=0, validation_alias="MASTERY_HALF_LIFE_DAYS")
     retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
     min_cohort: int = Field(5, ge=1, validation_alias="MASTERY_MIN_COHORT")

@@ -7,6 +7,7 @@ Hypothesis plays the part schemathesis would: arbitrary bodies, content types, t
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -39,8 +40,20 @@ _json = st.recursive(
     max_leaves=12,
 )
 _ids = st.sampled_from(["s1", "t-1", "", "a" * 65, "x:y", "{t}", "ü", "s 1"]) | st.text(max_size=70)
+_audit_queries = st.fixed_dictionaries(
+    {},
+    optional={
+        "kind": st.sampled_from(["access", "events", "all", "x"]) | _json,
+        "limit": st.integers(-5, 1005) | _json,
+        "student_id": _ids,
+        "since": st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "now", ""])
+        | st.datetimes(timezones=st.sampled_from([None, UTC])).map(lambda d: d.isoformat())
+        | st.integers(-(2**63), 2**63 - 1),
+    },
+)
 _bodies = (
     st.builds(lambda sid: orjson.dumps({"student_id": sid}), _ids)
+    | _audit_queries.map(orjson.dumps)
     | _json.map(orjson.dumps)
     | st.binary(max_size=300)
 )
@@ -117,7 +130,11 @@ async def apps(function_env: None) -> AsyncIterator[dict[str, httpx.AsyncClient]
     await close_resources()
 
 
-_PATHS = st.sampled_from(["/", "/nope", "/mastery/query", "/mastery/query/"])
+_ROUTE_PATHS = sorted({route.split(" ", 1)[1] for spec in FUNCTIONS for route in spec.routes})
+# "own": the function's own route, drawn most often so the handlers behind it get fuzzed.
+_PATHS = st.sampled_from(
+    ["own", "own", "own", "/", "/nope", *_ROUTE_PATHS, *(f"{p}/" for p in _ROUTE_PATHS)]
+)
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda s: s.name)
@@ -140,6 +157,8 @@ async def test_no_input_gives_a_server_error(
     method: str,
     path: str,
 ) -> None:
+    if path == "own":
+        path = spec.routes[0].split(" ", 1)[1] if spec.routes else "/"
     headers = _ascii({**auth, **ce, "content-type": content_type})
     resp = await apps[spec.name].request(method, path, content=body, headers=headers)
     assert resp.status_code < 500, (resp.status_code, resp.text[:300])

@@ -1,7 +1,8 @@
 """Every HTTP function in the registry enforces ``mastery.policy`` for every role.
 
 Generated from ``mastery.registry.FUNCTIONS``: a new function with an ``action`` joins
-the matrix by itself, and one without an ``action`` fails here.
+the matrix by itself, and one without an ``action`` fails here. For a tenant-wide action
+(``TENANT_WIDE``) the student in the body only narrows the answer: the role decides.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from functions_framework.aio import create_asgi_app
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
-from mastery.policy import POLICY, Action, Role, Scope, allowed, may_try
+from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, may_try
 from mastery.registry import FUNCTIONS
+from mastery.web import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, record
-from tests.integration.conftest import FUNCTIONS_DIR
+from tests.integration.conftest import FUNCTIONS_DIR, serve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -55,7 +57,15 @@ def test_the_policy_is_the_spec() -> None:
             Role.TEACHER: Scope.NONE,
             Role.ADMIN: Scope.TENANT,
         },
+        Action.AUDIT: {
+            Role.STUDENT: Scope.NONE,
+            Role.TEACHER: Scope.NONE,
+            Role.ADMIN: Scope.TENANT,
+        },
     }
+    assert set(TENANT_WIDE) == {Action.AUDIT}
+    for action in TENANT_WIDE:  # a scope narrower than the tenant means nothing there
+        assert set(POLICY[action].values()) <= {Scope.NONE, Scope.TENANT}
 
 
 @pytest.mark.parametrize("spec", HTTP_FUNCTIONS, ids=lambda s: s.name)
@@ -73,6 +83,12 @@ async def _seed(settings: Settings) -> tuple[str, str]:
     ]
     events.append(record(Component.QUIZ, event_data(other, "s-ghost", class_id="c-mine")))
     await res.ingestor.ingest(events)
+    # the other tenant's access trail holds a record too, which no one here may see
+    async with serve("mastery-query", {"POST /mastery/query": query_mastery}, res) as query:
+        claims = {"sub": "a-1", "role": "admin", "tenant": other, "exp": int(time.time()) + 300}
+        auth = {"authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+        resp = await query.post("/mastery/query", json={"student_id": "s-ghost"}, headers=auth)
+        assert resp.status_code == 200
     await res.aclose()
     return mine, other
 
@@ -85,6 +101,8 @@ async def tenants(settings: Settings) -> AsyncIterator[tuple[str, str]]:
 
 def _expected(role: Role, action: Action, target: str) -> int:
     subject = SUBJECT[role]
+    if action in TENANT_WIDE:
+        return 200 if may_try(role, subject, action, None) else 403
     if not may_try(role, subject, action, target):
         return 403  # refused before any data is read, whether the student exists or not
     if action is Action.ERASE:
@@ -137,12 +155,21 @@ async def test_role_x_function_matrix(
 
     assert spec.action is not None
     assert resp.status_code == _expected(role, spec.action, target), resp.text
-    if resp.status_code == 200:
-        assert resp.json()["student_id"] == target
-        assert resp.json()["tenant"] == mine
-    else:
+    assert other not in resp.text
+    assert "s-ghost" not in resp.text or target == "s-ghost"
+    if resp.status_code != 200:
         assert resp.headers["content-type"] == "application/problem+json"
-        assert "s-ghost" not in resp.text or target == "s-ghost"
+    else:
+        doc = resp.json()
+        assert doc["tenant"] == mine
+        if spec.action in TENANT_WIDE:  # records of the caller's tenant, about the target only
+            assert doc["records"] or target not in STUDENTS
+            for r in doc["records"]:
+                access = r["kind"] == "access"
+                assert (r["tenant"] if access else r["event"]["tenant"]) == mine
+                assert target in (r["students"] if access else [r["event"]["student_id"]])
+        else:
+            assert doc["student_id"] == target
     if destructive:
         res = build(settings, source="test")
         try:

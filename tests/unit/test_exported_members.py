@@ -51,6 +51,7 @@ _EXPECTED: dict[str, set[str]] = {
         "json_response",
         "query_mastery",
         "read_body",
+        "recent_audit",
         "record_from_http",
     },
     "mastery.events.codec": {"AVRO", "JSON", "Record", "decode", "encode"},

@@ -34,6 +34,7 @@ __all__ = [
     "dead_letter",
     "dlq_topic",
     "producer_config",
+    "reader_config",
     "to_record",
 ]
 
@@ -110,6 +111,18 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 10,
         **_GROUP_TIMINGS,
+    }
+
+
+def reader_config(settings: Settings) -> dict[str, Any]:
+    """A consumer that is only ever assigned partitions: it joins no group, commits nothing."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": "mastery-reader",  # librdkafka wants one; never joined, nothing committed
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,  # how a read knows it has reached the end
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,
     }
 
 

@@ -1,6 +1,7 @@
 """The HTTP edge every function shares: the function app, auth, problems, handlers."""
 
 from mastery.web.app import Context, FunctionApp, json_response, read_body
+from mastery.web.audit import recent_audit
 from mastery.web.auth import Authenticator, Principal, Role, authorize_student
 from mastery.web.compare import compare_cohort
 from mastery.web.events import event_handler, record_from_http
@@ -24,5 +25,6 @@ __all__ = [
     "json_response",
     "query_mastery",
     "read_body",
+    "recent_audit",
     "record_from_http",
 ]

@@ -125,10 +125,14 @@ class Authenticator:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
-def precheck(principal: Principal, action: Action, student_id: str) -> None:
-    """403 before any data is read when no answer could be allowed (``mastery.policy``)."""
+def precheck(principal: Principal, action: Action, student_id: str | None = None) -> None:
+    """403 before any data is read when no answer could be allowed (``mastery.policy``).
+
+    Without ``student_id`` the request is about the caller's whole tenant.
+    """
     if not may_try(principal.role, principal.subject, action, student_id):
-        raise Problem(403, f"a {principal.role} may not {action} this student's data")
+        whose = "the tenant's" if student_id is None else "this student's"
+        raise Problem(403, f"a {principal.role} may not {action} {whose} data")
 
 
 def authorize_student(

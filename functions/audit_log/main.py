@@ -1,0 +1,16 @@
+"""audit-log: ``POST /audit/recent``, an admin's view of their tenant's recent audit records."""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mastery.web import FunctionApp, recent_audit
+
+app = FunctionApp("audit-log", {"POST /audit/recent": recent_audit})
+
+
+@functions_framework.aio.http
+async def handler(request: Request) -> Response:
+    return await app(request)
