@@ -70,6 +70,16 @@ def test_classes_default_to_none() -> None:
     assert principal.classes == frozenset()
 
 
+def test_a_delegated_token_is_the_subject_acted_for_by_a_service() -> None:
+    principal = _AUTH.authenticate(f"Bearer {_token(_claims(act={'sub': 'tutor-bot'}))}")
+    assert (principal.subject, principal.role, principal.actor) == (
+        "teacher-1",
+        Role.TEACHER,
+        "tutor-bot",
+    )
+    assert _AUTH.authenticate(f"Bearer {_token()}").actor is None
+
+
 def test_scheme_is_case_insensitive() -> None:
     assert _AUTH.authenticate(f"bearer {_token()}").subject == "teacher-1"
 
@@ -140,6 +150,8 @@ def test_not_yet_valid() -> None:
         pytest.param(_claims(classes=["ok", "a b"]), id="class-pattern"),
         pytest.param(_claims(classes="c1"), id="classes-not-a-list"),
         pytest.param(_claims(exp="tomorrow"), id="exp-not-a-number"),
+        pytest.param(_claims(act="svc"), id="act-not-an-object"),
+        pytest.param(_claims(act={"sub": "a b"}), id="act-sub-pattern"),
     ],
 )
 def test_invalid_claims(claims: dict[str, Any]) -> None:

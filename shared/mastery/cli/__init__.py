@@ -224,7 +224,8 @@ def replay(dlq: str, dry_run: bool, everything: bool) -> None:
 @click.option("--tenant", required=True)
 @click.option("--classes", default="", help="Comma-separated, for teachers.")
 @click.option("--ttl", default=3600, show_default=True, help="Seconds until exp.")
-def token(sub: str, role: str, tenant: str, classes: str, ttl: int) -> None:
+@click.option("--act", default=None, help="A service acting for --sub (delegated token).")
+def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | None) -> None:
     """Print an HS256 JWT signed with MASTERY_JWT_SECRET (the dev default if unset)."""
     import jwt
 
@@ -238,6 +239,8 @@ def token(sub: str, role: str, tenant: str, classes: str, ttl: int) -> None:
     }
     if classes:
         claims["classes"] = classes.split(",")
+    if act:
+        claims["act"] = {"sub": act}
     secret = os.environ.get("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
 

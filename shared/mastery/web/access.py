@@ -50,6 +50,7 @@ def access_record(
         "route": route,
         "correlation_id": correlation_id,
         "subject": principal.subject if principal else None,
+        "actor": principal.actor if principal else None,
         "role": principal.role.value if principal else None,
         "tenant": tenant,
         "students": list(students),

@@ -22,6 +22,12 @@ __all__ = ["Authenticator", "Principal", "Role", "authorize_student", "precheck"
 _Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
+class _Actor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sub: _Id
+
+
 class _Claims(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -29,16 +35,22 @@ class _Claims(BaseModel):
     role: Role
     tenant: _Id
     classes: list[_Id] = Field(default_factory=list, max_length=256)
+    act: _Actor | None = None  # RFC 8693: the service acting for ``sub``
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The verified caller. ``tenant`` comes from the token, never from a request body."""
+    """The verified caller. ``tenant`` comes from the token, never from a request body.
+
+    ``actor``: the service that presented a delegated token (its ``act.sub`` claim); the
+    request is then authorized as the subject, and audited with both.
+    """
 
     subject: str
     role: Role
     tenant: str
     classes: frozenset[str] = frozenset()
+    actor: str | None = None
 
 
 class Authenticator:
@@ -101,7 +113,13 @@ class Authenticator:
             raise Problem(401, "token expired") from None
         except (jwt.InvalidTokenError, ValidationError):
             raise Problem(401, "invalid token") from None
-        principal = Principal(parsed.sub, parsed.role, parsed.tenant, frozenset(parsed.classes))
+        principal = Principal(
+            parsed.sub,
+            parsed.role,
+            parsed.tenant,
+            frozenset(parsed.classes),
+            parsed.act.sub if parsed.act else None,
+        )
         return principal, float(claims["exp"])
 
     def _decode(self, token: str) -> dict[str, Any]:
