@@ -1,5 +1,5 @@
 """Redis adapter: key layout, the atomic apply script, state and history reads."""
 
-from mastery.store.repository import UNKNOWN_TENANT, Outcome, RedisStore, Rejection
+from mastery.store.repository import UNKNOWN_TENANT, Outcome, RedisStore, Rejection, StudentDays
 
-__all__ = ["UNKNOWN_TENANT", "Outcome", "RedisStore", "Rejection"]
+__all__ = ["UNKNOWN_TENANT", "Outcome", "RedisStore", "Rejection", "StudentDays"]

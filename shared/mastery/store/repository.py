@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from importlib.resources import files
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, ScoringModel
 
-__all__ = ["Outcome", "RedisStore", "Rejection"]
+__all__ = ["Outcome", "RedisStore", "Rejection", "StudentDays"]
 
 T = TypeVar("T")
 
@@ -45,6 +46,20 @@ class Outcome(StrEnum):
 
 Rejection = tuple[str | None, str, bytes]
 """(tenant if known, reason, audit record) of an event that will not be applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class StudentDays:
+    """What answers built on the day snapshots need, read at one instant.
+
+    ``classes`` decide who may see them; ``cached_prediction`` is the raw cache entry,
+    if one was asked for and exists (its validity is the caller's to judge).
+    """
+
+    version: int
+    classes: frozenset[str]
+    days: list[DaySnapshot]
+    cached_prediction: bytes | None = None
 
 
 class RedisStore:
@@ -128,6 +143,40 @@ class RedisStore:
         """Daily snapshots, oldest first, within the retention window."""
         blob = await self.io(self._redis.get(keys.days(tenant, student)))
         return _parse_days(_bytes(blob))
+
+    async def days_of(
+        self, tenant: str, student: str, *, with_prediction: bool = False
+    ) -> StudentDays | None:
+        """Version, classes and day snapshots (and the cached prediction), one round trip.
+
+        MULTI/EXEC, so no event is applied between reading the version and the days: a
+        prediction made from them belongs to exactly that version. ``None`` when nothing
+        is held for the student.
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.state(tenant, student), ["version", "classes"])
+            pipe.get(keys.days(tenant, student))
+            if with_prediction:
+                pipe.get(keys.prediction(tenant, student))
+            replies = await self.io(pipe.execute())
+        (version, classes), blob, *cached = replies
+        if version is None:
+            return None
+        names = _bytes(classes).decode()
+        return StudentDays(
+            version=int(version),
+            classes=frozenset(names.split(",")) if names else frozenset(),
+            days=_parse_days(_bytes(blob)),
+            cached_prediction=(_bytes(cached[0]) or None) if cached else None,
+        )
+
+    async def cache_prediction(self, tenant: str, student: str, entry: bytes, ttl_s: int) -> None:
+        """Store a prediction entry for ``ttl_s`` seconds, replacing any older one.
+
+        A plain SET: two requests racing for different versions can leave the older
+        one, which the next reader sees as stale (its version differs) and recomputes.
+        """
+        await self.io(self._redis.set(keys.prediction(tenant, student), entry, ex=ttl_s))
 
     async def ping(self) -> None:
         await self.io(self._redis.ping())
