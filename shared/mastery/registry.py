@@ -45,6 +45,11 @@ class FunctionSpec:
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("mastery-query", routes=("POST /mastery/query",), action=Action.READ),
     *(FunctionSpec(f"on-{c}", component=c) for c in Component),
+    FunctionSpec("prediction", routes=("POST /predictions/next-week",), action=Action.READ),
+    FunctionSpec("recommendations", routes=("POST /recommendations/adaptive",), action=Action.READ),
+    FunctionSpec(
+        "mastery-history", routes=("POST /analytics/mastery-history",), action=Action.READ
+    ),
 )
 
 

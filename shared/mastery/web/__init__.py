@@ -3,8 +3,11 @@
 from mastery.web.app import Context, FunctionApp, json_response, read_body
 from mastery.web.auth import Authenticator, Principal, Role, authorize_student
 from mastery.web.events import event_handler, record_from_http
+from mastery.web.history import mastery_history_report
+from mastery.web.prediction import predict_next_week
 from mastery.web.problems import PROBLEM_JSON, Problem
 from mastery.web.query import query_mastery
+from mastery.web.recommendations import recommend_adaptive
 
 __all__ = [
     "PROBLEM_JSON",
@@ -17,7 +20,10 @@ __all__ = [
     "authorize_student",
     "event_handler",
     "json_response",
+    "mastery_history_report",
+    "predict_next_week",
     "query_mastery",
     "read_body",
+    "recommend_adaptive",
     "record_from_http",
 ]
