@@ -39,8 +39,17 @@ _json = st.recursive(
     max_leaves=12,
 )
 _ids = st.sampled_from(["s1", "t-1", "", "a" * 65, "x:y", "{t}", "ü", "s 1"]) | st.text(max_size=70)
+_history_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "days": st.integers(-(2**63), 2**63 - 1) | st.sampled_from([7, 90, 30.5, "30", None]),
+        "granularity": st.sampled_from(["day", "week", "month", "hour", "", 1]),
+        "format": st.sampled_from(["json", "csv", "ndjson", "xml", None]),
+    },
+)
 _bodies = (
     st.builds(lambda sid: orjson.dumps({"student_id": sid}), _ids)
+    | st.builds(lambda sid, opts: orjson.dumps({"student_id": sid, **opts}), _ids, _history_options)
     | _json.map(orjson.dumps)
     | st.binary(max_size=300)
 )
@@ -117,7 +126,8 @@ async def apps(function_env: None) -> AsyncIterator[dict[str, httpx.AsyncClient]
     await close_resources()
 
 
-_PATHS = st.sampled_from(["/", "/nope", "/mastery/query", "/mastery/query/"])
+_ROUTE_PATHS = sorted({r.split(" ", 1)[1] for spec in FUNCTIONS for r in spec.routes})
+_PATHS = st.sampled_from(["/", "/nope", *_ROUTE_PATHS, "/mastery/query/"])
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda s: s.name)

@@ -84,6 +84,7 @@ def test_the_order_of_the_days_does_not_matter(days: list[DaySnapshot], rnd: ran
 )
 def test_a_perfect_line_is_extrapolated_exactly(slope: float, start: float, n: int) -> None:
     assume(0 <= start - slope * (n - 1) <= 1)  # scores are in [0, 1]
+    assume(abs(abs(slope) - 0.005) > 1e-6)  # float error decides right at the threshold
     days = _line(dict.fromkeys(Component, slope), start, range(n))
     full = replace(DEFAULT_FORECAST, damping=1.0)
     p = predict(days, TODAY, forecast=full)
