@@ -89,4 +89,6 @@ def trend_of(slope_per_day: float, stable: float = STABLE_SLOPE) -> Trend:
 
 def day_mastery(snapshot: DaySnapshot, model: ScoringModel = DEFAULT_MODEL) -> float:
     """Mastery at the end of that day, by the model's weights (unobserved scores 0)."""
-    return model.mastery({c: s for c, s in snapshot.scores.items() if s is not None})
+    # model.mastery() over the observed scores, without building a dict (history's hot loop).
+    weights = model.weights
+    return sum(weights[c] * s for c, s in snapshot.scores.items() if s is not None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date
 from enum import StrEnum
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,8 +58,13 @@ class StudentDays:
 
     version: int
     classes: frozenset[str]
-    days: list[DaySnapshot]
+    packed_days: bytes
     cached_prediction: bytes | None = None
+
+    @property
+    def days(self) -> list[DaySnapshot]:
+        """The snapshots, oldest first (unpacked on use: a cache hit never needs them)."""
+        return _parse_days(self.packed_days)
 
 
 class RedisStore:
@@ -166,7 +171,7 @@ class RedisStore:
         return StudentDays(
             version=int(version),
             classes=frozenset(names.split(",")) if names else frozenset(),
-            days=_parse_days(_bytes(blob)),
+            packed_days=_bytes(blob),
             cached_prediction=(_bytes(cached[0]) or None) if cached else None,
         )
 
@@ -283,14 +288,13 @@ def _parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
 
 
 def _parse_days(blob: bytes) -> list[DaySnapshot]:
-    origin = DECAY_ORIGIN.date()
+    origin = DECAY_ORIGIN.date().toordinal()
     return [
         DaySnapshot(
-            day=origin + timedelta(days=day),
-            scores={
-                c: None if v == _UNOBSERVED else v / 10000
-                for c, v in zip(_COMPONENTS, vs, strict=True)
-            },
+            day=date.fromordinal(origin + day),
+            scores=dict(
+                zip(_COMPONENTS, [None if v == _UNOBSERVED else v / 10000 for v in vs], strict=True)
+            ),
         )
         for day, *vs in keys.DAY_RECORD.iter_unpack(blob)
     ]
