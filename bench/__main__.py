@@ -1,6 +1,6 @@
-"""``python -m bench [query|consumer|latency|memory ...]``: run benchmarks, print the table.
+"""``python -m bench [query|consumer|latency|memory|backtest ...]``: run benchmarks, print a table.
 
-With no names, runs all four. The markdown table goes to stdout and to
+With no names, runs all five. The markdown table goes to stdout and to
 ``bench/results/latest.md``; progress goes to stderr.
 """
 
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import cohort, consumer, latency, memory, query
+from bench import backtest, cohort, consumer, latency, memory, query
 from bench._harness import ROOT, Row, Stack, machine_cpu_seconds, progress
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "latency": latency.run,
     "memory": memory.run,
     "cohort": cohort.run,
+    "backtest": backtest.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 

@@ -50,6 +50,11 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("gdpr-erase", routes=("POST /gdpr/erase",), action=Action.ERASE),
     FunctionSpec("audit-log", routes=("POST /audit/recent",), action=Action.AUDIT),
     *(FunctionSpec(f"on-{c}", component=c) for c in Component),
+    FunctionSpec("prediction", routes=("POST /predictions/next-week",), action=Action.READ),
+    FunctionSpec("recommendations", routes=("POST /recommendations/adaptive",), action=Action.READ),
+    FunctionSpec(
+        "mastery-history", routes=("POST /analytics/mastery-history",), action=Action.READ
+    ),
 )
 
 

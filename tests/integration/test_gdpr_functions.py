@@ -91,6 +91,11 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     await _ingest(settings, events + _history(tenant, "s2"))
     admin = token("a", "admin", tenant)
     erase, export = client("gdpr-erase"), client("gdpr-export")
+    predicted = await client("prediction").post(
+        "/predictions/next-week", json={"student_id": "s1"}, headers=admin
+    )
+    assert predicted.status_code == 200
+    assert await redis.exists(keys.prediction(tenant, "s1"))  # a cached prediction, too
 
     for who in (token("s1", "student", tenant), token("t", "teacher", tenant, classes=["c1"])):
         assert (

@@ -51,9 +51,18 @@ _audit_queries = st.fixed_dictionaries(
         | st.integers(-(2**63), 2**63 - 1),
     },
 )
+_history_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "days": st.integers(-(2**63), 2**63 - 1) | st.sampled_from([7, 90, 30.5, "30", None]),
+        "granularity": st.sampled_from(["day", "week", "month", "hour", "", 1]),
+        "format": st.sampled_from(["json", "csv", "ndjson", "xml", None]),
+    },
+)
 _bodies = (
     st.builds(lambda sid: orjson.dumps({"student_id": sid}), _ids)
     | _audit_queries.map(orjson.dumps)
+    | st.builds(lambda sid, opts: orjson.dumps({"student_id": sid, **opts}), _ids, _history_options)
     | _json.map(orjson.dumps)
     | st.binary(max_size=300)
 )

@@ -7,6 +7,15 @@ from mastery.store.repository import (
     Outcome,
     RedisStore,
     Rejection,
+    StudentDays,
 )
 
-__all__ = ["UNKNOWN_TENANT", "Applied", "AuditEntry", "Outcome", "RedisStore", "Rejection"]
+__all__ = [
+    "UNKNOWN_TENANT",
+    "Applied",
+    "AuditEntry",
+    "Outcome",
+    "RedisStore",
+    "Rejection",
+    "StudentDays",
+]

@@ -3,6 +3,8 @@
     m:{<tenant>:<student>}:state        hash: decayed sums per component/area, version, classes
     m:{<tenant>:<student>}:days         string: packed per-day snapshots (see DAY_RECORD)
     m:{<tenant>:<student>}:seen:<n>     set of 64-bit event-id hashes, 30-day bucket n
+    m:{<tenant>:<student>}:prediction   string: cached prediction (JSON with the state version
+                                        and day it was made for), TTL 1 hour
     m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
     m:{<tenant>}:rl:<role>:<subject>    string: the caller's GCRA arrival time (rate limits)
     m:{<tenant>}:erased                 zset: erased student -> erasure time (ms), tombstones
@@ -37,6 +39,7 @@ __all__ = [
     "days",
     "erased",
     "event_hash",
+    "prediction",
     "rate_limit",
     "seen",
     "seen_bucket",
@@ -67,6 +70,10 @@ def days(tenant: str, student: str) -> str:
     return f"m:{{{tenant}:{student}}}:days"
 
 
+def prediction(tenant: str, student: str) -> str:
+    return f"m:{{{tenant}:{student}}}:prediction"
+
+
 def seen(tenant: str, student: str, bucket: int) -> str:
     return f"m:{{{tenant}:{student}}}:seen:{bucket}"
 
@@ -78,6 +85,7 @@ def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[st
     return [
         state(tenant, student),
         days(tenant, student),
+        prediction(tenant, student),
         *(seen(tenant, student, b) for b in range(oldest, newest + 1)),
     ]
 

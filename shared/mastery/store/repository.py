@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date
 from enum import StrEnum
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, ScoringModel
 
-__all__ = ["Applied", "AuditEntry", "Outcome", "RedisStore", "Rejection"]
+__all__ = ["Applied", "AuditEntry", "Outcome", "RedisStore", "Rejection", "StudentDays"]
 
 T = TypeVar("T")
 
@@ -81,6 +81,25 @@ class Applied:
 
 AuditEntry = tuple[str, dict[str, str]]
 """An event-audit stream entry: its id and fields (``outcome``, ``event``, ``reason``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StudentDays:
+    """What answers built on the day snapshots need, read at one instant.
+
+    ``classes`` decide who may see them; ``cached_prediction`` is the raw cache entry,
+    if one was asked for and exists (its validity is the caller's to judge).
+    """
+
+    version: int
+    classes: frozenset[str]
+    packed_days: bytes
+    cached_prediction: bytes | None = None
+
+    @property
+    def days(self) -> list[DaySnapshot]:
+        """The snapshots, oldest first (unpacked on use: a cache hit never needs them)."""
+        return _parse_days(self.packed_days)
 
 
 class RedisStore:
@@ -238,6 +257,40 @@ class RedisStore:
             return 0
         return int(await self.io(self._redis.xdel(keys.audit(tenant), *entry_ids)))
 
+    async def days_of(
+        self, tenant: str, student: str, *, with_prediction: bool = False
+    ) -> StudentDays | None:
+        """Version, classes and day snapshots (and the cached prediction), one round trip.
+
+        MULTI/EXEC, so no event is applied between reading the version and the days: a
+        prediction made from them belongs to exactly that version. ``None`` when nothing
+        is held for the student.
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.state(tenant, student), ["version", "classes"])
+            pipe.get(keys.days(tenant, student))
+            if with_prediction:
+                pipe.get(keys.prediction(tenant, student))
+            replies = await self.io(pipe.execute())
+        (version, classes), blob, *cached = replies
+        if version is None:
+            return None
+        names = _bytes(classes).decode()
+        return StudentDays(
+            version=int(version),
+            classes=frozenset(names.split(",")) if names else frozenset(),
+            packed_days=_bytes(blob),
+            cached_prediction=(_bytes(cached[0]) or None) if cached else None,
+        )
+
+    async def cache_prediction(self, tenant: str, student: str, entry: bytes, ttl_s: int) -> None:
+        """Store a prediction entry for ``ttl_s`` seconds, replacing any older one.
+
+        A plain SET: two requests racing for different versions can leave the older
+        one, which the next reader sees as stale (its version differs) and recomputes.
+        """
+        await self.io(self._redis.set(keys.prediction(tenant, student), entry, ex=ttl_s))
+
     async def ping(self) -> None:
         await self.io(self._redis.ping())
 
@@ -363,14 +416,13 @@ def _parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
 
 
 def _parse_days(blob: bytes) -> list[DaySnapshot]:
-    origin = DECAY_ORIGIN.date()
+    origin = DECAY_ORIGIN.date().toordinal()
     return [
         DaySnapshot(
-            day=origin + timedelta(days=day),
-            scores={
-                c: None if v == _UNOBSERVED else v / 10000
-                for c, v in zip(_COMPONENTS, vs, strict=True)
-            },
+            day=date.fromordinal(origin + day),
+            scores=dict(
+                zip(_COMPONENTS, [None if v == _UNOBSERVED else v / 10000 for v in vs], strict=True)
+            ),
         )
         for day, *vs in keys.DAY_RECORD.iter_unpack(blob)
     ]

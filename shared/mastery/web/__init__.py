@@ -6,8 +6,11 @@ from mastery.web.auth import Authenticator, Principal, Role, authorize_student
 from mastery.web.compare import compare_cohort
 from mastery.web.events import event_handler, record_from_http
 from mastery.web.gdpr import erase_student, export_student
+from mastery.web.history import mastery_history_report
+from mastery.web.prediction import predict_next_week
 from mastery.web.problems import PROBLEM_JSON, Problem
 from mastery.web.query import query_mastery
+from mastery.web.recommendations import recommend_adaptive
 
 __all__ = [
     "PROBLEM_JSON",
@@ -23,8 +26,11 @@ __all__ = [
     "event_handler",
     "export_student",
     "json_response",
+    "mastery_history_report",
+    "predict_next_week",
     "query_mastery",
     "read_body",
     "recent_audit",
+    "recommend_adaptive",
     "record_from_http",
 ]

@@ -5,14 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from mastery.domain import explain
-from mastery.events.models import EventId
-from mastery.policy import Action
-from mastery.web.app import json_response, read_body
-from mastery.web.auth import authorize_student, precheck
-from mastery.web.problems import Problem
+from mastery.web.app import json_response
+from mastery.web.student import StudentRequest, read_student_request, require_visible
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -24,21 +19,14 @@ if TYPE_CHECKING:
 __all__ = ["QueryRequest", "mastery_document", "query_mastery"]
 
 
-class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    student_id: EventId
+class QueryRequest(StudentRequest):
+    """``{"student_id": "s1"}``."""
 
 
 async def query_mastery(request: Request, ctx: Context) -> Response:
-    principal = await ctx.principal(request)
-    body = await read_body(request, QueryRequest, ctx.resources.settings.max_body_bytes)
-    ctx.students.append(body.student_id)
-    precheck(principal, Action.READ, body.student_id)
-    state = await ctx.resources.store.load(principal.tenant, body.student_id)
-    if state is None:
-        raise Problem(404, "no mastery data for this student")
-    authorize_student(principal, body.student_id, state.classes)
+    principal, body = await read_student_request(request, ctx, QueryRequest)
+    found = await ctx.resources.store.load(principal.tenant, body.student_id)
+    state = require_visible(principal, body.student_id, found)
     report = explain(state, ctx.resources.model)
     return json_response(mastery_document(body.student_id, principal.tenant, state, report))
 

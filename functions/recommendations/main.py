@@ -1,0 +1,16 @@
+"""recommendations: ``POST /recommendations/adaptive``, what to study first."""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mastery.web import FunctionApp, recommend_adaptive
+
+app = FunctionApp("recommendations", {"POST /recommendations/adaptive": recommend_adaptive})
+
+
+@functions_framework.aio.http
+async def handler(request: Request) -> Response:
+    return await app(request)

@@ -1,0 +1,111 @@
+"""``POST /analytics/mastery-history``: mastery per day, week or month, as JSON, CSV or NDJSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import Field
+from starlette.responses import Response
+
+from mastery.domain import Component, Granularity, mastery_history
+from mastery.web.app import json_response
+from mastery.web.student import StudentRequest, read_student_request, require_visible
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from mastery.domain import Bucket, History
+    from mastery.web.app import Context
+
+__all__ = ["HistoryRequest", "history_rows", "mastery_history_report"]
+
+CSV = "text/csv; charset=utf-8"
+NDJSON = "application/x-ndjson"
+_COLUMNS = ["student_id", "start", "end", "days", "mastery", *(c.value for c in Component)]
+
+
+class HistoryRequest(StudentRequest):
+    """``{"student_id", "days": 7-90, "granularity": "day"|"week"|"month", "format": ...}``."""
+
+    days: int = Field(30, ge=7, le=90)
+    granularity: Granularity = Granularity.DAY
+    format: Literal["json", "csv", "ndjson"] = "json"
+
+
+async def mastery_history_report(request: Request, ctx: Context) -> Response:
+    principal, body = await read_student_request(request, ctx, HistoryRequest)
+    found = await ctx.resources.store.days_of(principal.tenant, body.student_id)
+    days = require_visible(principal, body.student_id, found)
+    today = datetime.now(UTC).date()
+    h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
+    rows = history_rows(body.student_id, h)
+    if body.format == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, _COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+        return _attachment(out.getvalue().encode(), CSV, body.student_id, "csv")
+    if body.format == "ndjson":
+        lines = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+        return _attachment(lines, NDJSON, body.student_id, "ndjson")
+    summary = h.summary
+    return json_response(
+        {
+            "student_id": body.student_id,
+            "tenant": principal.tenant,
+            "from": h.start.isoformat(),
+            "to": h.end.isoformat(),
+            "granularity": h.granularity.value,
+            "series": [_bucket(b) for b in h.buckets],
+            "summary": {
+                "count": summary.count,
+                "min": summary.min,
+                "max": summary.max,
+                "mean": summary.mean,
+                "stdev": summary.stdev,
+                "first": summary.first,
+                "last": summary.last,
+                "change": summary.change,
+            }
+            if summary
+            else None,
+            "trend": h.trend.value,
+            "slope_per_day": h.slope_per_day,
+            "version": days.version,
+        }
+    )
+
+
+def history_rows(student_id: str, h: History) -> list[dict[str, Any]]:
+    """One flat row per bucket: what CSV and NDJSON carry (no summary: compute it from these)."""
+    return [
+        {
+            "student_id": student_id,
+            "start": b.start.isoformat(),
+            "end": b.end.isoformat(),
+            "days": b.days,
+            "mastery": b.mastery,
+            **{c.value: s for c, s in b.components.items()},
+        }
+        for b in h.buckets
+    ]
+
+
+def _bucket(b: Bucket) -> dict[str, Any]:
+    return {
+        "start": b.start.isoformat(),
+        "end": b.end.isoformat(),
+        "days": b.days,
+        "mastery": b.mastery,
+        "components": {c.value: s for c, s in b.components.items()},
+    }
+
+
+def _attachment(body: bytes, media_type: str, student_id: str, ext: str) -> Response:
+    # Ids are validated ([A-Za-z0-9][A-Za-z0-9_.@-]*), so they are safe in the header.
+    disposition = f'attachment; filename="mastery-history-{student_id}.{ext}"'
+    return Response(body, 200, {"Content-Disposition": disposition}, media_type=media_type)

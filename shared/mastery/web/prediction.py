@@ -1,0 +1,90 @@
+"""``POST /predictions/next-week``: predicted mastery in 7 days, cached per state version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mastery.domain import predict
+from mastery.web.app import json_response
+from mastery.web.student import StudentRequest, read_student_request, require_visible
+
+if TYPE_CHECKING:
+    from datetime import date
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from mastery.domain import Prediction, ScoringModel
+    from mastery.web.app import Context
+
+__all__ = ["CACHE_TTL_S", "predict_next_week", "prediction_document"]
+
+CACHE_TTL_S = 3600
+
+
+async def predict_next_week(request: Request, ctx: Context) -> Response:
+    principal, body = await read_student_request(request, ctx, StudentRequest)
+    tenant, student = principal.tenant, body.student_id
+    store = ctx.resources.store
+    found = await store.days_of(tenant, student, with_prediction=True)
+    days = require_visible(principal, student, found)
+    today = datetime.now(UTC).date()
+    doc = _from_cache(days.cached_prediction, days.version, today)
+    cached = doc is not None
+    if doc is None:
+        made = predict(days.days, today, ctx.resources.model)
+        doc = prediction_document(student, tenant, days.version, made, ctx.resources.model)
+        entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
+        await store.cache_prediction(tenant, student, orjson.dumps(entry), CACHE_TTL_S)
+    return json_response({**doc, "cached": cached})
+
+
+def _from_cache(entry: bytes | None, version: int, today: date) -> dict[str, Any] | None:
+    """The cached document if it was made from this state version today, else ``None``.
+
+    The day matters too: the same history predicts from a different "today" tomorrow.
+    An entry that does not parse is a miss, and gets overwritten.
+    """
+    if entry is None:
+        return None
+    try:
+        parsed = orjson.loads(entry)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        isinstance(parsed, dict)
+        and parsed.get("version") == version
+        and parsed.get("day") == today.isoformat()
+        and isinstance(parsed.get("doc"), dict)
+    ):
+        doc: dict[str, Any] = parsed["doc"]
+        return doc
+    return None
+
+
+def prediction_document(
+    student_id: str, tenant: str, version: int, p: Prediction, model: ScoringModel
+) -> dict[str, Any]:
+    """The response body, less ``cached``."""
+    return {
+        "student_id": student_id,
+        "tenant": tenant,
+        "current_mastery": p.current,
+        "predicted_mastery": p.predicted,
+        "predicted_level": model.level(p.predicted).value,
+        "predicted_for": p.horizon.isoformat(),
+        "trend": p.trend.value,
+        "slope_per_day": p.slope_per_day,
+        "confidence": p.confidence,
+        "intervention_needed": p.intervention_needed,
+        "intervention_reason": p.intervention_reason,
+        "history": {
+            "from": p.history_from.isoformat() if p.history_from else None,
+            "to": p.history_to.isoformat() if p.history_to else None,
+            "days_with_data": p.days_with_data,
+        },
+        "version": version,
+    }

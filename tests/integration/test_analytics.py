@@ -1,0 +1,235 @@
+"""prediction, recommendations and mastery-history over HTTP, against real Redis and Tansu."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import httpx
+import jwt
+import orjson
+import pytest
+from functions_framework.aio import create_asgi_app
+
+from mastery.bootstrap import build, close_resources
+from mastery.domain import Component
+from mastery.store import keys
+from tests.conftest import JWT_SECRET
+from tests.helpers import event_data, record
+from tests.integration.conftest import FUNCTIONS_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from redis.asyncio import Redis
+
+    from mastery.bootstrap import Resources
+    from mastery.settings import Settings
+
+PREDICT, RECOMMEND, HISTORY = (
+    "/predictions/next-week",
+    "/recommendations/adaptive",
+    "/analytics/mastery-history",
+)
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    opened: list[httpx.AsyncClient] = []
+
+    def open_(name: str) -> httpx.AsyncClient:
+        source = FUNCTIONS_DIR / name.replace("-", "_") / "main.py"
+        app = create_asgi_app(target="handler", source=str(source))
+        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
+        opened.append(c)
+        return c
+
+    yield open_
+    for c in opened:
+        await c.aclose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _close_process_resources() -> AsyncIterator[None]:
+    yield
+    await close_resources()
+
+
+@pytest.fixture
+async def res(settings: Settings) -> AsyncIterator[Resources]:
+    resources = build(settings, source="test")
+    yield resources
+    await resources.aclose()
+
+
+def _auth(tenant: str, sub: str = "a1", role: str = "admin") -> dict[str, str]:
+    claims = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300}
+    return {"authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+
+
+async def _events(
+    res: Resources, tenant: str, student: str, scores: dict[Component, float], days_ago: int = 0
+) -> None:
+    at = NOW - timedelta(days=days_ago, minutes=1)
+    await res.ingestor.ingest(
+        [record(c, event_data(tenant, student, s, at=at, class_id="c1")) for c, s in scores.items()]
+    )
+
+
+async def _declining(res: Resources, tenant: str, student: str) -> None:
+    """Three weeks of daily events, a little worse each day (one snapshot a day, oldest first)."""
+    for back in range(20, -1, -1):
+        score = 0.2 + 0.03 * back
+        await _events(res, tenant, student, dict.fromkeys(Component, score), days_ago=back)
+
+
+async def test_prediction_is_cached_until_a_new_event(
+    client: Callable[[str], httpx.AsyncClient], res: Resources, redis: Redis, tenant: str
+) -> None:
+    await _declining(res, tenant, "s1")
+    fn = client("prediction")
+    first = await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))
+    assert first.status_code == 200, first.text
+    doc = first.json()
+    assert doc["cached"] is False
+    assert doc["trend"] == "declining"
+    assert doc["history"]["days_with_data"] == 21
+    assert doc["history"]["to"] == NOW.date().isoformat()
+    assert doc["predicted_for"] == (NOW.date() + timedelta(days=7)).isoformat()
+    assert doc["intervention_needed"] is True
+    assert "falling" in doc["intervention_reason"]
+    assert doc["version"] == 21 * 4
+    ttl = await redis.ttl(keys.prediction(tenant, "s1"))
+    assert 3500 < ttl <= 3600
+
+    second = await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))
+    assert second.json() == {**doc, "cached": True}
+
+    await _events(res, tenant, "s1", {Component.QUIZ: 1.0})
+    third = (await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))).json()
+    assert third["cached"] is False
+    assert third["version"] == doc["version"] + 1
+    assert third["current_mastery"] > doc["current_mastery"]
+    fourth = (await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))).json()
+    assert fourth == {**third, "cached": True}
+
+
+async def test_a_corrupt_cache_entry_is_a_miss(
+    client: Callable[[str], httpx.AsyncClient], res: Resources, redis: Redis, tenant: str
+) -> None:
+    await _events(res, tenant, "s1", {Component.QUIZ: 0.5})
+    await redis.set(keys.prediction(tenant, "s1"), b"{not json", ex=60)
+    fn = client("prediction")
+    resp = await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))
+    assert resp.status_code == 200
+    assert resp.json()["cached"] is False
+    again = await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))
+    assert again.json()["cached"] is True
+
+
+async def test_recommendations_rank_the_gaps(
+    client: Callable[[str], httpx.AsyncClient], res: Resources, tenant: str
+) -> None:
+    await _events(res, tenant, "s1", {Component.COMPLETION: 0.5, Component.QUIZ: 0.9})
+    await res.ingestor.ingest(
+        [record(Component.QUALITY, event_data(tenant, "s1", 0.3, area="code_quality"))]
+    )
+    fn = client("recommendations")
+    resp = await fn.post(RECOMMEND, json={"student_id": "s1"}, headers=_auth(tenant))
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    got = [(r["component"], r["area"], r["action"], r["priority"]) for r in doc["recommendations"]]
+    assert got == [
+        ("completion", None, "practice", "high"),  # 0.4 * 0.2 = 0.08
+        ("quality", None, "refactor", "high"),  # 0.2 * 0.4 = 0.08
+        ("quality", "code_quality", "refactor", "high"),
+        ("consistency", None, "schedule", "high"),  # never observed: 0.1 * 0.7
+    ]
+    assert doc["recommendations"][3]["observed"] is False
+    assert all(r["estimated_minutes"] > 0 and r["reason"] for r in doc["recommendations"])
+
+    await _events(res, tenant, "s2", dict.fromkeys(Component, 0.95))
+    done = (await fn.post(RECOMMEND, json={"student_id": "s2"}, headers=_auth(tenant))).json()
+    assert done["recommendations"] == []
+    assert "nothing below 0.70" in done["message"]
+
+
+async def test_history_in_every_format(
+    client: Callable[[str], httpx.AsyncClient], res: Resources, tenant: str
+) -> None:
+    for back, score in ((40, 0.2), (10, 0.4), (3, 0.6), (0, 0.8)):
+        await _events(res, tenant, "s1", dict.fromkeys(Component, score), days_ago=back)
+    fn = client("mastery-history")
+    body = {"student_id": "s1", "days": 30}
+    as_json = await fn.post(HISTORY, json=body, headers=_auth(tenant))
+    assert as_json.status_code == 200, as_json.text
+    doc = as_json.json()
+    assert (doc["granularity"], doc["to"]) == ("day", NOW.date().isoformat())
+    assert [b["days"] for b in doc["series"]] == [1, 1, 1]  # day -40 is outside 30 days
+    masteries = [b["mastery"] for b in doc["series"]]
+    assert masteries == sorted(masteries)
+    assert doc["summary"]["count"] == 3
+    assert doc["summary"]["first"] == masteries[0]
+    assert doc["summary"]["change"] == pytest.approx(masteries[-1] - masteries[0], abs=1e-4)
+    assert doc["trend"] == "improving"
+    assert doc["series"][0]["components"]["quiz"] is not None
+
+    as_csv = await fn.post(HISTORY, json={**body, "format": "csv"}, headers=_auth(tenant))
+    assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert "attachment" in as_csv.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [float(r["mastery"]) for r in rows] == masteries
+    assert set(rows[0]) == {"student_id", "start", "end", "days", "mastery", *map(str, Component)}
+
+    as_ndjson = await fn.post(HISTORY, json={**body, "format": "ndjson"}, headers=_auth(tenant))
+    assert as_ndjson.headers["content-type"] == "application/x-ndjson"
+    lines = [orjson.loads(line) for line in as_ndjson.text.splitlines()]
+    assert [line["mastery"] for line in lines] == masteries
+    assert all(line["student_id"] == "s1" for line in lines)
+
+    monthly = await fn.post(
+        HISTORY, json={**body, "days": 90, "granularity": "month"}, headers=_auth(tenant)
+    )
+    assert sum(b["days"] for b in monthly.json()["series"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"days": 6}, "days"),
+        ({"days": 91}, "days"),
+        ({"days": "many"}, "days"),
+        ({"granularity": "hour"}, "granularity"),
+        ({"format": "xml"}, "format"),
+        ({"since": "2026-01-01"}, "since"),
+    ],
+)
+async def test_history_names_the_bad_field(
+    client: Callable[[str], httpx.AsyncClient], tenant: str, body: dict[str, object], field: str
+) -> None:
+    fn = client("mastery-history")
+    resp = await fn.post(HISTORY, json={"student_id": "s1", **body}, headers=_auth(tenant))
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in resp.json()["errors"]] == [field]
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [("prediction", PREDICT), ("recommendations", RECOMMEND), ("mastery-history", HISTORY)],
+)
+async def test_unknown_student_is_404_and_bad_bodies_are_422(
+    client: Callable[[str], httpx.AsyncClient], tenant: str, name: str, path: str
+) -> None:
+    fn = client(name)
+    missing = await fn.post(path, json={"student_id": "nobody"}, headers=_auth(tenant))
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    extra = await fn.post(path, json={"student_id": "s1", "x": 1}, headers=_auth(tenant))
+    assert extra.status_code == 422
+    assert "x" in extra.json()["detail"]
+    assert (await fn.post(path, json={"student_id": "s1"})).status_code == 401
