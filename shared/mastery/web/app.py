@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from mastery.bootstrap import Resources
     from mastery.web.auth import Principal
 
-__all__ = ["Context", "FunctionApp", "json_response", "read_body", "read_limited"]
+__all__ = [
+    "Context",
+    "FunctionApp",
+    "json_response",
+    "read_body",
+    "read_json",
+    "read_limited",
+    "validate",
+]
 
 M = TypeVar("M", bound=BaseModel)
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -216,17 +224,26 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
-    """Parse and validate a JSON body: 413 too large, 415 not JSON, 400 malformed, 422 invalid."""
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """A JSON body: 413 too large, 415 not JSON, 400 malformed."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, "send the body as application/json")
     body = await read_limited(request, max_bytes)
     try:
-        raw = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise Problem(400, "body is not valid JSON") from None
+
+
+def validate(model: type[M], raw: Any) -> M:
+    """``raw`` as ``model``; 422 naming every field that does not validate."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise from_validation(exc) from None
+
+
+async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
+    """Parse and validate a JSON body: 413 too large, 415 not JSON, 400 malformed, 422 invalid."""
+    return validate(model, await read_json(request, max_bytes))

@@ -8,33 +8,26 @@ comparison costs one Redis call whatever the school's size. Cohorts smaller than
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 
 from mastery.domain.cohort import compare
 from mastery.events.models import EventId
-from mastery.policy import Action, Role
-from mastery.web.app import json_response, read_body
-from mastery.web.auth import authorize_student, precheck
+from mastery.policy import Role
 from mastery.web.problems import Problem
+from mastery.web.student import StudentRequest, require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Set
 
-    from starlette.requests import Request
-    from starlette.responses import Response
-
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["CompareRequest", "compare_cohort"]
+__all__ = ["CompareRequest", "compare_cohort", "comparison_of"]
 
 
-class CompareRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    student_id: EventId
+class CompareRequest(StudentRequest):
     scope: Literal["class", "school"] = "school"
     class_id: EventId | None = None
     """For ``scope: class``: one of the student's classes (default: the first the caller
@@ -47,18 +40,13 @@ class CompareRequest(BaseModel):
         return self
 
 
-async def compare_cohort(request: Request, ctx: Context) -> Response:
-    principal = await ctx.principal(request)
-    res = ctx.resources
-    body = await read_body(request, CompareRequest, res.settings.max_body_bytes)
-    ctx.students.append(body.student_id)
-    precheck(principal, Action.READ, body.student_id)
+async def comparison_of(ctx: Context, principal: Principal, body: CompareRequest) -> dict[str, Any]:
+    """The student next to their cohort's statistics."""
     if principal.role is Role.TEACHER and body.class_id not in (None, *principal.classes):
         raise Problem(403, "a teacher may compare within their own classes only")
-    state = await res.store.load(principal.tenant, body.student_id)
-    if state is None:
-        raise Problem(404, "no mastery data for this student")
-    authorize_student(principal, body.student_id, state.classes)
+    res = ctx.resources
+    found = await res.store.load(principal.tenant, body.student_id)
+    state = require_visible(principal, body.student_id, found)
 
     class_id = _class_of(principal, body, state.classes) if body.scope == "class" else None
     size, figures = await res.store.compare(
@@ -85,7 +73,10 @@ async def compare_cohort(request: Request, ctx: Context) -> Response:
             m: {"mean": c.mean, "median": c.median, "percentile": c.percentile}
             for m, c in result.metrics.items()
         }
-    return json_response(doc)
+    return doc
+
+
+compare_cohort = student_endpoint(CompareRequest, comparison_of)
 
 
 def _class_of(principal: Principal, body: CompareRequest, student_classes: Set[str]) -> str:

@@ -8,25 +8,22 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mastery.domain import predict
-from mastery.web.app import json_response
-from mastery.web.student import StudentRequest, read_student_request, require_visible
+from mastery.web.student import StudentRequest, require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from datetime import date
 
-    from starlette.requests import Request
-    from starlette.responses import Response
-
     from mastery.domain import Prediction, ScoringModel
     from mastery.web.app import Context
+    from mastery.web.auth import Principal
 
-__all__ = ["CACHE_TTL_S", "predict_next_week", "prediction_document"]
+__all__ = ["CACHE_TTL_S", "predict_next_week", "prediction_document", "prediction_of"]
 
 CACHE_TTL_S = 3600
 
 
-async def predict_next_week(request: Request, ctx: Context) -> Response:
-    principal, body = await read_student_request(request, ctx, StudentRequest)
+async def prediction_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
+    """The 7-day prediction, from the cache when it was made from this state (``prediction``)."""
     tenant, student = principal.tenant, body.student_id
     store = ctx.resources.store
     found = await store.days_of(tenant, student, with_prediction=True)
@@ -39,7 +36,10 @@ async def predict_next_week(request: Request, ctx: Context) -> Response:
         doc = prediction_document(student, tenant, days.version, made, ctx.resources.model)
         entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
         await store.cache_prediction(tenant, student, orjson.dumps(entry), CACHE_TTL_S)
-    return json_response({**doc, "cached": cached})
+    return {**doc, "cached": cached}
+
+
+predict_next_week = student_endpoint(StudentRequest, prediction_of)
 
 
 def _from_cache(entry: bytes | None, version: int, today: date) -> dict[str, Any] | None:

@@ -45,7 +45,8 @@ class Problem(MasteryError):
         self.headers = headers or {}
         self.extensions = extensions
 
-    def response(self, correlation_id: str | None = None) -> Response:
+    def document(self, correlation_id: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 body."""
         body: dict[str, Any] = {
             "type": "about:blank",
             "title": _TITLES.get(self.status, "Error"),
@@ -55,9 +56,17 @@ class Problem(MasteryError):
         }
         if correlation_id:
             body["correlation_id"] = correlation_id
+        return body
+
+    def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.status == 401:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="mastery"')
+        return headers
+
+    def response(self, correlation_id: str | None = None) -> Response:
+        body = self.document(correlation_id)
+        headers = self.response_headers()
         return Response(orjson.dumps(body), self.status, headers, media_type=PROBLEM_JSON)
 
 

@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mastery.domain import explain
-from mastery.web.app import json_response
-from mastery.web.student import StudentRequest, read_student_request, require_visible
+from mastery.web.student import StudentRequest, require_visible, student_endpoint
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
-    from starlette.responses import Response
-
     from mastery.domain import MasteryReport, StudentState
     from mastery.web.app import Context
+    from mastery.web.auth import Principal
 
-__all__ = ["QueryRequest", "mastery_document", "query_mastery"]
+__all__ = ["QueryRequest", "mastery_document", "mastery_of", "query_mastery"]
 
 
 class QueryRequest(StudentRequest):
     """``{"student_id": "s1"}``."""
 
 
-async def query_mastery(request: Request, ctx: Context) -> Response:
-    principal, body = await read_student_request(request, ctx, QueryRequest)
+async def mastery_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
+    """The student's explained score (intent ``calculation``)."""
     found = await ctx.resources.store.load(principal.tenant, body.student_id)
     state = require_visible(principal, body.student_id, found)
     report = explain(state, ctx.resources.model)
-    return json_response(mastery_document(body.student_id, principal.tenant, state, report))
+    return mastery_document(body.student_id, principal.tenant, state, report)
+
+
+query_mastery = student_endpoint(QueryRequest, mastery_of)
 
 
 def mastery_document(

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from mastery.events.models import EventId
 from mastery.policy import Action
-from mastery.web.app import read_body
+from mastery.web.app import json_response, read_body
 from mastery.web.auth import authorize_student, precheck
 from mastery.web.problems import Problem
 
 if TYPE_CHECKING:
-    from collections.abc import Set
+    from collections.abc import Awaitable, Callable, Set
 
     from starlette.requests import Request
+    from starlette.responses import Response
 
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["StudentRequest", "read_student_request", "require_visible"]
+__all__ = [
+    "StudentRequest",
+    "admit",
+    "read_student_request",
+    "require_visible",
+    "student_endpoint",
+]
 
 
 class StudentRequest(BaseModel):
@@ -40,18 +47,34 @@ R = TypeVar("R", bound=StudentRequest)
 D = TypeVar("D", bound=_Classed)
 
 
+def admit(ctx: Context, principal: Principal, body: StudentRequest, action: Action) -> None:
+    """Name the student to the access audit and refuse early (403) before any read."""
+    ctx.students.append(body.student_id)
+    precheck(principal, action, body.student_id)
+
+
 async def read_student_request(
     request: Request, ctx: Context, model: type[R], action: Action = Action.READ
 ) -> tuple[Principal, R]:
-    """Authenticate (401/429), parse the body (4xx) and refuse early (403) before any read.
-
-    The student is named to the access audit as soon as the body is known.
-    """
+    """Authenticate (401/429), parse the body (4xx) and refuse early (403) before any read."""
     principal = await ctx.principal(request)
     body = await read_body(request, model, ctx.resources.settings.max_body_bytes)
-    ctx.students.append(body.student_id)
-    precheck(principal, action, body.student_id)
+    admit(ctx, principal, body, action)
     return principal, body
+
+
+def student_endpoint(
+    model: type[R],
+    operation: Callable[[Context, Principal, R], Awaitable[dict[str, Any]]],
+    action: Action = Action.READ,
+) -> Callable[[Request, Context], Awaitable[Response]]:
+    """The HTTP handler of a per-student operation: admit the request, answer its document."""
+
+    async def handle(request: Request, ctx: Context) -> Response:
+        principal, body = await read_student_request(request, ctx, model, action)
+        return json_response(await operation(ctx, principal, body))
+
+    return handle
 
 
 def require_visible(
