@@ -11,6 +11,8 @@
                                         or "c:<class>", metric "mastery" or a component
     m:{<tenant>}:cohort:<scope>:sum     hash: metric -> sum of that zset's scores
     m:{<tenant>}:cohort:classes         hash: student -> their classes (to leave the indexes)
+    m:{<tenant>}:batch:<id>             hash: a batch run's request, status and summary (24 h)
+    m:{<tenant>}:batch:<id>:results     hash: student -> that student's result (JSON), 24 h
 
 The tenant-wide keys are written by ``cohort.lua`` (it builds their names from
 ``tenant_prefix``); the functions here name the same keys for reads and tests.
@@ -30,6 +32,8 @@ __all__ = [
     "TENANT_SCOPE",
     "active",
     "audit",
+    "batch",
+    "batch_results",
     "class_scope",
     "cohort",
     "cohort_sum",
@@ -85,6 +89,14 @@ def tenant_prefix(tenant: str) -> str:
 
 def audit(tenant: str) -> str:
     return f"m:{{{tenant}}}:audit"
+
+
+def batch(tenant: str, batch_id: str) -> str:
+    return f"m:{{{tenant}}}:batch:{batch_id}"
+
+
+def batch_results(tenant: str, batch_id: str) -> str:
+    return f"m:{{{tenant}}}:batch:{batch_id}:results"
 
 
 def erased(tenant: str) -> str:

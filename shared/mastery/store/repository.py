@@ -145,6 +145,16 @@ class RedisStore:
         raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
         return _parse_state(raw) if raw else None
 
+    async def load_many(self, tenant: str, students: Sequence[str]) -> list[StudentState | None]:
+        """Each student's state (``None``: nothing held), in order, in one round trip."""
+        if not students:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for student in students:
+                pipe.hgetall(keys.state(tenant, student))
+            raws = await self.io(pipe.execute())
+        return [_parse_state(raw) if raw else None for raw in raws]
+
     async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
         """Daily snapshots, oldest first, within the retention window."""
         blob = await self.io(self._redis.get(keys.days(tenant, student)))

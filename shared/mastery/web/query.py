@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from mastery.documents import mastery_document
 from mastery.domain import explain
 from mastery.events.models import EventId
 from mastery.policy import Action
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from mastery.domain import MasteryReport, StudentState
     from mastery.web.app import Context
 
 __all__ = ["QueryRequest", "mastery_document", "query_mastery"]
@@ -41,33 +40,3 @@ async def query_mastery(request: Request, ctx: Context) -> Response:
     authorize_student(principal, body.student_id, state.classes)
     report = explain(state, ctx.resources.model)
     return json_response(mastery_document(body.student_id, principal.tenant, state, report))
-
-
-def mastery_document(
-    student_id: str, tenant: str, state: StudentState, report: MasteryReport
-) -> dict[str, object]:
-    """The Contract's response body."""
-    updated = state.updated_at
-    return {
-        "student_id": student_id,
-        "tenant": tenant,
-        "mastery": report.mastery,
-        "level": report.level.value,
-        "components": {
-            c.value: {
-                "score": part.score,
-                "weight": part.weight,
-                "contribution": part.contribution,
-                "events": part.events,
-                "observed": part.observed,
-            }
-            for c, part in report.components.items()
-        },
-        "next_level": (
-            {"level": report.next_level.level.value, "gap": report.next_level.gap}
-            if report.next_level
-            else None
-        ),
-        "updated_at": datetime.fromtimestamp(updated, UTC).isoformat() if updated else None,
-        "version": state.version,
-    }
