@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping, Set
 
-__all__ = ["POLICY", "Action", "Role", "Scope", "allowed", "may_try"]
+__all__ = ["POLICY", "Action", "Role", "Scope", "allowed", "may_act", "may_try"]
 
 
 class Role(StrEnum):
@@ -28,6 +28,7 @@ class Action(StrEnum):
     READ = "read"  # mastery, predictions, recommendations, history, comparisons
     EXPORT = "export"  # everything held about a student (GDPR access)
     ERASE = "erase"  # delete everything held about a student (GDPR erasure)
+    BATCH = "batch"  # read many students' mastery in one request (reports, bulk runs)
 
 
 class Scope(StrEnum):
@@ -50,8 +51,17 @@ POLICY: Mapping[Action, Mapping[Role, Scope]] = MappingProxyType(
         Action.ERASE: MappingProxyType(
             {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
         ),
+        # Each student of a batch is checked like a single read; a student may not batch.
+        Action.BATCH: MappingProxyType(
+            {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.CLASSES, Role.ADMIN: Scope.TENANT}
+        ),
     }
 )
+
+
+def may_act(role: Role, action: Action) -> bool:
+    """Whether ``role`` may do ``action`` to anyone at all."""
+    return POLICY[action][role] is not Scope.NONE
 
 
 def may_try(role: Role, subject: str, action: Action, student_id: str) -> bool:

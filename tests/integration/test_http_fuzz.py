@@ -6,6 +6,7 @@ Hypothesis plays the part schemathesis would: arbitrary bodies, content types, t
 
 from __future__ import annotations
 
+import string
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,17 @@ _json = st.recursive(
     max_leaves=12,
 )
 _ids = st.sampled_from(["s1", "t-1", "", "a" * 65, "x:y", "{t}", "ü", "s 1"]) | st.text(max_size=70)
+_BATCH = st.fixed_dictionaries(
+    {"student_ids": st.lists(_ids, max_size=5) | _json},
+    optional={
+        "priority": st.sampled_from(["high", "normal", "low", "x"]) | _json,
+        "async": st.booleans() | _json,
+        "deadline_s": st.integers(-5, 100_000) | _json,
+    },
+).map(orjson.dumps)
 _bodies = (
     st.builds(lambda sid: orjson.dumps({"student_id": sid}), _ids)
+    | _BATCH
     | _json.map(orjson.dumps)
     | st.binary(max_size=300)
 )
@@ -117,7 +127,11 @@ async def apps(function_env: None) -> AsyncIterator[dict[str, httpx.AsyncClient]
     await close_resources()
 
 
-_PATHS = st.sampled_from(["/", "/nope", "/mastery/query", "/mastery/query/"])
+_PATHS = st.sampled_from(
+    ["/", "/nope", "/mastery/query", "/mastery/query/", "/batch/mastery", "/batch/mastery/"]
+) | st.text(string.ascii_letters + string.digits + "-._~%:@", max_size=40).map(
+    lambda t: f"/batch/mastery/{t}"
+)
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda s: s.name)

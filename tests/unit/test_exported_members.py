@@ -37,6 +37,8 @@ _EXPECTED: dict[str, set[str]] = {
         "Problem",
         "Role",
         "authorize_student",
+        "batch_event",
+        "batch_status",
         "compare_cohort",
         "erase_student",
         "event_handler",
@@ -45,6 +47,7 @@ _EXPECTED: dict[str, set[str]] = {
         "query_mastery",
         "read_body",
         "record_from_http",
+        "submit_batch",
     },
     "mastery.events.codec": {"AVRO", "JSON", "Record", "decode", "encode"},
 }
