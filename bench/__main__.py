@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import cohort, consumer, latency, memory, query
+from bench import batch, cohort, consumer, latency, memory, query
 from bench._harness import ROOT, Row, Stack, machine_cpu_seconds, progress
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "latency": latency.run,
     "memory": memory.run,
     "cohort": cohort.run,
+    "batch": batch.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 
