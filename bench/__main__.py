@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import backtest, cohort, consumer, latency, memory, query
+from bench import backtest, batch, cohort, consumer, latency, memory, query
 from bench._harness import ROOT, Row, Stack, machine_cpu_seconds, progress
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "memory": memory.run,
     "cohort": cohort.run,
     "backtest": backtest.run,
+    "batch": batch.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 

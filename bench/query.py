@@ -285,7 +285,12 @@ def _request(port: int, token: str, body: bytes) -> bytes:
 
 
 async def _serve(
-    stack: Stack, servers: list[Popen[bytes]], name: str, source: Path, cpus: set[int] | None
+    stack: Stack,
+    servers: list[Popen[bytes]],
+    name: str,
+    source: Path,
+    cpus: set[int] | None,
+    **extra_env: str,
 ) -> int:
     """Start a function and wait until it answers; returns its port."""
     port = free_port()
@@ -295,7 +300,7 @@ async def _serve(
     # The load cycles through 1,000 students far faster than 50 requests a minute each:
     # lift the per-caller limit so every request is served. The limit is still checked
     # (one GCRA call per request), so its cost is in the figures.
-    env = stack.env(PORT=str(port), MASTERY_RATE_LIMIT_STUDENT="100000000")
+    env = stack.env(PORT=str(port), MASTERY_RATE_LIMIT_STUDENT="100000000", **extra_env)
     proc = stack.spawn(name, argv, env=env, cpus=cpus)
     servers.append(proc)
     probe = "/ready" if name != "hello" else "/"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping, Set
 
-__all__ = ["POLICY", "TENANT_WIDE", "Action", "Role", "Scope", "allowed", "may_try"]
+__all__ = ["POLICY", "TENANT_WIDE", "Action", "Role", "Scope", "allowed", "may_act", "may_try"]
 
 
 class Role(StrEnum):
@@ -29,6 +29,7 @@ class Action(StrEnum):
     EXPORT = "export"  # everything held about a student (GDPR access)
     ERASE = "erase"  # delete everything held about a student (GDPR erasure)
     AUDIT = "audit"  # the tenant's audit trail: data accesses and event outcomes
+    BATCH = "batch"  # read many students' mastery in one request (reports, bulk runs)
 
 
 class Scope(StrEnum):
@@ -54,12 +55,21 @@ POLICY: Mapping[Action, Mapping[Role, Scope]] = MappingProxyType(
         Action.AUDIT: MappingProxyType(
             {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
         ),
+        # Each student of a batch is checked like a single read; a student may not batch.
+        Action.BATCH: MappingProxyType(
+            {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.CLASSES, Role.ADMIN: Scope.TENANT}
+        ),
     }
 )
 
 #: Actions on the tenant as a whole: they name no student to check, only a tenant scope
 #: reaches them (a student named in such a request only narrows what is shown).
 TENANT_WIDE: Set[Action] = frozenset({Action.AUDIT})
+
+
+def may_act(role: Role, action: Action) -> bool:
+    """Whether ``role`` may do ``action`` to anyone at all."""
+    return POLICY[action][role] is not Scope.NONE
 
 
 def may_try(role: Role, subject: str, action: Action, student_id: str | None) -> bool:

@@ -5,14 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mastery.domain import Component
+from mastery.domain.batch import Priority
 from mastery.policy import Action
 
-__all__ = ["FUNCTIONS", "FunctionSpec", "event_topic", "get"]
+__all__ = ["BATCH_TOPICS", "FUNCTIONS", "FunctionSpec", "event_topic", "get"]
 
 
 def event_topic(component: Component) -> str:
     """The Kafka topic that carries one component's learning events."""
     return f"mastery.{component}"
+
+
+#: The batch queues, highest priority first (``MASTERY_BATCH_TOPIC_PREFIX`` renames them).
+BATCH_TOPICS = tuple(f"mastery.batch.{p.value}" for p in Priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +31,19 @@ class FunctionSpec:
         action: for HTTP functions, what they do to the student named in the body, or
             to the whole tenant (``mastery.policy.TENANT_WIDE``); the role x function
             matrix test walks these.
+        consumes: for event handlers of other topics than a component's, those topics.
+        worker: a ``mastery`` command that consumes ``topics`` natively; the dev stack
+            runs it instead of one trigger per topic (it orders what triggers cannot).
+        students_field: the body field naming the student(s): a list when it ends in "s".
     """
 
     name: str
     routes: tuple[str, ...] = ()
     component: Component | None = None
     action: Action | None = None
+    consumes: tuple[str, ...] = ()
+    worker: str | None = None
+    students_field: str = "student_id"
 
     @property
     def directory(self) -> str:
@@ -41,6 +53,17 @@ class FunctionSpec:
     @property
     def topic(self) -> str | None:
         return event_topic(self.component) if self.component else None
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic that triggers it (KafkaSource, kafka-connector, local triggers)."""
+        return (event_topic(self.component),) if self.component else self.consumes
+
+    def consumer_group(self, topic: str) -> str:
+        """Its KafkaSource's group for ``topic``: one per source, never shared."""
+        if len(self.topics) == 1:
+            return f"mastery-{self.name}"
+        return f"mastery-{self.name}-{topic.rsplit('.', 1)[-1]}"
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
@@ -55,6 +78,13 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         "mastery-history", routes=("POST /analytics/mastery-history",), action=Action.READ
     ),
+    FunctionSpec(
+        "batch-mastery",
+        routes=("POST /batch/mastery", "GET /batch/mastery/{batch_id}"),
+        action=Action.BATCH,
+        students_field="student_ids",
+    ),
+    FunctionSpec("batch-worker", consumes=BATCH_TOPICS, worker="batch-worker"),
 )
 
 

@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     half_life_days: float = Field(14.0, gt=0, validation_alias="MASTERY_HALF_LIFE_DAYS")
     retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
     min_cohort: int = Field(5, ge=1, validation_alias="MASTERY_MIN_COHORT")
+    batch_topic_prefix: str = Field(
+        "mastery.batch",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        validation_alias="MASTERY_BATCH_TOPIC_PREFIX",
+    )
+    batch_group: str = Field("mastery-batch-worker", validation_alias="MASTERY_BATCH_GROUP")
+    batch_deadline_s: int = Field(
+        300, gt=0, le=86_400, validation_alias="MASTERY_BATCH_DEADLINE_SECONDS"
+    )
+    batch_chunk: int = Field(250, gt=0, le=1000, validation_alias="MASTERY_BATCH_CHUNK")
+    batch_ttl_s: int = Field(86_400, gt=0, validation_alias="MASTERY_BATCH_TTL_SECONDS")
 
     def jwt_secret_value(self) -> str | None:
         """The signing secret: ``MASTERY_JWT_SECRET``, else the mounted file (OpenFaaS secrets)."""

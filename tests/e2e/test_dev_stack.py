@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -62,10 +63,19 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _free_outside(taken: set[int]) -> int:
+    """A free port that is not one of ``taken`` (the range the functions will bind)."""
+    while (port := free_port()) in taken:
+        pass
+    taken.add(port)
+    return port
+
+
 class Stack:
     def __init__(self) -> None:
         self.port = _free_range(len(FUNCTIONS) + 1)
-        self.kafka = free_port()
+        taken = set(range(self.port, self.port + len(FUNCTIONS) + 1))
+        self.kafka = _free_outside(taken)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -73,7 +83,7 @@ class Stack:
         }
         env |= {
             "MASTERY_PORT": str(self.port),
-            "MASTERY_REDIS_PORT": str(free_port()),
+            "MASTERY_REDIS_PORT": str(_free_outside(taken)),
             "MASTERY_KAFKA_PORT": str(self.kafka),
         }
         self.proc = subprocess.Popen(
@@ -197,6 +207,45 @@ def test_gateway_answers_problems_for_unknown_paths(stack: Stack) -> None:
     assert resp.headers["content-type"] == "application/problem+json"
     resp = httpx.post(f"{stack.url}/mastery/query", json={"student_id": "s1"})
     assert resp.status_code == 401
+
+
+def test_mastery_batch_submits_follows_and_summarises(stack: Stack, tmp_path: Path) -> None:
+    """`mastery batch` through the gateway, the priority topic and the dev stack's worker."""
+    tenant = f"e2e-batch-{int(time.time())}"
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{stack.kafka}"})
+    students = [f"b{i}" for i in range(120)]
+    for i, student in enumerate(students):
+        r = record(
+            Component.QUIZ, event_data(tenant, student, (i % 10) / 10), event_id=f"{tenant}-{i}"
+        )
+        producer.produce("mastery.quiz", r.value, r.key, headers=list(r.headers.items()))
+    assert producer.flush(10) == 0
+    admin = _bearer("a1", "admin", tenant)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the last student's event is applied
+        body = {"student_id": students[-1]}
+        if httpx.post(f"{stack.url}/mastery/query", json=body, headers=admin).status_code == 200:
+            break
+        time.sleep(0.1)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# a comment\n" + "\n".join([*students, "nobody"]) + "\n")
+    out = tmp_path / "batch.json"
+    env = {**os.environ, "MASTERY_TOKEN": admin["authorization"].removeprefix("Bearer ")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mastery.cli", "batch", "--file", str(ids), "--priority", "high",
+         "--url", stack.url, "--every", "0.1", "--output", str(out)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith(": done")
+    assert lines[1] == "succeeded 120, failed 1 of 121"
+    assert "errors not_found 1" in lines
+    assert "students" in done.stderr  # the progress bar
+    doc = json.loads(out.read_text())
+    assert len(doc["results"]) == 121
+    assert doc["summary"]["count"] == 120
+    assert doc["priority"] == "high"
 
 
 def test_ctrl_c_stops_every_child(stack: Stack) -> None:

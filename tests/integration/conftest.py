@@ -90,5 +90,5 @@ def serve(
     async def endpoint(request: Request) -> Response:
         return await app(request)
 
-    asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
+    asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://fn")

@@ -6,6 +6,7 @@ Hypothesis plays the part schemathesis would: arbitrary bodies, content types, t
 
 from __future__ import annotations
 
+import string
 import time
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,14 @@ _json = st.recursive(
     max_leaves=12,
 )
 _ids = st.sampled_from(["s1", "t-1", "", "a" * 65, "x:y", "{t}", "ü", "s 1"]) | st.text(max_size=70)
+_BATCH = st.fixed_dictionaries(
+    {"student_ids": st.lists(_ids, max_size=5) | _json},
+    optional={
+        "priority": st.sampled_from(["high", "normal", "low", "x"]) | _json,
+        "async": st.booleans() | _json,
+        "deadline_s": st.integers(-5, 100_000) | _json,
+    },
+).map(orjson.dumps)
 _audit_queries = st.fixed_dictionaries(
     {},
     optional={
@@ -63,6 +72,7 @@ _bodies = (
     st.builds(lambda sid: orjson.dumps({"student_id": sid}), _ids)
     | _audit_queries.map(orjson.dumps)
     | st.builds(lambda sid, opts: orjson.dumps({"student_id": sid, **opts}), _ids, _history_options)
+    | _BATCH
     | _json.map(orjson.dumps)
     | st.binary(max_size=300)
 )
@@ -143,6 +153,8 @@ _ROUTE_PATHS = sorted({route.split(" ", 1)[1] for spec in FUNCTIONS for route in
 # "own": the function's own route, drawn most often so the handlers behind it get fuzzed.
 _PATHS = st.sampled_from(
     ["own", "own", "own", "/", "/nope", *_ROUTE_PATHS, *(f"{p}/" for p in _ROUTE_PATHS)]
+) | st.text(string.ascii_letters + string.digits + "-._~%:@", max_size=40).map(
+    lambda t: f"/batch/mastery/{t}"
 )
 
 

@@ -3,6 +3,11 @@
 Generated from ``mastery.registry.FUNCTIONS``: a new function with an ``action`` joins
 the matrix by itself, and one without an ``action`` fails here. For a tenant-wide action
 (``TENANT_WIDE``) the student in the body only narrows the answer: the role decides.
+Every route that takes students in its body is walked (routes with a ``{parameter}``
+address something else, e.g. a batch; their own tests cover who may read it). A
+function whose body names a list of students (``students_field`` ends in "s") is sent a
+list of one: the caller's role decides the request, the table decides that student's
+result in it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from functions_framework.aio import create_asgi_app
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
-from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, may_try
+from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, may_act, may_try
 from mastery.registry import FUNCTIONS
 from mastery.web import query_mastery
 from tests.conftest import JWT_SECRET
@@ -60,6 +65,11 @@ def test_the_policy_is_the_spec() -> None:
         Action.AUDIT: {
             Role.STUDENT: Scope.NONE,
             Role.TEACHER: Scope.NONE,
+            Role.ADMIN: Scope.TENANT,
+        },
+        Action.BATCH: {
+            Role.STUDENT: Scope.NONE,
+            Role.TEACHER: Scope.CLASSES,
             Role.ADMIN: Scope.TENANT,
         },
     }
@@ -118,8 +128,14 @@ CASES = [
     (spec, route, role, target)
     for spec in HTTP_FUNCTIONS
     for route in spec.routes
+    if "{" not in route
     for role, target in itertools.product(Role, TARGETS)
 ]
+_ERRORS = {403: "forbidden", 404: "not_found"}
+
+
+def _is_list(spec: FunctionSpec) -> bool:
+    return spec.students_field.endswith("s")
 
 
 @pytest.mark.parametrize(
@@ -151,12 +167,24 @@ async def test_role_x_function_matrix(
     app = create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / spec.directory / "main.py"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
-        resp = await client.request(method, path, json={"student_id": target}, headers=headers)
+        field = spec.students_field
+        body = {field: [target] if _is_list(spec) else target}
+        resp = await client.request(method, path, json=body, headers=headers)
 
     assert spec.action is not None
-    assert resp.status_code == _expected(role, spec.action, target), resp.text
+    expected = _expected(role, spec.action, target)
     assert other not in resp.text
     assert "s-ghost" not in resp.text or target == "s-ghost"
+    if _is_list(spec):
+        assert resp.status_code == (200 if may_act(role, spec.action) else 403), resp.text
+        if resp.status_code == 200:
+            [result] = resp.json()["results"]
+            assert result["student_id"] == target
+            assert result.get("error") == _ERRORS.get(expected), result
+            assert ("result" in result) == (expected == 200)
+            assert resp.json()["tenant"] == mine
+        return
+    assert resp.status_code == expected, resp.text
     if resp.status_code != 200:
         assert resp.headers["content-type"] == "application/problem+json"
     else:

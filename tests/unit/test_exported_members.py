@@ -62,6 +62,8 @@ _EXPECTED: dict[str, set[str]] = {
         "Problem",
         "Role",
         "authorize_student",
+        "batch_event",
+        "batch_status",
         "compare_cohort",
         "erase_student",
         "event_handler",
@@ -74,6 +76,7 @@ _EXPECTED: dict[str, set[str]] = {
         "recent_audit",
         "recommend_adaptive",
         "record_from_http",
+        "submit_batch",
     },
     "mastery.events.codec": {"AVRO", "JSON", "Record", "decode", "encode"},
 }

@@ -27,13 +27,15 @@ _STACK = _ROOT / "stack.yml"
 _DOCKERFILE = _ROOT / "infra" / "Dockerfile"
 _KNATIVE_DIR = _ROOT / "infra" / "knative"
 _KEDA_CONSUMER = _ROOT / "infra" / "keda" / "consumer.yaml"
+_KEDA_BATCH_WORKER = _ROOT / "infra" / "keda" / "batch-worker.yaml"
 
 _IMAGE = "ghcr.io/mastery-engine/{name}:latest"
 _MIN_SCALE = "autoscaling.knative.dev/min-scale"
 # Module level, so a nested or commented-out definition does not count.
 _HANDLER_DEF = re.compile(r"^async def handler\(", re.MULTILINE)
 
-_EVENT_HANDLERS = tuple(spec for spec in FUNCTIONS if spec.topic is not None)
+_EVENT_HANDLERS = tuple(spec for spec in FUNCTIONS if spec.topics)
+_TRIGGERS = tuple((spec, topic) for spec in _EVENT_HANDLERS for topic in spec.topics)
 
 Manifest = dict[str, Any]
 
@@ -113,7 +115,7 @@ def test_stack_entry(spec: FunctionSpec) -> None:
     assert entry["image"] == _IMAGE.format(name=spec.name)
     # The kafka-connector invokes every function whose annotation names the topic,
     # so an HTTP function must carry none.
-    assert _dig(entry, "annotations", "topic") == spec.topic
+    assert _dig(entry, "annotations", "topic") == (",".join(spec.topics) or None)
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=_ids)
@@ -130,15 +132,14 @@ def test_knative_service(spec: FunctionSpec) -> None:
     assert _dig(container, "livenessProbe", "httpGet", "path") == "/health"
 
 
-@pytest.mark.parametrize("spec", _EVENT_HANDLERS, ids=_ids)
-def test_kafka_source_with_dead_letter_sink(spec: FunctionSpec) -> None:
-    sources = _sources_for(spec.name)
-    assert len(sources) == 1, f"want one KafkaSource with sink {spec.name!r}, got {len(sources)}"
+@pytest.mark.parametrize(("spec", "topic"), _TRIGGERS, ids=[f"{s.name}-{t}" for s, t in _TRIGGERS])
+def test_kafka_source_with_dead_letter_sink(spec: FunctionSpec, topic: str) -> None:
+    sources = [s for s in _sources_for(spec.name) if _dig(s, "spec", "topics") == [topic]]
+    assert len(sources) == 1, f"want one KafkaSource of {topic} to {spec.name!r}, got {sources}"
     (source,) = sources
     assert source["apiVersion"].startswith("sources.knative.dev/")
-    assert _dig(source, "spec", "topics") == [spec.topic]
-    # One consumer group per function: a shared group would split the records between them.
-    assert _dig(source, "spec", "consumerGroup") == f"mastery-{spec.name}"
+    # One consumer group per source: a shared group would split the records between them.
+    assert _dig(source, "spec", "consumerGroup") == spec.consumer_group(topic)
     assert _dig(source, "spec", "sink", "ref", "kind") == "Service"
 
     dead_letter = _dig(source, "spec", "delivery", "deadLetterSink", "ref")
@@ -146,7 +147,13 @@ def test_kafka_source_with_dead_letter_sink(spec: FunctionSpec) -> None:
     assert dead_letter.get("kind") == "KafkaSink"
     sink = _knative("KafkaSink").get(dead_letter.get("name"))
     assert sink is not None, f"{spec.name}: no KafkaSink {dead_letter.get('name')!r}"
-    assert _dig(sink, "spec", "topic") == f"{spec.topic}.dlq"
+    assert _dig(sink, "spec", "topic") == f"{topic}.dlq"
+
+
+@pytest.mark.parametrize("spec", _EVENT_HANDLERS, ids=_ids)
+def test_no_kafka_source_of_other_topics(spec: FunctionSpec) -> None:
+    topics = [t for s in _sources_for(spec.name) for t in _dig(s, "spec", "topics") or []]
+    assert sorted(topics) == sorted(spec.topics)
 
 
 # -- nothing is deployed that the registry does not know -------------------------------------
@@ -214,12 +221,23 @@ def test_dockerfile_is_parametrised_and_asgi() -> None:
     assert "FUNCTION_SOURCE=/app/functions/${FUNCTION}/main.py" in text
 
 
-def test_keda_consumer_covers_every_event_topic() -> None:
+def test_keda_consumer_covers_every_learning_event_topic() -> None:
     docs = {doc["kind"]: doc for doc in _load_all(_KEDA_CONSUMER)}
-    topics = {spec.topic for spec in _EVENT_HANDLERS}
+    topics = {spec.topic for spec in _EVENT_HANDLERS if spec.component is not None}
     args = _dig(docs["Deployment"], "spec", "template", "spec", "containers", 0, "args")
     assert args[0] == "consume"
     assert set(args[1:]) == topics
     triggers = _dig(docs["ScaledObject"], "spec", "triggers")
     assert {_dig(t, "metadata", "topic") for t in triggers} == topics
     assert {_dig(t, "metadata", "consumerGroup") for t in triggers} == {"mastery-consume"}
+
+
+def test_keda_batch_worker_serves_every_batch_topic() -> None:
+    (spec,) = [s for s in FUNCTIONS if s.worker == "batch-worker"]
+    docs = {doc["kind"]: doc for doc in _load_all(_KEDA_BATCH_WORKER)}
+    args = _dig(docs["Deployment"], "spec", "template", "spec", "containers", 0, "args")
+    assert args == [spec.worker]
+    assert _dig(docs["ScaledObject"], "spec", "minReplicaCount") == 0
+    triggers = _dig(docs["ScaledObject"], "spec", "triggers")
+    assert [_dig(t, "metadata", "topic") for t in triggers] == list(spec.topics)
+    assert {_dig(t, "metadata", "consumerGroup") for t in triggers} == {"mastery-batch-worker"}

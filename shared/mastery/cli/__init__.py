@@ -1,4 +1,5 @@
-"""The ``mastery`` command: dev, consume, trigger, gateway, produce, replay, token."""
+"""The ``mastery`` command: dev, consume, trigger, batch-worker, batch, gateway, produce,
+replay, token, retention."""
 
 from __future__ import annotations
 
@@ -115,6 +116,89 @@ def trigger(topic: str, sink: str, ready_file: Path | None) -> None:
     from mastery.events.trigger import run_trigger
 
     _serve(lambda res, stop: run_trigger(res, topic, sink, stop, ready_file), f"trigger-{topic}")
+
+
+@main.command("batch-worker")
+@click.option(
+    "--group",
+    envvar="MASTERY_BATCH_GROUP",
+    default=None,
+    help="Consumer group (default mastery-batch-worker).",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Touched once partitions are assigned.",
+)
+def batch_worker(group: str | None, ready_file: Path | None) -> None:
+    """Run batches from mastery.batch.{high,normal,low}, always the highest priority first."""
+    from mastery.batch.worker import PriorityWorker
+
+    _serve(
+        lambda res, stop: PriorityWorker(res, group=group, ready_file=ready_file).run(stop),
+        "batch-worker",
+    )
+
+
+@main.command()
+@click.option(
+    "--file",
+    "ids_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Student ids, one a line (# comments allowed).",
+)
+@click.option(
+    "--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True
+)
+@click.option(
+    "--url",
+    envvar="MASTERY_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The gateway.",
+)
+@click.option(
+    "--token", envvar="MASTERY_TOKEN", required=True, help="Bearer token (admin or teacher)."
+)
+@click.option("--every", default=0.5, show_default=True, help="Seconds between status polls.")
+@click.option("--give-up", default=900.0, show_default=True, help="Seconds to follow at most.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the final status document (with every result) here as JSON.",
+)
+def batch(
+    ids_file: Path,
+    priority: str,
+    url: str,
+    token: str,
+    every: float,
+    give_up: float,
+    output: Path | None,
+) -> None:
+    """Submit a batch of students and follow it to the end; print its summary."""
+    import httpx
+    import orjson
+
+    from mastery.cli.batch import follow, read_ids, submit, summary_lines
+
+    ids = read_ids(ids_file)
+    if not ids:
+        raise click.ClickException(f"{ids_file} holds no ids")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        queued = submit(http, ids, priority)
+        click.echo(f"batch {queued['batch_id']} queued ({len(ids)} students, {priority})", err=True)
+        doc = follow(http, queued["status_url"], len(ids), every, give_up)
+    if output is not None:
+        output.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    for line in summary_lines(doc):
+        click.echo(line)
+    if doc["status"] != "done":
+        raise SystemExit(1)
 
 
 @main.command()

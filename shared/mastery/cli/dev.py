@@ -2,7 +2,8 @@
 
 Embedded ``redis-server`` and Tansu unless ``REDIS_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``
 are set; the topics; one ``functions-framework --asgi`` process per function; a local
-KafkaSource (``mastery trigger``) per event handler; the gateway on ``MASTERY_PORT``.
+KafkaSource (``mastery trigger``) per event handler and topic, or the handler's own
+Kafka-native worker (``mastery batch-worker``); the gateway on ``MASTERY_PORT``.
 """
 
 from __future__ import annotations
@@ -89,8 +90,14 @@ class Stack:
             )
             bases[spec.name] = base
             routes |= {route: base for route in spec.routes}
-            if spec.topic:
-                name = f"trigger-{spec.name}"
+            if spec.worker:  # consumes its topics itself, in the order it needs
+                name = spec.worker
+                ready[name] = str(Path(workdir) / f"{name}.ready")
+                argv = [sys.executable, "-m", "mastery.cli", spec.worker]
+                self.spawn(name, [*argv, "--ready-file", ready[name]])
+                continue
+            for topic in spec.topics:
+                name = f"trigger-{spec.consumer_group(topic).removeprefix('mastery-')}"
                 ready[name] = str(Path(workdir) / f"{name}.ready")
                 self.spawn(
                     name,
@@ -100,7 +107,7 @@ class Stack:
                         "mastery.cli",
                         "trigger",
                         "--topic",
-                        spec.topic,
+                        topic,
                         "--sink",
                         base + "/",
                         "--ready-file",

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from mastery.web.app import json_response
 from mastery.web.problems import Problem
+from mastery.web.routing import Routes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -26,7 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-_FORWARD = ("content-type", "x-correlation-id", "retry-after", "www-authenticate", "allow")
+_FORWARD = (
+    "content-type",
+    "x-correlation-id",
+    "retry-after",
+    "www-authenticate",
+    "allow",
+    "location",
+)
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -41,13 +49,15 @@ def create_app(
     ready_files: ``{trigger name: file}`` that exists once that trigger has its partitions.
     """
     client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=64))
-    by_path: dict[str, str] = {key.split(" ", 1)[1]: url for key, url in routes.items()}
+    table = Routes(routes)
 
     async def proxy(request: Request) -> Response:
         path = request.url.path
-        base = by_path.get(path)
-        if base is None:
+        # By path alone: a wrong method reaches the function, which answers 405.
+        served = table.serves(path)
+        if served is None:
             return Problem(404, f"no function serves {path}").response()
+        base = served[1]
         try:
             upstream = await client.request(
                 request.method,

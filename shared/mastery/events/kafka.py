@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from mastery.domain import Component
 from mastery.errors import Unavailable
 from mastery.events.codec import Record
-from mastery.registry import event_topic
+from mastery.registry import BATCH_TOPICS, event_topic
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -87,7 +87,8 @@ def all_topics() -> list[str]:
     return [
         *events,
         *(dlq_topic(t) for t in events),
-        *(f"mastery.batch.{p}" for p in ("high", "normal", "low")),
+        *BATCH_TOPICS,
+        *(dlq_topic(t) for t in BATCH_TOPICS),
         "mastery.level-changed",
         "mastery.audit",
     ]

@@ -16,6 +16,8 @@
                                         x 10000): a class's index
     m:{<tenant>}:cohort:classes         hash: student -> their classes (to leave the indexes)
     m:outbox:level-changed              stream: level changes not yet published to Kafka
+    m:{<tenant>}:batch:<id>             hash: a batch run's request, status and summary (24 h)
+    m:{<tenant>}:batch:<id>:results     hash: student -> that student's result (JSON), 24 h
 
 The tenant-wide keys are written by ``cohort.lua`` (it builds their names from
 ``tenant_prefix``); the functions here name the same keys for reads and tests.
@@ -35,6 +37,8 @@ __all__ = [
     "SEEN_BUCKET_DAYS",
     "active",
     "audit",
+    "batch",
+    "batch_results",
     "class_index",
     "days",
     "erased",
@@ -96,6 +100,14 @@ def tenant_prefix(tenant: str) -> str:
 
 def audit(tenant: str) -> str:
     return f"m:{{{tenant}}}:audit"
+
+
+def batch(tenant: str, batch_id: str) -> str:
+    return f"m:{{{tenant}}}:batch:{batch_id}"
+
+
+def batch_results(tenant: str, batch_id: str) -> str:
+    return f"m:{{{tenant}}}:batch:{batch_id}:results"
 
 
 def erased(tenant: str) -> str:

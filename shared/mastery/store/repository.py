@@ -48,7 +48,16 @@ def _script(name: str) -> _Script:
 
 
 _APPLY, _ERASE, _COMPARE = _script("apply.lua"), _script("erase.lua"), _script("compare.lua")
+_SCORES = _Script(files("mastery.store").joinpath("scores.lua").read_text())
 _COMPONENTS = tuple(Component)
+#: The state fields scoring reads, in the order ``_parse_scores`` expects them.
+_SCORE_FIELDS = (
+    *(f"{c.value}:{part}" for c in _COMPONENTS for part in ("s", "w", "n")),
+    "classes",
+    "last_at",
+    "updated_at",
+    "version",
+)
 _UNOBSERVED = 65535
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 #: Undecodable events name no tenant; their audit records go here.
@@ -192,6 +201,24 @@ class RedisStore:
         """The student's state, ``None`` when nothing is held for them."""
         raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
         return _parse_state(raw) if raw else None
+
+    async def load_many(self, tenant: str, students: Sequence[str]) -> list[StudentState | None]:
+        """Each student's scoring state (``None``: nothing held), in order, in one call.
+
+        Without the per-area aggregates (``areas`` is empty): what the score and its
+        explanation need. One script reads every student's fields by position
+        (``scores.lua``), which is several times cheaper on the client than a pipeline
+        of ``HGETALL`` (redis-py packs and parses each command separately). Like the
+        apply batch, it spans hash slots: not Redis Cluster safe as is.
+        """
+        if not students:
+            return []
+        key_list = [keys.state(tenant, s) for s in students]
+        rows = await self.with_script(
+            _SCORES.source,
+            lambda: self._redis.evalsha(_SCORES.sha, len(key_list), *key_list, *_SCORE_FIELDS),
+        )
+        return [_parse_scores(row) for row in rows]
 
     async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
         """Daily snapshots, oldest first, within the retention window."""
@@ -412,6 +439,25 @@ def _parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
         last_event_at=float(fields["last_at"]) if "last_at" in fields else None,
         updated_at=int(fields["updated_at"]) / 1000 if "updated_at" in fields else None,
         version=int(fields.get("version", 0)),
+    )
+
+
+def _parse_scores(row: Sequence[bytes | None]) -> StudentState | None:
+    """A state from ``_SCORE_FIELDS`` values; every stored state has a ``version``."""
+    *sums, classes, last, updated, version = row
+    if version is None:
+        return None
+    components = {
+        c: Aggregate(float(sums[3 * i] or 0), float(sums[3 * i + 1] or 0), int(n))
+        for i, c in enumerate(_COMPONENTS)
+        if (n := sums[3 * i + 2]) is not None
+    }
+    return StudentState(
+        components=components,
+        classes=frozenset(classes.decode().split(",")) if classes else frozenset(),
+        last_event_at=float(last) if last is not None else None,
+        updated_at=int(updated) / 1000 if updated is not None else None,
+        version=int(version),
     )
 
 

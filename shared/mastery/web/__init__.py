@@ -3,6 +3,7 @@
 from mastery.web.app import Context, FunctionApp, json_response, read_body
 from mastery.web.audit import recent_audit
 from mastery.web.auth import Authenticator, Principal, Role, authorize_student
+from mastery.web.batch import batch_event, batch_status, submit_batch
 from mastery.web.compare import compare_cohort
 from mastery.web.events import event_handler, record_from_http
 from mastery.web.gdpr import erase_student, export_student
@@ -21,6 +22,8 @@ __all__ = [
     "Problem",
     "Role",
     "authorize_student",
+    "batch_event",
+    "batch_status",
     "compare_cohort",
     "erase_student",
     "event_handler",
@@ -33,4 +36,5 @@ __all__ = [
     "recent_audit",
     "recommend_adaptive",
     "record_from_http",
+    "submit_batch",
 ]

@@ -24,6 +24,7 @@ from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
 from mastery.web.problems import Problem, from_validation
+from mastery.web.routing import Routes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -60,6 +61,8 @@ class Context:
     caller: Principal | None = None
     students: list[str] = field(default_factory=list)
     """The students whose data the request asks for (the handler names them)."""
+    path_params: dict[str, str] = field(default_factory=dict)
+    """``{name}`` segments of the matched route, unvalidated."""
 
     async def principal(self, request: Request) -> Principal:
         """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
@@ -80,7 +83,8 @@ class FunctionApp:
 
     Args:
         name: the function's name (registry, logs, metrics).
-        routes: ``{"POST /mastery/query": handler}``.
+        routes: ``{"POST /mastery/query": handler}``; a path may hold ``{name}``
+            segments (``Context.path_params``).
         uses_kafka: whether ``/ready`` must also see the broker (implied by ``uses_auth``).
         uses_auth: whether ``/ready`` requires a JWT secret, and whether requests to its
             routes are data accesses, each recorded by the access audit.
@@ -97,8 +101,7 @@ class FunctionApp:
         provider: Callable[[str], Awaitable[Resources]] | None = None,
     ) -> None:
         self.name = name
-        self._routes = dict(routes)
-        self._paths = {key.split(" ", 1)[1] for key in self._routes}
+        self._routes = Routes(routes)
         self._uses_kafka = uses_kafka
         self._uses_auth = uses_auth
         self._log = logger(name)
@@ -118,16 +121,22 @@ class FunctionApp:
         started = time.perf_counter()
         header = request.headers.get("x-correlation-id", "")
         correlation_id = header if _CORRELATION.match(header) else uuid.uuid4().hex
+        # Metrics and the audit name the route's template, not the path: bounded labels.
         route = f"{request.method} {path}"
-        handler = self._routes.get(route)
+        matched = self._routes.match(request.method, path)
+        handler = matched[1] if matched else None
         ctx: Context | None = None
         try:
-            if handler is None:
-                if path in self._paths:
+            if matched is None:
+                served = self._routes.serves(path)
+                if served is not None:
+                    route = f"{request.method} {served[0]}"
                     raise Problem(405, f"{request.method} is not allowed on {path}")
                 route = "unmatched"
                 raise Problem(404, f"no route {path}")
+            route, handler, params = matched
             ctx = Context(await self._resources(self.name), correlation_id, self.name)
+            ctx.path_params = params
             response = await handler(request, ctx)
         except Problem as problem:
             response = problem.response(correlation_id)

@@ -1,0 +1,75 @@
+"""Each student of a batch: their mastery document, or why there is none.
+
+One function for the synchronous answer and the worker, so both give exactly what
+``POST /mastery/query`` gives for each student, under the same policy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mastery.documents import mastery_document
+from mastery.domain import explain
+from mastery.domain.batch import BatchSummary, StudentError, summarize
+from mastery.policy import Action, allowed
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from mastery.domain import ScoringModel, StudentState
+    from mastery.policy import Role
+
+__all__ = ["Result", "error_result", "evaluate", "tally"]
+
+Result = dict[str, object]
+"""``{"student_id", "result": <mastery document>}`` or ``{"student_id", "error", "detail"}``."""
+
+_DETAILS = {
+    StudentError.NOT_FOUND: "no mastery data for this student",
+    StudentError.FORBIDDEN: "the caller may not read this student's data",
+    StudentError.TIMEOUT: "the batch's deadline passed before this student was reached",
+}
+
+
+def error_result(student_id: str, error: StudentError) -> Result:
+    return {"student_id": student_id, "error": error.value, "detail": _DETAILS[error]}
+
+
+def evaluate(
+    student_ids: Sequence[str],
+    states: Sequence[StudentState | None],
+    *,
+    tenant: str,
+    role: Role,
+    subject: str,
+    classes: frozenset[str],
+    model: ScoringModel,
+) -> list[Result]:
+    """Results in ``student_ids`` order; ``states`` are theirs (``None``: nothing held).
+
+    The policy is ``mastery-query``'s for each student: a teacher's student outside
+    their classes is a ``forbidden`` result, not a refusal of the whole batch.
+    """
+    out: list[Result] = []
+    for student, state in zip(student_ids, states, strict=True):
+        if state is None:
+            out.append(error_result(student, StudentError.NOT_FOUND))
+        elif not allowed(role, subject, classes, Action.BATCH, student, state.classes):
+            out.append(error_result(student, StudentError.FORBIDDEN))
+        else:
+            doc = mastery_document(student, tenant, state, explain(state, model))
+            out.append({"student_id": student, "result": doc})
+    return out
+
+
+def tally(results: Iterable[Result], model: ScoringModel) -> tuple[int, int, BatchSummary]:
+    """(succeeded, failed, summary over the succeeded students' mastery)."""
+    masteries: list[float] = []
+    failed = 0
+    for r in results:
+        doc = r.get("result")
+        if isinstance(doc, dict):
+            masteries.append(float(doc["mastery"]))
+        else:
+            failed += 1
+    return len(masteries), failed, summarize(masteries, model)

@@ -1,0 +1,173 @@
+"""Runs one batch: chunk by chunk, resumable, within its deadline.
+
+Per chunk: one pipelined read of the students' states, then their results written in
+one transaction, keyed by student. A run that starts over (after a crash, or because
+the message came again) skips the students that already have a result, so nothing is
+lost and nothing counted twice. Past the deadline the students not reached get a
+``timeout`` result and the batch is closed: it never hangs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import orjson
+
+from mastery.batch.evaluate import error_result, evaluate, tally
+from mastery.domain.batch import BatchStatus, StudentError
+from mastery.store.batches import BatchStore
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from mastery.batch.evaluate import Result
+    from mastery.bootstrap import Resources
+    from mastery.domain import ScoringModel
+    from mastery.store import RedisStore
+    from mastery.store.batches import BatchRecord
+
+__all__ = ["BatchRunner", "RunOutcome", "batch_runner"]
+
+
+class RunOutcome(StrEnum):
+    DONE = "done"  # finished now (final status written)
+    ALREADY_FINAL = "already_final"  # finished before: a redelivered message
+    MISSING = "missing"  # no such batch (expired, or never written)
+    YIELDED = "yielded"  # handed back between chunks; progress is kept, run it again later
+
+
+class BatchRunner:
+    """Args:
+    chunk: students per round trip (and per progress step).
+    clock: the time the deadline is checked against (injectable for tests).
+    observer: awaited after each chunk is stored, with the batch id and how many
+        students this run has finished (progress logs, tests that crash a run mid-way).
+    """
+
+    def __init__(
+        self,
+        store: RedisStore,
+        batches: BatchStore,
+        model: ScoringModel,
+        chunk: int = 250,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observer: Callable[[str, int], Awaitable[None]] | None = None,
+    ) -> None:
+        self._store = store
+        self._batches = batches
+        self._model = model
+        self._chunk = chunk
+        self._clock = clock
+        self._observer = observer
+
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
+    async def run(
+        self,
+        tenant: str,
+        batch_id: str,
+        should_yield: Callable[[], Awaitable[bool]] | None = None,
+    ) -> RunOutcome:
+        """Run (or resume) a batch to its final status.
+
+        ``should_yield`` is asked between chunks (never before the first, so every run
+        makes progress); when it says so the run stops and returns ``YIELDED``.
+        Raises:
+            Unavailable: Redis is down; what was stored stays, run it again.
+        """
+        prior = await self._batches.start(tenant, batch_id, self._now_ms())
+        if prior is None:
+            return RunOutcome.MISSING
+        if prior.final:
+            return RunOutcome.ALREADY_FINAL
+        record = await self._batches.get(tenant, batch_id)
+        if record is None:  # expired between the two calls
+            return RunOutcome.MISSING
+        if prior is BatchStatus.QUEUED and self._now_ms() >= record.deadline_at:
+            results = [error_result(s, StudentError.TIMEOUT) for s in record.student_ids]
+            await self._save(record, results)
+            await self._finish(
+                record, results, BatchStatus.FAILED, "the deadline passed before a worker began"
+            )
+            return RunOutcome.DONE
+
+        earlier = await self._batches.finished_students(tenant, batch_id)
+        todo = [s for s in record.student_ids if s not in earlier]
+        fresh: list[Result] = []
+        position = 0
+        while position < len(todo) and self._now_ms() < record.deadline_at:
+            if position and should_yield is not None and await should_yield():
+                return RunOutcome.YIELDED
+            part = todo[position : position + self._chunk]
+            states = await self._store.load_many(tenant, part)
+            results = evaluate(
+                part,
+                states,
+                tenant=tenant,
+                role=record.role,
+                subject=record.submitted_by,
+                classes=record.classes,
+                model=self._model,
+            )
+            await self._save(record, results)
+            fresh += results
+            position += len(part)
+            if self._observer is not None:
+                await self._observer(batch_id, position)
+        late = [error_result(s, StudentError.TIMEOUT) for s in todo[position:]]
+        await self._save(record, late)
+        fresh += late
+
+        if earlier:  # a resumed run: the results of the earlier runs count too
+            stored = await self._batches.results(tenant, batch_id, record.student_ids)
+            every: Sequence[Result] = [orjson.loads(r) for r in stored]
+        else:
+            every = fresh
+        await self._finish(record, every, BatchStatus.DONE)
+        return RunOutcome.DONE
+
+    async def _save(self, record: BatchRecord, results: Sequence[Result]) -> None:
+        encoded = {str(r["student_id"]): orjson.dumps(r) for r in results}
+        await self._batches.save_results(record.tenant, record.batch_id, encoded)
+
+    async def _finish(
+        self,
+        record: BatchRecord,
+        results: Sequence[Result],
+        status: BatchStatus,
+        reason: str | None = None,
+    ) -> None:
+        succeeded, failed, summary = tally(results, self._model)
+        await self._batches.finish(
+            record.tenant,
+            record.batch_id,
+            status=status,
+            finished_at=self._now_ms(),
+            succeeded=succeeded,
+            failed=failed,
+            summary=summary.as_dict(),
+            reason=reason,
+        )
+
+
+def batch_runner(
+    res: Resources,
+    *,
+    chunk: int | None = None,
+    clock: Callable[[], datetime] | None = None,
+    observer: Callable[[str, int], Awaitable[None]] | None = None,
+) -> BatchRunner:
+    """The runner for a process's resources (chunk size and record retention from settings)."""
+    s = res.settings
+    batches = BatchStore(res.store, s.batch_ttl_s)
+    return BatchRunner(
+        res.store,
+        batches,
+        res.model,
+        chunk or s.batch_chunk,
+        clock or (lambda: datetime.now(UTC)),
+        observer,
+    )

@@ -1,0 +1,200 @@
+"""Batch runs in Redis: the request and its status, and one result per student.
+
+    m:{<tenant>}:batch:<id>            hash  request (ids, caller, priority, deadline), status,
+                                             times, and once final: counts and summary
+    m:{<tenant>}:batch:<id>:results    hash  student id -> result document (JSON)
+
+Results are keyed by student, so a chunk written twice (a worker that crashed after
+writing it, or two workers racing over one batch) leaves one result per student:
+progress is ``HLEN`` of the results, never a counter that a retry could inflate.
+Both keys expire ``ttl_s`` (24 h) after the last write; the final write restarts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from mastery.domain.batch import BatchStatus, Priority
+from mastery.policy import Role
+from mastery.store import keys
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mastery.store.repository import RedisStore
+
+__all__ = ["BatchRecord", "BatchStore"]
+
+# Moves a queued batch to running; returns the status it had (nil: no such batch).
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+end
+return status
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One batch run. Times are epoch milliseconds.
+
+    ``role``, ``submitted_by`` and ``classes`` are the caller's at submission: the worker
+    applies the policy with them, so a teacher's batch reads the classes of the token
+    that submitted it.
+    """
+
+    batch_id: str
+    tenant: str
+    priority: Priority
+    student_ids: tuple[str, ...]
+    submitted_by: str
+    role: Role
+    classes: frozenset[str]
+    submitted_at: int
+    deadline_at: int
+    status: BatchStatus = BatchStatus.QUEUED
+    started_at: int | None = None
+    finished_at: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    summary: dict[str, object] | None = None
+    reason: str | None = None
+
+    def fields(self) -> dict[str, str | bytes]:
+        out: dict[str, str | bytes] = {
+            "status": self.status.value,
+            "priority": self.priority.value,
+            "student_ids": orjson.dumps(self.student_ids),
+            "submitted_by": self.submitted_by,
+            "role": self.role.value,
+            "classes": ",".join(sorted(self.classes)),
+            "submitted_at": str(self.submitted_at),
+            "deadline_at": str(self.deadline_at),
+        }
+        return out
+
+
+class BatchStore:
+    """Batch records over the ``RedisStore``'s client (its timeouts and script loading)."""
+
+    def __init__(self, store: RedisStore, ttl_s: int = 86_400) -> None:
+        self._store = store
+        self._redis = store.client
+        self._ttl_s = ttl_s
+
+    async def create(self, record: BatchRecord) -> None:
+        key = keys.batch(record.tenant, record.batch_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record.fields())  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl_s)
+            await self._store.io(pipe.execute())
+
+    async def delete(self, tenant: str, batch_id: str) -> None:
+        key = keys.batch(tenant, batch_id)
+        await self._store.io(self._redis.delete(key, keys.batch_results(tenant, batch_id)))
+
+    async def get(self, tenant: str, batch_id: str) -> BatchRecord | None:
+        raw = await self._store.io(self._redis.hgetall(keys.batch(tenant, batch_id)))
+        return _parse(tenant, batch_id, raw) if raw else None
+
+    async def get_with_progress(self, tenant: str, batch_id: str) -> tuple[BatchRecord | None, int]:
+        """The record and how many students have a result, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.batch(tenant, batch_id))
+            pipe.hlen(keys.batch_results(tenant, batch_id))
+            raw, done = await self._store.io(pipe.execute())
+        return (_parse(tenant, batch_id, raw) if raw else None), int(done)
+
+    async def start(self, tenant: str, batch_id: str, now_ms: int) -> BatchStatus | None:
+        """Mark a queued batch running; returns the status it had (``None``: no such batch)."""
+        key = keys.batch(tenant, batch_id)
+        status = await self._store.io(self._redis.eval(_START, 1, key, now_ms))
+        return BatchStatus(_text(status)) if status else None
+
+    async def finished_students(self, tenant: str, batch_id: str) -> set[str]:
+        raw = await self._store.io(self._redis.hkeys(keys.batch_results(tenant, batch_id)))
+        return {_text(k) for k in raw}
+
+    async def save_results(self, tenant: str, batch_id: str, results: Mapping[str, bytes]) -> None:
+        """Store these students' results (atomically, so a chunk is all there or not at all)."""
+        if not results:
+            return
+        key = keys.batch_results(tenant, batch_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=dict(results))  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl_s)
+            await self._store.io(pipe.execute())
+
+    async def results(self, tenant: str, batch_id: str, order: Sequence[str]) -> list[bytes]:
+        """The stored results of ``order``'s students, in that order (missing ones left out)."""
+        raw = await self._store.io(self._redis.hgetall(keys.batch_results(tenant, batch_id)))
+        by_id = {_text(k): _bytes(v) for k, v in raw.items()}
+        return [by_id[s] for s in order if s in by_id]
+
+    async def finish(
+        self,
+        tenant: str,
+        batch_id: str,
+        *,
+        status: BatchStatus,
+        finished_at: int,
+        succeeded: int,
+        failed: int,
+        summary: dict[str, object],
+        reason: str | None = None,
+    ) -> None:
+        """Write the final status and figures; both keys are kept ``ttl_s`` from now."""
+        key, results = keys.batch(tenant, batch_id), keys.batch_results(tenant, batch_id)
+        fields: dict[str, str | bytes] = {
+            "status": status.value,
+            "finished_at": str(finished_at),
+            "succeeded": str(succeeded),
+            "failed": str(failed),
+            "summary": orjson.dumps(summary),
+        }
+        if reason:
+            fields["reason"] = reason
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl_s)
+            pipe.expire(results, self._ttl_s)
+            await self._store.io(pipe.execute())
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse(tenant: str, batch_id: str, raw: Mapping[bytes | str, bytes | str]) -> BatchRecord:
+    f = {_text(k): _text(v) for k, v in raw.items()}
+
+    def opt_int(name: str) -> int | None:
+        return int(f[name]) if name in f else None
+
+    classes = f.get("classes", "")
+    return BatchRecord(
+        batch_id=batch_id,
+        tenant=tenant,
+        priority=Priority(f["priority"]),
+        student_ids=tuple(orjson.loads(f["student_ids"])),
+        submitted_by=f["submitted_by"],
+        role=Role(f["role"]),
+        classes=frozenset(classes.split(",")) if classes else frozenset(),
+        submitted_at=int(f["submitted_at"]),
+        deadline_at=int(f["deadline_at"]),
+        status=BatchStatus(f["status"]),
+        started_at=opt_int("started_at"),
+        finished_at=opt_int("finished_at"),
+        succeeded=opt_int("succeeded"),
+        failed=opt_int("failed"),
+        summary=orjson.loads(f["summary"]) if "summary" in f else None,
+        reason=f.get("reason"),
+    )

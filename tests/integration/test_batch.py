@@ -1,0 +1,479 @@
+"""Batch runs through real Redis and Tansu: sync answers, the queue, the worker, its crashes.
+
+Each test gets its own batch topics (``MASTERY_BATCH_TOPIC_PREFIX``) and consumer group,
+so no test's worker sees another test's batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from mastery.batch.runner import batch_runner
+from mastery.batch.worker import PriorityWorker
+from mastery.bootstrap import build
+from mastery.domain import Component, Observation
+from mastery.domain.batch import Priority, summarize
+from mastery.events.kafka import create_topics
+from mastery.store import keys
+from mastery.web import batch_event, batch_status, query_mastery, submit_batch
+from tests.helpers import headers_of, read_topic
+from tests.integration.conftest import serve, token
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable
+
+    import httpx
+    from redis.asyncio import Redis
+
+    from mastery.batch.runner import BatchRunner
+    from mastery.bootstrap import Resources
+    from mastery.settings import Settings
+
+ROUTES = {"POST /batch/mastery": submit_batch, "GET /batch/mastery/{batch_id}": batch_status}
+
+
+@pytest.fixture
+async def res(settings: Settings) -> AsyncIterator[Resources]:
+    """Resources with this test's own batch topics (and their DLQs)."""
+    prefix = f"mb-{uuid.uuid4().hex[:8]}"
+    mine = settings.model_copy(update={"batch_topic_prefix": prefix})
+    topics = [f"{prefix}.{p.value}" for p in Priority]
+    create_topics(mine, [*topics, *(f"{t}.dlq" for t in topics), "mastery.audit"])
+    r = build(mine, source="test")
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture
+async def api(res: Resources) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve("batch-mastery", ROUTES, res) as client:
+        yield client
+
+
+async def _seed(res: Resources, tenant: str, n: int, classes: int = 1) -> list[str]:
+    """``n`` students with two events each, spread over ``classes`` classes c0, c1, ..."""
+    now = datetime.now(UTC)
+    rng = random.Random(n)
+    batch = [
+        (
+            Observation(
+                event_id=f"{tenant}-{i}-{c.value}",
+                tenant=tenant,
+                student_id=f"s{i}",
+                component=c,
+                score=round(rng.random(), 3),
+                occurred_at=now - timedelta(hours=rng.randint(1, 200)),
+                class_id=f"c{i % classes}",
+            ),
+            b"{}",
+        )
+        for i in range(n)
+        for c in (Component.COMPLETION, Component.QUIZ)
+    ]
+    for i in range(0, len(batch), 1000):
+        await res.store.apply(batch[i : i + 1000], [], now)
+    return [f"s{i}" for i in range(n)]
+
+
+def _admin(tenant: str) -> dict[str, str]:
+    return token("a-1", "admin", tenant)
+
+
+async def _queries(res: Resources, tenant: str, ids: list[str]) -> dict[str, Any]:
+    """What ``POST /mastery/query`` answers an admin for each student (None: 404)."""
+    out: dict[str, Any] = {}
+    async with serve("mastery-query", {"POST /mastery/query": query_mastery}, res) as q:
+        for s in ids:
+            resp = await q.post("/mastery/query", json={"student_id": s}, headers=_admin(tenant))
+            out[s] = resp.json() if resp.status_code == 200 else resp.status_code
+    return out
+
+
+async def _final(api: httpx.AsyncClient, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        resp = await api.get(url, headers=headers)
+        assert resp.status_code == 200, resp.text
+        doc: dict[str, Any] = resp.json()
+        if doc["status"] in ("done", "failed"):
+            return doc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"batch not final: {doc}")
+
+
+async def _submit(
+    api: httpx.AsyncClient, tenant: str, ids: list[str], priority: str = "normal", **extra: Any
+) -> str:
+    body = {"student_ids": ids, "priority": priority, "async": True, **extra}
+    resp = await api.post("/batch/mastery", json=body, headers=_admin(tenant))
+    assert resp.status_code == 202, resp.text
+    location: str = resp.headers["location"]
+    assert location == resp.json()["status_url"] == f"/batch/mastery/{resp.json()['batch_id']}"
+    return location
+
+
+class _Worker:
+    """A ``PriorityWorker`` running in this process, stopped on exit."""
+
+    def __init__(self, res: Resources, group: str, runner: BatchRunner | None = None) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(PriorityWorker(res, runner, group).run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        if not self.task.done():
+            await asyncio.wait_for(self.task, 30)
+
+
+# -- synchronous ------------------------------------------------------------------------------
+
+
+async def test_sync_batch_answers_what_each_query_answers(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 40, classes=2)
+    wanted = [*ids, "ghost"]
+    resp = await api.post("/batch/mastery", json={"student_ids": wanted}, headers=_admin(tenant))
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    expected = await _queries(res, tenant, wanted)
+
+    assert [r["student_id"] for r in doc["results"]] == wanted
+    for r in doc["results"][:-1]:
+        assert r["result"] == expected[r["student_id"]]
+    assert doc["results"][-1] == {
+        "student_id": "ghost",
+        "error": "not_found",
+        "detail": "no mastery data for this student",
+    }
+    assert (doc["status"], doc["total"], doc["succeeded"], doc["failed"]) == ("done", 41, 40, 1)
+    masteries = [expected[s]["mastery"] for s in ids]
+    assert doc["summary"] == summarize(masteries).as_dict()
+
+
+async def test_a_teacher_batch_reads_their_classes_and_marks_the_rest_forbidden(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 10, classes=2)  # s0, s2, ... in c0
+    teacher = token("t-1", "teacher", tenant, classes=["c0"])
+    resp = await api.post("/batch/mastery", json={"student_ids": ids}, headers=teacher)
+    assert resp.status_code == 200, resp.text
+    outcome = {r["student_id"]: r.get("error", "ok") for r in resp.json()["results"]}
+    assert outcome == {s: "ok" if int(s[1:]) % 2 == 0 else "forbidden" for s in ids}
+    assert (resp.json()["succeeded"], resp.json()["failed"]) == (5, 5)
+
+
+async def test_students_may_not_run_or_read_batches(api: httpx.AsyncClient, tenant: str) -> None:
+    student = token("s1", "student", tenant)
+    resp = await api.post("/batch/mastery", json={"student_ids": ["s1"]}, headers=student)
+    assert resp.status_code == 403
+    assert resp.headers["content-type"] == "application/problem+json"
+    resp = await api.get(f"/batch/mastery/{uuid.uuid4().hex}", headers=student)
+    assert resp.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("ids", "named"),
+    [
+        ([f"s{i}" for i in range(1001)], {"detail": "at most 1000 student ids per batch, got 1001"}),  # noqa: E501
+        (["s1", "s2", "s1", "s3", "s2"], {"duplicate_ids": ["s1", "s2"]}),
+        (["s1", "x:y", "s2", "{t}", ""], {"malformed_ids": [
+            {"index": 1, "id": "x:y"}, {"index": 3, "id": "{t}"}, {"index": 4, "id": ""}]}),
+    ],
+    ids=["over-1000", "duplicates", "malformed"],
+)  # fmt: skip
+async def test_bad_id_lists_are_422_naming_the_ids(
+    api: httpx.AsyncClient, tenant: str, ids: list[str], named: dict[str, Any]
+) -> None:
+    resp = await api.post("/batch/mastery", json={"student_ids": ids}, headers=_admin(tenant))
+    assert resp.status_code == 422, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    doc = resp.json()
+    for key, value in named.items():
+        assert doc[key] == value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"student_ids": []},
+        {"student_ids": ["s1", 2]},
+        {"student_ids": "s1"},
+        {"student_ids": ["s1"], "priority": "urgent"},
+        {"student_ids": ["s1"], "async": "yes"},
+        {"student_ids": ["s1"], "deadline_s": 0},
+        {"student_ids": ["s1"], "extra": 1},
+    ],
+)
+async def test_invalid_bodies_are_422(
+    api: httpx.AsyncClient, tenant: str, body: dict[str, Any]
+) -> None:
+    resp = await api.post("/batch/mastery", json=body, headers=_admin(tenant))
+    assert resp.status_code == 422, resp.text
+
+
+# -- asynchronous: the topic and the worker ----------------------------------------------------
+
+
+async def test_a_large_batch_goes_through_the_topic_and_the_worker(
+    res: Resources, api: httpx.AsyncClient, tenant: str, redis: Redis
+) -> None:
+    ids = await _seed(res, tenant, 150)
+    wanted = [*ids, "ghost"]
+    resp = await api.post("/batch/mastery", json={"student_ids": wanted}, headers=_admin(tenant))
+    assert resp.status_code == 202, resp.text  # over 100: asynchronous without asking
+    url = resp.headers["location"]
+    queued = (await api.get(url, headers=_admin(tenant))).json()
+    assert (queued["status"], queued["processed"], queued["total"]) == ("queued", 0, 151)
+    assert "results" not in queued
+    batch_id = resp.json()["batch_id"]
+    assert 0 < await redis.ttl(keys.batch(tenant, batch_id)) <= 86_400
+
+    worker = _Worker(res, f"g-{tenant}")
+    try:
+        doc = await _final(api, url, _admin(tenant))
+    finally:
+        await worker.close()
+    expected = await _queries(res, tenant, wanted)
+    assert (doc["status"], doc["processed"], doc["progress"]) == ("done", 151, 1.0)
+    assert (doc["succeeded"], doc["failed"]) == (150, 1)
+    assert [r["student_id"] for r in doc["results"]] == wanted
+    assert all(r["result"] == expected[r["student_id"]] for r in doc["results"][:-1])
+    assert doc["results"][-1]["error"] == "not_found"
+    assert doc["summary"] == summarize([expected[s]["mastery"] for s in ids]).as_dict()
+    assert doc["started_at"] <= doc["finished_at"]
+    assert 0 < await redis.ttl(keys.batch_results(tenant, batch_id)) <= 86_400
+
+
+async def test_high_priority_runs_before_normal_before_low(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 20)
+    # All queued while no worker runs: the worker then meets them in one go.
+    order = ["low", "normal", "low", "high", "low"]
+    urls = [await _submit(api, tenant, ids, p) for p in order]
+    worker = _Worker(res, f"g-{tenant}")
+    try:
+        docs = [await _final(api, url, _admin(tenant)) for url in urls]
+    finally:
+        await worker.close()
+    by = {p: [d for d, q in zip(docs, order, strict=True) if q == p] for p in set(order)}
+    [high], [normal] = by["high"], by["normal"]
+    assert high["finished_at"] <= normal["started_at"]
+    assert all(normal["finished_at"] <= low["started_at"] for low in by["low"])
+
+
+async def test_a_running_low_batch_yields_to_a_high_one_and_resumes(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 400)
+    low = await _submit(api, tenant, ids, "low")
+    high_url: list[str] = []
+
+    async def observer(batch_id: str, done: int) -> None:
+        if low.endswith(batch_id) and not high_url:  # first chunk of the low batch
+            high_url.append(await _submit(api, tenant, ids[:10], "high"))
+        await asyncio.sleep(0.01)  # a slow low batch, so the high one arrives mid-way
+
+    runner = batch_runner(res, chunk=5, observer=observer)
+    worker = _Worker(res, f"g-{tenant}", runner)
+    try:
+        low_doc = await _final(api, low, _admin(tenant))
+        high_doc = await _final(api, high_url[0], _admin(tenant))
+    finally:
+        await worker.close()
+    assert low_doc["started_at"] < high_doc["started_at"]
+    assert high_doc["finished_at"] <= low_doc["finished_at"]
+    assert (low_doc["succeeded"], low_doc["failed"]) == (400, 0)
+    assert [r["student_id"] for r in low_doc["results"]] == ids
+
+
+async def test_the_deadline_turns_unfinished_students_into_timeouts(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 250)
+    url = await _submit(api, tenant, ids, deadline_s=60)
+    batch_id = url.rsplit("/", 1)[1]
+    chunks: list[int] = []
+    late = datetime.now(UTC) + timedelta(minutes=5)
+
+    def clock() -> datetime:  # the deadline passes once the first chunk is stored
+        return late if chunks else datetime.now(UTC)
+
+    async def observer(_: str, done: int) -> None:
+        chunks.append(done)
+
+    runner = batch_runner(res, chunk=100, clock=clock, observer=observer)
+    assert (await runner.run(tenant, batch_id)).value == "done"
+    doc = (await api.get(url, headers=_admin(tenant))).json()
+    assert chunks == [100]
+    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("done", 100, 150)
+    errors = [r.get("error") for r in doc["results"]]
+    assert errors == [None] * 100 + ["timeout"] * 150
+    assert doc["summary"]["count"] == 100
+
+
+async def test_a_batch_queued_past_its_deadline_fails_with_every_student_timed_out(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 5)
+    url = await _submit(api, tenant, ids, deadline_s=1)
+    runner = batch_runner(res, clock=lambda: datetime.now(UTC) + timedelta(seconds=2))
+    await runner.run(tenant, url.rsplit("/", 1)[1])
+    doc = (await api.get(url, headers=_admin(tenant))).json()
+    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("failed", 0, 5)
+    assert "deadline" in doc["reason"]
+    assert {r["error"] for r in doc["results"]} == {"timeout"}
+
+
+async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 300)
+    url = await _submit(api, tenant, ids)
+    crashed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def crash_after_three(_: str, done: int) -> None:
+        if done == 30:
+            crashed.set_result(None)
+            raise asyncio.CancelledError  # dies mid-batch: no final status, no commit
+
+    first = _Worker(res, f"g-{tenant}", batch_runner(res, chunk=10, observer=crash_after_three))
+    await asyncio.wait_for(crashed, 60)
+    with pytest.raises(asyncio.CancelledError):
+        await first.task
+    mid = (await api.get(url, headers=_admin(tenant))).json()
+    assert (mid["status"], mid["processed"]) == ("running", 30)
+
+    redone: list[int] = []
+
+    async def count(_: str, done: int) -> None:
+        redone.append(done)
+
+    second = _Worker(res, f"g-{tenant}", batch_runner(res, chunk=10, observer=count))
+    try:
+        doc = await _final(api, url, _admin(tenant))
+    finally:
+        await second.close()
+    assert redone[-1] == 270  # only the students without a result
+    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("done", 300, 0)
+    assert [r["student_id"] for r in doc["results"]] == ids
+
+
+async def test_a_worker_killed_mid_batch_resumes_and_every_result_is_there_once(
+    res: Resources, api: httpx.AsyncClient, tenant: str, redis: Redis
+) -> None:
+    ids = await _seed(res, tenant, 1000)
+    url = await _submit(api, tenant, ids)
+    batch_id = url.rsplit("/", 1)[1]
+    s = res.settings
+    env = {
+        **os.environ,
+        "REDIS_URL": s.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+        "MASTERY_BATCH_TOPIC_PREFIX": s.batch_topic_prefix,
+        "MASTERY_BATCH_CHUNK": "2",
+    }
+    argv = [sys.executable, "-m", "mastery.cli", "batch-worker", "--group", f"g-{tenant}"]
+    results = keys.batch_results(tenant, batch_id)
+
+    first = subprocess.Popen(argv, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while await redis.hlen(results) == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        first.send_signal(signal.SIGKILL)  # no chance to finish or commit
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    killed_at = await redis.hlen(results)
+    assert 0 < killed_at < len(ids), "the kill must land mid-batch"
+
+    second = subprocess.Popen(argv, env=env)
+    try:
+        doc = await _final(api, url, _admin(tenant))
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    assert (doc["status"], doc["succeeded"], doc["failed"], doc["processed"]) == (
+        "done",
+        1000,
+        0,
+        1000,
+    )
+    assert [r["student_id"] for r in doc["results"]] == ids
+    expected = await _queries(res, tenant, ids[:50])
+    assert all(r["result"] == expected[r["student_id"]] for r in doc["results"][:50])
+
+
+# -- who reads a batch --------------------------------------------------------------------------
+
+
+async def test_only_its_tenant_and_submitter_read_a_batch(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 3)
+    teacher = token("t-1", "teacher", tenant, classes=["c0"])
+    resp = await api.post(
+        "/batch/mastery", json={"student_ids": ids, "async": True}, headers=teacher
+    )
+    assert resp.status_code == 202
+    url = resp.headers["location"]
+
+    def status(headers: dict[str, str]) -> Awaitable[httpx.Response]:
+        return api.get(url, headers=headers)
+
+    assert (await status(teacher)).status_code == 200
+    assert (await status(_admin(tenant))).status_code == 200  # admins see the tenant's batches
+    other_teacher = token("t-2", "teacher", tenant, classes=["c0"])
+    elsewhere = _admin(f"other-{tenant}")
+    for headers in (other_teacher, elsewhere):
+        resp = await status(headers)
+        assert resp.status_code == 404, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+    for bad in ("nope", "../x", "A" * 32, uuid.uuid4().hex):
+        assert (await api.get(f"/batch/mastery/{bad}", headers=teacher)).status_code == 404
+
+
+# -- the HTTP entry of the batch-worker function (KafkaSource, kafka-connector) ---------------
+
+
+async def test_batch_worker_function_runs_a_delivered_batch_and_dead_letters_garbage(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 5)
+    url = await _submit(api, tenant, ids, "high")
+    batch_id = url.rsplit("/", 1)[1]
+    body = orjson.dumps({"tenant": tenant, "batch_id": batch_id})
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": batch_id,
+        "ce-type": "mastery.batch.v1",
+        "ce-source": "test",
+        "content-type": "application/json",
+    }
+    async with serve("batch-worker", {"POST /": batch_event}, res, uses_auth=False) as fn:
+        resp = await fn.post("/", content=body, headers=headers)
+        assert resp.json() == {"outcome": "done", "batch_id": batch_id}
+        again = await fn.post("/", content=body, headers=headers)  # a redelivery
+        assert again.json()["outcome"] == "already_final"
+        topic = f"{res.settings.batch_topic_prefix}.low"
+        poison = await fn.post("/", content=b"garbage", headers={**headers, "x-topic": topic})
+        assert poison.json()["outcome"] == "rejected"
+    doc = (await api.get(url, headers=_admin(tenant))).json()
+    assert (doc["status"], doc["succeeded"]) == ("done", 5)
+    [dead] = read_topic(res.settings, f"{topic}.dlq", expected=1)
+    assert headers_of(dead)["dlq_reason"].startswith("malformed")
