@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from mastery.domain import Component
 from mastery.domain.batch import Priority
 from mastery.policy import Action
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["BATCH_TOPICS", "FUNCTIONS", "FunctionSpec", "event_topic", "get"]
 
@@ -35,6 +40,8 @@ class FunctionSpec:
         worker: a ``mastery`` command that consumes ``topics`` natively; the dev stack
             runs it instead of one trigger per topic (it orders what triggers cannot).
         students_field: the body field naming the student(s): a list when it ends in "s".
+        fixed_fields: what every request body carries besides the student(s), e.g. the
+            intent of ``/process`` (the generated tests send it).
     """
 
     name: str
@@ -44,6 +51,7 @@ class FunctionSpec:
     consumes: tuple[str, ...] = ()
     worker: str | None = None
     students_field: str = "student_id"
+    fixed_fields: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def directory(self) -> str:
@@ -68,16 +76,22 @@ class FunctionSpec:
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("mastery-query", routes=("POST /mastery/query",), action=Action.READ),
-    FunctionSpec("cohort-compare", routes=("POST /analytics/compare",), action=Action.READ),
-    FunctionSpec("gdpr-export", routes=("POST /gdpr/export",), action=Action.EXPORT),
-    FunctionSpec("gdpr-erase", routes=("POST /gdpr/erase",), action=Action.ERASE),
-    FunctionSpec("audit-log", routes=("POST /audit/recent",), action=Action.AUDIT),
-    *(FunctionSpec(f"on-{c}", component=c) for c in Component),
     FunctionSpec("prediction", routes=("POST /predictions/next-week",), action=Action.READ),
     FunctionSpec("recommendations", routes=("POST /recommendations/adaptive",), action=Action.READ),
     FunctionSpec(
         "mastery-history", routes=("POST /analytics/mastery-history",), action=Action.READ
     ),
+    FunctionSpec("cohort-compare", routes=("POST /analytics/compare",), action=Action.READ),
+    FunctionSpec(
+        "process",
+        routes=("POST /process",),
+        action=Action.READ,
+        fixed_fields=MappingProxyType({"intent": "calculation"}),
+    ),
+    FunctionSpec("gdpr-export", routes=("POST /gdpr/export",), action=Action.EXPORT),
+    FunctionSpec("gdpr-erase", routes=("POST /gdpr/erase",), action=Action.ERASE),
+    FunctionSpec("audit-log", routes=("POST /audit/recent",), action=Action.AUDIT),
+    *(FunctionSpec(f"on-{c}", component=c) for c in Component),
     FunctionSpec(
         "batch-mastery",
         routes=("POST /batch/mastery", "GET /batch/mastery/{batch_id}"),

@@ -71,6 +71,7 @@ _EXPECTED: dict[str, set[str]] = {
         "json_response",
         "mastery_history_report",
         "predict_next_week",
+        "process_intent",
         "query_mastery",
         "read_body",
         "recent_audit",

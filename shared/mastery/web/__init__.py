@@ -10,6 +10,7 @@ from mastery.web.gdpr import erase_student, export_student
 from mastery.web.history import mastery_history_report
 from mastery.web.prediction import predict_next_week
 from mastery.web.problems import PROBLEM_JSON, Problem
+from mastery.web.process import process_intent
 from mastery.web.query import query_mastery
 from mastery.web.recommendations import recommend_adaptive
 
@@ -31,6 +32,7 @@ __all__ = [
     "json_response",
     "mastery_history_report",
     "predict_next_week",
+    "process_intent",
     "query_mastery",
     "read_body",
     "recent_audit",

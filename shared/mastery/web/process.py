@@ -1,0 +1,93 @@
+"""``POST /process``: the service-to-service entry point, one envelope for every intent.
+
+``{"intent": "calculation" | "prediction" | "recommendations", "student_id": ...}`` runs
+the very operation of the dedicated function (``mastery_of``, ``prediction_of``,
+``recommendations_of``), under the caller's own security context: their JWT, or a
+service's delegated token (``act`` claim, see ``mastery.web.auth``). The same policy,
+rate limit and access audit apply.
+
+Every answer is the envelope ``{"intent", "result", "error", "correlation_id"}`` with the
+operation's HTTP status. Errors are also RFC 9457 problems (``application/problem+json``,
+the envelope's members as extensions), so generic clients read them like any other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mastery.errors import Unavailable
+from mastery.logs import logger
+from mastery.policy import Action
+from mastery.web.app import json_response, read_json, validate
+from mastery.web.prediction import prediction_of
+from mastery.web.problems import Problem
+from mastery.web.query import QueryRequest, mastery_of
+from mastery.web.recommendations import recommendations_of
+from mastery.web.student import StudentRequest, admit
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from mastery.web.app import Context
+    from mastery.web.auth import Principal
+
+__all__ = ["INTENTS", "process_intent"]
+
+Intent = Literal["calculation", "prediction", "recommendations"]
+_Operation = tuple[
+    type[StudentRequest], "Callable[[Context, Principal, Any], Awaitable[dict[str, Any]]]"
+]
+
+#: Each intent: the request its dedicated function takes, and the operation it runs.
+INTENTS: Mapping[str, _Operation] = {
+    "calculation": (QueryRequest, mastery_of),
+    "prediction": (StudentRequest, prediction_of),
+    "recommendations": (StudentRequest, recommendations_of),
+}
+_log = logger("process")
+_RETRY = {"Retry-After": "1"}
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    intent: Intent
+
+
+async def process_intent(request: Request, ctx: Context) -> Response:
+    intent: str | None = None
+    try:
+        principal = await ctx.principal(request)
+        raw = await read_json(request, ctx.resources.settings.max_body_bytes)
+        intent = validate(_Envelope, raw).intent
+        model, operation = INTENTS[intent]
+        body = validate(model, {k: v for k, v in raw.items() if k != "intent"})
+        admit(ctx, principal, body, Action.READ)
+        result = await operation(ctx, principal, body)
+    except Problem as problem:
+        raise _enveloped(problem, intent) from None
+    except Unavailable as exc:
+        _log.warning("dependency unavailable", extra={"correlation_id": ctx.correlation_id})
+        down = Problem(503, "a dependency is unavailable, retry later", headers=_RETRY)
+        raise _enveloped(down, intent) from exc
+    return json_response(
+        {"intent": intent, "result": result, "error": None, "correlation_id": ctx.correlation_id}
+    )
+
+
+def _enveloped(problem: Problem, intent: str | None) -> Problem:
+    """The same problem, carrying the envelope's members too."""
+    return Problem(
+        problem.status,
+        problem.detail,
+        headers=problem.headers,
+        **problem.extensions,
+        intent=intent,
+        result=None,
+        error=problem.document(),
+    )
