@@ -39,7 +39,7 @@ DAYS = 90
 BATCH = 1000
 TENANT = "bench-memory"
 TARGET = 2048
-_KINDS = ("state", "days", "seen")
+_KINDS = ("state", "days", "seen", "cohort")
 
 
 async def run(stack: Stack) -> list[Row]:
@@ -146,8 +146,10 @@ async def _measure(client: Redis) -> tuple[Counter[str], Counter[str], int]:
                 pipe.strlen(key)
             elif kind == "seen":
                 pipe.scard(key)
-            else:
+            elif kind == "audit":
                 pipe.xrange(key)
+            else:  # cohort indexes: counted by MEMORY USAGE only
+                pipe.exists(key)
         replies = await pipe.execute()
     for key, used, content in zip(found, replies[::2], replies[1::2], strict=True):
         kind = _kind(key)
@@ -159,7 +161,7 @@ async def _measure(client: Redis) -> tuple[Counter[str], Counter[str], int]:
         elif kind == "seen":
             payload[kind] += 8 * content
             seen_sets += 1
-        else:
+        elif kind == "audit":
             payload[kind] += sum(len(v) for _, fields in content for v in fields.values())
     return usage, payload, seen_sets
 
@@ -171,4 +173,6 @@ def _kind(key: bytes) -> str:
         return "days"
     if b":seen:" in key:
         return "seen"
-    return "audit"
+    if key == keys.audit(TENANT).encode():
+        return "audit"
+    return "cohort"  # the tenant's cohort indexes, active set, tombstones

@@ -219,3 +219,18 @@ async def test_a_comparison_prunes_expired_students_first(redis: Redis, tenant: 
     assert size == 6
     size, figures = await store.compare(tenant, None, "s1", NOW + timedelta(days=91))
     assert (size, figures) == (0, None)
+
+
+async def test_a_class_named_like_the_tenant_scope_is_still_a_class(
+    redis: Redis, tenant: str
+) -> None:
+    store = RedisStore(redis)
+    batch = [
+        Observation(
+            f"e{i}", tenant, f"s{i}", Component.QUIZ, i / 10, NOW, class_id="t" if i < 2 else "x"
+        )
+        for i in range(6)
+    ]
+    await _apply(store, batch)
+    assert (await store.compare(tenant, "t", "s1", NOW))[0] == 2
+    assert (await store.compare(tenant, None, "s1", NOW))[0] == 6

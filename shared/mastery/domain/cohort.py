@@ -27,7 +27,6 @@ __all__ = [
     "MetricComparison",
     "MetricFigures",
     "compare",
-    "figures_of",
     "index_units",
     "percentile",
 ]
@@ -77,20 +76,6 @@ class MetricFigures:
     low_middle: int
     high_middle: int
     total: int
-
-
-def figures_of(cohort: Sequence[Sequence[int]], mine: Sequence[int]) -> list[MetricFigures]:
-    """The figures of ``mine`` within ``cohort`` (it included), one per metric: for cohorts
-    read whole, as the store reads a class."""
-    figures = []
-    n = len(cohort)
-    for i in range(len(METRICS)):
-        values = sorted(units[i] for units in cohort)
-        below = sum(v < mine[i] for v in values)
-        equal = sum(v == mine[i] for v in values)
-        middle = (values[(n - 1) // 2], values[n // 2])
-        figures.append(MetricFigures(mine[i], below, equal, *middle, sum(values)))
-    return figures
 
 
 @dataclass(frozen=True, slots=True)

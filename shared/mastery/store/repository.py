@@ -14,7 +14,7 @@ import orjson
 import redis.exceptions
 
 from mastery.domain import DEFAULT_MODEL, Aggregate, Component, DaySnapshot, StudentState
-from mastery.domain.cohort import MetricFigures, figures_of
+from mastery.domain.cohort import MetricFigures
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.errors import Unavailable
 from mastery.store import keys
@@ -248,15 +248,10 @@ class RedisStore:
 
         The cohort is the tenant, or ``class_id``'s class.
         """
-        args = (keys.tenant_prefix(tenant), class_id or "t", student, int(now.timestamp()))
+        args = (keys.tenant_prefix(tenant), class_id or "", student, int(now.timestamp()))
         size, rows = await self.with_script(
             _COMPARE.source, lambda: self._redis.evalsha(_COMPARE.sha, 0, *args, self._ttl_s)
         )
-        if class_id is not None:
-            pairs = iter(rows)
-            members = {_bytes(s).decode(): _units(u) for s, u in zip(pairs, pairs, strict=True)}
-            mine = members.get(student)
-            return int(size), figures_of(list(members.values()), mine) if mine else None
         if not rows:
             return int(size), None
         return int(size), [MetricFigures(*(int(x) for x in row)) for row in rows]
@@ -399,10 +394,6 @@ class RedisStore:
 
 def _bytes(value: bytes | str | None) -> bytes:
     return value.encode() if isinstance(value, str) else value or b""
-
-
-def _units(packed: bytes | str) -> tuple[int, ...]:
-    return tuple(int(u) for u in _bytes(packed).split(b","))
 
 
 def _about(record: str, student: str) -> bool:
