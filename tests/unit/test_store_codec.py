@@ -16,7 +16,8 @@ from mastery.domain import Aggregate, Component, DaySnapshot, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.events.models import ID_PATTERN
 from mastery.store import keys
-from mastery.store.repository import _parse_days, _parse_state
+from mastery.store.records import parse_days as _parse_days
+from mastery.store.records import parse_state as _parse_state
 
 _ids = st.from_regex(ID_PATTERN, fullmatch=True)
 

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
-from datetime import date
 from enum import StrEnum
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import redis.exceptions
 
-from mastery.domain import DEFAULT_MODEL, Aggregate, Component, DaySnapshot, StudentState
+from mastery.domain import DEFAULT_MODEL, Component, DaySnapshot, StudentState
 from mastery.domain.cohort import MetricFigures
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.errors import Unavailable
 from mastery.store import keys
+from mastery.store.records import (
+    SCORE_FIELDS,
+    about,
+    as_bytes,
+    parse_days,
+    parse_scores,
+    parse_state,
+)
+from mastery.store.scripts import APPLY, COMPARE, ERASE, SCORES
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from datetime import datetime
 
     from redis.asyncio import Redis
@@ -32,33 +38,7 @@ __all__ = ["Applied", "AuditEntry", "Outcome", "RedisStore", "Rejection", "Stude
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class _Script:
-    source: str
-
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
-
-
-def _script(name: str) -> _Script:
-    """A Lua script of this package, after the cohort index helpers it shares."""
-    folder = files("mastery.store")
-    return _Script(folder.joinpath("cohort.lua").read_text() + folder.joinpath(name).read_text())
-
-
-_APPLY, _ERASE, _COMPARE = _script("apply.lua"), _script("erase.lua"), _script("compare.lua")
-_SCORES = _Script(files("mastery.store").joinpath("scores.lua").read_text())
 _COMPONENTS = tuple(Component)
-#: The state fields scoring reads, in the order ``_parse_scores`` expects them.
-_SCORE_FIELDS = (
-    *(f"{c.value}:{part}" for c in _COMPONENTS for part in ("s", "w", "n")),
-    "classes",
-    "last_at",
-    "updated_at",
-    "version",
-)
-_UNOBSERVED = 65535
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 #: Undecodable events name no tenant; their audit records go here.
 UNKNOWN_TENANT = "_"
@@ -108,7 +88,7 @@ class StudentDays:
     @property
     def days(self) -> list[DaySnapshot]:
         """The snapshots, oldest first (unpacked on use: a cache hit never needs them)."""
-        return _parse_days(self.packed_days)
+        return parse_days(self.packed_days)
 
 
 class RedisStore:
@@ -153,21 +133,21 @@ class RedisStore:
         """
         apply_args = self._apply_args(accepted, now) if accepted else None
         results = await self.with_script(
-            _APPLY.source, lambda: self._execute(apply_args, rejected, now)
+            APPLY.source, lambda: self._execute(apply_args, rejected, now)
         )
         if not accepted:
             return Applied([], [], backlog=False)
         outcomes, changes, outbox_length = results[0]
         return Applied(
             [Outcome(o.decode()) for o in outcomes],
-            [(_bytes(entry_id).decode(), _bytes(note)) for entry_id, note in changes],
+            [(as_bytes(entry_id).decode(), as_bytes(note)) for entry_id, note in changes],
             backlog=outbox_length > len(changes),
         )
 
     async def outbox(self, count: int = 100) -> list[tuple[str, bytes]]:
         """The oldest level-change notes not yet published: (entry id, JSON)."""
         entries = await self.io(self._redis.xrange(keys.LEVEL_OUTBOX, "-", "+", count)) or []
-        return [(_bytes(i).decode(), _bytes((f or {})[b"note"])) for i, f in entries]
+        return [(as_bytes(i).decode(), as_bytes((f or {})[b"note"])) for i, f in entries]
 
     async def published(self, entry_ids: Sequence[str]) -> None:
         """Drop notes from the outbox once the broker has them."""
@@ -184,7 +164,7 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             if apply_args:
                 key_list, args = apply_args
-                pipe.evalsha(_APPLY.sha, len(key_list), *key_list, *args)
+                pipe.evalsha(APPLY.sha, len(key_list), *key_list, *args)
             for tenant, reason, record in rejected:
                 pipe.xadd(
                     keys.audit(tenant or UNKNOWN_TENANT),
@@ -200,7 +180,7 @@ class RedisStore:
     async def load(self, tenant: str, student: str) -> StudentState | None:
         """The student's state, ``None`` when nothing is held for them."""
         raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
-        return _parse_state(raw) if raw else None
+        return parse_state(raw) if raw else None
 
     async def load_many(self, tenant: str, students: Sequence[str]) -> list[StudentState | None]:
         """Each student's scoring state (``None``: nothing held), in order, in one call.
@@ -215,15 +195,15 @@ class RedisStore:
             return []
         key_list = [keys.state(tenant, s) for s in students]
         rows = await self.with_script(
-            _SCORES.source,
-            lambda: self._redis.evalsha(_SCORES.sha, len(key_list), *key_list, *_SCORE_FIELDS),
+            SCORES.source,
+            lambda: self._redis.evalsha(SCORES.sha, len(key_list), *key_list, *SCORE_FIELDS),
         )
-        return [_parse_scores(row) for row in rows]
+        return [parse_scores(row) for row in rows]
 
     async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
         """Daily snapshots, oldest first, within the retention window."""
         blob = await self.io(self._redis.get(keys.days(tenant, student)))
-        return _parse_days(_bytes(blob))
+        return parse_days(as_bytes(blob))
 
     async def erase(self, tenant: str, student: str, now: datetime) -> int:
         """Delete every key of the student, atomically, and leave a tombstone.
@@ -236,8 +216,8 @@ class RedisStore:
         key_list = keys.student_keys(tenant, student, now_s, self._ttl_s)
         args = (keys.tenant_prefix(tenant), student, int(now_s * 1000), self._ttl_s)
         deleted = await self.with_script(
-            _ERASE.source,
-            lambda: self._redis.evalsha(_ERASE.sha, len(key_list), *key_list, *args),
+            ERASE.source,
+            lambda: self._redis.evalsha(ERASE.sha, len(key_list), *key_list, *args),
         )
         return int(deleted)
 
@@ -250,7 +230,7 @@ class RedisStore:
         """
         args = (keys.tenant_prefix(tenant), class_id or "", student, int(now.timestamp()))
         size, rows = await self.with_script(
-            _COMPARE.source, lambda: self._redis.evalsha(_COMPARE.sha, 0, *args, self._ttl_s)
+            COMPARE.source, lambda: self._redis.evalsha(COMPARE.sha, 0, *args, self._ttl_s)
         )
         if not rows:
             return int(size), None
@@ -266,12 +246,14 @@ class RedisStore:
         while True:
             entries = await self.io(self._redis.xrange(keys.audit(tenant), start, "+", page)) or []
             for entry_id, raw in entries:
-                fields = {_bytes(k).decode(): _bytes(v).decode() for k, v in (raw or {}).items()}
-                if _about(fields.get("event", ""), student):
-                    found.append((_bytes(entry_id).decode(), fields))
+                fields = {
+                    as_bytes(k).decode(): as_bytes(v).decode() for k, v in (raw or {}).items()
+                }
+                if about(fields.get("event", ""), student):
+                    found.append((as_bytes(entry_id).decode(), fields))
             if len(entries) < page:
                 return found
-            start = "(" + _bytes(entries[-1][0]).decode()
+            start = "(" + as_bytes(entries[-1][0]).decode()
 
     async def redact_audit(self, tenant: str, entry_ids: Sequence[str]) -> int:
         """Delete these event-audit entries (an erased student's); returns how many went."""
@@ -297,12 +279,12 @@ class RedisStore:
         (version, classes), blob, *cached = replies
         if version is None:
             return None
-        names = _bytes(classes).decode()
+        names = as_bytes(classes).decode()
         return StudentDays(
             version=int(version),
             classes=frozenset(names.split(",")) if names else frozenset(),
-            packed_days=_bytes(blob),
-            cached_prediction=(_bytes(cached[0]) or None) if cached else None,
+            packed_days=as_bytes(blob),
+            cached_prediction=(as_bytes(cached[0]) or None) if cached else None,
         )
 
     async def cache_prediction(self, tenant: str, student: str, entry: bytes, ttl_s: int) -> None:
@@ -390,76 +372,3 @@ class RedisStore:
             orjson.dumps(events),
         ]
         return list(index), args
-
-
-def _bytes(value: bytes | str | None) -> bytes:
-    return value.encode() if isinstance(value, str) else value or b""
-
-
-def _about(record: str, student: str) -> bool:
-    """Whether an audit record (JSON) is about ``student``; cheap test before parsing."""
-    if student not in record:
-        return False
-    try:
-        return bool(orjson.loads(record).get("student_id") == student)
-    except orjson.JSONDecodeError:
-        return False
-
-
-def _parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
-    fields = {_bytes(k).decode(): _bytes(v).decode() for k, v in raw.items()}
-
-    def aggregate(prefix: str) -> Aggregate:
-        return Aggregate(
-            float(fields.get(f"{prefix}:s", 0)),
-            float(fields.get(f"{prefix}:w", 0)),
-            int(fields.get(f"{prefix}:n", 0)),
-        )
-
-    components = {c: aggregate(c.value) for c in _COMPONENTS if f"{c.value}:n" in fields}
-    areas: dict[tuple[Component, str], Aggregate] = {}
-    for name in fields:
-        if name.startswith("a:") and name.endswith(":n"):
-            _, comp, area, _ = name.split(":")
-            areas[(Component(comp), area)] = aggregate(name[:-2])
-    classes = fields.get("classes", "")
-    return StudentState(
-        components=components,
-        areas=areas,
-        classes=frozenset(classes.split(",")) if classes else frozenset(),
-        last_event_at=float(fields["last_at"]) if "last_at" in fields else None,
-        updated_at=int(fields["updated_at"]) / 1000 if "updated_at" in fields else None,
-        version=int(fields.get("version", 0)),
-    )
-
-
-def _parse_scores(row: Sequence[bytes | None]) -> StudentState | None:
-    """A state from ``_SCORE_FIELDS`` values; every stored state has a ``version``."""
-    *sums, classes, last, updated, version = row
-    if version is None:
-        return None
-    components = {
-        c: Aggregate(float(sums[3 * i] or 0), float(sums[3 * i + 1] or 0), int(n))
-        for i, c in enumerate(_COMPONENTS)
-        if (n := sums[3 * i + 2]) is not None
-    }
-    return StudentState(
-        components=components,
-        classes=frozenset(classes.decode().split(",")) if classes else frozenset(),
-        last_event_at=float(last) if last is not None else None,
-        updated_at=int(updated) / 1000 if updated is not None else None,
-        version=int(version),
-    )
-
-
-def _parse_days(blob: bytes) -> list[DaySnapshot]:
-    origin = DECAY_ORIGIN.date().toordinal()
-    return [
-        DaySnapshot(
-            day=date.fromordinal(origin + day),
-            scores=dict(
-                zip(_COMPONENTS, [None if v == _UNOBSERVED else v / 10000 for v in vs], strict=True)
-            ),
-        )
-        for day, *vs in keys.DAY_RECORD.iter_unpack(blob)
-    ]

@@ -1,0 +1,101 @@
+"""Decoding what the store keeps in Redis: states, score rows, day snapshots, audit entries."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING
+
+import orjson
+
+from mastery.domain import Aggregate, Component, DaySnapshot, StudentState
+from mastery.domain.scoring import DECAY_ORIGIN
+from mastery.store import keys
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["SCORE_FIELDS", "about", "as_bytes", "parse_days", "parse_scores", "parse_state"]
+
+_COMPONENTS = tuple(Component)
+_UNOBSERVED = 65535
+#: The state fields scoring reads, in the order ``parse_scores`` expects them.
+SCORE_FIELDS = (
+    *(f"{c.value}:{part}" for c in _COMPONENTS for part in ("s", "w", "n")),
+    "classes",
+    "last_at",
+    "updated_at",
+    "version",
+)
+
+
+def as_bytes(value: bytes | str | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
+def about(record: str, student: str) -> bool:
+    """Whether an audit record (JSON) is about ``student``; cheap test before parsing."""
+    if student not in record:
+        return False
+    try:
+        return bool(orjson.loads(record).get("student_id") == student)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
+    fields = {as_bytes(k).decode(): as_bytes(v).decode() for k, v in raw.items()}
+
+    def aggregate(prefix: str) -> Aggregate:
+        return Aggregate(
+            float(fields.get(f"{prefix}:s", 0)),
+            float(fields.get(f"{prefix}:w", 0)),
+            int(fields.get(f"{prefix}:n", 0)),
+        )
+
+    components = {c: aggregate(c.value) for c in _COMPONENTS if f"{c.value}:n" in fields}
+    areas: dict[tuple[Component, str], Aggregate] = {}
+    for name in fields:
+        if name.startswith("a:") and name.endswith(":n"):
+            _, comp, area, _ = name.split(":")
+            areas[(Component(comp), area)] = aggregate(name[:-2])
+    classes = fields.get("classes", "")
+    return StudentState(
+        components=components,
+        areas=areas,
+        classes=frozenset(classes.split(",")) if classes else frozenset(),
+        last_event_at=float(fields["last_at"]) if "last_at" in fields else None,
+        updated_at=int(fields["updated_at"]) / 1000 if "updated_at" in fields else None,
+        version=int(fields.get("version", 0)),
+    )
+
+
+def parse_scores(row: Sequence[bytes | None]) -> StudentState | None:
+    """A state from ``SCORE_FIELDS`` values; every stored state has a ``version``."""
+    *sums, classes, last, updated, version = row
+    if version is None:
+        return None
+    components = {
+        c: Aggregate(float(sums[3 * i] or 0), float(sums[3 * i + 1] or 0), int(n))
+        for i, c in enumerate(_COMPONENTS)
+        if (n := sums[3 * i + 2]) is not None
+    }
+    return StudentState(
+        components=components,
+        classes=frozenset(classes.decode().split(",")) if classes else frozenset(),
+        last_event_at=float(last) if last is not None else None,
+        updated_at=int(updated) / 1000 if updated is not None else None,
+        version=int(version),
+    )
+
+
+def parse_days(blob: bytes) -> list[DaySnapshot]:
+    origin = DECAY_ORIGIN.date().toordinal()
+    return [
+        DaySnapshot(
+            day=date.fromordinal(origin + day),
+            scores=dict(
+                zip(_COMPONENTS, [None if v == _UNOBSERVED else v / 10000 for v in vs], strict=True)
+            ),
+        )
+        for day, *vs in keys.DAY_RECORD.iter_unpack(blob)
+    ]
