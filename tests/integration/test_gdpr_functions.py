@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
-from mastery.store import Outcome, keys
+from mastery.domain.batch import Priority
+from mastery.policy import Role
+from mastery.store import Outcome, RedisStore, keys
+from mastery.store.batches import BatchRecord, BatchStore
 from mastery.web import erase_student
 from tests.helpers import event_data, record
 from tests.integration.conftest import serve, token
@@ -96,6 +100,22 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     )
     assert predicted.status_code == 200
     assert await redis.exists(keys.prediction(tenant, "s1"))  # a cached prediction, too
+    batches = BatchStore(RedisStore(redis))
+    now_ms = int(time.time() * 1000)
+    await batches.create(
+        BatchRecord(
+            "b1",
+            tenant,
+            Priority.NORMAL,
+            ("s1", "s2"),
+            "a",
+            Role.ADMIN,
+            frozenset(),
+            now_ms,
+            now_ms + 60_000,
+        )
+    )
+    await batches.save_results(tenant, "b1", {"s1": b"{}", "s2": b"{}"})  # a batch's results
 
     for who in (token("s1", "student", tenant), token("t", "teacher", tenant, classes=["c1"])):
         assert (
@@ -106,6 +126,8 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     doc = resp.json()
     assert doc["keys_deleted"] >= 3
     assert doc["audit_entries_removed"] == 6
+    assert doc["batch_results_removed"] == 1
+    assert await redis.hkeys(keys.batch_results(tenant, "b1")) == [b"s2"]
     assert await _keys_of(redis, tenant, "s1") == []
     assert await redis.zscore(keys.tenant_index(tenant, "mastery"), "s1") is None
     assert await redis.hkeys(keys.class_index(tenant, "c1")) == [b"s2"]

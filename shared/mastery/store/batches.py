@@ -13,7 +13,7 @@ Both keys expire ``ttl_s`` (24 h) after the last write; the final write restarts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 
@@ -87,11 +87,25 @@ class BatchStore:
         self._ttl_s = ttl_s
 
     async def create(self, record: BatchRecord) -> None:
-        key = keys.batch(record.tenant, record.batch_id)
+        key, live = keys.batch(record.tenant, record.batch_id), keys.batches(record.tenant)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=record.fields())  # type: ignore[arg-type]
             pipe.expire(key, self._ttl_s)
+            # The tenant's live batches, so an erasure can reach their results.
+            pipe.zadd(live, {record.batch_id: record.submitted_at})
+            pipe.zremrangebyscore(live, "-inf", f"({record.submitted_at - self._ttl_s * 1000}")
+            pipe.expire(live, self._ttl_s)
             await self._store.io(pipe.execute())
+
+    async def forget(self, tenant: str, student: str) -> int:
+        """Remove ``student``'s results from every live batch (erasure); how many went."""
+        ids = await self._store.io(self._redis.zrange(keys.batches(tenant), 0, -1))
+        if not ids:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hdel(keys.batch_results(tenant, _text(cast("bytes", batch_id))), student)
+            return sum(await self._store.io(pipe.execute()))
 
     async def delete(self, tenant: str, batch_id: str) -> None:
         key = keys.batch(tenant, batch_id)

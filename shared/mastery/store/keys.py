@@ -18,6 +18,7 @@
     m:outbox:level-changed              stream: level changes not yet published to Kafka
     m:{<tenant>}:batch:<id>             hash: a batch run's request, status and summary (24 h)
     m:{<tenant>}:batch:<id>:results     hash: student -> that student's result (JSON), 24 h
+    m:{<tenant>}:batches                zset: batch id -> submission time (ms), the live ones
 
 The tenant-wide keys are written by ``cohort.lua`` (it builds their names from
 ``tenant_prefix``); the functions here name the same keys for reads and tests.
@@ -39,6 +40,7 @@ __all__ = [
     "audit",
     "batch",
     "batch_results",
+    "batches",
     "class_index",
     "days",
     "erased",
@@ -100,6 +102,10 @@ def tenant_prefix(tenant: str) -> str:
 
 def audit(tenant: str) -> str:
     return f"m:{{{tenant}}}:audit"
+
+
+def batches(tenant: str) -> str:
+    return f"m:{{{tenant}}}:batches"
 
 
 def batch(tenant: str, batch_id: str) -> str:

@@ -16,6 +16,7 @@ import orjson
 
 from mastery.domain import explain
 from mastery.policy import Action
+from mastery.store.batches import BatchStore
 from mastery.web.auth import authorize_student
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_document
@@ -67,12 +68,15 @@ async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -
     deleted = await store.erase(principal.tenant, student, now)
     entries = await store.audit_entries(principal.tenant, student)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
+    batch_ttl_s = ctx.resources.settings.batch_ttl_s
+    batch_results = await BatchStore(store, batch_ttl_s).forget(principal.tenant, student)
     return {
         "student_id": student,
         "tenant": principal.tenant,
         "erased_at": now,
         "keys_deleted": deleted,
         "audit_entries_removed": redacted,
+        "batch_results_removed": batch_results,
     }
 
 
