@@ -88,10 +88,10 @@ local function component_units(val)
   return v
 end
 
--- The index units, in METRICS order: mastery, then each component (unobserved = 0), as
--- mastery.domain.cohort.index_units computes them.
-local function units_of(val)
-  local v, out, m = component_units(val), {0}, 0
+-- The index units from the component units, in METRICS order: mastery, then each
+-- component (unobserved = 0), as mastery.domain.cohort.index_units computes them.
+local function index_units(v)
+  local out, m = {0}, 0
   for j = 1, #comps do
     local u = v[j] == 65535 and 0 or v[j]
     out[j + 1] = u
@@ -145,7 +145,7 @@ for _, state in ipairs(order) do
   local val = {}
   for k, f in ipairs(fields) do val[f] = cur[k] end
 
-  local old_units = val['version'] and units_of(val) or nil
+  local old_units = val['version'] and index_units(component_units(val)) or nil
   local old_mastery = val['version'] and mastery_of(val) or nil
   local old_classes = val['classes'] or ''
   local last = math.max(num(val['last_at']), st.last)
@@ -199,7 +199,7 @@ for _, state in ipairs(order) do
   redis.call('SET', st.days, string.sub(blob, first), 'EX', ttl)
 
   -- Cohort indexes: the student's units in the tenant and in each of their classes.
-  local new_units = units_of(val)
+  local new_units = index_units(v)
   tenant_set(st.prefix, st.student, old_units, new_units, deltas, touched)
   for class in string.gmatch(classes, '[^,]+') do
     class_set(st.prefix, class, st.student, new_units, touched)

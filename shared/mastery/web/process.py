@@ -39,12 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["INTENTS", "process_intent"]
 
 Intent = Literal["calculation", "prediction", "recommendations"]
-_Operation = tuple[
-    type[StudentRequest], "Callable[[Context, Principal, Any], Awaitable[dict[str, Any]]]"
-]
-
 #: Each intent: the request its dedicated function takes, and the operation it runs.
-INTENTS: Mapping[str, _Operation] = {
+INTENTS: Mapping[
+    str, tuple[type[StudentRequest], Callable[[Context, Principal, Any], Awaitable[dict[str, Any]]]]
+] = {
     "calculation": (QueryRequest, mastery_of),
     "prediction": (StudentRequest, prediction_of),
     "recommendations": (StudentRequest, recommendations_of),
