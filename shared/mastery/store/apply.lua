@@ -218,5 +218,13 @@ for prefix in pairs(tenants) do
   redis.call('EXPIRE', prefix .. 'cohort:classes', ttl)
 end
 flush_sums(deltas, ttl)
-for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key in pairs(touched) do
+  local index = tenant_keys_cache[key]
+  if index then  -- a tenant prefix: its five sorted sets and their sums
+    for i = 1, #METRICS do redis.call('EXPIRE', index[i], ttl) end
+    redis.call('EXPIRE', index.sum, ttl)
+  else
+    redis.call('EXPIRE', key, ttl)
+  end
+end
 return {outcomes, changes, redis.call('XLEN', outbox)}

@@ -13,12 +13,24 @@
 local METRICS = {'mastery', 'completion', 'quiz', 'quality', 'consistency'}
 
 local function tenant_key(prefix, metric) return prefix .. 'cohort:t:' .. metric end
+
+-- A tenant's index keys, built once per script call (a batch touches them per student).
+local tenant_keys_cache = {}
+local function tenant_keys(prefix)
+  local found = tenant_keys_cache[prefix]
+  if not found then
+    found = {sum = tenant_key(prefix, 'sum')}
+    for i, metric in ipairs(METRICS) do found[i] = tenant_key(prefix, metric) end
+    tenant_keys_cache[prefix] = found
+  end
+  return found
+end
 local function class_key(prefix, class) return prefix .. 'cohort:c:' .. class end
 
 -- Sum deltas are gathered per tenant and written once per call (flush_sums).
 local function add_delta(deltas, prefix, i, d)
   if d == 0 then return end
-  local key = tenant_key(prefix, 'sum')
+  local key = tenant_keys(prefix).sum
   local row = deltas[key]
   if not row then row = {0, 0, 0, 0, 0}; deltas[key] = row end
   row[i] = row[i] + d
@@ -26,15 +38,14 @@ end
 
 -- Put a student's units (one per METRICS entry) in the tenant index; old: theirs, or nil.
 local function tenant_set(prefix, student, old, new, deltas, touched)
-  for i, metric in ipairs(METRICS) do
-    local key = tenant_key(prefix, metric)
+  local index = tenant_keys(prefix)
+  for i = 1, #METRICS do
     if old == nil or old[i] ~= new[i] then
-      redis.call('ZADD', key, new[i], student)
+      redis.call('ZADD', index[i], new[i], student)
       add_delta(deltas, prefix, i, new[i] - (old and old[i] or 0))
     end
-    touched[key] = true
   end
-  touched[tenant_key(prefix, 'sum')] = true
+  touched[prefix] = true  -- its index keys' TTLs are refreshed once per call
 end
 
 local function class_set(prefix, class, student, new, touched)
