@@ -76,12 +76,14 @@ end
 -- Per student: one HMGET of what the batch touches, the new values computed here, one HSET.
 local function num(v) return tonumber(v or '0') end
 local function fmt(x) return string.format('%.17g', x) end
+local sum_field, weight_field = {}, {}  -- '<component>:s' / ':w', built once
+for j, c in ipairs(comps) do sum_field[j], weight_field[j] = c .. ':s', c .. ':w' end
 
 -- Component scores as units (0..10000, 65535 = unobserved) from the state's sums.
 local function component_units(val)
   local v = {}
   for j = 1, #comps do
-    local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
+    local s, w = num(val[sum_field[j]]), num(val[weight_field[j]])
     v[j] = 65535
     if w > 0 then v[j] = math.max(0, math.min(10000, math.floor(10000 * s / w + 0.5))) end
   end
@@ -106,7 +108,7 @@ end
 local function mastery_of(val)
   local m = 0
   for j = 1, #comps do
-    local s, w = num(val[comps[j] .. ':s']), num(val[comps[j] .. ':w'])
+    local s, w = num(val[sum_field[j]]), num(val[weight_field[j]])
     m = m + weights[j] * (w > 0 and math.min(1, math.max(0, s / w)) or 0)
   end
   return m
@@ -130,9 +132,9 @@ local deltas, touched, changes = {}, {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
   local fields = {'last_at', 'classes', 'version'}
-  for _, c in ipairs(comps) do
-    fields[#fields + 1] = c .. ':s'
-    fields[#fields + 1] = c .. ':w'
+  for j = 1, #comps do
+    fields[#fields + 1] = sum_field[j]
+    fields[#fields + 1] = weight_field[j]
   end
   for p in pairs(st.sums) do
     if string.sub(p, 1, 2) == 'a:' then  -- component sums are in the list already
