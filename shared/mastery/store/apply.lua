@@ -31,9 +31,12 @@ local outcomes, students, order, expiring, audits = {}, {}, {}, {}, {}
 local erased_at, tenants = {}, {}
 for _, e in ipairs(events) do
   local seen, audit, state, prefix, student = KEYS[e[3]], KEYS[e[4]], KEYS[e[1]], e[14], e[15]
-  tenants[prefix] = true
+  if tenants[prefix] == nil then  -- whether the tenant has tombstones at all
+    tenants[prefix] = redis.call('EXISTS', prefix .. 'erased') == 1
+  end
   if erased_at[state] == nil then
-    erased_at[state] = tonumber(redis.call('ZSCORE', prefix .. 'erased', student) or '-1')
+    erased_at[state] = tenants[prefix]
+      and tonumber(redis.call('ZSCORE', prefix .. 'erased', student) or '-1') or -1
   end
   local outcome = 'duplicate'
   if e[7] * 1000 <= erased_at[state] then
