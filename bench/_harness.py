@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from redis.asyncio import Redis
+
+from mastery.events.kafka import create_topics
 from mastery.local import (
     die_with_parent,
     free_port,
@@ -183,6 +186,14 @@ class Stack:
         _wait_for_port(port)
         wait_for_kafka(self.kafka_servers)
         return self.kafka_servers
+
+    async def fresh_stores(self) -> Redis:
+        """An empty broker with the stack's topics and an emptied Redis; a client of it."""
+        self.fresh_kafka()
+        create_topics(self.settings())
+        client = Redis.from_url(self.redis_url)
+        await client.flushall()
+        return client
 
     def spawn(
         self,

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import jwt
-from redis.asyncio import Redis
 
 from bench._harness import BIN, JWT_SECRET, ROOT, Row, cpu_seconds, median, progress
 from bench.query import _seed, _serve
@@ -30,7 +29,6 @@ from mastery.batch.runner import BatchRunner
 from mastery.documents import mastery_document
 from mastery.domain import DEFAULT_MODEL, explain
 from mastery.domain.batch import Priority
-from mastery.events.kafka import create_topics
 from mastery.policy import Role
 from mastery.store import RedisStore
 from mastery.store.batches import BatchRecord, BatchStore
@@ -50,10 +48,7 @@ TARGET_MS = 50.0
 
 
 async def run(stack: Stack) -> list[Row]:
-    stack.fresh_kafka()
-    create_topics(stack.settings())
-    client = Redis.from_url(stack.redis_url)
-    await client.flushall()
+    client = await stack.fresh_stores()
     students = [f"s{i}" for i in range(STUDENTS)]
     progress(f"batch: seeding {STUDENTS} students")
     store = RedisStore(client)

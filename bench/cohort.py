@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import orjson
-from redis.asyncio import Redis
 
 from bench._harness import ROOT, Row, percentile, pinned, progress
 from bench._openloop import http_request
 from bench.query import RATE, _open_loop, _serve, _token
 from mastery.domain import Component, Observation
-from mastery.events.kafka import create_topics
 from mastery.store import RedisStore
 
 if TYPE_CHECKING:
@@ -44,10 +42,7 @@ TARGETS = {  # name -> (function, path, extra body)
 async def run(stack: Stack) -> list[Row]:
     split = pinned()
     gen_cpus, server_cpus = split if split else (None, None)
-    stack.fresh_kafka()
-    create_topics(stack.settings())
-    client = Redis.from_url(stack.redis_url)
-    await client.flushall()
+    client = await stack.fresh_stores()
     progress(f"cohort: seeding {STUDENTS:,} students through the apply script")
     seeded = await _seed(RedisStore(client))
     used = int((await client.info("memory"))["used_memory"])

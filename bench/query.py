@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import httpx
 import jwt
 import orjson
-from redis.asyncio import Redis
 
 from bench._harness import (
     BIN,
@@ -38,7 +37,6 @@ from bench._harness import (
 )
 from bench._openloop import http_request, open_loop
 from mastery.domain import Component, Observation
-from mastery.events.kafka import create_topics
 from mastery.local import free_port
 from mastery.store import RedisStore
 
@@ -73,11 +71,8 @@ HISTORY_RATE = 500
 async def run(stack: Stack) -> list[Row]:
     split = pinned()
     gen_cpus, server_cpus = split if split else (None, None)
-    # Every query writes an access-audit record to mastery.audit before it answers.
-    stack.fresh_kafka()
-    create_topics(stack.settings())
-    client = Redis.from_url(stack.redis_url)
-    await client.flushall()
+    # A fresh broker: every query writes an access-audit record to mastery.audit.
+    client = await stack.fresh_stores()
     progress(f"query: seeding {STUDENTS} students, {QUERIED} of them with {HISTORY_DAYS} days")
     await _seed_history(RedisStore(client), [f"s{i}" for i in range(QUERIED)])
     await _seed(RedisStore(client), [f"s{i}" for i in range(STUDENTS)])
