@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mastery.bootstrap import build
 from mastery.events.kafka import create_topics
 from mastery.web import FunctionApp
 from tests.conftest import JWT_SECRET
@@ -92,3 +93,11 @@ def serve(
 
     asgi = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://fn")
+
+
+@pytest.fixture
+async def redis_down(settings: Settings) -> AsyncIterator[Resources]:
+    """A process's resources whose Redis cannot be reached (nothing listens on port 1)."""
+    res = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    yield res
+    await res.aclose()

@@ -302,11 +302,9 @@ async def test_the_scan_budget_bounds_a_read_and_says_so(settings: Settings, ten
     assert (len(whole.entries), whole.complete) == (3, True)
 
 
-async def test_redis_down_is_503(settings: Settings, tenant: str) -> None:
-    res = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
-    async with serve("audit-log", AUDIT, res) as audit:
+async def test_redis_down_is_503(redis_down: Resources, tenant: str) -> None:
+    async with serve("audit-log", AUDIT, redis_down) as audit:
         resp = await _audit(audit, tenant)
-    await res.aclose()
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     assert resp.headers["content-type"] == "application/problem+json"

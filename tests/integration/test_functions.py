@@ -23,6 +23,8 @@ from tests.integration.conftest import JSON, serve, token
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from mastery.bootstrap import Resources
+
 
 @pytest.fixture(scope="module", autouse=True)
 async def _close_process_resources() -> AsyncIterator[None]:
@@ -217,9 +219,8 @@ async def test_query_rejects_bad_bodies_with_the_field_named(
     assert (await q.post("/elsewhere", headers=headers)).status_code == 404
 
 
-async def test_redis_down_is_503_with_retry_after(settings: Settings, tenant: str) -> None:
-    res = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
-    async with serve("mastery-query", {"POST /mastery/query": query_mastery}, res) as query:
+async def test_redis_down_is_503_with_retry_after(redis_down: Resources, tenant: str) -> None:
+    async with serve("mastery-query", {"POST /mastery/query": query_mastery}, redis_down) as query:
         resp = await query.post(
             "/mastery/query", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
         )
@@ -227,12 +228,11 @@ async def test_redis_down_is_503_with_retry_after(settings: Settings, tenant: st
     assert resp.headers["retry-after"] == "1"
     body, headers = binary_ce(Component.QUIZ, event_data(tenant, "s1"), str(uuid.uuid4()))
     async with serve(
-        "on-quiz", {"POST /": event_handler(Component.QUIZ)}, res, uses_auth=False
+        "on-quiz", {"POST /": event_handler(Component.QUIZ)}, redis_down, uses_auth=False
     ) as events:
         resp = await events.post("/", content=body, headers=headers)
     assert resp.status_code == 503  # the trigger retries; nothing is acknowledged
     assert resp.headers["content-type"] == "application/problem+json"
-    await res.aclose()
 
 
 async def test_oversized_bodies_are_refused_without_reading_them_whole(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import httpx
     from redis.asyncio import Redis
 
+    from mastery.bootstrap import Resources
     from mastery.events.codec import Record
     from mastery.settings import Settings
 
@@ -148,15 +149,13 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
 
 
 async def test_erasure_with_redis_down_is_503_and_a_retry_completes(
-    settings: Settings, redis: Redis, tenant: str
+    settings: Settings, redis: Redis, redis_down: Resources, tenant: str
 ) -> None:
     await _ingest(settings, _history(tenant, "s1"))
-    down = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
-    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, down) as erase:
+    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, redis_down) as erase:
         resp = await erase.post(
             "/gdpr/erase", json={"student_id": "s1"}, headers=token("a", "admin", tenant)
         )
-    await down.aclose()
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     assert resp.headers["content-type"] == "application/problem+json"

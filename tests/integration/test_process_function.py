@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from mastery.bootstrap import Resources
     from mastery.settings import Settings
 
 DEDICATED = {
@@ -127,15 +128,13 @@ async def test_a_service_acts_for_a_user_and_the_audit_names_both(
     ]
 
 
-async def test_redis_down_is_a_503_envelope(settings: Settings, school: str) -> None:
-    res = build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
-    async with serve("process", {"POST /process": process_intent}, res) as process:
+async def test_redis_down_is_a_503_envelope(redis_down: Resources, school: str) -> None:
+    async with serve("process", {"POST /process": process_intent}, redis_down) as process:
         resp = await process.post(
             "/process",
             json={"intent": "recommendations", "student_id": "s1"},
             headers=token("s1", "student", school),
         )
-    await res.aclose()
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     # the rate limit, checked before the body is read, was the first to find Redis gone
