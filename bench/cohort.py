@@ -75,8 +75,8 @@ async def run(stack: Stack) -> list[Row]:
             ]
             await _check(port, path, tokens[0], {"student_id": students[0], **extra})
             progress(f"cohort: open loop {RATE} req/s, {name} (one unmeasured round first)")
-            # A function idle through the previous target's round showed a one-off stall
-            # of a few hundred ms when load resumed; what is measured is the steady state.
+            # The first round on a process that has only answered a health check showed
+            # P95s of a few hundred ms (cold caches under load); the steady state counts.
             await _open_loop(port, requests, gen_cpus)
             latencies[name] = (await _open_loop(port, requests, gen_cpus)).latencies
     finally:

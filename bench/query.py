@@ -156,8 +156,8 @@ async def _analytics(
         http_request("POST", f"127.0.0.1:{predict_port}", PREDICT_PATH, _headers(t), b)
         for t, b in zip(tokens, bodies, strict=True)
     ]
-    # One unmeasured round each first: a function idle through another's round stalled
-    # once when load resumed (see bench/cohort.py); the steady state is what is measured.
+    # One unmeasured round each first: a cold process under load showed P95s of a few
+    # hundred ms in its first round (see bench/cohort.py); the steady state counts.
     progress(f"query: open loop {RATE} req/s for {OPEN_SECONDS}s x2, cached prediction")
     await _open_loop(predict_port, predictions, gen_cpus)
     cached = await _open_loop(predict_port, predictions, gen_cpus)
