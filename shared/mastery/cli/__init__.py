@@ -19,6 +19,15 @@ from mastery.domain import Component
 __all__ = ["main"]
 
 
+#: Every consuming command tells its supervisor (mastery dev, tests) when it is assigned.
+_ready_file = click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Touched once partitions are assigned.",
+)
+
+
 @click.group()
 def main() -> None:
     """Mastery Engine: learning events to an explainable mastery score."""
@@ -76,12 +85,7 @@ def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path) -> Non
     default=None,
     help="Consumer group (default mastery-consume).",
 )
-@click.option(
-    "--ready-file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Touched once partitions are assigned.",
-)
+@_ready_file
 @click.option(
     "--metrics-port",
     envvar="MASTERY_METRICS_PORT",
@@ -105,12 +109,7 @@ def consume(
 @main.command()
 @click.option("--topic", required=True)
 @click.option("--sink", required=True, help="URL of the event-handler function.")
-@click.option(
-    "--ready-file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Touched once partitions are assigned.",
-)
+@_ready_file
 def trigger(topic: str, sink: str, ready_file: Path | None) -> None:
     """Deliver TOPIC's records to SINK as CloudEvents (a local KafkaSource)."""
     from mastery.events.trigger import run_trigger
@@ -125,12 +124,7 @@ def trigger(topic: str, sink: str, ready_file: Path | None) -> None:
     default=None,
     help="Consumer group (default mastery-batch-worker).",
 )
-@click.option(
-    "--ready-file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Touched once partitions are assigned.",
-)
+@_ready_file
 def batch_worker(group: str | None, ready_file: Path | None) -> None:
     """Run batches from mastery.batch.{high,normal,low}, always the highest priority first."""
     from mastery.batch.worker import PriorityWorker
