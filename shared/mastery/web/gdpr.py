@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mastery.domain import explain
+from mastery.domain import day_mastery, explain
 from mastery.policy import Action
 from mastery.store.batches import BatchStore
 from mastery.web.auth import authorize_student
@@ -89,10 +89,9 @@ def _aggregate(agg: Aggregate) -> dict[str, float | int]:
 
 
 def _day(snapshot: DaySnapshot, model: ScoringModel) -> dict[str, object]:
-    observed = {c: v for c, v in snapshot.scores.items() if v is not None}
     return {
         "date": snapshot.day.isoformat(),
-        "mastery": round(model.mastery(observed), 4),
+        "mastery": round(day_mastery(snapshot, model), 4),
         "components": {c.value: v for c, v in snapshot.scores.items()},
     }
 
