@@ -15,6 +15,7 @@ from mastery.registry import event_topic
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
+    from redis.asyncio import Redis
 
     from mastery.domain import Component
     from mastery.settings import Settings
@@ -106,3 +107,8 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
 
 def headers_of(message: Message) -> dict[str, str]:
     return {k: (v or b"").decode() for k, v in (message.headers() or [])}
+
+
+async def keys_of_student(redis: Redis, tenant: str, student: str) -> list[bytes]:
+    """Every key held under the student's hash tag (a SCAN, as an auditor would run it)."""
+    return [k async for k in redis.scan_iter(match=f"*{{{tenant}:{student}}}*", count=1000)]

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from mastery.domain import DEFAULT_MODEL, Component, Observation
 from mastery.domain.cohort import METRICS, UNITS, compare, index_units, percentile
 from mastery.store import Outcome, RedisStore, keys
+from tests.helpers import keys_of_student
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CLASSES = ("c-a", "c-b", "c-c")
@@ -147,19 +148,15 @@ async def test_a_non_member_gets_no_figures(redis: Redis, tenant: str) -> None:
     assert figures is None
 
 
-async def _keys_of(redis: Redis, tenant: str, student: str) -> list[bytes]:
-    return [k async for k in redis.scan_iter(match=f"*{tenant}:{student}*", count=1000)]
-
-
 async def test_erasure_leaves_no_key_and_no_index_entry(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     students = [f"s{s}" for s in range(20)]
     events = _events(tenant, seed=6, students=20, per_student=5)
     await _apply(store, events)
-    assert await _keys_of(redis, tenant, "s3")
+    assert await keys_of_student(redis, tenant, "s3")
 
     assert await store.erase(tenant, "s3", NOW) >= 3  # state, days, at least one seen bucket
-    assert await _keys_of(redis, tenant, "s3") == []
+    assert await keys_of_student(redis, tenant, "s3") == []
     for key in [k async for k in redis.scan_iter(match=f"m:{{{tenant}}}:cohort:*")]:
         if await redis.type(key) == b"zset":
             assert await redis.zscore(key, "s3") is None, key
@@ -184,7 +181,7 @@ async def test_replayed_events_of_an_erased_student_bring_nothing_back(
     assert [o for e, o in zip(events, replay, strict=True) if e.student_id == "s1"] == [
         Outcome.ERASED
     ] * 6
-    assert await _keys_of(redis, tenant, "s1") == []
+    assert await keys_of_student(redis, tenant, "s1") == []
     assert await redis.zscore(keys.tenant_index(tenant, "mastery"), "s1") is None
     audit = await redis.xrevrange(keys.audit(tenant), count=len(events))
     assert sum(f[b"outcome"] == b"erased" for _, f in audit) == 6

@@ -14,7 +14,7 @@ from mastery.policy import Role
 from mastery.store import Outcome, RedisStore, keys
 from mastery.store.batches import BatchRecord, BatchStore
 from mastery.web import erase_student
-from tests.helpers import event_data, record
+from tests.helpers import event_data, keys_of_student, record
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
@@ -85,10 +85,6 @@ async def test_export_holds_state_history_and_event_audit(
     assert resp.status_code == 404  # another tenant's admin: nothing, not "forbidden"
 
 
-async def _keys_of(redis: Redis, tenant: str, student: str) -> list[bytes]:
-    return [k async for k in redis.scan_iter(match=f"*{{{tenant}:{student}}}*", count=1000)]
-
-
 async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     client: Callable[[str], httpx.AsyncClient], settings: Settings, redis: Redis, tenant: str
 ) -> None:
@@ -129,12 +125,12 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     assert doc["audit_entries_removed"] == 6
     assert doc["batch_results_removed"] == 1
     assert await redis.hkeys(keys.batch_results(tenant, "b1")) == [b"s2"]
-    assert await _keys_of(redis, tenant, "s1") == []
+    assert await keys_of_student(redis, tenant, "s1") == []
     assert await redis.zscore(keys.tenant_index(tenant, "mastery"), "s1") is None
     assert await redis.hkeys(keys.class_index(tenant, "c1")) == [b"s2"]
 
     assert await _ingest(settings, events) == [Outcome.ERASED] * 6  # a replay of the topic
-    assert await _keys_of(redis, tenant, "s1") == []
+    assert await keys_of_student(redis, tenant, "s1") == []
     after = (await export.post("/gdpr/export", json={"student_id": "s1"}, headers=admin)).json()
     assert after["mastery"] is None
     assert [e["outcome"] for e in after["events"]] == ["erased"] * 6  # the refusals, audited
@@ -159,7 +155,7 @@ async def test_erasure_with_redis_down_is_503_and_a_retry_completes(
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     assert resp.headers["content-type"] == "application/problem+json"
-    assert await _keys_of(redis, tenant, "s1")  # nothing was erased
+    assert await keys_of_student(redis, tenant, "s1")  # nothing was erased
 
     up = build(settings)
     async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, up) as erase:
@@ -168,4 +164,4 @@ async def test_erasure_with_redis_down_is_503_and_a_retry_completes(
         )
     await up.aclose()
     assert resp.status_code == 200
-    assert await _keys_of(redis, tenant, "s1") == []
+    assert await keys_of_student(redis, tenant, "s1") == []
