@@ -26,6 +26,7 @@ from mastery.domain import (
     explain,
     fold,
 )
+from mastery.domain.scoring import _shown
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -129,6 +130,25 @@ def test_custom_weights_are_accepted_and_used() -> None:
 def test_scoring_model_rejects_bad_weights(weights: Mapping[Component, float]) -> None:
     with pytest.raises(ValueError, match="weights"):
         ScoringModel(weights=weights)
+
+
+@pytest.mark.parametrize(
+    "floors",
+    [
+        pytest.param((), id="none"),
+        pytest.param(((Level.BEGINNER, 0.0), (Level.EXPERT, 0.9)), id="lowest-first"),
+        pytest.param(((Level.EXPERT, 0.5), (Level.BEGINNER, 0.5)), id="same-floor-twice"),
+    ],
+)
+def test_scoring_model_rejects_floors_out_of_order(floors: tuple[tuple[Level, float], ...]) -> None:
+    with pytest.raises(ValueError, match="level_floors"):
+        ScoringModel(level_floors=floors)
+
+
+def test_below_every_floor_is_the_lowest_level() -> None:
+    model = ScoringModel(level_floors=((Level.EXPERT, 0.9), (Level.BEGINNER, 0.1)))
+    assert model.level(0.05) is Level.BEGINNER
+    assert model.standing(0.5) == (Level.BEGINNER, NextLevel(Level.EXPERT, 0.4))
 
 
 @pytest.mark.parametrize(
@@ -242,6 +262,20 @@ def test_explain_is_order_independent_at_a_rounding_tie() -> None:
             for report in (explain(fold(_EMPTY, order)) for order in itertools.permutations(events))
         }
         assert len(reports) == 1, f"events {days_ago} days ago explain as {sorted(reports)}"
+
+
+@given(st.floats(min_value=-2.0, max_value=2.0, allow_nan=False))
+@settings(max_examples=2000)
+def test_shown_equals_rounding_to_9_then_4_decimals(x: float) -> None:
+    assert _shown(x) == round(round(x, 9), 4)
+
+
+def test_shown_at_and_next_to_4_decimal_ties() -> None:
+    # Every halfway value x.xxxx5 in [0, 1], and values a hair away from them: the slow path.
+    for tie in (k / 20000 for k in range(1, 20001, 2)):
+        for offset in (0.0, 1e-13, -1e-13, 4e-10, -4e-10, 6e-10, -6e-10, 2e-9):
+            x = tie + offset
+            assert _shown(x) == round(round(x, 9), 4), x
 
 
 # -- decay and admissibility -----------------------------------------------------------------
