@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 import uuid
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from redis.asyncio import Redis
 
+from mastery.bootstrap import Resources
 from mastery.domain import Component, Observation, StudentState, explain, fold
+from mastery.errors import Unavailable
 from mastery.store import Outcome, RedisStore, keys
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -158,3 +161,43 @@ async def test_unknown_student_has_no_state(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     assert await store.load(tenant, f"nobody-{uuid.uuid4().hex[:6]}") is None
     assert await store.history(tenant, "nobody") == []
+
+
+async def test_read_ahead_hands_out_each_chunk_with_what_load_many_reads(
+    redis: Redis, tenant: str
+) -> None:
+    store = RedisStore(redis)
+    students = [f"s{i}" for i in range(7)]
+    await _apply(store, [_obs(tenant, s, i, class_id="c1") for i, s in enumerate(students)])
+    ids = [*students, f"nobody-{uuid.uuid4().hex[:6]}"]
+    chunks = [ids[:3], ids[3:6], ids[6:]]
+    await redis.script_flush()  # a raw EVAL per chunk: no script needs loading first
+
+    got = [(part, states) async for part, states in store.read_ahead(tenant, chunks)]
+
+    assert [part for part, _ in got] == chunks
+    expected = await store.load_many(tenant, ids)
+    assert [state for _, states in got for state in states] == expected
+    assert all(s is not None and s.classes == {"c1"} for s in expected[:-1])
+    assert expected[-1] is None
+
+
+async def test_read_ahead_stopped_early_leaves_the_client_answering_right(
+    redis: Redis, tenant: str
+) -> None:
+    store = RedisStore(redis)
+    await _apply(store, [_obs(tenant, "a", 1), _obs(tenant, "b", 2, class_id="cb")])
+    for _ in range(5):  # each time, the read of ["b"] is in flight when the reader stops
+        async with aclosing(store.read_ahead(tenant, [["a"], ["b"]])) as reads:
+            async for part, _ in reads:
+                assert part == ["a"]
+                break
+        assert await redis.echo("next") == b"next"
+    states = await store.load_many(tenant, ["b", "a"])
+    assert [s.classes if s else None for s in states] == [{"cb"}, frozenset()]
+
+
+async def test_read_ahead_without_redis_is_unavailable(redis_down: Resources) -> None:
+    with pytest.raises(Unavailable):
+        async for _ in redis_down.store.read_ahead("t", [["a"], ["b"]]):
+            pass

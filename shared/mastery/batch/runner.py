@@ -1,7 +1,8 @@
 """Runs one batch: chunk by chunk, resumable, within its deadline.
 
-Per chunk: one pipelined read of the students' states, then their results written in
-one transaction, keyed by student. A run that starts over (after a crash, or because
+Per chunk: one read of the students' states (the next chunk's read already sent, so
+Redis works while this one is scored), then their results written in one transaction,
+keyed by student. A run that starts over (after a crash, or because
 the message came again) skips the students that already have a result, so nothing is
 lost and nothing counted twice. Past the deadline the students not reached get a
 ``timeout`` result and the batch is closed: it never hangs.
@@ -9,6 +10,7 @@ lost and nothing counted twice. Past the deadline the students not reached get a
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -96,27 +98,29 @@ class BatchRunner:
 
         earlier = await self._batches.finished_students(tenant, batch_id)
         todo = [s for s in record.student_ids if s not in earlier]
+        chunks = [todo[i : i + self._chunk] for i in range(0, len(todo), self._chunk)]
         fresh: list[Result] = []
         position = 0
-        while position < len(todo) and self._now_ms() < record.deadline_at:
-            if position and should_yield is not None and await should_yield():
-                return RunOutcome.YIELDED
-            part = todo[position : position + self._chunk]
-            states = await self._store.load_many(tenant, part)
-            results = evaluate(
-                part,
-                states,
-                tenant=tenant,
-                role=record.role,
-                subject=record.submitted_by,
-                classes=record.classes,
-                model=self._model,
-            )
-            await self._save(record, results)
-            fresh += results
-            position += len(part)
-            if self._observer is not None:
-                await self._observer(batch_id, position)
+        async with aclosing(self._store.read_ahead(tenant, chunks)) as reads:
+            async for part, states in reads:
+                if self._now_ms() >= record.deadline_at:
+                    break
+                if position and should_yield is not None and await should_yield():
+                    return RunOutcome.YIELDED
+                results = evaluate(
+                    part,
+                    states,
+                    tenant=tenant,
+                    role=record.role,
+                    subject=record.submitted_by,
+                    classes=record.classes,
+                    model=self._model,
+                )
+                await self._save(record, results)
+                fresh += results
+                position += len(part)
+                if self._observer is not None:
+                    await self._observer(batch_id, position)
         late = [error_result(s, StudentError.TIMEOUT) for s in todo[position:]]
         await self._save(record, late)
         fresh += late
