@@ -1,6 +1,6 @@
-"""``python -m bench [query|consumer|latency|memory|backtest ...]``: run benchmarks, print a table.
+"""``python -m bench [query|consumer|latency|memory|cohort|backtest|batch ...]``: run benchmarks.
 
-With no names, runs all five. The markdown table goes to stdout and to
+With no names, runs them all. The markdown table goes to stdout and to
 ``bench/results/latest.md``; progress goes to stderr.
 """
 

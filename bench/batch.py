@@ -3,7 +3,10 @@
 Two kinds of figure, each beside the single-student query of the same run:
 - Redis + compute, in process (what the target is about): the pipelined read, scoring,
   documents and summary; for 1,000 students the whole ``BatchRunner.run`` (result writes
-  and final status included), i.e. the worker's time for one batch.
+  and final status included), i.e. the worker's time for one batch. Its CPU (this process
+  plus redis-server) is shown too, as a figure less sensitive to a busy machine; since
+  the runner reads ahead, Redis and the worker run at the same time and the sum exceeds
+  the wall time.
 - Over HTTP against the deployed functions (``functions-framework --asgi`` processes):
   the answer time of ``POST /mastery/query`` and of a synchronous ``POST /batch/mastery``
   of 100, sequential requests on loopback; and an async batch of 1,000 through the topic
@@ -83,12 +86,9 @@ async def run(stack: Stack) -> list[Row]:
         ),
         Row(
             "batch",
-            f"  CPU per batch of 1,000 (bench process + redis-server), mean of {LARGE_RUNS}",
+            f"  CPU per batch of 1,000, bench process + redis-server (they overlap: not a"
+            f" time), mean of {LARGE_RUNS}",
             ms(large_cpu),
-            "-",
-            "-",
-            f"< {TARGET_MS:.0f} ms",
-            large_cpu < TARGET_MS,
         ),
         Row(
             "batch",
