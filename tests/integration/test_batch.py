@@ -27,7 +27,8 @@ from mastery.domain import Component, Observation
 from mastery.domain.batch import Priority, summarize
 from mastery.events.kafka import create_topics
 from mastery.store import keys
-from mastery.web import batch_event, batch_status, query_mastery, submit_batch
+from mastery.store.batches import BatchStore
+from mastery.web import batch_event, batch_status, erase_student, query_mastery, submit_batch
 from tests.helpers import headers_of, read_topic
 from tests.integration.conftest import serve, token
 
@@ -336,6 +337,50 @@ async def test_a_batch_queued_past_its_deadline_fails_with_every_student_timed_o
     assert (doc["status"], doc["succeeded"], doc["failed"]) == ("failed", 0, 5)
     assert "deadline" in doc["reason"]
     assert {r["error"] for r in doc["results"]} == {"timeout"}
+
+
+async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = await _seed(res, tenant, 30)
+    url = await _submit(api, tenant, ids)
+    batch_id = url.rsplit("/", 1)[1]
+    victim = ids[15]  # in the second chunk, read (ahead) before the first one is stored
+
+    async def erase_after_the_first_chunk(_: str, done: int) -> None:
+        if done == 10:
+            async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, res) as gdpr:
+                body = {"student_id": victim}
+                resp = await gdpr.post("/gdpr/erase", json=body, headers=_admin(tenant))
+                assert resp.status_code == 200, resp.text
+
+    runner = batch_runner(res, chunk=10, observer=erase_after_the_first_chunk)
+    assert (await runner.run(tenant, batch_id)).value == "done"
+
+    doc = (await api.get(url, headers=_admin(tenant))).json()
+    by_id = {r["student_id"]: r for r in doc["results"]}
+    assert by_id[victim]["error"] == "not_found"
+    assert "result" not in by_id[victim]
+    assert (doc["succeeded"], doc["failed"], doc["summary"]["count"]) == (29, 1, 29)
+    stored = await res.store.client.hget(keys.batch_results(tenant, batch_id), victim)
+    assert stored is not None
+    assert orjson.loads(stored) == by_id[victim]
+
+
+async def test_results_of_students_erased_since_the_run_began_are_refused(
+    res: Resources, tenant: str
+) -> None:
+    batches, now = BatchStore(res.store), datetime.now(UTC)
+    await res.store.erase(tenant, "long-ago", now - timedelta(hours=1))
+    await res.store.erase(tenant, "just-now", now)
+    since = int(now.timestamp() * 1000) - 60_000
+    results = {"long-ago": b"1", "just-now": b"2", "never": b"3"}
+
+    assert await batches.save_results(tenant, "b1", results, erased_since=since) == ["just-now"]
+    stored = await res.store.client.hgetall(keys.batch_results(tenant, "b1"))
+    assert stored == {b"long-ago": b"1", b"never": b"3"}
+    assert await batches.save_results(tenant, "b1", {"just-now": b"4"}) == []  # no check
+    assert await res.store.client.hget(keys.batch_results(tenant, "b1"), "just-now") == b"4"
 
 
 async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(

@@ -96,6 +96,9 @@ class BatchRunner:
             )
             return RunOutcome.DONE
 
+        # Results read before a student's erasure must not be stored after it; the margin
+        # covers clocks of the eraser's and this host that disagree.
+        erased_since = self._now_ms() - int(self._model.max_clock_skew.total_seconds() * 1000)
         earlier = await self._batches.finished_students(tenant, batch_id)
         todo = [s for s in record.student_ids if s not in earlier]
         chunks = [todo[i : i + self._chunk] for i in range(0, len(todo), self._chunk)]
@@ -116,8 +119,7 @@ class BatchRunner:
                     classes=record.classes,
                     model=self._model,
                 )
-                await self._save(record, results)
-                fresh += results
+                fresh += await self._save(record, results, erased_since)
                 position += len(part)
                 if self._observer is not None:
                     await self._observer(batch_id, position)
@@ -133,9 +135,23 @@ class BatchRunner:
         await self._finish(record, every, BatchStatus.DONE)
         return RunOutcome.DONE
 
-    async def _save(self, record: BatchRecord, results: Sequence[Result]) -> None:
+    async def _save(
+        self, record: BatchRecord, results: Sequence[Result], erased_since: int | None = None
+    ) -> Sequence[Result]:
+        """Store results; returns them as stored.
+
+        A student erased at or after ``erased_since`` (ms) is stored as ``not_found``: the
+        result was read before the erasure, and storing it would bring the data back.
+        """
         encoded = {str(r["student_id"]): orjson.dumps(r) for r in results}
-        await self._batches.save_results(record.tenant, record.batch_id, encoded)
+        refused = set(
+            await self._batches.save_results(record.tenant, record.batch_id, encoded, erased_since)
+        )
+        if not refused:
+            return results
+        stand_ins = {s: error_result(s, StudentError.NOT_FOUND) for s in refused}
+        await self._save(record, list(stand_ins.values()))
+        return [stand_ins.get(str(r["student_id"]), r) for r in results]
 
     async def _finish(
         self,

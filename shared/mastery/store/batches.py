@@ -38,6 +38,32 @@ return status
 """
 
 
+# Stores a chunk's results (ARGV[3..]: student, result, ...) except those of students
+# erased at or after ARGV[2] (ms; -1: no check): their results were read before the
+# erasure and would bring the data back. Returns the students refused.
+_SAVE = """
+local results, tombstones, ttl, since = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local check = since >= 0 and redis.call('EXISTS', tombstones) == 1
+local refused, fields = {}, {}
+for i = 3, #ARGV, 2 do
+  local erased = check and redis.call('ZSCORE', tombstones, ARGV[i])
+  if erased and tonumber(erased) >= since then
+    refused[#refused + 1] = ARGV[i]
+  else
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+  if #fields >= 1000 then  -- unpack() has a limit; chunks may be large
+    redis.call('HSET', results, unpack(fields))
+    fields = {}
+  end
+end
+if #fields > 0 then redis.call('HSET', results, unpack(fields)) end
+redis.call('EXPIRE', results, ttl)
+return refused
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
     """One batch run. Times are epoch milliseconds.
@@ -133,15 +159,26 @@ class BatchStore:
         raw = await self._store.io(self._redis.hkeys(keys.batch_results(tenant, batch_id)))
         return {_text(k) for k in raw}
 
-    async def save_results(self, tenant: str, batch_id: str, results: Mapping[str, bytes]) -> None:
-        """Store these students' results (atomically, so a chunk is all there or not at all)."""
+    async def save_results(
+        self,
+        tenant: str,
+        batch_id: str,
+        results: Mapping[str, bytes],
+        erased_since: int | None = None,
+    ) -> list[str]:
+        """Store these students' results, atomically (a chunk is all there or not at all).
+
+        With ``erased_since`` (ms), the results of students erased at or after it are
+        not stored; returns those students.
+        """
         if not results:
-            return
-        key = keys.batch_results(tenant, batch_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=dict(results))  # type: ignore[arg-type]
-            pipe.expire(key, self._ttl_s)
-            await self._store.io(pipe.execute())
+            return []
+        args: list[str | bytes | int] = [self._ttl_s, -1 if erased_since is None else erased_since]
+        for student, result in results.items():
+            args += (student, result)
+        key_list = (keys.batch_results(tenant, batch_id), keys.erased(tenant))
+        refused = await self._store.io(self._redis.eval(_SAVE, 2, *key_list, *args))
+        return [_text(s) for s in refused]
 
     async def results(self, tenant: str, batch_id: str, order: Sequence[str]) -> list[bytes]:
         """The stored results of ``order``'s students, in that order (missing ones left out)."""
