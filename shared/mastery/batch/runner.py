@@ -1,11 +1,11 @@
 """Runs one batch: chunk by chunk, resumable, within its deadline.
 
 Per chunk: one read of the students' states (the next chunk's read already sent, so
-Redis works while this one is scored), then their results written in one transaction,
-keyed by student. A run that starts over (after a crash, or because
-the message came again) skips the students that already have a result, so nothing is
-lost and nothing counted twice. Past the deadline the students not reached get a
-``timeout`` result and the batch is closed: it never hangs.
+Redis works while this one is scored), then their results written in one atomic step,
+keyed by student. A run that starts over (after a crash, or because the message came
+again) skips the students that already have a result, so nothing is lost and nothing
+counted twice. Past the deadline the students not reached get a ``timeout`` result and
+the batch is closed: it never hangs.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ __all__ = [
 DECAY_ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 _ORIGIN_S = DECAY_ORIGIN.timestamp()
 _COMPONENTS = tuple(Component)
-_EMPTY = Aggregate()
 
 _DEFAULT_WEIGHTS = MappingProxyType(
     {
@@ -197,11 +196,11 @@ _NEAR_TIE = 1e-5
 def explain(state: StudentState, model: ScoringModel = DEFAULT_MODEL) -> MasteryReport:
     """Score a state and say how each component contributed."""
     # The hot path of a batch (1,000 students explained per run): one pass, each mean once.
-    weights, aggregates = model.weights, state.components
+    weights = model.weights
     parts: dict[Component, ComponentReport] = {}
     means: dict[Component, float] = {}
     for c in _COMPONENTS:
-        agg = aggregates.get(c, _EMPTY)
+        agg = state.component(c)
         weight = weights[c]
         mean = means[c] = agg.mean
         parts[c] = ComponentReport(
@@ -209,7 +208,7 @@ def explain(state: StudentState, model: ScoringModel = DEFAULT_MODEL) -> Mastery
             weight=weight,
             contribution=_shown(weight * mean),
             events=agg.count,
-            observed=agg.count > 0,
+            observed=agg.observed,
         )
     mastery = _shown(model.mastery(means))
     level, up = model.standing(mastery)
