@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 
 __all__ = ["APPLY", "COMPARE", "ERASE", "SCORES", "Script"]
@@ -12,10 +12,11 @@ __all__ = ["APPLY", "COMPARE", "ERASE", "SCORES", "Script"]
 @dataclass(frozen=True, slots=True)
 class Script:
     source: str
+    #: Its SHA1, as EVALSHA names it: hashed once (apply.lua is ~15 KB and runs per batch).
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 def _with_cohort(name: str) -> Script:
