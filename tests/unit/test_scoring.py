@@ -145,9 +145,9 @@ def test_scoring_model_rejects_floors_out_of_order(floors: tuple[tuple[Level, fl
         ScoringModel(level_floors=floors)
 
 
-def test_below_every_floor_is_the_lowest_level() -> None:
+def test_custom_floors_give_the_level_and_the_next_one() -> None:
     model = ScoringModel(level_floors=((Level.EXPERT, 0.9), (Level.BEGINNER, 0.1)))
-    assert model.level(0.05) is Level.BEGINNER
+    assert model.level(0.05) is Level.BEGINNER  # below every floor: the lowest level
     assert model.standing(0.5) == (Level.BEGINNER, NextLevel(Level.EXPERT, 0.4))
 
 
