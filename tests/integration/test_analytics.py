@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import httpx
-import jwt
 import orjson
 import pytest
-from functions_framework.aio import create_asgi_app
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
 from mastery.store import keys
-from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, record
-from tests.integration.conftest import FUNCTIONS_DIR
+from tests.integration.conftest import token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -37,22 +33,6 @@ PREDICT, RECOMMEND, HISTORY = (
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture
-async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-
-    def open_(name: str) -> httpx.AsyncClient:
-        source = FUNCTIONS_DIR / name.replace("-", "_") / "main.py"
-        app = create_asgi_app(target="handler", source=str(source))
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn")
-        opened.append(c)
-        return c
-
-    yield open_
-    for c in opened:
-        await c.aclose()
-
-
 @pytest.fixture(scope="module", autouse=True)
 async def _close_process_resources() -> AsyncIterator[None]:
     yield
@@ -67,8 +47,7 @@ async def res(settings: Settings) -> AsyncIterator[Resources]:
 
 
 def _auth(tenant: str, sub: str = "a1", role: str = "admin") -> dict[str, str]:
-    claims = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300}
-    return {"authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    return token(sub, role, tenant)
 
 
 async def _events(
