@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from mastery.events.codec import AVRO, Record, encode
 from mastery.events.kafka import consumer_config, create_topics, producer_config
 from mastery.registry import event_topic
+from mastery.store import keys
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -110,5 +111,6 @@ def headers_of(message: Message) -> dict[str, str]:
 
 
 async def keys_of_student(redis: Redis, tenant: str, student: str) -> list[bytes]:
-    """Every key held under the student's hash tag (a SCAN, as an auditor would run it)."""
-    return [k async for k in redis.scan_iter(match=f"*{{{tenant}:{student}}}*", count=1000)]
+    """Every key held under the student's prefix (a SCAN, as an auditor would run it)."""
+    prefix = keys.student_prefix(tenant, student)
+    return [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]

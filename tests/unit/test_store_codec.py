@@ -43,21 +43,33 @@ def _student_keys(tenant: str, student: str) -> list[str]:
 
 
 def test_key_names() -> None:
-    assert keys.student_prefix("t1", "s1") == "m:{t1:s1}:"
-    assert keys.state("t1", "s1") == "m:{t1:s1}:state"
-    assert keys.days("t1", "s1") == "m:{t1:s1}:days"
-    assert keys.seen("t1", "s1", 678) == "m:{t1:s1}:seen:678"
+    assert keys.student_prefix("t1", "s1") == "m:{t1}:s:s1:"
+    assert keys.state("t1", "s1") == "m:{t1}:s:s1:state"
+    assert keys.days("t1", "s1") == "m:{t1}:s:s1:days"
+    assert keys.seen("t1", "s1", 678) == "m:{t1}:s:s1:seen:678"
     assert keys.audit("t1") == "m:{t1}:audit"
+    assert keys.outbox("t1") == "m:{t1}:outbox"
+    assert keys.offsets("t1", "g") == "m:{t1}:offsets:g"
 
 
 @settings(max_examples=200, deadline=None)
 @given(tenant=_ids, student=_ids)
-def test_a_students_keys_share_one_hash_tag(tenant: str, student: str) -> None:
+def test_every_key_of_a_tenant_shares_its_hash_tag(tenant: str, student: str) -> None:
+    """The tenant is the shard unit: one script call never spans two cluster slots."""
     prefix = keys.student_prefix(tenant, student)
     for key in _student_keys(tenant, student):
-        assert _hash_tag(key) == f"{tenant}:{student}"
+        assert _hash_tag(key) == tenant
         assert key.startswith(prefix)
-    assert _hash_tag(keys.audit(tenant)) == tenant
+    tenant_wide = [
+        *keys.tenant_keys(tenant),
+        keys.offsets(tenant, "g"),
+        keys.class_index(tenant, "c1"),
+        keys.batch_results(tenant, "b1"),
+        keys.rate_limit(tenant, "student", student),
+    ]
+    for key in tenant_wide:
+        assert _hash_tag(key) == tenant
+        assert key.startswith(keys.tenant_prefix(tenant))
 
 
 @settings(max_examples=200, deadline=None)

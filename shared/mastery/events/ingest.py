@@ -8,6 +8,7 @@ anywhere before that redelivers, and redelivered events are recognised as duplic
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,14 +23,14 @@ from mastery.metrics import EVENTS
 from mastery.store import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from mastery.domain import Observation, ScoringModel
     from mastery.events.codec import Record
     from mastery.events.kafka import Publisher
-    from mastery.store import Applied, Rejection
+    from mastery.store import Applied, OffsetBook, Rejection
 
-__all__ = ["EventStore", "Ingestor", "Result", "audit_record"]
+__all__ = ["Batch", "EventStore", "Ingestor", "Result", "audit_record"]
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
@@ -43,11 +44,23 @@ class EventStore(Protocol):
         accepted: Sequence[tuple[Observation, bytes]],
         rejected: Sequence[Rejection],
         now: datetime,
+        offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
     ) -> Applied: ...
 
-    async def outbox(self, count: int = 100) -> list[tuple[str, bytes]]: ...
+    async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]: ...
 
-    async def published(self, entry_ids: Sequence[str]) -> None: ...
+    async def published(self, tenant: str, entry_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records decoded and sorted, ready to apply (``Ingestor.prepare``)."""
+
+    now: datetime
+    accepted: list[tuple[Observation, bytes]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    dead: list[OutMessage] = field(default_factory=list)
+    slots: list[int | str] = field(default_factory=list)  # index into accepted, or reason
 
 
 class Ingestor:
@@ -68,49 +81,68 @@ class Ingestor:
         self._clock = clock
         self._source = source
 
-    async def ingest(self, records: Sequence[Record]) -> list[Result]:
+    async def ingest(
+        self,
+        records: Sequence[Record],
+        offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
+    ) -> list[Result]:
         """Apply a batch; one result per record, in order.
 
+        ``offsets``: a consumer's book and the batch's end per partition, recorded with
+        the events (``mastery.store.offsets``).
         Raises:
             Unavailable: Redis or the broker is down; nothing is acknowledged, retry the batch.
+            OffsetsMoved: the consumer's view of the applied offsets is stale.
         """
+        return await self.apply(self.prepare(records), offsets)
+
+    def prepare(self, records: Sequence[Record]) -> Batch:
+        """Decode ``records``: the valid ones to apply, the others to dead-letter."""
         now = self._clock()
-        accepted: list[tuple[Observation, bytes]] = []
-        rejected: list[Rejection] = []
-        dead: list[OutMessage] = []
-        slots: list[int | str] = []  # index into accepted, or the rejection reason
+        batch = Batch(now)
         for record in records:
             try:
                 obs = decode(record, now, self._model)
             except InvalidEvent as exc:
-                rejected.append((exc.tenant, exc.reason, audit_record(record, None, now)))
-                dead.append(dead_letter(record, exc.reason, now, self._source))
-                slots.append(exc.reason)
+                batch.rejected.append((exc.tenant, exc.reason, audit_record(record, None, now)))
+                batch.dead.append(dead_letter(record, exc.reason, now, self._source))
+                batch.slots.append(exc.reason)
                 continue
-            slots.append(len(accepted))
-            accepted.append((obs, audit_record(record, obs, now)))
+            batch.slots.append(len(batch.accepted))
+            batch.accepted.append((obs, audit_record(record, obs, now)))
+        return batch
 
+    async def apply(
+        self, batch: Batch, offsets: tuple[OffsetBook, Mapping[str, int]] | None = None
+    ) -> list[Result]:
+        """Dead-letter, apply and audit a prepared batch, then publish its level changes."""
         # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
-        await self._publisher.publish(dead)
-        applied = await self._store.apply(accepted, rejected, now)
+        await self._publisher.publish(batch.dead)
+        applied = await self._store.apply(batch.accepted, batch.rejected, batch.now, offsets)
         await self._notify(applied)
 
         outcomes = applied.outcomes
         results: list[Result] = [
             (outcomes[slot], None) if isinstance(slot, int) else (Outcome.REJECTED, slot)
-            for slot in slots
+            for slot in batch.slots
         ]
         _count(results)
         return results
 
     async def _notify(self, applied: Applied) -> None:
-        """Publish the batch's level changes, and any a cut-off publish left in the outbox."""
-        notes = dict(applied.notes)
-        if applied.backlog:
-            notes = dict(await self._store.outbox()) | notes
-        if notes:
-            await self._publisher.publish([level_changed(n, self._source) for n in notes.values()])
-            await self._store.published(list(notes))
+        """Publish the batch's level changes, and any a cut-off publish left in an outbox."""
+        notes = {(tenant, entry): note for tenant, entry, note in applied.notes}
+        for tenant in applied.backlog:
+            older = await self._store.outbox(tenant)
+            notes = {(tenant, entry): note for entry, note in older} | notes
+        if not notes:
+            return
+        await self._publisher.publish([level_changed(n, self._source) for n in notes.values()])
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, entry in notes:
+            by_tenant.setdefault(tenant, []).append(entry)
+        for tenant, entries in by_tenant.items():
+            await self._store.published(tenant, entries)
 
 
 def audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:

@@ -1,20 +1,20 @@
 """Redis adapters: the event store, its key layout, rate limits and retention checks."""
 
-from mastery.store.repository import (
-    UNKNOWN_TENANT,
-    Applied,
-    AuditEntry,
-    Outcome,
-    RedisStore,
-    Rejection,
-    StudentDays,
-)
+from mastery.store.connection import RedisConnection
+from mastery.store.erasure import AuditEntry
+from mastery.store.event_writes import UNKNOWN_TENANT, Applied, Note, Outcome, Rejection
+from mastery.store.offsets import OffsetBook
+from mastery.store.repository import RedisStore
+from mastery.store.student_reads import StudentDays
 
 __all__ = [
     "UNKNOWN_TENANT",
     "Applied",
     "AuditEntry",
+    "Note",
+    "OffsetBook",
     "Outcome",
+    "RedisConnection",
     "RedisStore",
     "Rejection",
     "StudentDays",

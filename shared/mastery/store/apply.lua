@@ -1,20 +1,23 @@
--- Apply a batch of learning events atomically, each event at most once.
--- (cohort.lua is prepended: the cohort index helpers and METRICS.)
+-- Apply one tenant's events of a batch atomically, each event at most once.
+-- (cohort.lua and offsets.lua are prepended: the tenant's keys, the cohort index helpers,
+-- the applied-offset checks.)
 --
--- KEYS: the student and audit keys the batch touches (state, days, seen, audit), by index;
---       tenant-wide keys (tombstones, cohort indexes) are derived from the tenant prefix.
+-- KEYS: the tenant's keys (cohort.lua: KEYS[1..11]), its applied-offsets hash (12), then
+--       the student keys the events touch (state, days, seen), by index.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
 --       Component order, their four weights, the levels as JSON [[name, floor], ...]
---       highest first, the outbox key, then one JSON array with an array per event:
---       [state_i, days_i, seen_i, audit_i, event_hash, seen_expire_at, occurred_at_s,
---        component, area, weight, weight*score, class_id, audit_record, tenant_prefix,
---        student_id, event_id]
---       (one JSON argument instead of 16 per event: packing arguments dominated the cost)
--- Returns: {outcomes, changes, outbox_length}:
+--       highest first, the tenant prefix, the offset marks as JSON (offsets.lua; [] when
+--       the events do not come from a consumer), then one JSON array with an array per
+--       event: [state_i, days_i, seen_i, event_hash, seen_expire_at, occurred_at_s,
+--        component, area, weight, weight*score, class_id, audit_record, student_id,
+--        event_id]
+--       (one JSON argument instead of 14 per event: packing arguments dominated the cost)
+-- Returns {outcomes, changes, outbox_length}, or {'moved', field, stored} when the
+-- applied offsets are not what the caller expects (then nothing was written):
 --   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
 --     after the event happened: a replay or a late event must not bring data back);
 --   changes: {outbox entry id, notification JSON} per student whose level this batch
---     changed; each is also in the outbox stream until it has been published;
+--     changed; each is also in the tenant's outbox until it has been published;
 --   outbox_length: entries in the outbox, these included (more: a backlog to publish).
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
@@ -24,34 +27,37 @@ local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
 local weights = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
-local levels, outbox = cjson.decode(ARGV[14]), ARGV[15]
-local events = cjson.decode(ARGV[16])
+local levels, prefix = cjson.decode(ARGV[14]), ARGV[15]
+local marks, events = cjson.decode(ARGV[16]), cjson.decode(ARGV[17])
+local OFFSETS, FIRST = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1
+local tenant = string.sub(prefix, 4, -3)
 
-local outcomes, students, order, expiring, audits = {}, {}, {}, {}, {}
-local erased_at, tenants = {}, {}
+local moved = offsets_moved(OFFSETS, marks)
+if moved then return moved end
+
+local outcomes, students, order, expiring = {}, {}, {}, {}
+local erased_at = {}
+local tombstones = redis.call('EXISTS', TK.erased) == 1  -- whether the tenant has any
 for _, e in ipairs(events) do
-  local seen, audit, state, prefix, student = KEYS[e[3]], KEYS[e[4]], KEYS[e[1]], e[14], e[15]
-  if tenants[prefix] == nil then  -- whether the tenant has tombstones at all
-    tenants[prefix] = redis.call('EXISTS', prefix .. 'erased') == 1
-  end
+  local state, seen, student = KEYS[FIRST + e[1]], KEYS[FIRST + e[3]], e[13]
   if erased_at[state] == nil then
-    erased_at[state] = tenants[prefix]
-      and tonumber(redis.call('ZSCORE', prefix .. 'erased', student) or '-1') or -1
+    erased_at[state] = tombstones
+      and tonumber(redis.call('ZSCORE', TK.erased, student) or '-1') or -1
   end
   local outcome = 'duplicate'
-  if e[7] * 1000 <= erased_at[state] then
+  if e[6] * 1000 <= erased_at[state] then
     outcome = 'erased'
-  elseif redis.call('SADD', seen, e[5]) == 1 then
+  elseif redis.call('SADD', seen, e[4]) == 1 then
     outcome = 'applied'
-    expiring[seen] = e[6]
+    expiring[seen] = e[5]
     local st = students[state]
     if not st then
-      st = {days = KEYS[e[2]], sums = {}, n = 0, last = 0, classes = {},
-        prefix = prefix, student = student, tenant = string.sub(prefix, 4, -3)}
+      st = {days = KEYS[FIRST + e[2]], sums = {}, n = 0, last = 0, classes = {},
+        student = student}
       students[state] = st
       order[#order + 1] = state
     end
-    local at, c, area, w, wv, class = e[7], e[8], e[9], e[10], e[11], e[12]
+    local at, c, area, w, wv, class = e[6], e[7], e[8], e[9], e[10], e[11]
     local prefixes = {c}
     if area ~= '' then prefixes[2] = 'a:' .. c .. ':' .. area end
     for _, p in ipairs(prefixes) do
@@ -62,18 +68,16 @@ for _, e in ipairs(events) do
     if class ~= '' then st.classes[class] = true end
     if at > st.last then st.last = at end
     st.n = st.n + 1
-    st.cause = e[16]
+    st.cause = e[14]
   end
-  redis.call('XADD', audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', e[13])
-  audits[audit] = true
+  redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', e[12])
   outcomes[#outcomes + 1] = outcome
 end
 for seen, at in pairs(expiring) do redis.call('EXPIREAT', seen, string.format('%d', at)) end
 -- Audit records live as long as the data they describe: trimmed by age, then by TTL.
-local audit_cutoff = string.format('%d', tonumber(now_ms) - ttl * 1000)
-for audit in pairs(audits) do
-  redis.call('XTRIM', audit, 'MINID', '~', audit_cutoff)
-  redis.call('EXPIRE', audit, ttl)
+if #events > 0 then
+  redis.call('XTRIM', TK.audit, 'MINID', '~', string.format('%d', tonumber(now_ms) - ttl * 1000))
+  redis.call('EXPIRE', TK.audit, ttl)
 end
 
 -- Per student: one HMGET of what the batch touches, the new values computed here, one HSET.
@@ -178,12 +182,12 @@ for _, state in ipairs(order) do
     local new_mastery = mastery_of(val)
     local old_level, new_level = level_of(old_mastery), level_of(new_mastery)
     if old_level ~= new_level then
-      local note = cjson.encode({tenant = st.tenant, student_id = st.student,
+      local note = cjson.encode({tenant = tenant, student_id = st.student,
         old_level = old_level, new_level = new_level, mastery = shown(new_mastery),
         previous_mastery = shown(old_mastery), cause_event_id = st.cause,
         version = num(val['version']) + st.n, changed_at = tonumber(now_ms)})
-      changes[#changes + 1] = {redis.call('XADD', outbox, '*', 'note', note), note}
-      redis.call('EXPIRE', outbox, ttl)
+      changes[#changes + 1] = {redis.call('XADD', TK.outbox, '*', 'note', note), note}
+      redis.call('EXPIRE', TK.outbox, ttl)
     end
   end
 
@@ -205,31 +209,27 @@ for _, state in ipairs(order) do
 
   -- Cohort indexes: the student's units in the tenant and in each of their classes.
   local new_units = index_units(v)
-  tenant_set(st.prefix, st.student, old_units, new_units, deltas, touched)
+  tenant_set(st.student, old_units, new_units, deltas)
   for class in string.gmatch(classes, '[^,]+') do
-    class_set(st.prefix, class, st.student, new_units, touched)
+    class_set(prefix, class, st.student, new_units, touched)
   end
   if classes ~= old_classes then
-    redis.call('HSET', st.prefix .. 'cohort:classes', st.student, classes)
+    redis.call('HSET', TK.classes, st.student, classes)
   end
-  redis.call('ZADD', st.prefix .. 'active', math.floor(now_ms / 1000), st.student)
+  redis.call('ZADD', TK.active, math.floor(now_ms / 1000), st.student)
 end
 
 -- Students whose data expired leave the indexes; tenant-wide keys live while it is active.
-local cutoff = math.floor(now_ms / 1000) - ttl
-for prefix in pairs(tenants) do
-  prune(prefix, cutoff, deltas)
-  redis.call('EXPIRE', prefix .. 'active', ttl)
-  redis.call('EXPIRE', prefix .. 'cohort:classes', ttl)
+if #events > 0 then
+  prune(prefix, math.floor(now_ms / 1000) - ttl, deltas)
+  redis.call('EXPIRE', TK.active, ttl)
+  redis.call('EXPIRE', TK.classes, ttl)
 end
 flush_sums(deltas, ttl)
-for key in pairs(touched) do
-  local index = tenant_keys_cache[key]
-  if index then  -- a tenant prefix: its five sorted sets and their sums
-    for i = 1, #METRICS do redis.call('EXPIRE', index[i], ttl) end
-    redis.call('EXPIRE', index.sum, ttl)
-  else
-    redis.call('EXPIRE', key, ttl)
-  end
+if #order > 0 then  -- the tenant's five sorted sets and their sums
+  for i = 1, #METRICS do redis.call('EXPIRE', TK.index[i], ttl) end
+  redis.call('EXPIRE', TK.sum, ttl)
 end
-return {outcomes, changes, redis.call('XLEN', outbox)}
+for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+offsets_set(OFFSETS, marks, ttl)
+return {outcomes, changes, redis.call('XLEN', TK.outbox)}

@@ -12,7 +12,7 @@ from mastery.store import keys
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from mastery.store.repository import RedisStore
+    from mastery.store.connection import RedisConnection
 
 __all__ = ["OutcomeEntry", "OutcomeScan", "recent_outcomes"]
 
@@ -48,7 +48,7 @@ class OutcomeScan:
 
 
 async def recent_outcomes(
-    store: RedisStore,
+    store: RedisConnection,
     tenant: str,
     limit: int,
     *,

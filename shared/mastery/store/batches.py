@@ -20,28 +20,29 @@ import orjson
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.policy import Role
 from mastery.store import keys
+from mastery.store.scripts import Script
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from mastery.store.repository import RedisStore
+    from mastery.store.connection import RedisConnection
 
 __all__ = ["BatchRecord", "BatchStore"]
 
 # Moves a queued batch to running; returns the status it had (nil: no such batch).
-_START = """
+_START = Script("""
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
 end
 return status
-"""
+""")
 
 
 # Stores a chunk's results (ARGV[3..]: student, result, ...) except those of students
 # erased at or after ARGV[2] (ms; -1: no check): their results were read before the
 # erasure and would bring the data back. Returns the students refused.
-_SAVE = """
+_SAVE = Script("""
 local results, tombstones, ttl, since = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local check = since >= 0 and redis.call('EXISTS', tombstones) == 1
 local refused, fields = {}, {}
@@ -61,7 +62,7 @@ end
 if #fields > 0 then redis.call('HSET', results, unpack(fields)) end
 redis.call('EXPIRE', results, ttl)
 return refused
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +106,11 @@ class BatchRecord:
 
 
 class BatchStore:
-    """Batch records over the ``RedisStore``'s client (its timeouts and script loading)."""
+    """Batch records over the shared Redis connection (its timeouts and script loading)."""
 
-    def __init__(self, store: RedisStore, ttl_s: int = 86_400) -> None:
-        self._store = store
-        self._redis = store.client
+    def __init__(self, redis: RedisConnection, ttl_s: int = 86_400) -> None:
+        self._store = redis
+        self._redis = redis.client
         self._ttl_s = ttl_s
 
     async def create(self, record: BatchRecord) -> None:
@@ -152,7 +153,7 @@ class BatchStore:
     async def start(self, tenant: str, batch_id: str, now_ms: int) -> BatchStatus | None:
         """Mark a queued batch running; returns the status it had (``None``: no such batch)."""
         key = keys.batch(tenant, batch_id)
-        status = await self._store.io(self._redis.eval(_START, 1, key, now_ms))
+        status = await self._store.run(_START, [key], [now_ms])
         return BatchStatus(_text(status)) if status else None
 
     async def finished_students(self, tenant: str, batch_id: str) -> set[str]:
@@ -176,8 +177,8 @@ class BatchStore:
         args: list[str | bytes | int] = [self._ttl_s, -1 if erased_since is None else erased_since]
         for student, result in results.items():
             args += (student, result)
-        key_list = (keys.batch_results(tenant, batch_id), keys.erased(tenant))
-        refused = await self._store.io(self._redis.eval(_SAVE, 2, *key_list, *args))
+        key_list = [keys.batch_results(tenant, batch_id), keys.erased(tenant)]
+        refused = await self._store.run(_SAVE, key_list, args)
         return [_text(s) for s in refused]
 
     async def results(self, tenant: str, batch_id: str, order: Sequence[str]) -> list[bytes]:

@@ -1,6 +1,7 @@
 -- A student's place in one cohort, in one call (cohort.lua is prepended). Members whose
 -- data has expired are pruned first, so nothing older than the window is counted.
 --
+-- KEYS: the tenant's keys (cohort.lua).
 -- ARGV: tenant_prefix, class id ('' for the whole tenant), student_id, now_s, ttl_s
 -- Returns: {size, rows}: one row per METRICS entry, {student, below, equal, low_middle,
 --   high_middle, total} in units (mastery.domain.cohort.MetricFigures); rows is empty
@@ -36,11 +37,11 @@ if class ~= '' then
   return {size, rows}
 end
 
-local size = redis.call('ZCARD', tenant_key(prefix, 'mastery'))
-local sums = redis.call('HMGET', tenant_key(prefix, 'sum'), unpack(METRICS))
+local size = redis.call('ZCARD', TK.index[1])
+local sums = redis.call('HMGET', TK.sum, unpack(METRICS))
 local low, high = math.floor((size - 1) / 2), math.floor(size / 2)
-for i, metric in ipairs(METRICS) do
-  local key = tenant_key(prefix, metric)
+for i = 1, #METRICS do
+  local key = TK.index[i]
   local units = redis.call('ZSCORE', key, student)
   if not units then return {size, {}} end
   local lo = redis.call('ZRANGE', key, low, low, 'WITHSCORES')

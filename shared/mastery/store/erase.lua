@@ -2,16 +2,18 @@
 -- tombstone so that a replayed or late event older than the erasure is refused by
 -- apply.lua instead of bringing the data back. (cohort.lua is prepended.)
 --
--- KEYS: every key of the student (mastery.store.keys.student_keys)
+-- KEYS: the tenant's keys (cohort.lua), then every key of the student
+--       (mastery.store.keys.student_keys)
 -- ARGV: tenant_prefix, student_id, now_ms, ttl_s
--- Returns: how many of KEYS existed (0: nothing was held; erasing again is harmless).
+-- Returns: how many of the student's keys existed (0: nothing was held; erasing again is
+-- harmless).
 local prefix, student, now_ms, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local deltas = {}
 forget(prefix, student, deltas)
 flush_sums(deltas, ttl)
-local deleted = redis.call('DEL', unpack(KEYS))
+local deleted = redis.call('DEL', unpack(KEYS, TENANT_KEYS + 1))
 -- A tombstone must outlive the window only: older events are refused at the door anyway.
-local tombstones = prefix .. 'erased'
+local tombstones = TK.erased
 redis.call('ZADD', tombstones, now_ms, student)
 redis.call('ZREMRANGEBYSCORE', tombstones, '-inf', '(' .. string.format('%d', now_ms - ttl * 1000))
 redis.call('EXPIRE', tombstones, ttl)

@@ -1,11 +1,19 @@
-"""Redis key layout. Every key is namespaced by tenant; one student's keys share a hash slot.
+"""Redis key layout. Every key is namespaced by its tenant, whose name is the hash tag.
 
-    m:{<tenant>:<student>}:state        hash: decayed sums per component/area, version, classes
-    m:{<tenant>:<student>}:days         string: packed per-day snapshots (see DAY_RECORD)
-    m:{<tenant>:<student>}:seen:<n>     set of 64-bit event-id hashes, 30-day bucket n
-    m:{<tenant>:<student>}:prediction   string: cached prediction (JSON with the state version
+A tenant (a school) is the shard unit: all of its keys live in one Redis Cluster slot,
+so every script that applies events, erases a student or compares a cohort touches one
+slot (docs/redis-cluster.md gives the trade-off).
+
+    m:{<tenant>}:s:<student>:state      hash: decayed sums per component/area, version, classes
+    m:{<tenant>}:s:<student>:days       string: packed per-day snapshots (see DAY_RECORD)
+    m:{<tenant>}:s:<student>:seen:<n>   set of 64-bit event-id hashes, 30-day bucket n
+    m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state version
                                         and day it was made for), TTL 1 hour
     m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
+    m:{<tenant>}:outbox                 stream: level changes not yet published to Kafka
+    m:{<tenant>}:offsets:<group>        hash: "<topic>:<partition>" -> the next offset of that
+                                        partition whose events of this tenant are not all
+                                        applied (written with them: mastery.events.consumer)
     m:{<tenant>}:rl:<role>:<subject>    string: the caller's GCRA arrival time (rate limits)
     m:{<tenant>}:erased                 zset: erased student -> erasure time (ms), tombstones
     m:{<tenant>}:active                 zset: student -> last write of their state (s)
@@ -15,13 +23,13 @@
     m:{<tenant>}:cohort:c:<class>       hash: student -> "m,c1,c2,c3,c4" (the five scores
                                         x 10000): a class's index
     m:{<tenant>}:cohort:classes         hash: student -> their classes (to leave the indexes)
-    m:outbox:level-changed              stream: level changes not yet published to Kafka
     m:{<tenant>}:batch:<id>             hash: a batch run's request, status and summary (24 h)
     m:{<tenant>}:batch:<id>:results     hash: student -> that student's result (JSON), 24 h
     m:{<tenant>}:batches                zset: batch id -> submission time (ms), the live ones
 
-The tenant-wide keys are written by ``cohort.lua`` (it builds their names from
-``tenant_prefix``); the functions here name the same keys for reads and tests.
+The cohort index keys of a tenant are declared to every script that touches them
+(``tenant_keys``); a class's index is named inside the script from the student's
+classes, under the same hash tag.
 
 Ids are validated against ``mastery.events.models.ID_PATTERN`` before they get here,
 so they hold no ``{``, ``}``, ``:`` or spaces.
@@ -34,7 +42,6 @@ import struct
 
 __all__ = [
     "DAY_RECORD",
-    "LEVEL_OUTBOX",
     "SEEN_BUCKET_DAYS",
     "active",
     "audit",
@@ -45,6 +52,8 @@ __all__ = [
     "days",
     "erased",
     "event_hash",
+    "offsets",
+    "outbox",
     "prediction",
     "rate_limit",
     "seen",
@@ -53,6 +62,7 @@ __all__ = [
     "student_keys",
     "student_prefix",
     "tenant_index",
+    "tenant_keys",
     "tenant_prefix",
     "tenant_sum",
 ]
@@ -61,27 +71,28 @@ __all__ = [
 #: as 0..10000 (65535 = not observed), in ``Component`` order. 10 bytes a day.
 DAY_RECORD = struct.Struct("<HHHHH")
 SEEN_BUCKET_DAYS = 30
-LEVEL_OUTBOX = "m:outbox:level-changed"
+#: The cohort metrics, in the order cohort.lua's METRICS lists them.
+METRICS = ("mastery", "completion", "quiz", "quality", "consistency")
 
 
 def student_prefix(tenant: str, student: str) -> str:
-    return f"m:{{{tenant}:{student}}}:"
+    return f"m:{{{tenant}}}:s:{student}:"
 
 
 def state(tenant: str, student: str) -> str:
-    return f"m:{{{tenant}:{student}}}:state"
+    return f"m:{{{tenant}}}:s:{student}:state"
 
 
 def days(tenant: str, student: str) -> str:
-    return f"m:{{{tenant}:{student}}}:days"
+    return f"m:{{{tenant}}}:s:{student}:days"
 
 
 def prediction(tenant: str, student: str) -> str:
-    return f"m:{{{tenant}:{student}}}:prediction"
+    return f"m:{{{tenant}}}:s:{student}:prediction"
 
 
 def seen(tenant: str, student: str, bucket: int) -> str:
-    return f"m:{{{tenant}:{student}}}:seen:{bucket}"
+    return f"m:{{{tenant}}}:s:{student}:seen:{bucket}"
 
 
 def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[str]:
@@ -102,6 +113,27 @@ def tenant_prefix(tenant: str) -> str:
 
 def audit(tenant: str) -> str:
     return f"m:{{{tenant}}}:audit"
+
+
+def outbox(tenant: str) -> str:
+    return f"m:{{{tenant}}}:outbox"
+
+
+def offsets(tenant: str, group: str) -> str:
+    return f"m:{{{tenant}}}:offsets:{group}"
+
+
+def tenant_keys(tenant: str) -> list[str]:
+    """The tenant-wide keys a script may touch, in the order cohort.lua reads them (TK)."""
+    return [
+        audit(tenant),
+        outbox(tenant),
+        erased(tenant),
+        active(tenant),
+        f"m:{{{tenant}}}:cohort:classes",
+        tenant_sum(tenant),
+        *(tenant_index(tenant, m) for m in METRICS),
+    ]
 
 
 def batches(tenant: str) -> str:

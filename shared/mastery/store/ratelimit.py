@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import TYPE_CHECKING
 
+from mastery.store.scripts import RATE_LIMIT
+
 if TYPE_CHECKING:
-    from mastery.store.repository import RedisStore
+    from mastery.store.connection import RedisConnection
 
 __all__ = ["Decision", "RateLimiter"]
-
-_LUA = files("mastery.store").joinpath("ratelimit.lua").read_text()
-_SHA = hashlib.sha1(_LUA.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +25,12 @@ class Decision:
 class RateLimiter:
     """``limit`` requests per ``period_s`` per key, atomically in Redis (no racing counters)."""
 
-    def __init__(self, store: RedisStore, period_s: float = 60.0) -> None:
-        self._store = store
+    def __init__(self, redis: RedisConnection, period_s: float = 60.0) -> None:
+        self._redis = redis
         self._period_ms = int(period_s * 1000)
 
     async def hit(self, key: str, limit: int) -> Decision:
         """Count one request against ``key``. Raises ``Unavailable`` when Redis is down."""
-        client = self._store.client
-        reply = await self._store.with_script(
-            _LUA, lambda: client.evalsha(_SHA, 1, key, limit, self._period_ms)
-        )
+        reply = await self._redis.run(RATE_LIMIT, [key], [limit, self._period_ms])
         allowed, remaining, retry_ms, reset_ms = (int(x) for x in reply)
         return Decision(bool(allowed), limit, remaining, retry_ms / 1000, reset_ms / 1000)

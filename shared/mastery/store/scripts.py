@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib.resources import files
 
-__all__ = ["APPLY", "COMPARE", "ERASE", "SCORES", "Script"]
+__all__ = ["ADVANCE", "APPLY", "COMPARE", "ERASE", "RATE_LIMIT", "SCORES", "Script"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,15 +19,15 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-def _with_cohort(name: str) -> Script:
-    """A script of this package, after the cohort index helpers it shares."""
+def _joined(*names: str) -> Script:
+    """A script of this package, after the helpers it shares with others (prepended)."""
     folder = files("mastery.store")
-    return Script(folder.joinpath("cohort.lua").read_text() + folder.joinpath(name).read_text())
+    return Script("".join(folder.joinpath(name).read_text() for name in names))
 
 
-APPLY, ERASE, COMPARE = (
-    _with_cohort("apply.lua"),
-    _with_cohort("erase.lua"),
-    _with_cohort("compare.lua"),
-)
-SCORES = Script(files("mastery.store").joinpath("scores.lua").read_text())
+APPLY = _joined("cohort.lua", "offsets.lua", "apply.lua")
+ADVANCE = _joined("offsets.lua", "advance.lua")
+ERASE = _joined("cohort.lua", "erase.lua")
+COMPARE = _joined("cohort.lua", "compare.lua")
+SCORES = _joined("scores.lua")
+RATE_LIMIT = _joined("ratelimit.lua")

@@ -1,0 +1,290 @@
+"""Applying event batches: one atomic script call per tenant, audits, the level outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import redis.exceptions
+
+from mastery.domain import DEFAULT_MODEL, Component
+from mastery.domain.scoring import DECAY_ORIGIN
+from mastery.errors import OffsetsMoved, Unavailable
+from mastery.store import keys
+from mastery.store.connection import DOWN, RedisConnection
+from mastery.store.offsets import CATCH_ALL, OffsetBook
+from mastery.store.records import as_bytes
+from mastery.store.scripts import ADVANCE, APPLY
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    from mastery.domain import Observation, ScoringModel
+    from mastery.store.scripts import Script
+
+__all__ = ["UNKNOWN_TENANT", "Applied", "EventWrites", "Note", "Outcome", "Rejection"]
+
+_COMPONENTS = tuple(Component)
+#: Undecodable events name no tenant; their audit records go here.
+UNKNOWN_TENANT = CATCH_ALL
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    ERASED = "erased"  # refused: the student was erased after the event happened
+    REJECTED = "rejected"
+
+
+Rejection = tuple[str | None, str, bytes]
+"""(tenant if known, reason, audit record) of an event that will not be applied."""
+
+Note = tuple[str, str, bytes]
+"""A level change: (tenant, its entry id in the tenant's outbox, JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying a batch did.
+
+    ``notes``: each level change, also kept in its tenant's outbox until published.
+    ``backlog``: tenants whose outbox holds older notes too (a publish was cut off).
+    """
+
+    outcomes: list[Outcome]
+    notes: list[Note]
+    backlog: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One script call of a batch: for a tenant's events, or its offsets alone."""
+
+    tenant: str
+    script: Script
+    key_list: list[str]
+    args: list[Any]
+    slots: list[int]  # the events' places in the batch
+
+
+class EventWrites(RedisConnection):
+    """Applies batches of decoded events, at most once each, auditing every event."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        model: ScoringModel = DEFAULT_MODEL,
+        audit_maxlen: int = 100_000,
+        timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(client, timeout_s)
+        self._model = model
+        self._audit_maxlen = audit_maxlen
+        self._ttl_s = int(model.window.total_seconds())
+
+    async def apply(
+        self,
+        accepted: Sequence[tuple[Observation, bytes]],
+        rejected: Sequence[Rejection],
+        now: datetime,
+        offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
+    ) -> Applied:
+        """Apply ``accepted`` events at most once each and audit every event.
+
+        One script call per tenant (each atomic, in the tenant's hash slot), all sent in
+        one pipeline: one round trip per node. With ``offsets`` (the consumer's book and
+        the batch's end per partition), each call also records the tenant's applied
+        offsets, and the catch-all records them for the whole batch.
+
+        Returns the outcome of each accepted event, in order, and the level changes.
+        Raises:
+            Unavailable: Redis cannot be reached; retry the batch (what was applied comes
+                back as duplicates).
+            OffsetsMoved: a tenant's offsets are not what ``offsets``' book expects; the
+                other tenants' calls are done and written in the book.
+        """
+        calls = self._calls(accepted, now, offsets)
+        replies = await self._execute(calls, rejected, now)
+        outcomes: list[Outcome] = [Outcome.DUPLICATE] * len(accepted)
+        notes: list[Note] = []
+        backlog: set[str] = set()
+        moved: OffsetsMoved | None = None
+        for call, reply in zip(calls, replies, strict=True):
+            if _moved(call.tenant, reply):
+                moved = moved or _moved(call.tenant, reply)
+                continue
+            if offsets is not None:
+                offsets[0].wrote(call.tenant, offsets[1])
+            if call.script is ADVANCE:
+                continue
+            done, changes, outbox_length = reply
+            for slot, outcome in zip(call.slots, done, strict=True):
+                outcomes[slot] = Outcome(as_bytes(outcome).decode())
+            notes += [(call.tenant, as_bytes(i).decode(), as_bytes(n)) for i, n in changes]
+            if outbox_length > len(changes):
+                backlog.add(call.tenant)
+        if moved is not None:
+            raise moved
+        return Applied(outcomes, notes, frozenset(backlog))
+
+    async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
+        """The tenant's oldest level-change notes not yet published: (entry id, JSON)."""
+        entries = await self.io(self._redis.xrange(keys.outbox(tenant), "-", "+", count)) or []
+        return [(as_bytes(i).decode(), as_bytes((f or {})[b"note"])) for i, f in entries]
+
+    async def published(self, tenant: str, entry_ids: Sequence[str]) -> None:
+        """Drop notes from the tenant's outbox once the broker has them."""
+        if entry_ids:
+            await self.io(self._redis.xdel(keys.outbox(tenant), *entry_ids))
+
+    async def read_offsets(self, group: str) -> dict[tuple[str, str], int]:
+        """Every tenant's applied offsets for ``group``: (tenant, partition field) -> offset."""
+        suffix = f"}}:offsets:{group}"
+        pattern = "m:{*" + "".join(f"\\{c}" if c in "*?[]\\" else c for c in suffix)
+        found = [as_bytes(k).decode() async for k in self._redis.scan_iter(match=pattern)]
+        known: dict[tuple[str, str], int] = {}
+        for key in found:
+            tenant = key[len("m:{") : -len(suffix)]
+            fields = await self.io(self._redis.hgetall(key))
+            known |= {(tenant, as_bytes(f).decode()): int(o) for f, o in fields.items()}
+        return known
+
+    async def advance_offsets(self, book: OffsetBook, tenant: str, ends: Mapping[str, int]) -> None:
+        """Record ``ends`` as ``tenant``'s applied offsets (it had no events before them).
+
+        Raises:
+            OffsetsMoved: the stored offsets are not what ``book`` expects.
+        """
+        marks = orjson.dumps(book.marks(tenant, ends))
+        reply = await self.run(ADVANCE, [keys.offsets(tenant, book.group)], [self._ttl_s, marks])
+        moved = _moved(tenant, reply)
+        if moved:
+            raise moved
+        book.wrote(tenant, ends)
+
+    def _calls(
+        self,
+        accepted: Sequence[tuple[Observation, bytes]],
+        now: datetime,
+        offsets: tuple[OffsetBook, Mapping[str, int]] | None,
+    ) -> list[_Call]:
+        by_tenant: dict[str, list[int]] = {}
+        for i, (obs, _) in enumerate(accepted):
+            by_tenant.setdefault(obs.tenant, []).append(i)
+        calls = [self._apply_call(t, s, accepted, now, offsets) for t, s in by_tenant.items()]
+        if offsets is not None:
+            book, ends = offsets
+            marks = orjson.dumps(book.marks(CATCH_ALL, ends))
+            key_list = [keys.offsets(CATCH_ALL, book.group)]
+            calls.append(_Call(CATCH_ALL, ADVANCE, key_list, [self._ttl_s, marks], []))
+        return calls
+
+    async def _execute(
+        self, calls: Sequence[_Call], rejected: Sequence[Rejection], now: datetime
+    ) -> list[Any]:
+        """Send every call and the rejections' audits in one pipeline; the calls' replies.
+
+        Plain EVALSHA: redis-py's Script objects add a SCRIPT EXISTS round trip. A call
+        that meets NOSCRIPT (Redis restarted, or a replica was promoted) is sent again
+        alone once its script is loaded; the others have run and are not repeated.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for c in calls:
+                pipe.evalsha(c.script.sha, len(c.key_list), *c.key_list, *c.args)
+            for tenant, reason, record in rejected:
+                pipe.xadd(
+                    keys.audit(tenant or UNKNOWN_TENANT),
+                    {"outcome": Outcome.REJECTED.value, "reason": reason, "event": record},
+                    maxlen=self._audit_maxlen,
+                    approximate=True,
+                )
+            cutoff = int(now.timestamp() * 1000) - self._ttl_s * 1000
+            for audit_key in {keys.audit(t or UNKNOWN_TENANT) for t, _, _ in rejected}:
+                pipe.xtrim(audit_key, minid=cutoff, approximate=True)
+                pipe.expire(audit_key, self._ttl_s)
+            replies = await self.io(pipe.execute(raise_on_error=False))
+        for reply in replies:
+            if isinstance(reply, DOWN):
+                raise Unavailable(f"redis: {type(reply).__name__}: {reply}")
+            if isinstance(reply, Exception) and not isinstance(
+                reply, redis.exceptions.NoScriptError
+            ):
+                raise reply
+        out = list(replies[: len(calls)])
+        for i, c in enumerate(calls):
+            if isinstance(out[i], redis.exceptions.NoScriptError):
+                out[i] = await self.run(c.script, c.key_list, c.args)
+        return out
+
+    def _apply_call(
+        self,
+        tenant: str,
+        slots: list[int],
+        accepted: Sequence[tuple[Observation, bytes]],
+        now: datetime,
+        offsets: tuple[OffsetBook, Mapping[str, int]] | None,
+    ) -> _Call:
+        group = offsets[0].group if offsets else ""
+        key_list = [*keys.tenant_keys(tenant), keys.offsets(tenant, group)]
+        index: dict[str, int] = {}
+
+        def ref(key: str) -> int:  # relative to the first student key (Lua adds the base)
+            return index.setdefault(key, len(index) + 1)
+
+        ttl = self._ttl_s
+        events: list[list[object]] = []
+        for slot in slots:
+            obs, record = accepted[slot]
+            s = obs.student_id
+            at = obs.occurred_at.timestamp()
+            bucket = keys.seen_bucket(int(at // 86400))
+            # A bucket must outlive the window of its newest possible event.
+            expire_at = (bucket + 1) * keys.SEEN_BUCKET_DAYS * 86400 + ttl
+            inc = self._model.increment(obs)
+            events.append(
+                [
+                    ref(keys.state(tenant, s)),
+                    ref(keys.days(tenant, s)),
+                    ref(keys.seen(tenant, s, bucket)),
+                    str(keys.event_hash(obs.event_id)),  # a string: Lua numbers are doubles
+                    expire_at,
+                    at,
+                    obs.component.value,
+                    obs.area or "",
+                    inc.weight,
+                    inc.weighted_value,
+                    obs.class_id or "",
+                    record.decode(),
+                    s,
+                    obs.event_id,
+                ]
+            )
+        marks = offsets[0].marks(tenant, offsets[1]) if offsets else []
+        args: list[Any] = [
+            int(now.timestamp() * 1000),
+            ttl,
+            self._model.window.days,
+            self._audit_maxlen,
+            int(DECAY_ORIGIN.timestamp()),
+            *(c.value for c in _COMPONENTS),
+            *(repr(self._model.weights[c]) for c in _COMPONENTS),
+            orjson.dumps([[level.value, floor] for level, floor in self._model.level_floors]),
+            keys.tenant_prefix(tenant),
+            orjson.dumps(marks),
+            orjson.dumps(events),
+        ]
+        return _Call(tenant, APPLY, [*key_list, *index], args, slots)
+
+
+def _moved(tenant: str, reply: list[Any]) -> OffsetsMoved | None:
+    """The error a script's ``{'moved', field, stored}`` reply stands for, else ``None``."""
+    if isinstance(reply[0], bytes | str) and as_bytes(reply[0]) == b"moved":
+        field, stored = (as_bytes(x).decode() for x in reply[1:])
+        return OffsetsMoved(tenant, field, stored)
+    return None

@@ -1,0 +1,164 @@
+"""Reading students: their state, scores of many at once, day snapshots, cohort places."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.asyncio.cluster import RedisCluster
+
+from mastery.domain.cohort import MetricFigures
+from mastery.store import keys
+from mastery.store.connection import RedisConnection
+from mastery.store.records import SCORE_FIELDS, as_bytes, parse_days, parse_scores, parse_state
+from mastery.store.scripts import COMPARE, SCORES
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Sequence
+    from datetime import datetime
+
+    from mastery.domain import DaySnapshot, StudentState
+
+__all__ = ["StudentDays", "StudentReads"]
+
+
+@dataclass(frozen=True, slots=True)
+class StudentDays:
+    """What answers built on the day snapshots need, read at one instant.
+
+    ``classes`` decide who may see them; ``cached_prediction`` is the raw cache entry,
+    if one was asked for and exists (its validity is the caller's to judge).
+    """
+
+    version: int
+    classes: frozenset[str]
+    packed_days: bytes
+    cached_prediction: bytes | None = None
+
+    @property
+    def days(self) -> list[DaySnapshot]:
+        """The snapshots, oldest first (unpacked on use: a cache hit never needs them)."""
+        return parse_days(self.packed_days)
+
+
+class StudentReads(RedisConnection):
+    """Reads of per-student state, as laid out in ``mastery.store.keys``."""
+
+    _ttl_s: int
+
+    async def load(self, tenant: str, student: str) -> StudentState | None:
+        """The student's state, ``None`` when nothing is held for them."""
+        raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
+        return parse_state(raw) if raw else None
+
+    async def load_many(self, tenant: str, students: Sequence[str]) -> list[StudentState | None]:
+        """Each student's scoring state (``None``: nothing held), in order, in one call.
+
+        Without the per-area aggregates (``areas`` is empty): what the score and its
+        explanation need. One script reads every student's fields by position
+        (``scores.lua``), which is several times cheaper on the client than a pipeline
+        of ``HGETALL`` (redis-py packs and parses each command separately); the students
+        of one tenant share its hash slot.
+        """
+        if not students:
+            return []
+        key_list = [keys.state(tenant, s) for s in students]
+        rows = await self.run(SCORES, key_list, SCORE_FIELDS)
+        return [parse_scores(row) for row in rows]
+
+    async def read_ahead(
+        self, tenant: str, chunks: Sequence[Sequence[str]]
+    ) -> AsyncGenerator[tuple[Sequence[str], list[StudentState | None]]]:
+        """Each chunk with its students' states (as ``load_many`` reads them), in turn.
+
+        On a single node the next chunk's read is sent before a chunk is handed out, on a
+        connection of the iterator's own, so Redis reads it while the caller scores this
+        one (a batch of 1,000 students finishes 10-15 % sooner than reading chunk after
+        chunk); on a cluster the chunks are read one after the other. Close it
+        (``contextlib.aclosing``) when stopping early: an unread reply is dropped with
+        its connection.
+        Raises:
+            Unavailable: Redis cannot be reached; the chunks handed out so far are good.
+        """
+        if isinstance(self._redis, RedisCluster):
+            for students in chunks:
+                yield students, await self.load_many(tenant, students)
+            return
+        if not chunks:
+            return
+        pool = self._redis.connection_pool
+        conn = await self.io(pool.get_connection())  # type: ignore[no-untyped-call]
+        in_flight = False
+
+        async def send(students: Sequence[str]) -> None:
+            # EVAL, not EVALSHA: a raw connection has no NOSCRIPT retry (Redis caches it).
+            key_list = [keys.state(tenant, s) for s in students]
+            command = ("EVAL", SCORES.source, len(key_list), *key_list, *SCORE_FIELDS)
+            await self.io(conn.send_command(*command, check_health=False))
+
+        try:
+            await send(chunks[0])
+            in_flight = True
+            for i, students in enumerate(chunks):
+                rows = await self.io(conn.read_response())
+                in_flight = False
+                if i + 1 < len(chunks):
+                    await send(chunks[i + 1])
+                    in_flight = True
+                yield students, [parse_scores(row) for row in rows]
+        finally:
+            if in_flight:
+                await conn.disconnect()
+            await pool.release(conn)
+
+    async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
+        """Daily snapshots, oldest first, within the retention window."""
+        blob = await self.io(self._redis.get(keys.days(tenant, student)))
+        return parse_days(as_bytes(blob))
+
+    async def days_of(
+        self, tenant: str, student: str, *, with_prediction: bool = False
+    ) -> StudentDays | None:
+        """Version, classes and day snapshots (and the cached prediction), one round trip.
+
+        MULTI/EXEC, so no event is applied between reading the version and the days: a
+        prediction made from them belongs to exactly that version. ``None`` when nothing
+        is held for the student.
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.state(tenant, student), ["version", "classes"])
+            pipe.get(keys.days(tenant, student))
+            if with_prediction:
+                pipe.get(keys.prediction(tenant, student))
+            replies = await self.io(pipe.execute())
+        (version, classes), blob, *cached = replies
+        if version is None:
+            return None
+        names = as_bytes(classes).decode()
+        return StudentDays(
+            version=int(version),
+            classes=frozenset(names.split(",")) if names else frozenset(),
+            packed_days=as_bytes(blob),
+            cached_prediction=(as_bytes(cached[0]) or None) if cached else None,
+        )
+
+    async def cache_prediction(self, tenant: str, student: str, entry: bytes, ttl_s: int) -> None:
+        """Store a prediction entry for ``ttl_s`` seconds, replacing any older one.
+
+        A plain SET: two requests racing for different versions can leave the older
+        one, which the next reader sees as stale (its version differs) and recomputes.
+        """
+        await self.io(self._redis.set(keys.prediction(tenant, student), entry, ex=ttl_s))
+
+    async def compare(
+        self, tenant: str, class_id: str | None, student: str, now: datetime
+    ) -> tuple[int, list[MetricFigures] | None]:
+        """The cohort's size and the student's figures in it (``None``: not a member).
+
+        The cohort is the tenant, or ``class_id``'s class.
+        """
+        args = (keys.tenant_prefix(tenant), class_id or "", student, int(now.timestamp()))
+        size, rows = await self.run(COMPARE, keys.tenant_keys(tenant), [*args, self._ttl_s])
+        if not rows:
+            return int(size), None
+        return int(size), [MetricFigures(*(int(x) for x in row)) for row in rows]
