@@ -1,7 +1,8 @@
-"""Real servers for the integration and e2e tests: a redis-server and a Tansu broker.
+"""Real servers for the integration and e2e tests: Redis and a Tansu broker.
 
 Started once per session on free loopback ports by the test setup itself, stopped at
-the end. Unit tests use none of these fixtures.
+the end. Every test that uses Redis runs twice: on a single redis-server and on a
+3-master Redis Cluster (``redis_topology``). Unit tests use none of these fixtures.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from mastery import local
 from mastery.settings import Settings
@@ -30,11 +32,38 @@ if os.environ.get("CI"):
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = local.free_port()
     proc = local.start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
     local.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Three masters, no replicas (the failover tests start their own)."""
+    ports = [local.free_cluster_port() for _ in range(3)]
+    procs = local.start_redis_cluster(ports, tmp_path_factory.mktemp("redis-cluster"))
+    yield f"redis://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        local.stop(proc)
+
+
+@pytest.fixture(scope="session", params=["single", "cluster"])
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    topology: str = request.param
+    return topology
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(redis_topology: str) -> bool:
+    return redis_topology == "cluster"
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest, redis_topology: str) -> str:
+    url: str = request.getfixturevalue(f"{redis_topology}_redis_url")
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +75,10 @@ def kafka_servers() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_url: str, kafka_servers: str) -> Settings:
+def settings(redis_url: str, redis_cluster: bool, kafka_servers: str) -> Settings:
     return Settings(
         redis_url=redis_url,
+        redis_cluster=redis_cluster,
         kafka_bootstrap_servers=kafka_servers,
         jwt_secret=JWT_SECRET,
         topic_partitions=3,
@@ -56,9 +86,10 @@ def settings(redis_url: str, kafka_servers: str) -> Settings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
+async def redis(redis_url: str, redis_cluster: bool) -> AsyncIterator[Redis]:
+    """A plain client of the test's Redis (a cluster client on the cluster)."""
+    client = (RedisCluster if redis_cluster else Redis).from_url(redis_url)
+    yield client  # type: ignore[misc]  # the same commands, as the tests use them
     await client.aclose()
 
 

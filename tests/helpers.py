@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -108,6 +109,17 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
 
 def headers_of(message: Message) -> dict[str, str]:
     return {k: (v or b"").decode() for k, v in (message.headers() or [])}
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``mastery`` process started by a test: the test's servers."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        **extra,
+    }
 
 
 async def keys_of_student(redis: Redis, tenant: str, student: str) -> list[bytes]:

@@ -10,13 +10,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import KafkaPublisher, producer_config, reader_config
 from mastery.settings import Settings
 from mastery.store import RedisStore
+from mastery.store.client import redis_client
 from mastery.store.ratelimit import RateLimiter
 from mastery.web.access import AUDIT_TOPIC
 from mastery.web.auth import Authenticator
@@ -24,6 +23,9 @@ from mastery.web.auth import Authenticator
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
+
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from mastery.domain import ScoringModel
 
@@ -34,7 +36,7 @@ __all__ = ["Resources", "build", "close_resources", "resources"]
 class Resources:
     settings: Settings
     model: ScoringModel
-    redis: Redis
+    redis: Redis | RedisCluster
     store: RedisStore
     publisher: KafkaPublisher
     ingestor: Ingestor
@@ -55,13 +57,7 @@ def build(
 ) -> Resources:
     """Wire the clients for ``settings``; ``clock`` is injectable for tests."""
     model = settings.scoring_model()
-    # No socket_timeout: RedisStore puts one deadline on each call (see RedisStore.io).
-    client = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    client = redis_client(settings)
     store = RedisStore(client, model, settings.audit_maxlen, settings.redis_timeout_ms / 1000)
     publisher = KafkaPublisher(producer_config(settings))
     kwargs = {"clock": clock} if clock else {}

@@ -18,16 +18,20 @@ from confluent_kafka.admin import AdminClient
 from mastery.errors import Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 __all__ = [
     "die_with_parent",
+    "free_cluster_port",
     "free_port",
     "redis_argv",
     "start_redis",
+    "start_redis_cluster",
     "start_tansu",
     "stop",
     "tansu_argv",
+    "wait_for_cluster",
     "wait_for_kafka",
     "wait_for_redis",
 ]
@@ -48,6 +52,20 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
 def redis_argv(port: int, workdir: Path) -> list[str]:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -65,6 +83,53 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     proc = _spawn(redis_argv(port, workdir))
     wait_for_redis(f"redis://127.0.0.1:{port}/0")
     return proc
+
+
+def start_redis_cluster(
+    ports: Sequence[int], workdir: Path, replicas: int = 0
+) -> list[subprocess.Popen[bytes]]:
+    """A Redis Cluster on loopback: ``len(ports) / (1 + replicas)`` masters, slots spread.
+
+    ``ports`` from ``free_cluster_port`` (each node also listens on port + 10000).
+
+    Returns the node processes, in ``ports`` order (redis-cli makes the first ones the
+    masters).
+    """
+    procs = []
+    for port in ports:
+        node_dir = workdir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", "2000"]  # fmt: skip
+        argv = [*redis_argv(port, node_dir), *cluster]
+        procs.append(_spawn(argv))
+    for port in ports:
+        wait_for_redis(f"redis://127.0.0.1:{port}/0")
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise Unavailable("redis-cli not found: `make run` / `make test` install it")
+    nodes = [f"127.0.0.1:{p}" for p in ports]
+    subprocess.run(
+        [cli, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas), "--cluster-yes"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_cluster(ports[0])
+    return procs
+
+
+def wait_for_cluster(port: int, timeout: float = 20) -> None:
+    """Until the node at ``port`` says the cluster is ok (every slot served)."""
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while client.cluster("INFO").get("cluster_state") != "ok":
+            if time.monotonic() > deadline:
+                raise Unavailable(f"redis cluster at port {port} not ok after {timeout} s")
+            time.sleep(0.1)
+    finally:
+        client.close()
 
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:

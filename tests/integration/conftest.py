@@ -61,6 +61,7 @@ def function_env(settings: Settings) -> Iterator[None]:
     create_topics(settings)
     env = {
         "REDIS_URL": settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "MASTERY_JWT_SECRET": JWT_SECRET,
     }

@@ -7,7 +7,6 @@ so no test's worker sees another test's batches.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from mastery.events.kafka import create_topics
 from mastery.store import keys
 from mastery.store.batches import BatchStore
 from mastery.web import batch_event, batch_status, erase_student, query_mastery, submit_batch
-from tests.helpers import headers_of, read_topic
+from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
@@ -424,13 +423,7 @@ async def test_a_worker_killed_mid_batch_resumes_and_every_result_is_there_once(
     url = await _submit(api, tenant, ids)
     batch_id = url.rsplit("/", 1)[1]
     s = res.settings
-    env = {
-        **os.environ,
-        "REDIS_URL": s.redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
-        "MASTERY_BATCH_TOPIC_PREFIX": s.batch_topic_prefix,
-        "MASTERY_BATCH_CHUNK": "2",
-    }
+    env = process_env(s, MASTERY_BATCH_TOPIC_PREFIX=s.batch_topic_prefix, MASTERY_BATCH_CHUNK="2")
     argv = [sys.executable, "-m", "mastery.cli", "batch-worker", "--group", f"g-{tenant}"]
     results = keys.batch_results(tenant, batch_id)
 

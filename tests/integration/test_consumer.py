@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -18,7 +17,15 @@ from mastery.domain import Component
 from mastery.events.codec import Record
 from mastery.events.consumer import consume
 from mastery.store import keys
-from tests.helpers import event_data, fresh_topics, headers_of, produce, read_topic, record
+from tests.helpers import (
+    event_data,
+    fresh_topics,
+    headers_of,
+    process_env,
+    produce,
+    read_topic,
+    record,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -100,12 +107,7 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
     [topic] = fresh_topics(settings, "crash")
     stream, unique = _stream(tenant, topic, 4000, seed=2)
     produce(settings, stream)
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MASTERY_BATCH_SIZE": "50",
-    }
+    env = process_env(settings, MASTERY_BATCH_SIZE="50")
     argv = [sys.executable, "-m", "mastery.cli", "consume", topic, "--group", f"g-{tenant}"]
 
     first = subprocess.Popen(argv, env=env)

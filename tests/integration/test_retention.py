@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.store import Outcome
 from mastery.store.retention import keys_without_ttl
-from tests.helpers import event_data, record
+from tests.helpers import event_data, process_env, record
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _check(settings: Settings) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": settings.redis_url}
+    env = process_env(settings)
     argv = [sys.executable, "-m", "mastery.cli", "retention", "check"]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 

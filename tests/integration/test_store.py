@@ -187,12 +187,14 @@ async def test_read_ahead_stopped_early_leaves_the_client_answering_right(
 ) -> None:
     store = RedisStore(redis)
     await _apply(store, [_obs(tenant, "a", 1), _obs(tenant, "b", 2, class_id="cb")])
-    for _ in range(5):  # each time, the read of ["b"] is in flight when the reader stops
+    probe = keys.tenant_prefix(tenant) + "probe"
+    for i in range(5):  # each time, the read of ["b"] is in flight when the reader stops
         async with aclosing(store.read_ahead(tenant, [["a"], ["b"]])) as reads:
             async for part, _ in reads:
                 assert part == ["a"]
                 break
-        assert await redis.echo("next") == b"next"
+        assert await redis.incr(probe) == i + 1  # not the dropped read's reply
+        await redis.expire(probe, 60)
     states = await store.load_many(tenant, ["b", "a"])
     assert [s.classes if s else None for s in states] == [{"cb"}, frozenset()]
 

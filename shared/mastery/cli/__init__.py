@@ -331,13 +331,12 @@ def retention() -> None:
 @retention.command("check")
 def retention_check() -> None:
     """List every key without a TTL; exit 1 when there is one."""
-    from redis.asyncio import Redis
-
     from mastery.settings import Settings
+    from mastery.store.client import redis_client
     from mastery.store.retention import keys_without_ttl
 
     async def run() -> list[str]:
-        client = Redis.from_url(Settings().redis_url)
+        client = redis_client(Settings())
         try:
             return await keys_without_ttl(client)
         finally:

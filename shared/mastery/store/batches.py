@@ -115,8 +115,8 @@ class BatchStore:
 
     async def create(self, record: BatchRecord) -> None:
         key, live = keys.batch(record.tenant, record.batch_id), keys.batches(record.tenant)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=record.fields())  # type: ignore[arg-type]
+        async with self._store.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record.fields())
             pipe.expire(key, self._ttl_s)
             # The tenant's live batches, so an erasure can reach their results.
             pipe.zadd(live, {record.batch_id: record.submitted_at})
@@ -129,7 +129,7 @@ class BatchStore:
         ids = await self._store.io(self._redis.zrange(keys.batches(tenant), 0, -1))
         if not ids:
             return 0
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._store.pipeline(transaction=False) as pipe:
             for batch_id in ids:
                 pipe.hdel(keys.batch_results(tenant, _text(cast("bytes", batch_id))), student)
             return sum(await self._store.io(pipe.execute()))
@@ -144,7 +144,7 @@ class BatchStore:
 
     async def get_with_progress(self, tenant: str, batch_id: str) -> tuple[BatchRecord | None, int]:
         """The record and how many students have a result, in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._store.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.batch(tenant, batch_id))
             pipe.hlen(keys.batch_results(tenant, batch_id))
             raw, done = await self._store.io(pipe.execute())
@@ -210,8 +210,8 @@ class BatchStore:
         }
         if reason:
             fields["reason"] = reason
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+        async with self._store.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
             pipe.expire(key, self._ttl_s)
             pipe.expire(results, self._ttl_s)
             await self._store.io(pipe.execute())

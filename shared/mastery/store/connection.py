@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
@@ -10,7 +11,7 @@ import redis.exceptions
 from mastery.errors import Unavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Sequence
 
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
@@ -27,6 +28,7 @@ DOWN = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,  # no usable cluster, e.g. not a cluster node
 )
 
 
@@ -56,6 +58,16 @@ class RedisConnection:
         except redis.exceptions.NoScriptError:
             await self.load_script(script)
             return await self.io(call())
+
+    @contextlib.asynccontextmanager
+    async def pipeline(self, *, transaction: bool) -> AsyncIterator[Any]:
+        """A pipeline (MULTI/EXEC with ``transaction``: its keys in one slot); run it with
+        ``io(pipe.execute())``. A cluster that cannot be reached is ``Unavailable`` here."""
+        try:
+            async with self._redis.pipeline(transaction=transaction) as pipe:
+                yield pipe
+        except DOWN as exc:
+            raise Unavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def load_script(self, script: Script) -> None:
         """Load ``script`` into Redis (on every primary of a cluster)."""

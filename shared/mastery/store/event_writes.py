@@ -194,9 +194,9 @@ class EventWrites(RedisConnection):
         that meets NOSCRIPT (Redis restarted, or a replica was promoted) is sent again
         alone once its script is loaded; the others have run and are not repeated.
         """
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.pipeline(transaction=False) as pipe:
             for c in calls:
-                pipe.evalsha(c.script.sha, len(c.key_list), *c.key_list, *c.args)
+                pipe.execute_command("EVALSHA", c.script.sha, len(c.key_list), *c.key_list, *c.args)
             for tenant, reason, record in rejected:
                 pipe.xadd(
                     keys.audit(tenant or UNKNOWN_TENANT),

@@ -6,13 +6,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 __all__ = ["keys_without_ttl"]
 
 _PREFIX = "m:*"
 
 
-async def keys_without_ttl(client: Redis, match: str = _PREFIX, count: int = 1000) -> list[str]:
+async def keys_without_ttl(
+    client: Redis | RedisCluster, match: str = _PREFIX, count: int = 1000
+) -> list[str]:
     """Every key matching ``match`` that has no expiry (SCAN, so safe on a live server)."""
     found: list[str] = []
     batch: list[bytes] = []

@@ -125,7 +125,7 @@ class StudentReads(RedisConnection):
         prediction made from them belongs to exactly that version. ``None`` when nothing
         is held for the student.
         """
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self.pipeline(transaction=True) as pipe:
             pipe.hmget(keys.state(tenant, student), ["version", "classes"])
             pipe.get(keys.days(tenant, student))
             if with_prediction:
