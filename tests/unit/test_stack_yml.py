@@ -117,3 +117,14 @@ def test_settings_are_written_once() -> None:
     text = _STACK.read_text(encoding="utf-8")
     for key in ("KAFKA_BOOTSTRAP_SERVERS", "com.openfaas.retry.codes", "com.openfaas.scale.zero"):
         assert len(re.findall(rf"^\s+{re.escape(key)}:", text, re.MULTILINE)) == 1, key
+
+
+def test_the_build_context_has_what_the_dockerfile_copies() -> None:
+    """faas-cli builds in a copy of the handler folder plus `configuration.copy`."""
+    stack = Stack.model_validate(_as_faas_cli_reads_it())
+    assert stack.configuration is not None
+    copied = set(stack.configuration.copy_ or ())
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text(encoding="utf-8")
+    sources = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.MULTILINE)
+    for source in (s for line in sources for s in line.split()):
+        assert source.split("/")[0] in copied, source
