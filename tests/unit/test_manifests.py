@@ -381,3 +381,14 @@ def test_event_topics_outlive_the_window(topic: str) -> None:
     assert retention_days >= 90
     partitions = _topics()[topic]["spec"]["partitions"]
     assert partitions >= _params(_PROD)["scaling"]["kedaMaxReplicas"]
+
+
+def test_every_base_file_is_rendered() -> None:
+    """A manifest file the base kustomization does not list would never be applied."""
+    listed = set(load_all(KNATIVE / "base" / "kustomization.yaml")[0]["resources"])
+    files = {
+        str(p.relative_to(KNATIVE / "base"))
+        for p in (KNATIVE / "base").rglob("*.yaml")
+        if p.name not in {"kustomization.yaml", "function-defaults.yaml"}
+    }
+    assert files == listed

@@ -116,9 +116,12 @@ async def rebuild(
         Unavailable: Redis or the broker went away; run it again.
     """
     tally = Tally()
+    # An erasure older than the window refuses nothing the window has not refused already.
+    oldest = datetime.now(UTC) - res.model.window
     for erasure in await erasures(res.settings, timeout_s):
-        await res.store.erase(erasure.tenant, erasure.student, erasure.at)
-        tally.erasures += 1
+        if erasure.at >= oldest:
+            await res.store.erase(erasure.tenant, erasure.student, erasure.at)
+            tally.erasures += 1
     publisher = _Unannounced(res.publisher)
     ingestor = Ingestor(res.store, publisher, model=res.model, source="mastery-rebuild")
     async for topic, records in _read(res.settings, topics, batch_size, timeout_s, report):
@@ -132,7 +135,7 @@ async def rebuild(
             except InvalidEvent as exc:
                 tally.refused[f"{topic}: {exc.reason}"] += 1
         tally.read += len(records)
-        for outcome, _ in await ingestor.ingest(fed):
+        for outcome, _ in await ingestor.ingest(fed) if fed else ():
             tally.outcomes[outcome.value] += 1
     return tally
 
