@@ -7,16 +7,19 @@ per process, inside the running event loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
+import redis.exceptions
 
+from mastery.errors import Misconfigured, Unavailable, root_cause, why
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.ingest import Ingestor
-from mastery.events.kafka import KafkaPublisher, producer_config, reader_config
+from mastery.events.kafka import KafkaPublisher, probe, producer_config, reader_config
 from mastery.settings import Settings
 from mastery.store import RedisStore
+from mastery.store.client import redis_client
 from mastery.store.ratelimit import RateLimiter
 from mastery.web.access import AUDIT_TOPIC
 from mastery.web.auth import Authenticator
@@ -25,9 +28,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from redis.asyncio import Redis
+
     from mastery.domain import ScoringModel
 
-__all__ = ["Resources", "build", "close_resources", "resources"]
+__all__ = ["Resources", "build", "close_resources", "preflight", "resources"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +60,7 @@ def build(
 ) -> Resources:
     """Wire the clients for ``settings``; ``clock`` is injectable for tests."""
     model = settings.scoring_model()
-    # No socket_timeout: RedisStore puts one deadline on each call (see RedisStore.io).
-    client = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    client = redis_client(settings)
     store = RedisStore(client, model, settings.audit_maxlen, settings.redis_timeout_ms / 1000)
     publisher = KafkaPublisher(producer_config(settings))
     kwargs = {"clock": clock} if clock else {}
@@ -87,6 +86,29 @@ def build(
     return Resources(
         settings, model, client, store, publisher, ingestor, authenticator, limiter, access_log
     )
+
+
+async def preflight(res: Resources, timeout_s: float = 10.0) -> None:
+    """Check that Redis and the broker accept this process's credentials and certificates.
+
+    Raises:
+        Misconfigured: either refuses us (wrong password, unknown user, untrusted or
+            unreadable certificate): a worker should say so once and exit.
+        Unavailable: either cannot be reached now (the worker's retries cover that).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await res.redis.ping()
+    except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        raise Misconfigured(f"redis: {type(exc).__name__}: {why(exc)}") from exc
+    except (redis.exceptions.ConnectionError, OSError) as exc:
+        root = root_cause(exc)
+        if isinstance(root, ssl.SSLError):
+            raise Misconfigured(f"redis: TLS: {' '.join(str(root).split())}") from exc
+        raise Unavailable(f"redis: {type(exc).__name__}: {why(exc)}") from exc
+    except (redis.exceptions.TimeoutError, TimeoutError) as exc:
+        raise Unavailable(f"redis: no answer within {timeout_s:g} s") from exc
+    await asyncio.to_thread(probe, res.settings, timeout_s)
 
 
 _lock = asyncio.Lock()

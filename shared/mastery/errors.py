@@ -3,11 +3,12 @@
 MasteryError
  ├── InvalidEvent           an event that can never be applied: dead-letter it with .reason
  └── Unavailable            a dependency (Redis, Kafka) is down: retry later, 503 over HTTP
+      └── Misconfigured     it refuses our credentials or certificate: retrying will not help
 """
 
 from __future__ import annotations
 
-__all__ = ["InvalidEvent", "MasteryError", "Unavailable"]
+__all__ = ["InvalidEvent", "MasteryError", "Misconfigured", "Unavailable", "root_cause", "why"]
 
 
 class MasteryError(Exception):
@@ -25,3 +26,29 @@ class InvalidEvent(MasteryError):
 
 class Unavailable(MasteryError):
     """Redis or the broker cannot be reached; the work can be retried later."""
+
+
+class Misconfigured(Unavailable):
+    """Redis or the broker answers but refuses us: a wrong password, an untrusted certificate."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception ``exc`` was raised from or while handling."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def why(exc: BaseException) -> str:
+    """``exc``'s message on one line, with its root cause when the message does not say it.
+
+    redis-py, for one, reports a refused TLS certificate as a bare ``ConnectionError``.
+    """
+    text = str(exc)
+    root = root_cause(exc)
+    detail = str(root)
+    if root is not exc and detail and detail not in text:
+        text = f"{text}: {type(root).__name__}: {detail}" if text else detail
+    return " ".join(text.split())

@@ -331,13 +331,12 @@ def retention() -> None:
 @retention.command("check")
 def retention_check() -> None:
     """List every key without a TTL; exit 1 when there is one."""
-    from redis.asyncio import Redis
-
     from mastery.settings import Settings
+    from mastery.store.client import redis_client
     from mastery.store.retention import keys_without_ttl
 
     async def run() -> list[str]:
-        client = Redis.from_url(Settings().redis_url)
+        client = redis_client(Settings())
         try:
             return await keys_without_ttl(client)
         finally:
@@ -352,22 +351,37 @@ def retention_check() -> None:
 
 
 def _serve(run: object, source: str) -> None:
-    """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch."""
-    from mastery.bootstrap import build
+    """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch.
+
+    A configuration that Redis or the broker refuses (wrong password, untrusted
+    certificate) is one line on stderr and exit status 2, not a retry loop.
+    """
+    from mastery.bootstrap import build, preflight
+    from mastery.errors import Misconfigured, Unavailable
     from mastery.settings import Settings
 
-    async def main_() -> None:
+    async def main_() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         res = build(Settings(), source=source)
         try:
+            try:
+                await preflight(res)
+            except Misconfigured as exc:
+                click.echo(f"{source}: cannot start: {exc}", err=True)
+                return 2
+            except Unavailable:
+                pass  # not up yet: the worker retries as it runs
             await run(res, stop)  # type: ignore[operator]
         finally:
             await res.aclose()
+        return 0
 
-    uvloop.run(main_())
+    code = uvloop.run(main_())
+    if code:
+        raise SystemExit(code)
 
 
 def _parse_pairs(text: str) -> dict[str, str]:
