@@ -61,13 +61,21 @@ def main() -> None:
     default=Path("functions"),
     show_default=True,
 )
-def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path) -> None:
+@click.option(
+    "--data-dir",
+    envvar="MASTERY_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Where the embedded redis-server keeps its append-only file (kept across restarts).",
+)
+def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path, data_dir: Path) -> None:
     """Run the whole stack locally until Ctrl-C."""
     from mastery.cli.dev import Stack, describe
 
     if not functions_dir.is_dir():
         raise click.ClickException(f"{functions_dir} not found: run from the project root")
-    stack = Stack(functions_dir.resolve(), port, redis_port, kafka_port)
+    stack = Stack(functions_dir.resolve(), port, redis_port, kafka_port, data_dir)
     try:
         stack.start()
         click.echo(describe(stack))
