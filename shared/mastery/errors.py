@@ -35,10 +35,16 @@ class Misconfigured(Unavailable):
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception ``exc`` was raised from or while handling."""
     seen = {id(exc)}
-    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+    while (inner := _inner(exc)) is not None and id(inner) not in seen:
         seen.add(id(inner))
         exc = inner
     return exc
+
+
+def _inner(exc: BaseException) -> BaseException | None:
+    if exc.__cause__ is not None:
+        return exc.__cause__
+    return None if exc.__suppress_context__ else exc.__context__
 
 
 def why(exc: BaseException) -> str:
