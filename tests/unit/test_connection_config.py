@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import pytest
@@ -72,6 +73,7 @@ def test_every_client_shares_the_security_settings_with_secrets_from_files(
         kafka_ssl_key_password="key-pw",
     )
     common = kafka_common(settings)
+    assert common.pop("logger").name == "mastery.librdkafka"
     assert common == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "SASL_SSL",
@@ -157,3 +159,25 @@ def test_why_names_the_root_cause_a_bare_error_hides() -> None:
     with pytest.raises(ConnectionError) as suppressed:
         _raise(OSError("certificate verify failed"), chained=False)
     assert why(suppressed.value) == "network"
+
+
+def test_librdkafka_repeats_are_logged_once_a_minute() -> None:
+    log = kafka_common(Settings())["logger"]
+    passed: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            passed.append(record.getMessage())
+
+    keep = Keep()
+    log.addHandler(keep)
+    try:
+        for ms in (11, 23, 12):  # librdkafka's retries differ only in their timing
+            log.error("FAIL [rdkafka#producer-9] SASL authentication error (after %dms)", ms)
+        log.error("FAIL [rdkafka#producer-9] SSL handshake failed")
+    finally:
+        log.removeHandler(keep)
+    assert passed == [
+        "FAIL [rdkafka#producer-9] SASL authentication error (after 11ms)",
+        "FAIL [rdkafka#producer-9] SSL handshake failed",
+    ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,6 +104,42 @@ def all_topics() -> list[str]:
     ]
 
 
+class _OncePerMinute(logging.Filter):
+    """Lets each distinct librdkafka line through at most once a minute.
+
+    A broker that refuses our password is retried every few milliseconds, and librdkafka
+    logs every retry: without this a misconfigured function writes 20 lines a second.
+    """
+
+    _TIMING = re.compile(r"\(after \d+ms[^)]*\)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = self._TIMING.sub("", record.getMessage())
+        now = time.monotonic()
+        if now - self._seen.get(key, -60.0) < 60.0:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+def _librdkafka_logger() -> logging.Logger:
+    log = logging.getLogger("mastery.librdkafka")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("librdkafka %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.addFilter(_OncePerMinute())
+        log.setLevel(logging.DEBUG)  # librdkafka's log_level decides what is sent
+        log.propagate = False
+    return log
+
+
 def kafka_common(settings: Settings) -> dict[str, Any]:
     """What every client (producer, consumer, admin) shares: brokers, security, pass-through.
 
@@ -110,6 +149,7 @@ def kafka_common(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
+        "logger": _librdkafka_logger(),  # served by each client's poll, deduplicated
     }
     if settings.kafka_sasl_mechanism is not None:
         conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
@@ -300,7 +340,10 @@ class KafkaPublisher:
         try:
             await asyncio.to_thread(self._producer.list_topics, timeout=wait_s)
         except KafkaException as exc:
-            raise Unavailable(f"kafka: {self._last_error or exc}") from exc
+            if self._last_error is None:
+                raise Unavailable(f"kafka: {exc}") from exc
+            # librdkafka's own reason says it all; the exception only says "transport failure"
+            raise Unavailable(f"kafka: {self._last_error}") from None
         self._last_error = None
 
     def close(self) -> None:
