@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     batch_chunk: int = Field(250, gt=0, le=1000, validation_alias="MASTERY_BATCH_CHUNK")
     batch_ttl_s: int = Field(86_400, gt=0, validation_alias="MASTERY_BATCH_TTL_SECONDS")
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value  # librdkafka ignores case
+
     @field_validator("kafka_properties", mode="before")
     @classmethod
     def _properties_scalar(cls, value: Any) -> Any:

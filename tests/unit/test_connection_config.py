@@ -63,8 +63,8 @@ def test_every_client_shares_the_security_settings_with_secrets_from_files(
     (tmp_path / "user").write_text("engine\n")
     (tmp_path / "password").write_text("s3cret\n")
     settings = Settings(
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_security_protocol="sasl_ssl",
+        kafka_sasl_mechanism="scram-sha-512",
         kafka_sasl_username_file=tmp_path / "user",
         kafka_sasl_password_file=tmp_path / "password",
         kafka_ssl_ca_location=tmp_path / "ca.pem",
