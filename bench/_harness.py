@@ -156,6 +156,7 @@ class Stack:
             "redis_url": self.redis_url,
             "kafka_bootstrap_servers": self.kafka_servers or "127.0.0.1:1",
             "jwt_secret": JWT_SECRET,
+            "kafka_embedded": True,
             **overrides,
         }
         return Settings(**values)  # type: ignore[arg-type]
@@ -167,6 +168,7 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_servers,
             "MASTERY_JWT_SECRET": JWT_SECRET,
+            "MASTERY_KAFKA_EMBEDDED": "true",
             **extra,
         }
 

@@ -42,7 +42,7 @@ def main() -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    settings = Settings(kafka_bootstrap_servers=args.servers)
+    settings = Settings(kafka_bootstrap_servers=args.servers, kafka_embedded=True)
     consumer = Consumer(consumer_config(settings, args.group))
 
     def on_assign(_: object, partitions: list[TopicPartition]) -> None:

@@ -7,12 +7,16 @@ per process, inside the running event loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import redis.exceptions
+
+from mastery.errors import Misconfigured, Unavailable, root_cause, why
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.ingest import Ingestor
-from mastery.events.kafka import KafkaPublisher, producer_config, reader_config
+from mastery.events.kafka import KafkaPublisher, probe, producer_config, reader_config
 from mastery.settings import Settings
 from mastery.store import RedisStore
 from mastery.store.client import redis_client
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import ScoringModel
 
-__all__ = ["Resources", "build", "close_resources", "resources"]
+__all__ = ["Resources", "build", "close_resources", "preflight", "resources"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,33 @@ def build(
     return Resources(
         settings, model, client, store, publisher, ingestor, authenticator, limiter, access_log
     )
+
+
+async def preflight(res: Resources, timeout_s: float = 10.0) -> None:
+    """Check that Redis and the broker accept this process's credentials and certificates.
+
+    Raises:
+        Misconfigured: either refuses us (wrong password, unknown user, untrusted or
+            unreadable certificate): a worker should say so once and exit.
+        Unavailable: either cannot be reached now (the worker's retries cover that).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await res.redis.ping()
+    except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        raise Misconfigured(f"redis: {type(exc).__name__}: {why(exc)}") from exc
+    except (redis.exceptions.ConnectionError, OSError) as exc:
+        root = root_cause(exc)
+        if isinstance(root, ssl.SSLError):
+            raise Misconfigured(f"redis: TLS: {' '.join(str(root).split())}") from exc
+        raise Unavailable(f"redis: {type(exc).__name__}: {why(exc)}") from exc
+    except (redis.exceptions.TimeoutError, TimeoutError) as exc:
+        raise Unavailable(f"redis: no answer within {timeout_s:g} s") from exc
+    except redis.exceptions.RedisClusterException as exc:  # MASTERY_REDIS_CLUSTER=true
+        if "not enabled" in str(exc):  # redis-py: "Cluster mode is not enabled on this node"
+            raise Misconfigured(f"redis: REDIS_URL is not a cluster node: {why(exc)}") from exc
+        raise Unavailable(f"redis: {type(exc).__name__}: {why(exc)}") from exc
+    await asyncio.to_thread(probe, res.settings, timeout_s)
 
 
 _lock = asyncio.Lock()

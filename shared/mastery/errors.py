@@ -5,11 +5,20 @@ MasteryError
  ├── OffsetsMoved           a tenant's applied offsets in Redis are not what the consumer
  │                          wrote (a failover lost writes, or a rebalance): re-read them
  └── Unavailable            a dependency (Redis, Kafka) is down: retry later, 503 over HTTP
+      └── Misconfigured     it refuses our credentials or certificate: retrying will not help
 """
 
 from __future__ import annotations
 
-__all__ = ["InvalidEvent", "MasteryError", "OffsetsMoved", "Unavailable"]
+__all__ = [
+    "InvalidEvent",
+    "MasteryError",
+    "Misconfigured",
+    "OffsetsMoved",
+    "Unavailable",
+    "root_cause",
+    "why",
+]
 
 
 class MasteryError(Exception):
@@ -37,3 +46,35 @@ class OffsetsMoved(MasteryError):
         self.tenant = tenant
         self.field = field
         self.stored = stored
+
+
+class Misconfigured(Unavailable):
+    """Redis or the broker answers but refuses us: a wrong password, an untrusted certificate."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception ``exc`` was raised from or while handling."""
+    seen = {id(exc)}
+    while (inner := _inner(exc)) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def _inner(exc: BaseException) -> BaseException | None:
+    if exc.__cause__ is not None:
+        return exc.__cause__
+    return None if exc.__suppress_context__ else exc.__context__
+
+
+def why(exc: BaseException) -> str:
+    """``exc``'s message on one line, with its root cause when the message does not say it.
+
+    redis-py, for one, reports a refused TLS certificate as a bare ``ConnectionError``.
+    """
+    text = str(exc)
+    root = root_cause(exc)
+    detail = str(root)
+    if root is not exc and detail and detail not in text:
+        text = f"{text}: {type(root).__name__}: {detail}" if text else detail
+    return " ".join(text.split())

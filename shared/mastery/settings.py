@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mastery.domain import ScoringModel
@@ -20,9 +21,42 @@ class Settings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     redis_cluster: bool = Field(False, validation_alias="MASTERY_REDIS_CLUSTER")
+    redis_username: str | None = Field(None, validation_alias="REDIS_USERNAME")
+    redis_password: SecretStr | None = Field(None, validation_alias="REDIS_PASSWORD")
+    redis_password_file: Path | None = Field(None, validation_alias="REDIS_PASSWORD_FILE")
+    redis_tls_ca_file: Path | None = Field(None, validation_alias="REDIS_TLS_CA_FILE")
+    redis_tls_cert_file: Path | None = Field(None, validation_alias="REDIS_TLS_CERT_FILE")
+    redis_tls_key_file: Path | None = Field(None, validation_alias="REDIS_TLS_KEY_FILE")
+    redis_connect_timeout_ms: int = Field(
+        2000, gt=0, validation_alias="MASTERY_REDIS_CONNECT_TIMEOUT_MS"
+    )
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_username_file: Path | None = Field(None, validation_alias="KAFKA_SASL_USERNAME_FILE")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_sasl_password_file: Path | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD_FILE")
+    kafka_ssl_ca_location: Path | None = Field(None, validation_alias="KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, validation_alias="KAFKA_SSL_CERTIFICATE_LOCATION"
+    )
+    kafka_ssl_key_location: Path | None = Field(None, validation_alias="KAFKA_SSL_KEY_LOCATION")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, validation_alias="KAFKA_SSL_KEY_PASSWORD"
+    )
+    kafka_properties: dict[str, Any] = Field(
+        default_factory=dict, validation_alias="MASTERY_KAFKA_PROPERTIES"
+    )
+    """Any other librdkafka property, as a JSON object; applied last, so it wins."""
+    kafka_embedded: bool = Field(False, validation_alias="MASTERY_KAFKA_EMBEDDED")
+    """The broker is the embedded Tansu: no idempotent producer, its faster timings."""
     jwt_secret: SecretStr | None = Field(None, validation_alias="MASTERY_JWT_SECRET")
     jwt_secret_file: Path | None = Field(None, validation_alias="MASTERY_JWT_SECRET_FILE")
     jwt_previous_secret: SecretStr | None = Field(
@@ -58,13 +92,35 @@ class Settings(BaseSettings):
     batch_chunk: int = Field(250, gt=0, le=1000, validation_alias="MASTERY_BATCH_CHUNK")
     batch_ttl_s: int = Field(86_400, gt=0, validation_alias="MASTERY_BATCH_TTL_SECONDS")
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value  # librdkafka ignores case
+
+    @field_validator("kafka_properties", mode="before")
+    @classmethod
+    def _properties_scalar(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            bad = [k for k, v in value.items() if not isinstance(v, str | int | float | bool)]
+            if bad:
+                raise ValueError(f"librdkafka properties take scalar values: {', '.join(bad)}")
+        return value
+
     def jwt_secret_value(self) -> str | None:
         """The signing secret: ``MASTERY_JWT_SECRET``, else the mounted file (OpenFaaS secrets)."""
-        if self.jwt_secret is not None:
-            return self.jwt_secret.get_secret_value() or None
-        if self.jwt_secret_file is not None and self.jwt_secret_file.is_file():
-            return self.jwt_secret_file.read_text().strip() or None
-        return None
+        return _secret(self.jwt_secret, self.jwt_secret_file)
+
+    def redis_password_value(self) -> str | None:
+        """``REDIS_PASSWORD``, else the mounted file ``REDIS_PASSWORD_FILE``."""
+        return _secret(self.redis_password, self.redis_password_file)
+
+    def kafka_sasl_credentials(self) -> tuple[str, str] | None:
+        """SASL username and password (each from its variable, else its mounted file)."""
+        user = self.kafka_sasl_username or _read(self.kafka_sasl_username_file)
+        password = _secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+        if user is None or password is None:
+            return None
+        return user, password
 
     def jwt_secrets(self) -> list[str]:
         """Secrets that verify tokens, current first; empty when none is configured."""
@@ -80,3 +136,16 @@ class Settings(BaseSettings):
             half_life=timedelta(days=self.half_life_days),
             window=timedelta(days=self.retention_days),
         )
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> str | None:
+    if value is not None:
+        return value.get_secret_value() or None
+    return _read(file)
+
+
+def _read(file: Path | None) -> str | None:
+    """A mounted secret's content, stripped; ``None`` if unset, missing or empty."""
+    if file is not None and file.is_file():
+        return file.read_text().strip() or None
+    return None

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,7 @@ class Stack:
             "MASTERY_PORT": str(self.port),
             "MASTERY_REDIS_PORT": str(_free_outside(taken)),
             "MASTERY_KAFKA_PORT": str(self.kafka),
+            "MASTERY_DATA_DIR": tempfile.mkdtemp(prefix="mastery-e2e-"),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mastery.cli", "dev"], cwd=ROOT, env=env

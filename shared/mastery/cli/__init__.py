@@ -61,13 +61,21 @@ def main() -> None:
     default=Path("functions"),
     show_default=True,
 )
-def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path) -> None:
+@click.option(
+    "--data-dir",
+    envvar="MASTERY_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Where the embedded redis-server keeps its append-only file (kept across restarts).",
+)
+def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path, data_dir: Path) -> None:
     """Run the whole stack locally until Ctrl-C."""
     from mastery.cli.dev import Stack, describe
 
     if not functions_dir.is_dir():
         raise click.ClickException(f"{functions_dir} not found: run from the project root")
-    stack = Stack(functions_dir.resolve(), port, redis_port, kafka_port)
+    stack = Stack(functions_dir.resolve(), port, redis_port, kafka_port, data_dir)
     try:
         stack.start()
         click.echo(describe(stack))
@@ -360,22 +368,37 @@ def retention_check() -> None:
 
 
 def _serve(run: object, source: str) -> None:
-    """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch."""
-    from mastery.bootstrap import build
+    """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch.
+
+    A configuration that Redis or the broker refuses (wrong password, untrusted
+    certificate) is one line on stderr and exit status 2, not a retry loop.
+    """
+    from mastery.bootstrap import build, preflight
+    from mastery.errors import Misconfigured, Unavailable
     from mastery.settings import Settings
 
-    async def main_() -> None:
+    async def main_() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         res = build(Settings(), source=source)
         try:
+            try:
+                await preflight(res)
+            except Misconfigured as exc:
+                click.echo(f"{source}: cannot start: {exc}", err=True)
+                return 2
+            except Unavailable:
+                pass  # not up yet: the worker retries as it runs
             await run(res, stop)  # type: ignore[operator]
         finally:
             await res.aclose()
+        return 0
 
-    uvloop.run(main_())
+    code = uvloop.run(main_())
+    if code:
+        raise SystemExit(code)
 
 
 def _parse_pairs(text: str) -> dict[str, str]:

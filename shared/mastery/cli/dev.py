@@ -1,7 +1,9 @@
 """``mastery dev``: the whole stack on one machine, stopped as one with Ctrl-C.
 
 Embedded ``redis-server`` and Tansu unless ``REDIS_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``
-are set; the topics; one ``functions-framework --asgi`` process per function; a local
+are set (the embedded Redis keeps an append-only file in ``MASTERY_DATA_DIR``, so a
+restart finds every student's state; Tansu keeps everything in memory); the topics;
+one ``functions-framework --asgi`` process per function; a local
 KafkaSource (``mastery trigger``) per event handler and topic, or the handler's own
 Kafka-native worker (``mastery batch-worker``); the gateway on ``MASTERY_PORT``.
 """
@@ -20,10 +22,11 @@ from pathlib import Path
 import click
 
 from mastery.errors import Unavailable
-from mastery.events.kafka import create_topics
+from mastery.events.kafka import admin_config, create_topics
 from mastery.local import die_with_parent, redis_argv, tansu_argv, wait_for_kafka, wait_for_redis
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
+from mastery.store.client import redis_options
 
 __all__ = ["DEV_JWT_SECRET", "Stack"]
 
@@ -36,6 +39,7 @@ class Stack:
     port: int
     redis_port: int = 6379
     kafka_port: int = 9092
+    data_dir: Path = Path("data")
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
@@ -47,18 +51,22 @@ class Stack:
         workdir = tempfile.mkdtemp(prefix="mastery-dev-")
         if "REDIS_URL" not in self.env:
             self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
-            self.spawn("redis", redis_argv(self.redis_port, Path(workdir)))
+            redis_dir = self.data_dir / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            self.spawn("redis", redis_argv(self.redis_port, redis_dir.resolve(), persist=True))
         if "KAFKA_BOOTSTRAP_SERVERS" not in self.env:
             self.env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{self.kafka_port}"
+            self.env["MASTERY_KAFKA_EMBEDDED"] = "true"  # its timings, no idempotent producer
             self.spawn("tansu", tansu_argv(self.kafka_port))
         self.env.setdefault("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
         settings = Settings(
             redis_url=self.env["REDIS_URL"],
             kafka_bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"],
+            kafka_embedded=self.env.get("MASTERY_KAFKA_EMBEDDED", "false"),
         )
         try:
-            wait_for_redis(settings.redis_url)
-            wait_for_kafka(settings.kafka_bootstrap_servers)
+            wait_for_redis(settings.redis_url, **redis_options(settings))
+            wait_for_kafka(settings.kafka_bootstrap_servers, config=admin_config(settings))
         except Unavailable as exc:
             raise click.ClickException(str(exc)) from exc
         create_topics(settings)
@@ -167,12 +175,18 @@ def _pairs(mapping: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in mapping.items())
 
 
+def _kept(stack: Stack) -> str:
+    if os.environ.get("REDIS_URL"):
+        return ""
+    return f"  (data kept in {stack.data_dir.resolve() / 'redis'})"
+
+
 def describe(stack: Stack) -> str:
     host = f"http://127.0.0.1:{stack.port}"
     return "\n".join(
         [
             f"mastery dev: gateway    {host}  (GET {host}/ready)",
-            f"             redis      {stack.env['REDIS_URL']}",
+            f"             redis      {stack.env['REDIS_URL']}{_kept(stack)}",
             f"             kafka      {stack.env['KAFKA_BOOTSTRAP_SERVERS']}",
             f"             JWT secret {stack.env['MASTERY_JWT_SECRET']}",
             "             a token:   mastery token --sub s1 --role student --tenant school-a",

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from mastery.domain import Component
-from mastery.errors import Unavailable
+from mastery.errors import Misconfigured, Unavailable
 from mastery.events.codec import Record
 from mastery.registry import BATCH_TOPICS, event_topic
 
@@ -28,11 +32,14 @@ __all__ = [
     "KafkaPublisher",
     "OutMessage",
     "Publisher",
+    "admin_config",
     "all_topics",
     "consumer_config",
     "create_topics",
     "dead_letter",
     "dlq_topic",
+    "kafka_common",
+    "probe",
     "producer_config",
     "reader_config",
     "to_record",
@@ -40,7 +47,10 @@ __all__ = [
 ]
 
 #: librdkafka's defaults make a consumer-group join take ~23 s on Tansu; these make it ~3 s.
-_GROUP_TIMINGS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+#: Production brokers keep librdkafka's defaults (45 s sessions ride out a GC pause).
+_EMBEDDED_GROUP_TIMINGS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+#: Tansu answers an empty fetch only when this runs out: short, or a trickle waits 500 ms.
+_EMBEDDED_FETCH = {"fetch.wait.max.ms": 10}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,37 +105,155 @@ def all_topics() -> list[str]:
     ]
 
 
+class _OncePerMinute(logging.Filter):
+    """Lets each distinct librdkafka line through at most once a minute.
+
+    A broker that refuses our password is retried every few milliseconds, and librdkafka
+    logs every retry: without this a misconfigured function writes 20 lines a second.
+    """
+
+    _TIMING = re.compile(r"\(after \d+ms[^)]*\)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = self._TIMING.sub("", record.getMessage())
+        now = time.monotonic()
+        if now - self._seen.get(key, -60.0) < 60.0:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+def _librdkafka_logger() -> logging.Logger:
+    log = logging.getLogger("mastery.librdkafka")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("librdkafka %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.addFilter(_OncePerMinute())
+        log.setLevel(logging.DEBUG)  # librdkafka's log_level decides what is sent
+        log.propagate = False
+    return log
+
+
+def kafka_common(settings: Settings) -> dict[str, Any]:
+    """What every client (producer, consumer, admin) shares: brokers, security, pass-through.
+
+    ``MASTERY_KAFKA_PROPERTIES`` is not applied here but last by each builder, so an
+    operator can override anything, including the builders' own choices.
+    """
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+        "logger": _librdkafka_logger(),  # served by each client's poll, deduplicated
+    }
+    if settings.kafka_sasl_mechanism is not None:
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    credentials = settings.kafka_sasl_credentials()
+    if credentials is not None:
+        conf["sasl.username"], conf["sasl.password"] = credentials
+    files = {
+        "ssl.ca.location": settings.kafka_ssl_ca_location,
+        "ssl.certificate.location": settings.kafka_ssl_certificate_location,
+        "ssl.key.location": settings.kafka_ssl_key_location,
+    }
+    conf |= {name: str(path) for name, path in files.items() if path is not None}
+    if settings.kafka_ssl_key_password is not None:
+        conf["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    return conf
+
+
 def producer_config(settings: Settings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "enable.idempotence": False,  # Tansu does not implement idempotent producers
+        **kafka_common(settings),
+        # Retries after a lost acknowledgement must not write an event twice; Tansu has
+        # no idempotent producer, so only the embedded broker goes without.
+        "enable.idempotence": not settings.kafka_embedded,
         "acks": "all",
         "linger.ms": 0,  # the access audit waits for its acknowledgement: send at once
         "message.timeout.ms": settings.kafka_timeout_ms,
+        **settings.kafka_properties,
     }
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **kafka_common(settings),
         "group.id": group,
         "enable.auto.commit": False,  # offsets are committed only after Redis applied them
         "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 10,
-        **_GROUP_TIMINGS,
+        **(_EMBEDDED_FETCH | _EMBEDDED_GROUP_TIMINGS if settings.kafka_embedded else {}),
+        **settings.kafka_properties,
     }
 
 
 def reader_config(settings: Settings) -> dict[str, Any]:
     """A consumer that is only ever assigned partitions: it joins no group, commits nothing."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **kafka_common(settings),
         "group.id": "mastery-reader",  # librdkafka wants one; never joined, nothing committed
         "enable.auto.commit": False,
         "enable.partition.eof": True,  # how a read knows it has reached the end
         "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 10,
+        **(_EMBEDDED_FETCH if settings.kafka_embedded else {}),
+        **settings.kafka_properties,
     }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {**kafka_common(settings), **settings.kafka_properties}
+
+
+#: Errors that retrying cannot cure: the broker refused our credentials or certificate.
+_REFUSALS = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+        KafkaError.ILLEGAL_SASL_STATE,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def probe(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Ask the broker for its metadata with ``settings``' credentials (a start-up check).
+
+    Raises:
+        Misconfigured: the configuration is refused (bad property, wrong password,
+            untrusted certificate); the message is librdkafka's own, on one line.
+        Unavailable: no broker answered within ``timeout_s``.
+    """
+    errors: list[KafkaError] = []
+    # log_level 0: the reason is raised once here, not logged at every reconnect.
+    conf = admin_config(settings) | {"error_cb": errors.append, "log_level": 0}
+    try:
+        admin = AdminClient(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise Misconfigured(f"kafka: {_one_line(exc)}") from exc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.list_topics(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb: it says why, list_topics only "timed out"
+            refused = next((e for e in errors if e.code() in _REFUSALS), None)
+            if refused is not None:
+                raise Misconfigured(f"kafka: {_one_line(refused.str())}") from exc
+            if time.monotonic() >= deadline:
+                reason = errors[-1].str() if errors else exc
+                raise Unavailable(f"kafka: {_one_line(reason)}") from exc
+
+
+def _one_line(reason: object) -> str:
+    return " ".join(str(reason).split())
 
 
 def to_record(message: Message) -> Record:
@@ -155,9 +283,14 @@ class KafkaPublisher:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._config = config
+        self._config = {**config, "error_cb": self._on_error}
         self._made: Producer | None = None
         self._closing = threading.Event()
+        self._last_error: str | None = None
+        """librdkafka's latest connection error: /ready says why, not only "timed out"."""
+
+    def _on_error(self, error: KafkaError) -> None:
+        self._last_error = _one_line(error.str())
 
     @property
     def _producer(self) -> Producer:
@@ -208,7 +341,11 @@ class KafkaPublisher:
         try:
             await asyncio.to_thread(self._producer.list_topics, timeout=wait_s)
         except KafkaException as exc:
-            raise Unavailable(f"kafka: {exc}") from exc
+            if self._last_error is None:
+                raise Unavailable(f"kafka: {exc}") from exc
+            # librdkafka's own reason says it all; the exception only says "transport failure"
+            raise Unavailable(f"kafka: {self._last_error}") from None
+        self._last_error = None
 
     def close(self) -> None:
         self._closing.set()
@@ -256,7 +393,7 @@ def topic_config(topic: str) -> dict[str, str]:
 
 def create_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
     """Create the stack's topics if missing (idempotent), with their retention."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(admin_config(settings))
     wanted = list(topics or all_topics())
     existing = admin.list_topics(timeout=10).topics
     missing = [

@@ -1,8 +1,10 @@
-"""The one place a Redis client is made from ``Settings``: single node or cluster."""
+"""The one place that turns ``Settings`` into a Redis client: single node or cluster, URL,
+ACL user, TLS, timeouts."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -10,18 +12,42 @@ from redis.asyncio.cluster import RedisCluster
 if TYPE_CHECKING:
     from mastery.settings import Settings
 
-__all__ = ["redis_client"]
+__all__ = ["redis_client", "redis_options"]
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``Redis.from_url`` (sync or asyncio) for ``settings.redis_url``.
+
+    Credentials in the URL (``rediss://user:pass@host``) win over ``REDIS_USERNAME`` /
+    ``REDIS_PASSWORD``, as redis-py merges them. The ``REDIS_TLS_*`` files apply to a
+    ``rediss://`` URL only: a plain connection takes no TLS arguments.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        # No socket_timeout: RedisStore puts one deadline on each call (see RedisStore.io).
+    }
+    if settings.redis_username:
+        options["username"] = settings.redis_username
+    password = settings.redis_password_value()
+    if password is not None:
+        options["password"] = password
+    if urlsplit(settings.redis_url).scheme == "rediss":
+        files = {
+            "ssl_ca_certs": settings.redis_tls_ca_file,
+            "ssl_certfile": settings.redis_tls_cert_file,
+            "ssl_keyfile": settings.redis_tls_key_file,
+        }
+        options |= {name: str(path) for name, path in files.items() if path is not None}
+    return options
 
 
 def redis_client(settings: Settings) -> Redis | RedisCluster:
-    """A client of ``REDIS_URL``: any node of a cluster with ``MASTERY_REDIS_CLUSTER``.
+    """A pooled asyncio client; it connects on first use, never here.
 
-    No ``socket_timeout``: ``RedisConnection.io`` puts one deadline on each call.
+    With ``MASTERY_REDIS_CLUSTER``, a cluster client that learns the nodes from the one
+    ``REDIS_URL`` names.
     """
     kind = RedisCluster if settings.redis_cluster else Redis
-    return kind.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    return kind.from_url(settings.redis_url, **redis_options(settings))

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from mastery.errors import Unavailable
+from mastery.errors import Unavailable, why
 from mastery.logs import logger
 from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
@@ -206,7 +206,7 @@ async def _check(probe: Awaitable[None]) -> str:
     try:
         await probe
     except Unavailable as exc:
-        return str(exc)
+        return why(exc)
     return "ok"
 
 
