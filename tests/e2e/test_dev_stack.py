@@ -224,11 +224,13 @@ def test_mastery_batch_submits_follows_and_summarises(stack: Stack, tmp_path: Pa
     assert producer.flush(10) == 0
     admin = _bearer("a1", "admin", tenant)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until the last student's event is applied
-        body = {"student_id": students[-1]}
-        if httpx.post(f"{stack.url}/mastery/query", json=body, headers=admin).status_code == 200:
-            break
-        time.sleep(0.1)
+    for student in students:  # wait until every event is applied (partitions drain apart)
+        body = {"student_id": student}
+        while time.monotonic() < deadline:
+            resp = httpx.post(f"{stack.url}/mastery/query", json=body, headers=admin)
+            if resp.status_code == 200:
+                break
+            time.sleep(0.1)
     ids = tmp_path / "ids.txt"
     ids.write_text("# a comment\n" + "\n".join([*students, "nobody"]) + "\n")
     out = tmp_path / "batch.json"

@@ -16,13 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mastery.bootstrap import build
+from mastery.bootstrap import build, close_resources
 from mastery.events.kafka import create_topics
 from mastery.web import FunctionApp
 from tests.conftest import JWT_SECRET
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from mastery.bootstrap import Resources
     from mastery.settings import Settings
@@ -56,8 +56,12 @@ async def client(function_env: None) -> AsyncIterator[Callable[[str], httpx.Asyn
 
 
 @pytest.fixture(scope="module")
-def function_env(settings: Settings) -> Iterator[None]:
-    """The deployed functions read their settings from the environment, as in production."""
+async def function_env(settings: Settings) -> AsyncIterator[None]:
+    """The deployed functions read their settings from the environment, as in production.
+
+    Their process-wide resources are closed afterwards: the next module, or the same one
+    on the other Redis topology, builds them anew from its own environment.
+    """
     create_topics(settings)
     env = {
         "REDIS_URL": settings.redis_url,
@@ -68,6 +72,7 @@ def function_env(settings: Settings) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield
+    await close_resources()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

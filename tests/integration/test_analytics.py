@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from mastery.bootstrap import build, close_resources
+from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.store import keys
 from tests.helpers import event_data, record
@@ -31,12 +31,6 @@ PREDICT, RECOMMEND, HISTORY = (
     "/analytics/mastery-history",
 )
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def _close_process_resources() -> AsyncIterator[None]:
-    yield
-    await close_resources()
 
 
 @pytest.fixture

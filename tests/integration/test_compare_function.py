@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mastery.bootstrap import build, close_resources
+from mastery.bootstrap import build
 from mastery.domain import Component
 from tests.helpers import event_data, record
 from tests.integration.conftest import token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     import httpx
 
@@ -27,7 +27,7 @@ COHORT = {f"b{i}": ("c-big", 0.3 + 0.1 * i) for i in range(6)} | {
 
 
 @pytest.fixture(scope="module")
-async def school(settings: Settings) -> AsyncIterator[str]:
+async def school(settings: Settings) -> str:
     tenant = f"cmp-{id(settings)}"
     res = build(settings, source="test")
     await res.ingestor.ingest(
@@ -37,8 +37,7 @@ async def school(settings: Settings) -> AsyncIterator[str]:
         ]
     )
     await res.aclose()
-    yield tenant
-    await close_resources()
+    return tenant
 
 
 async def _compare(

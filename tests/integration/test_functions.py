@@ -11,7 +11,7 @@ import jwt
 import orjson
 import pytest
 
-from mastery.bootstrap import build, close_resources
+from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
@@ -24,12 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from mastery.bootstrap import Resources
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def _close_process_resources() -> AsyncIterator[None]:
-    yield
-    await close_resources()
 
 
 def binary_ce(

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import pytest
-
-from mastery.bootstrap import build, close_resources
+from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.domain.batch import Priority
 from mastery.policy import Role
@@ -18,7 +16,7 @@ from tests.helpers import event_data, keys_of_student, record
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     import httpx
     from redis.asyncio import Redis
@@ -26,12 +24,6 @@ if TYPE_CHECKING:
     from mastery.bootstrap import Resources
     from mastery.events.codec import Record
     from mastery.settings import Settings
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def _close_process_resources() -> AsyncIterator[None]:
-    yield
-    await close_resources()
 
 
 async def _ingest(settings: Settings, records: list[Record]) -> list[Outcome]:

@@ -19,7 +19,6 @@ from functions_framework.aio import create_asgi_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mastery.bootstrap import close_resources
 from mastery.registry import FUNCTIONS
 from tests.conftest import JWT_SECRET
 from tests.integration.conftest import FUNCTIONS_DIR
@@ -146,7 +145,6 @@ async def apps(function_env: None) -> AsyncIterator[dict[str, httpx.AsyncClient]
     yield clients
     for c in clients.values():
         await c.aclose()
-    await close_resources()
 
 
 _ROUTE_PATHS = sorted({route.split(" ", 1)[1] for spec in FUNCTIONS for route in spec.routes})

@@ -21,7 +21,7 @@ import jwt
 import pytest
 from functions_framework.aio import create_asgi_app
 
-from mastery.bootstrap import build, close_resources
+from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, may_act, may_try
 from mastery.registry import FUNCTIONS
@@ -31,8 +31,6 @@ from tests.helpers import event_data, record
 from tests.integration.conftest import FUNCTIONS_DIR, serve
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from mastery.registry import FunctionSpec
     from mastery.settings import Settings
 
@@ -104,9 +102,8 @@ async def _seed(settings: Settings) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def tenants(settings: Settings) -> AsyncIterator[tuple[str, str]]:
-    yield await _seed(settings)
-    await close_resources()
+async def tenants(settings: Settings) -> tuple[str, str]:
+    return await _seed(settings)
 
 
 def _expected(role: Role, action: Action, target: str) -> int:

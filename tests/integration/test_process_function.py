@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from mastery.bootstrap import build, close_resources
+from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.web import process_intent
 from mastery.web.access import AUDIT_TOPIC
@@ -16,7 +16,7 @@ from tests.helpers import event_data, read_to_end, record
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     import httpx
 
@@ -31,7 +31,7 @@ DEDICATED = {
 
 
 @pytest.fixture(scope="module")
-async def school(settings: Settings) -> AsyncIterator[str]:
+async def school(settings: Settings) -> str:
     tenant = f"proc-{uuid.uuid4().hex[:8]}"
     res = build(settings, source="test")
     await res.ingestor.ingest(
@@ -41,8 +41,7 @@ async def school(settings: Settings) -> AsyncIterator[str]:
         ]
     )
     await res.aclose()
-    yield tenant
-    await close_resources()
+    return tenant
 
 
 async def _process(

@@ -150,6 +150,7 @@ async def test_rebuild_restores_what_was_lost(
 
     env = {
         "REDIS_URL": own_settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(own_settings.redis_cluster).lower(),
         "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka_bootstrap_servers,
     }
     result = await _mastery(env, "rebuild", "--batch-size", "50")
