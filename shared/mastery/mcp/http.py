@@ -1,0 +1,107 @@
+"""The MCP server over Streamable HTTP, as a ``FunctionApp`` route (``/mcp``).
+
+The bearer token is verified first, exactly as every HTTP function verifies it: a
+missing or bad one is a 401 problem (audited as ``unauthenticated``) before any MCP
+handling. The verified caller then travels with the request (ASGI scope state) to the
+tool calls, which apply the rate limit, policy and audit per call (``mastery.mcp.server``).
+
+The SDK's session manager runs stateless with JSON responses: every POST is answered on
+its own, nothing is kept between requests, and no answer is a stream, so any proxy in
+front (the local gateway, an ingress) can buffer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.responses import Response
+
+from mastery.mcp.server import Caller, mcp_server
+from mastery.web.app import write_access
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from mcp.server import ServerRequestContext
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from mastery.web.app import Context
+
+__all__ = ["MCP_PATH", "McpEndpoint"]
+
+MCP_PATH = "/mcp"
+_CALLER = "mastery.mcp.caller"
+
+
+async def _caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    request: Request | None = ctx.request
+    caller = request.scope.get("state", {}).get(_CALLER) if request is not None else None
+    if not isinstance(caller, Caller):  # only requests through McpEndpoint reach the server
+        raise RuntimeError("MCP request without a verified caller")
+    return caller
+
+
+class McpEndpoint:
+    """The ``FunctionApp`` handler of ``GET|POST|DELETE /mcp``: one per process.
+
+    The SDK's session manager needs a running task group; a function has no lifespan
+    hook, so it is started by the first request and lives as long as the process.
+    """
+
+    def __init__(self) -> None:
+        # No DNS-rebinding check: callers authenticate with a bearer token, which a
+        # browser does not attach by itself, and the Host is the ingress's, not ours.
+        self._manager = StreamableHTTPSessionManager(
+            app=mcp_server(_caller_of),
+            json_response=True,
+            stateless=True,
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        self._started: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, request: Request, ctx: Context) -> Response:
+        try:
+            principal = ctx.authenticate(request)
+        except Problem as problem:
+            await write_access(ctx, f"{request.method} {MCP_PATH}", problem.status)
+            raise
+        state = request.scope.setdefault("state", {})
+        state[_CALLER] = Caller(ctx.resources, principal, ctx.correlation_id)
+        await self._start()
+        return _Delegated(self._manager.handle_request)
+
+    async def _start(self) -> None:
+        if self._started is None:
+            self._started = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._started))
+        await self._started.wait()
+
+    async def _run(self, started: asyncio.Event) -> None:
+        async with self._manager.run():
+            started.set()
+            await asyncio.Event().wait()  # until the process ends
+
+
+class _Delegated(Response):
+    """The answer another ASGI app gives to the same request, plus this response's headers
+    (correlation id and the like, set by ``FunctionApp``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self.status_code = 200  # what metrics see; the app decides the real one
+        self.background = None
+        self.raw_headers = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra = self.raw_headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
