@@ -13,7 +13,7 @@ _endpoint = McpEndpoint()
 # Each tool call is a data access of its own: the endpoint audits those, not the request.
 app = FunctionApp(
     "mcp",
-    {f"{m} {MCP_PATH}": _endpoint for m in ("POST", "GET", "DELETE")},
+    {f"POST {MCP_PATH}": _endpoint},
     audits_requests=False,
 )
 

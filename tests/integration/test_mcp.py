@@ -135,9 +135,12 @@ async def test_lists_every_tool_with_schemas(
     assert {t.name for t in listed} == TOOLS
     for t in listed:
         assert t.input_schema["type"] == "object"
-        assert t.output_schema is not None and t.output_schema["type"] == "object"
-        assert t.description and len(t.description) > 150
-        assert t.annotations is not None and t.annotations.read_only_hint is True
+        assert t.output_schema is not None
+        assert t.output_schema["type"] == "object"
+        assert t.description
+        assert len(t.description) > 150
+        assert t.annotations is not None
+        assert t.annotations.read_only_hint is True
 
 
 async def test_every_tool_answers_with_structured_content_and_a_summary(
@@ -161,17 +164,21 @@ async def test_every_tool_answers_with_structured_content_and_a_summary(
     assert "ok0: mastery 0.80 (proficient)" in _text(mastery)
 
     p = _structured(predicted)
-    assert p["trend"] == "declining" and p["intervention_needed"] is True
+    assert p["trend"] == "declining"
+    assert p["intervention_needed"] is True
     assert p["days_with_data"] == 21
     assert "Intervention needed" in _text(predicted)
 
     r = _structured(recs)
-    assert r["recommendations"] and r["recommendations"][0]["priority"] == "high"
+    assert r["recommendations"]
+    assert r["recommendations"][0]["priority"] == "high"
     assert "First:" in _text(recs)
 
     h = _structured(history)
-    assert h["granularity"] == "week" and h["points"]
-    assert h["summary"]["change"] < 0 and h["trend"] == "declining"
+    assert h["granularity"] == "week"
+    assert h["points"]
+    assert h["summary"]["change"] < 0
+    assert h["trend"] == "declining"
     assert set(h) >= {"from", "to"}
 
     c = _structured(compared)
@@ -195,7 +202,8 @@ async def test_at_risk_follows_the_batch_policy_and_reuses_cached_predictions(
         other = await s.call_tool("find_students_at_risk", {"class_id": "c2"})
     assert [x["student_id"] for x in _structured(mine)["students"]] == ["s1", "s2"]
     assert _structured(mine)["checked"] == 7  # c1 only: s9 is in c2
-    assert other.is_error and "403" in _text(other)
+    assert other.is_error
+    assert "403" in _text(other)
     cached = await redis.get(keys.prediction(school, "s1"))
     assert cached is not None  # computed once, cached for predict_next_week and the next scan
     async with session(bearer("a1", "admin", school)) as s:
@@ -205,7 +213,8 @@ async def test_at_risk_follows_the_batch_policy_and_reuses_cached_predictions(
 
     async with session(bearer("s1", "student", school)) as s:
         refused = await s.call_tool("find_students_at_risk", {"class_id": "c1"})
-    assert refused.is_error and "Error 403" in _text(refused)
+    assert refused.is_error
+    assert "Error 403" in _text(refused)
     assert "s2" not in _text(refused)
 
 
@@ -238,7 +247,8 @@ async def test_rights_are_tool_errors_that_leak_nothing(
             assert result.structured_content is not None
             error = result.structured_content["error"]
             assert error["status"] == status
-            assert "mastery" not in error and "components" not in error
+            assert "mastery" not in error
+            assert "components" not in error
 
 
 async def test_invalid_arguments_are_422_naming_them(
@@ -249,11 +259,15 @@ async def test_invalid_arguments_are_422_naming_them(
         bad_id = await s.call_tool("get_mastery", {"student_id": "x:y"})
         extra = await s.call_tool("recommend", {"student_id": "s1", "tenant": "other"})
         unknown = await s.call_tool("drop_tables", {})
-    assert bad_days.is_error and _text(bad_days).startswith("Error 422 ")
+    assert bad_days.is_error
+    assert _text(bad_days).startswith("Error 422 ")
     assert "days" in _text(bad_days)
-    assert bad_id.is_error and "student_id" in _text(bad_id)
-    assert extra.is_error and "tenant" in _text(extra)  # the tenant only ever comes from the token
-    assert unknown.is_error and "Error 404" in _text(unknown)
+    assert bad_id.is_error
+    assert "student_id" in _text(bad_id)
+    assert extra.is_error
+    assert "tenant" in _text(extra)
+    assert unknown.is_error
+    assert "Error 404" in _text(unknown)
 
 
 @pytest.mark.parametrize(
@@ -300,7 +314,8 @@ async def test_the_audit_names_the_agent_acting_for_the_user(
     async with session(delegated) as s:
         ok = await s.call_tool("get_mastery", {"student_id": "s1"})
         denied = await s.call_tool("get_mastery", {"student_id": "s2"})
-    assert not ok.is_error and denied.is_error
+    assert not ok.is_error
+    assert denied.is_error
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
         await c.post("/mcp", json={}, headers={"authorization": "Bearer nope"})
     records = [orjson.loads(m.value() or b"{}") for m in read_to_end(settings, AUDIT_TOPIC)]
@@ -314,4 +329,5 @@ async def test_the_audit_names_the_agent_acting_for_the_user(
     unauthenticated = [
         r for r in records if r.get("function") == "mcp" and r["outcome"] == "unauthenticated"
     ]
-    assert unauthenticated and unauthenticated[-1]["route"] == "POST /mcp"
+    assert unauthenticated
+    assert unauthenticated[-1]["route"] == "POST /mcp"

@@ -7,7 +7,9 @@ tool calls, which apply the rate limit, policy and audit per call (``mastery.mcp
 
 The SDK's session manager runs stateless with JSON responses: every POST is answered on
 its own, nothing is kept between requests, and no answer is a stream, so any proxy in
-front (the local gateway, an ingress) can buffer it.
+front (the local gateway, an ingress) can buffer it. ``GET`` (a server-to-client stream)
+and ``DELETE`` (ending a session) have nothing to do without sessions: 405, as the MCP
+specification allows.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.responses import Response
@@ -45,7 +48,7 @@ async def _caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
 
 
 class McpEndpoint:
-    """The ``FunctionApp`` handler of ``GET|POST|DELETE /mcp``: one per process.
+    """The ``FunctionApp`` handler of ``POST /mcp``: one per process.
 
     The SDK's session manager needs a running task group; a function has no lifespan
     hook, so it is started by the first request and lives as long as the process.
@@ -88,7 +91,13 @@ class McpEndpoint:
 
 class _Delegated(Response):
     """The answer another ASGI app gives to the same request, plus this response's headers
-    (correlation id and the like, set by ``FunctionApp``)."""
+    (correlation id and the like, set by ``FunctionApp``).
+
+    The SDK answers a request it cannot take (not JSON-RPC, wrong content type or
+    ``Accept``) with a 4xx of its own form; that answer is turned into a problem+json
+    like every other error of the HTTP surface (a client has no JSON-RPC id to match it
+    with anyway).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -98,10 +107,37 @@ class _Delegated(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         extra = self.raw_headers
+        refused: int | None = None
+        body: list[bytes] = []
 
-        async def send_with_headers(message: Message) -> None:
+        async def relay(message: Message) -> None:
+            nonlocal refused
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
+                if message["status"] < 400:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+                    await send(message)
+                else:
+                    refused = message["status"]
+                return
+            if refused is None:
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                problem = Problem(refused, _reason(b"".join(body), refused)).response()
+                problem.raw_headers.extend(extra)
+                await problem(scope, receive, send)
 
-        await self._app(scope, receive, send_with_headers)
+        await self._app(scope, receive, relay)
+
+
+def _reason(body: bytes, status: int) -> str:
+    """A short reason from the SDK's refusal: the first line of its message, at most 160
+    characters (validation messages go on to quote the input)."""
+    try:
+        doc = orjson.loads(body)
+        text = str(doc["error"]["message"]) if isinstance(doc, dict) else ""
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = body.decode("utf-8", "replace")
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
+    return first or f"the MCP transport refused the request ({status})"
