@@ -8,6 +8,9 @@ The e2e test does the same through the gateway of the running dev stack.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,7 @@ import orjson
 import pytest
 from functions_framework.aio import create_asgi_app
 from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from mastery.bootstrap import build, close_resources
@@ -33,6 +37,7 @@ from tests.integration.conftest import FUNCTIONS_DIR
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
 
     import mcp_types as types
     from redis.asyncio import Redis
@@ -331,3 +336,40 @@ async def test_the_audit_names_the_agent_acting_for_the_user(
     ]
     assert unauthenticated
     assert unauthenticated[-1]["route"] == "POST /mcp"
+
+
+async def test_stdio_serves_the_same_tools_as_the_token_in_the_environment(
+    settings: Settings, school: str, tmp_path: Path
+) -> None:
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MASTERY_JWT_SECRET": JWT_SECRET,
+        "MASTERY_MCP_TOKEN": bearer("s1", "student", school, act={"sub": "desk-agent"}),
+    }
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "mastery.cli", "mcp", "--stdio"], env=env
+    )
+    with (tmp_path / "stderr").open("w") as errlog:
+        async with (
+            stdio_client(server, errlog=errlog) as (read, write),
+            ClientSession(read, write) as s,
+        ):
+            await s.initialize()
+            assert {t.name for t in (await s.list_tools()).tools} == TOOLS
+            own = await s.call_tool("get_mastery", {"student_id": "s1"})
+            other = await s.call_tool("get_mastery", {"student_id": "s2"})
+    assert _structured(own)["student_id"] == "s1"
+    assert other.is_error
+    assert _text(other).startswith("Error 403 ")
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "mastery.cli", "mcp", "--stdio"],
+        env={**os.environ, **env, "MASTERY_MCP_TOKEN": "forged"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode == 1
+    assert "MASTERY_MCP_TOKEN: invalid token" in bad.stderr
