@@ -18,7 +18,6 @@ __all__ = [
     "ComparisonAnswer",
     "ComponentScore",
     "HistoryAnswer",
-    "HistoryPoint",
     "HistorySummary",
     "MasteryAnswer",
     "NextLevel",
@@ -90,13 +89,8 @@ class RecommendationsAnswer(_Answer):
     recommendations: list[Recommendation] = Field(description="highest impact first, <= 9")
 
 
-class HistoryPoint(_Answer):
-    start: date = Field(description="first day of the period")
-    days: int = Field(description="days with data in the period")
-    mastery: float = Field(description="mean mastery of those days")
-
-
 class HistorySummary(_Answer):
+    count: int = Field(description="periods with data")
     min: float
     max: float
     mean: float
@@ -110,7 +104,10 @@ class HistoryAnswer(_Answer):
     start: date = Field(alias="from")
     end: date = Field(alias="to")
     granularity: Literal["day", "week", "month"]
-    points: list[HistoryPoint] = Field(description="periods with data only, oldest first")
+    mastery: list[float | None] = Field(
+        description="one value per day, ISO week or month from `from` to `to`, oldest first: "
+        "the mean mastery of its days with data (2 decimals), null when it has none"
+    )
     summary: HistorySummary | None = Field(description="null: no data in the range")
     trend: Trend
     slope_per_day: float

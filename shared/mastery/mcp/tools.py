@@ -8,6 +8,7 @@ turns its document into a compact typed answer plus a one- or two-line summary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -32,6 +33,7 @@ from mastery.web.student import StudentRequest, admit
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
+    from datetime import date
 
     from mastery.web.app import Context
     from mastery.web.auth import Principal
@@ -113,7 +115,20 @@ async def _history(ctx: Context, p: Principal, args: HistoryArguments) -> Histor
     )
     h, version = await history_of(ctx, p, request)
     doc = history_document(args.student_id, p.tenant, h, version)
-    return HistoryAnswer.model_validate({**doc, "points": doc["series"]})
+    values: list[float | None] = [None] * (_period(h.end, h.start, h.granularity) + 1)
+    for b in h.buckets:
+        values[_period(b.start, h.start, h.granularity)] = round(b.mastery, 2)
+    return HistoryAnswer.model_validate({**doc, "mastery": values})
+
+
+def _period(day: date, start: date, granularity: Granularity) -> int:
+    """Index of ``day``'s period, counting from the period holding ``start``."""
+    if granularity is Granularity.DAY:
+        return (day - start).days
+    if granularity is Granularity.WEEK:
+        monday = start - timedelta(days=start.weekday())
+        return (day - monday).days // 7
+    return (day.year - start.year) * 12 + day.month - start.month
 
 
 def _history_summary(a: HistoryAnswer) -> str:
@@ -121,7 +136,7 @@ def _history_summary(a: HistoryAnswer) -> str:
         return f"{a.student_id}: no data from {a.start} to {a.end}."
     s = a.summary
     return (
-        f"{a.student_id}: {len(a.points)} {a.granularity}(s) with data, {a.start} to {a.end}; "
+        f"{a.student_id}: {s.count} {a.granularity}(s) with data, {a.start} to {a.end}; "
         f"mastery {s.first:.2f} -> {s.last:.2f} ({s.change:+.2f}), {a.trend}."
     )
 
@@ -211,9 +226,10 @@ TOOLS: Mapping[str, ToolSpec] = {
         ToolSpec(
             "mastery_history",
             "Mastery over time",
-            "The student's mastery over the last `days` days (7-90, default 30), one point "
-            "per day, ISO week or month that has data (mean mastery of its days), with "
-            "min/max/mean/first/last/change and the trend fitted over the daily values. Use "
+            "The student's mastery over the last `days` days (7-90, default 30): one value per "
+            "day, ISO week or month (granularity, default day), null for a period without "
+            "data, with min/max/mean/first/last/change over the periods with data and the "
+            "trend fitted over the daily values. Use "
             "it to see progress over time; use get_mastery for today's component detail." + _SCOPE,
             HistoryArguments,
             HistoryAnswer,
