@@ -27,9 +27,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
+from mastery.mcp import Caller, call_tool
 from mastery.policy import Role
 from mastery.store import keys
 from mastery.web.access import AUDIT_TOPIC
+from mastery.web.auth import Principal
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, read_to_end, record
 from tests.integration.conftest import FUNCTIONS_DIR
@@ -375,3 +377,16 @@ async def test_stdio_serves_the_same_tools_as_the_token_in_the_environment(
     )
     assert bad.returncode == 1
     assert "MASTERY_MCP_TOKEN: invalid token" in bad.stderr
+
+
+async def test_tool_calls_share_the_callers_http_rate_limit(
+    settings: Settings, school: str
+) -> None:
+    res = build(settings.model_copy(update={"rate_limit_student": 2}), source="test")
+    caller = Caller(res, Principal("s1", Role.STUDENT, school), "rl")
+    try:
+        answers = [await call_tool(caller, "get_mastery", {"student_id": "s1"}) for _ in range(3)]
+    finally:
+        await res.aclose()
+    assert [a.is_error for a in answers] == [False, False, True]
+    assert _text(answers[2]).startswith("Error 429 Too Many Requests: rate limit of 2")
