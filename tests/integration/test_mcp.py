@@ -390,3 +390,17 @@ async def test_tool_calls_share_the_callers_http_rate_limit(
         await res.aclose()
     assert [a.is_error for a in answers] == [False, False, True]
     assert _text(answers[2]).startswith("Error 429 Too Many Requests: rate limit of 2")
+
+
+async def test_a_body_over_the_limit_is_413_problem(app: Any, tenant: str) -> None:
+    headers = {
+        "authorization": f"Bearer {bearer('a1', 'admin', tenant)}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "y" * 70_000}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=body, headers=headers)
+    assert resp.status_code == 413
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.headers["x-correlation-id"]

@@ -55,14 +55,7 @@ class McpEndpoint:
     """
 
     def __init__(self) -> None:
-        # No DNS-rebinding check: callers authenticate with a bearer token, which a
-        # browser does not attach by itself, and the Host is the ingress's, not ours.
-        self._manager = StreamableHTTPSessionManager(
-            app=mcp_server(_caller_of),
-            json_response=True,
-            stateless=True,
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        )
+        self._manager: StreamableHTTPSessionManager | None = None
         self._started: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -74,17 +67,29 @@ class McpEndpoint:
             raise
         state = request.scope.setdefault("state", {})
         state[_CALLER] = Caller(ctx.resources, principal, ctx.correlation_id)
-        await self._start()
-        return _Delegated(self._manager.handle_request)
+        manager = await self._start(ctx.resources.settings.max_body_bytes)
+        return _Delegated(manager.handle_request)
 
-    async def _start(self) -> None:
-        if self._started is None:
+    async def _start(self, max_body_bytes: int) -> StreamableHTTPSessionManager:
+        if self._manager is None:
+            # No DNS-rebinding check: callers authenticate with a bearer token, which a
+            # browser does not attach by itself, and the Host is the ingress's, not ours.
+            self._manager = StreamableHTTPSessionManager(
+                app=mcp_server(_caller_of),
+                json_response=True,
+                stateless=True,
+                security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+                max_request_body_size=max_body_bytes,  # MASTERY_MAX_BODY_BYTES, as elsewhere
+            )
             self._started = asyncio.Event()
-            self._task = asyncio.create_task(self._run(self._started))
+            self._task = asyncio.create_task(self._run(self._manager, self._started))
+        assert self._started is not None
         await self._started.wait()
+        return self._manager
 
-    async def _run(self, started: asyncio.Event) -> None:
-        async with self._manager.run():
+    @staticmethod
+    async def _run(manager: StreamableHTTPSessionManager, started: asyncio.Event) -> None:
+        async with manager.run():
             started.set()
             await asyncio.Event().wait()  # until the process ends
 
