@@ -1,4 +1,4 @@
-"""``python -m bench [query|consumer|latency|memory|cohort|backtest|batch ...]``: run benchmarks.
+"""``python -m bench [query|consumer|latency|memory|cohort|backtest|batch|mcp ...]``: run them.
 
 With no names, runs them all. The markdown table goes to stdout and to
 ``bench/results/latest.md``; progress goes to stderr.
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import backtest, batch, cohort, consumer, latency, memory, query
+from bench import backtest, batch, cohort, consumer, latency, mcp, memory, query
 from bench._harness import ROOT, Row, Stack, machine_cpu_seconds, progress
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "cohort": cohort.run,
     "backtest": backtest.run,
     "batch": batch.run,
+    "mcp": mcp.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from mastery.domain import Component
 from mastery.domain.batch import Priority
@@ -42,6 +42,8 @@ class FunctionSpec:
         students_field: the body field naming the student(s): a list when it ends in "s".
         fixed_fields: what every request body carries besides the student(s), e.g. the
             intent of ``/process`` (the generated tests send it).
+        protocol: ``"json"`` for a JSON body naming the student(s); ``"mcp"`` for MCP
+            (JSON-RPC) over Streamable HTTP, whose tools each take their own arguments.
     """
 
     name: str
@@ -52,6 +54,7 @@ class FunctionSpec:
     worker: str | None = None
     students_field: str = "student_id"
     fixed_fields: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    protocol: Literal["json", "mcp"] = "json"
 
     @property
     def directory(self) -> str:
@@ -99,6 +102,12 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         students_field="student_ids",
     ),
     FunctionSpec("batch-worker", consumes=BATCH_TOPICS, worker="batch-worker"),
+    FunctionSpec(
+        "mcp",
+        routes=("POST /mcp",),
+        action=Action.READ,
+        protocol="mcp",
+    ),
 )
 
 

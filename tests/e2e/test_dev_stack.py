@@ -12,12 +12,15 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import httpx2
 import jwt
 import pytest
 from confluent_kafka import Producer
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 from mastery.cli.dev import DEV_JWT_SECRET
 from mastery.domain import Component
@@ -201,6 +204,92 @@ def test_a_student_compared_exported_and_erased(stack: Stack) -> None:
     assert query.status_code == 404
     resp = httpx.post(f"{stack.url}/analytics/compare", json={"student_id": "s4"}, headers=admin)
     assert resp.json()["cohort_size"] == 5
+
+
+async def test_an_agent_uses_every_tool_through_the_gateway(stack: Stack) -> None:
+    """The SDK's client at /mcp of the gateway, with a delegated token, as an agent host."""
+    tenant = f"e2e-mcp-{time.time_ns()}"
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{stack.kafka}"})
+    for i in range(6):
+        for component in Component:
+            r = record(component, event_data(tenant, f"s{i}", 0.3 + i / 10, class_id="c1"))
+            producer.produce(
+                event_topic(component), r.value, r.key, headers=list(r.headers.items())
+            )
+    assert producer.flush(10) == 0
+    admin = _bearer("a1", "admin", tenant)
+    deadline = time.monotonic() + 10
+    while (
+        httpx.post(f"{stack.url}/analytics/compare", json={"student_id": "s5"}, headers=admin)
+        .json()
+        .get("cohort_size")
+        != 6
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    def delegated(sub: str, role: str, **claims: object) -> str:
+        body = {"sub": sub, "role": role, "tenant": tenant, "act": {"sub": "tutor-bot"}}
+        body |= {"exp": int(time.time()) + 300, **claims}
+        return jwt.encode(body, DEV_JWT_SECRET, algorithm="HS256")
+
+    async def calls(token: str, *tools: tuple[str, dict[str, object]]) -> list[Any]:
+        http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=10)
+        async with (
+            http,
+            streamable_http_client(f"{stack.url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            listed = await session.list_tools()
+            return [listed, *[await session.call_tool(n, a) for n, a in tools]]
+
+    listed, *answers = await calls(
+        delegated("t1", "teacher", classes=["c1"]),
+        ("get_mastery", {"student_id": "s1"}),
+        ("predict_next_week", {"student_id": "s1"}),
+        ("recommend", {"student_id": "s1"}),
+        ("mastery_history", {"student_id": "s1", "days": 7, "granularity": "day"}),
+        ("compare_to_cohort", {"student_id": "s1", "scope": "class"}),
+        ("find_students_at_risk", {"class_id": "c1", "limit": 3}),
+    )
+    assert len(listed.tools) == 6
+    for a in answers:
+        assert not a.is_error, a.content
+        assert a.structured_content
+        assert a.content[0].text
+    assert answers[0].structured_content["mastery"] == pytest.approx(0.4)
+    assert answers[4].structured_content["cohort_size"] == 6
+
+    _, other, ghost, invalid = await calls(
+        delegated("s1", "student"),
+        ("get_mastery", {"student_id": "s2"}),
+        ("get_mastery", {"student_id": "nobody"}),
+        ("mastery_history", {"student_id": "s1", "days": 1}),
+    )
+    assert [a.is_error for a in (other, ghost, invalid)] == [True, True, True]
+    assert [a.structured_content["error"]["status"] for a in (other, ghost, invalid)] == [
+        403,
+        403,  # a student asking for anyone else is refused before any read
+        422,
+    ]
+    _, missing = await calls(delegated("a1", "admin"), ("get_mastery", {"student_id": "nobody"}))
+    assert missing.structured_content["error"]["status"] == 404
+
+    for auth in ({}, {"authorization": "Bearer forged"}):
+        resp = httpx.post(f"{stack.url}/mcp", json={"jsonrpc": "2.0"}, headers=auth)
+        assert resp.status_code == 401
+        assert resp.headers["content-type"] == "application/problem+json"
+
+    audit = httpx.post(
+        f"{stack.url}/audit/recent",
+        json={"kind": "access", "student_id": "s2"},
+        headers=admin,
+    )
+    mine = [r for r in audit.json()["records"] if r["function"] == "mcp"]
+    assert [(r["route"], r["subject"], r["actor"], r["outcome"]) for r in mine] == [
+        ("tools/call get_mastery", "s1", "tutor-bot", "denied")
+    ]
 
 
 def test_gateway_answers_problems_for_unknown_paths(stack: Stack) -> None:

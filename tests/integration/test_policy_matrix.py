@@ -7,19 +7,23 @@ Every route that takes students in its body is walked (routes with a ``{paramete
 address something else, e.g. a batch; their own tests cover who may read it). A
 function whose body names a list of students (``students_field`` ends in "s") is sent a
 list of one: the caller's role decides the request, the table decides that student's
-result in it.
+result in it. The MCP function is walked through its ``get_mastery`` tool with the SDK's
+client (one ``POST /mcp`` a call); a refusal there is a tool error carrying the status.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import httpx2
 import jwt
 import pytest
 from functions_framework.aio import create_asgi_app
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 from mastery.bootstrap import build
 from mastery.domain import Component
@@ -131,6 +135,23 @@ CASES = [
 _ERRORS = {403: "forbidden", 404: "not_found"}
 
 
+async def _mcp_get_mastery(
+    app: Any, path: str, headers: dict[str, str], target: str
+) -> tuple[int, str, dict[str, Any]]:
+    """(status, whole answer, structured content) of the ``get_mastery`` tool."""
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), headers=headers)
+    async with (
+        http,
+        streamable_http_client(f"http://fn{path}", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool("get_mastery", {"student_id": target})
+    doc = result.structured_content or {}
+    text = result.model_dump_json()
+    return (doc["error"]["status"] if result.is_error else 200), text, doc
+
+
 def _is_list(spec: FunctionSpec) -> bool:
     return spec.students_field.endswith("s")
 
@@ -162,6 +183,14 @@ async def test_role_x_function_matrix(
         claims["classes"] = sorted(TEACHER_CLASSES)
     headers = {"authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
     app = create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / spec.directory / "main.py"))
+    if spec.protocol == "mcp":
+        status, text, doc = await _mcp_get_mastery(app, path, headers, target)
+        assert spec.action is not None
+        assert status == _expected(role, spec.action, target), text
+        assert other not in text
+        assert "s-ghost" not in text or target == "s-ghost"
+        assert status != 200 or doc["student_id"] == target
+        return
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
         field = spec.students_field

@@ -11,6 +11,18 @@ import types
 import pytest
 
 _EXPECTED: dict[str, set[str]] = {
+    "mastery.mcp": {
+        "MCP_PATH",
+        "TOKEN_ENV",
+        "TOOLS",
+        "Caller",
+        "McpEndpoint",
+        "ToolSpec",
+        "call_tool",
+        "list_tools",
+        "mcp_server",
+        "serve_stdio",
+    },
     "mastery.domain": {
         "DEFAULT_FORECAST",
         "DEFAULT_MODEL",
@@ -84,7 +96,7 @@ _EXPECTED: dict[str, set[str]] = {
     },
     "mastery.events.codec": {"AVRO", "JSON", "Record", "decode", "encode"},
 }
-_PACKAGES = ["mastery.domain", "mastery.store", "mastery.web"]
+_PACKAGES = ["mastery.domain", "mastery.store", "mastery.web", "mastery.mcp"]
 
 
 @pytest.mark.parametrize("name", list(_EXPECTED))

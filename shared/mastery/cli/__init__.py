@@ -1,5 +1,5 @@
 """The ``mastery`` command: dev, consume, trigger, batch-worker, batch, gateway, produce,
-replay, rebuild, token, retention."""
+replay, rebuild, token, mcp, retention."""
 
 from __future__ import annotations
 
@@ -338,6 +338,39 @@ def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | N
         claims["act"] = {"sub": act}
     secret = os.environ.get("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
+
+
+@main.command()
+@click.option("--stdio", is_flag=True, required=True, help="Serve MCP on stdin/stdout.")
+def mcp(stdio: bool) -> None:
+    """The engine's MCP tools for a local agent host, as the caller in MASTERY_MCP_TOKEN.
+
+    Redis, the broker and the JWT secret come from the usual variables (REDIS_URL,
+    KAFKA_BOOTSTRAP_SERVERS, MASTERY_JWT_SECRET); the HTTP transport is the /mcp function.
+    """
+    from mastery.bootstrap import build
+    from mastery.errors import Unavailable
+    from mastery.mcp import TOKEN_ENV, serve_stdio
+    from mastery.settings import Settings
+    from mastery.web.problems import Problem
+
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise click.ClickException(f"set {TOKEN_ENV} to the bearer token to act with")
+
+    async def run() -> None:
+        res = build(Settings(), source="mcp")
+        try:
+            await serve_stdio(res, token)
+        finally:
+            await res.aclose()
+
+    try:
+        uvloop.run(run())
+    except Problem as problem:
+        raise click.ClickException(f"{TOKEN_ENV}: {problem.detail}") from None
+    except Unavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mastery.web.app import json_response
@@ -34,6 +35,8 @@ _FORWARD = (
     "www-authenticate",
     "allow",
     "location",
+    "mcp-session-id",  # MCP Streamable HTTP (the mcp function is stateless: none today)
+    "mcp-protocol-version",
 )
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -58,17 +61,30 @@ def create_app(
         if served is None:
             return Problem(404, f"no function serves {path}").response()
         base = served[1]
+        outgoing = client.build_request(
+            request.method,
+            base + path,
+            content=await request.body(),
+            headers={k: v for k, v in request.headers.items() if k != "host"},
+        )
         try:
-            upstream = await client.request(
-                request.method,
-                base + path,
-                content=await request.body(),
-                headers={k: v for k, v in request.headers.items() if k != "host"},
-            )
+            upstream = await client.send(outgoing, stream=True)
         except httpx.TransportError:
             return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
         headers = {k: upstream.headers[k] for k in _FORWARD if k in upstream.headers}
-        return Response(upstream.content, upstream.status_code, headers)
+        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+            # Server-sent events (MCP may answer so): relay each as it comes.
+            close = BackgroundTask(upstream.aclose)
+            return StreamingResponse(
+                upstream.aiter_raw(), upstream.status_code, headers, None, close
+            )
+        try:
+            body = await upstream.aread()
+        except httpx.TransportError:
+            return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
+        finally:
+            await upstream.aclose()
+        return Response(body, upstream.status_code, headers)
 
     async def ready(_: Request) -> Response:
         async def probe(name: str, base: str) -> tuple[str, object]:

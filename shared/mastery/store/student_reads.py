@@ -125,22 +125,53 @@ class StudentReads(RedisConnection):
         prediction made from them belongs to exactly that version. ``None`` when nothing
         is held for the student.
         """
+        [days] = await self._days([student], tenant, with_prediction=with_prediction)
+        return days
+
+    async def days_of_many(self, tenant: str, students: Sequence[str]) -> list[StudentDays | None]:
+        """``days_of(..., with_prediction=True)`` for each student, in one MULTI/EXEC (the
+        tenant's keys share a slot), so each one's version, days and prediction belong
+        together."""
+        return await self._days(students, tenant, with_prediction=True) if students else []
+
+    async def _days(
+        self, students: Sequence[str], tenant: str, *, with_prediction: bool
+    ) -> list[StudentDays | None]:
         async with self.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys.state(tenant, student), ["version", "classes"])
-            pipe.get(keys.days(tenant, student))
-            if with_prediction:
-                pipe.get(keys.prediction(tenant, student))
+            for student in students:
+                pipe.hmget(keys.state(tenant, student), ["version", "classes"])
+                pipe.get(keys.days(tenant, student))
+                if with_prediction:
+                    pipe.get(keys.prediction(tenant, student))
             replies = await self.io(pipe.execute())
-        (version, classes), blob, *cached = replies
-        if version is None:
-            return None
-        names = as_bytes(classes).decode()
-        return StudentDays(
-            version=int(version),
-            classes=frozenset(names.split(",")) if names else frozenset(),
-            packed_days=as_bytes(blob),
-            cached_prediction=(as_bytes(cached[0]) or None) if cached else None,
-        )
+        per = 3 if with_prediction else 2
+        out: list[StudentDays | None] = []
+        for i in range(len(students)):
+            (version, classes), blob, *cached = replies[per * i : per * i + per]
+            if version is None:
+                out.append(None)
+                continue
+            names = as_bytes(classes).decode()
+            out.append(
+                StudentDays(
+                    version=int(version),
+                    classes=frozenset(names.split(",")) if names else frozenset(),
+                    packed_days=as_bytes(blob),
+                    cached_prediction=(as_bytes(cached[0]) or None) if cached else None,
+                )
+            )
+        return out
+
+    async def class_members(self, tenant: str, class_id: str) -> list[str]:
+        """The students in the class's cohort index, by id (may name students since expired)."""
+        names = await self.io(self._redis.hkeys(keys.class_index(tenant, class_id)))
+        return sorted(as_bytes(n).decode() for n in names)
+
+    async def lowest_mastery(self, tenant: str, count: int) -> list[str]:
+        """The ``count`` students of the tenant with the lowest mastery, lowest first."""
+        key = keys.tenant_index(tenant, "mastery")
+        names = await self.io(self._redis.zrange(key, 0, count - 1))
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
     async def cache_prediction(self, tenant: str, student: str, entry: bytes, ttl_s: int) -> None:
         """Store a prediction entry for ``ttl_s`` seconds, replacing any older one.
@@ -149,6 +180,17 @@ class StudentReads(RedisConnection):
         one, which the next reader sees as stale (its version differs) and recomputes.
         """
         await self.io(self._redis.set(keys.prediction(tenant, student), entry, ex=ttl_s))
+
+    async def cache_predictions(
+        self, tenant: str, entries: Sequence[tuple[str, bytes]], ttl_s: int
+    ) -> None:
+        """``cache_prediction`` for several students, in one round trip."""
+        if not entries:
+            return
+        async with self.pipeline(transaction=False) as pipe:
+            for student, entry in entries:
+                pipe.set(keys.prediction(tenant, student), entry, ex=ttl_s)
+            await self.io(pipe.execute())
 
     async def compare(
         self, tenant: str, class_id: str | None, student: str, now: datetime

@@ -42,6 +42,7 @@ __all__ = [
     "read_json",
     "read_limited",
     "validate",
+    "write_access",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,13 +65,17 @@ class Context:
     path_params: dict[str, str] = field(default_factory=dict)
     """``{name}`` segments of the matched route, unvalidated."""
 
-    async def principal(self, request: Request) -> Principal:
-        """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
+    def authenticate(self, request: Request) -> Principal:
+        """The verified caller (401 problem otherwise), not yet counted against its rate limit."""
         auth = self.resources.authenticator
         if auth is None:
             raise Unavailable("MASTERY_JWT_SECRET is not configured")
-        principal = auth.authenticate(request.headers.get("authorization"))
-        self.caller = principal
+        self.caller = auth.authenticate(request.headers.get("authorization"))
+        return self.caller
+
+    async def principal(self, request: Request) -> Principal:
+        """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
+        principal = self.authenticate(request)
         res = self.resources
         self.response_headers.update(
             await enforce_rate_limit(principal, res.rate_limiter, res.settings)
@@ -88,6 +93,9 @@ class FunctionApp:
         uses_kafka: whether ``/ready`` must also see the broker (implied by ``uses_auth``).
         uses_auth: whether ``/ready`` requires a JWT secret, and whether requests to its
             routes are data accesses, each recorded by the access audit.
+        audits_requests: whether the app writes one access record per request; ``False``
+            for a function whose handler records each data access itself (``write_access``),
+            as the MCP function does for each tool call of a request.
         provider: where the process's clients come from (tests inject their own).
     """
 
@@ -98,12 +106,14 @@ class FunctionApp:
         *,
         uses_kafka: bool = False,
         uses_auth: bool = True,
+        audits_requests: bool = True,
         provider: Callable[[str], Awaitable[Resources]] | None = None,
     ) -> None:
         self.name = name
         self._routes = Routes(routes)
         self._uses_kafka = uses_kafka
         self._uses_auth = uses_auth
+        self._audits_requests = audits_requests
         self._log = logger(name)
         self._resources = provider or _process_resources
 
@@ -148,7 +158,7 @@ class FunctionApp:
         except Exception as exc:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
             response = Problem(500, "internal error").response(correlation_id)
-        if self._uses_auth and handler is not None and ctx is not None:
+        if self._uses_auth and self._audits_requests and handler is not None and ctx is not None:
             response = await self._audit(ctx, route, response)
         if ctx is not None:
             response.headers.update(ctx.response_headers)
@@ -162,16 +172,8 @@ class FunctionApp:
 
     async def _audit(self, ctx: Context, route: str, response: Response) -> Response:
         """Write the access record; without it, no data leaves (503)."""
-        record = access_record(
-            function=self.name,
-            route=route,
-            correlation_id=ctx.correlation_id,
-            principal=ctx.caller,
-            students=ctx.students,
-            status=response.status_code,
-        )
         try:
-            await ctx.resources.publisher.publish([record])
+            await write_access(ctx, route, response.status_code)
         except Unavailable as exc:
             self._log.error("access audit not written", extra=_extra(ctx.correlation_id, exc))
             return Problem(
@@ -193,6 +195,23 @@ class FunctionApp:
         if all(v == "ok" for v in checks.values()):
             return json_response({"status": "ready", "checks": checks})
         return Problem(503, "not ready", headers=_RETRY_AFTER, checks=checks).response()
+
+
+async def write_access(ctx: Context, route: str, status: int) -> None:
+    """Record one data access (``ctx``'s caller and students) in the access audit.
+
+    Raises:
+        Unavailable: the broker did not acknowledge it; send no data.
+    """
+    record = access_record(
+        function=ctx.function,
+        route=route,
+        correlation_id=ctx.correlation_id,
+        principal=ctx.caller,
+        students=ctx.students,
+        status=status,
+    )
+    await ctx.resources.publisher.publish([record])
 
 
 async def _process_resources(name: str) -> Resources:

@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 
     from mastery.domain import Bucket, History
     from mastery.web.app import Context
+    from mastery.web.auth import Principal
 
-__all__ = ["HistoryRequest", "history_rows", "mastery_history_report"]
+__all__ = [
+    "HistoryRequest",
+    "history_document",
+    "history_of",
+    "history_rows",
+    "mastery_history_report",
+]
 
 CSV = "text/csv; charset=utf-8"
 NDJSON = "application/x-ndjson"
@@ -39,10 +46,7 @@ class HistoryRequest(StudentRequest):
 
 async def mastery_history_report(request: Request, ctx: Context) -> Response:
     principal, body = await read_student_request(request, ctx, HistoryRequest)
-    found = await ctx.resources.store.days_of(principal.tenant, body.student_id)
-    days = require_visible(principal, body.student_id, found)
-    today = datetime.now(UTC).date()
-    h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
+    h, version = await history_of(ctx, principal, body)
     if body.format == "csv":
         rows = history_rows(body.student_id, h)
         out = io.StringIO()
@@ -53,32 +57,46 @@ async def mastery_history_report(request: Request, ctx: Context) -> Response:
     if body.format == "ndjson":
         lines = b"".join(orjson.dumps(r) + b"\n" for r in history_rows(body.student_id, h))
         return _attachment(lines, NDJSON, body.student_id, "ndjson")
+    return json_response(history_document(body.student_id, principal.tenant, h, version))
+
+
+async def history_of(
+    ctx: Context, principal: Principal, body: HistoryRequest
+) -> tuple[History, int]:
+    """The student's history over ``body.days`` by ``body.granularity``, and its state version."""
+    found = await ctx.resources.store.days_of(principal.tenant, body.student_id)
+    days = require_visible(principal, body.student_id, found)
+    today = datetime.now(UTC).date()
+    h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
+    return h, days.version
+
+
+def history_document(student_id: str, tenant: str, h: History, version: int) -> dict[str, Any]:
+    """The JSON answer."""
     summary = h.summary
-    return json_response(
-        {
-            "student_id": body.student_id,
-            "tenant": principal.tenant,
-            "from": h.start.isoformat(),
-            "to": h.end.isoformat(),
-            "granularity": h.granularity.value,
-            "series": [_bucket(b) for b in h.buckets],
-            "summary": {
-                "count": summary.count,
-                "min": summary.min,
-                "max": summary.max,
-                "mean": summary.mean,
-                "stdev": summary.stdev,
-                "first": summary.first,
-                "last": summary.last,
-                "change": summary.change,
-            }
-            if summary
-            else None,
-            "trend": h.trend.value,
-            "slope_per_day": h.slope_per_day,
-            "version": days.version,
+    return {
+        "student_id": student_id,
+        "tenant": tenant,
+        "from": h.start.isoformat(),
+        "to": h.end.isoformat(),
+        "granularity": h.granularity.value,
+        "series": [_bucket(b) for b in h.buckets],
+        "summary": {
+            "count": summary.count,
+            "min": summary.min,
+            "max": summary.max,
+            "mean": summary.mean,
+            "stdev": summary.stdev,
+            "first": summary.first,
+            "last": summary.last,
+            "change": summary.change,
         }
-    )
+        if summary
+        else None,
+        "trend": h.trend.value,
+        "slope_per_day": h.slope_per_day,
+        "version": version,
+    }
 
 
 def history_rows(student_id: str, h: History) -> list[dict[str, Any]]:

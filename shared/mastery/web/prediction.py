@@ -14,10 +14,17 @@ if TYPE_CHECKING:
     from datetime import date
 
     from mastery.domain import Prediction, ScoringModel
+    from mastery.store import StudentDays
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["CACHE_TTL_S", "predict_next_week", "prediction_document", "prediction_of"]
+__all__ = [
+    "CACHE_TTL_S",
+    "predict_next_week",
+    "prediction_document",
+    "prediction_from",
+    "prediction_of",
+]
 
 CACHE_TTL_S = 3600
 
@@ -28,15 +35,26 @@ async def prediction_of(ctx: Context, principal: Principal, body: StudentRequest
     store = ctx.resources.store
     found = await store.days_of(tenant, student, with_prediction=True)
     days = require_visible(principal, student, found)
-    today = datetime.now(UTC).date()
+    doc, entry = prediction_from(
+        days, student, tenant, datetime.now(UTC).date(), ctx.resources.model
+    )
+    if entry is not None:
+        await store.cache_prediction(tenant, student, entry, CACHE_TTL_S)
+    return doc
+
+
+def prediction_from(
+    days: StudentDays, student_id: str, tenant: str, today: date, model: ScoringModel
+) -> tuple[dict[str, Any], bytes | None]:
+    """The answer for ``days`` (read with their cached prediction), and a cache entry to
+    store when the cached one was missing or stale (``None`` when it served)."""
     doc = _from_cache(days.cached_prediction, days.version, today)
-    cached = doc is not None
-    if doc is None:
-        made = predict(days.days, today, ctx.resources.model)
-        doc = prediction_document(student, tenant, days.version, made, ctx.resources.model)
-        entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
-        await store.cache_prediction(tenant, student, orjson.dumps(entry), CACHE_TTL_S)
-    return {**doc, "cached": cached}
+    if doc is not None:
+        return {**doc, "cached": True}, None
+    made = predict(days.days, today, model)
+    doc = prediction_document(student_id, tenant, days.version, made, model)
+    entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
+    return {**doc, "cached": False}, orjson.dumps(entry)
 
 
 predict_next_week = student_endpoint(StudentRequest, prediction_of)

@@ -1,0 +1,148 @@
+"""The MCP server over Streamable HTTP, as a ``FunctionApp`` route (``/mcp``).
+
+The bearer token is verified first, exactly as every HTTP function verifies it: a
+missing or bad one is a 401 problem (audited as ``unauthenticated``) before any MCP
+handling. The verified caller then travels with the request (ASGI scope state) to the
+tool calls, which apply the rate limit, policy and audit per call (``mastery.mcp.server``).
+
+The SDK's session manager runs stateless with JSON responses: every POST is answered on
+its own, nothing is kept between requests, and no answer is a stream, so any proxy in
+front (the local gateway, an ingress) can buffer it. ``GET`` (a server-to-client stream)
+and ``DELETE`` (ending a session) have nothing to do without sessions: 405, as the MCP
+specification allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.responses import Response
+
+from mastery.mcp.server import Caller, mcp_server
+from mastery.web.app import write_access
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from mcp.server import ServerRequestContext
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from mastery.web.app import Context
+
+__all__ = ["MCP_PATH", "McpEndpoint"]
+
+MCP_PATH = "/mcp"
+_CALLER = "mastery.mcp.caller"
+
+
+async def _caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    request: Request | None = ctx.request
+    caller = request.scope.get("state", {}).get(_CALLER) if request is not None else None
+    if not isinstance(caller, Caller):  # only requests through McpEndpoint reach the server
+        raise RuntimeError("MCP request without a verified caller")
+    return caller
+
+
+class McpEndpoint:
+    """The ``FunctionApp`` handler of ``POST /mcp``: one per process.
+
+    The SDK's session manager needs a running task group; a function has no lifespan
+    hook, so it is started by the first request and lives as long as the process.
+    """
+
+    def __init__(self) -> None:
+        self._manager: StreamableHTTPSessionManager | None = None
+        self._started: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, request: Request, ctx: Context) -> Response:
+        try:
+            principal = ctx.authenticate(request)
+        except Problem as problem:
+            await write_access(ctx, f"{request.method} {MCP_PATH}", problem.status)
+            raise
+        state = request.scope.setdefault("state", {})
+        state[_CALLER] = Caller(ctx.resources, principal, ctx.correlation_id)
+        manager = await self._start(ctx.resources.settings.max_body_bytes)
+        return _Delegated(manager.handle_request)
+
+    async def _start(self, max_body_bytes: int) -> StreamableHTTPSessionManager:
+        if self._manager is None:
+            # No DNS-rebinding check: callers authenticate with a bearer token, which a
+            # browser does not attach by itself, and the Host is the ingress's, not ours.
+            self._manager = StreamableHTTPSessionManager(
+                app=mcp_server(_caller_of),
+                json_response=True,
+                stateless=True,
+                security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+                max_request_body_size=max_body_bytes,  # MASTERY_MAX_BODY_BYTES, as elsewhere
+            )
+            self._started = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._manager, self._started))
+        assert self._started is not None
+        await self._started.wait()
+        return self._manager
+
+    @staticmethod
+    async def _run(manager: StreamableHTTPSessionManager, started: asyncio.Event) -> None:
+        async with manager.run():
+            started.set()
+            await asyncio.Event().wait()  # until the process ends
+
+
+class _Delegated(Response):
+    """The answer another ASGI app gives to the same request, plus this response's headers
+    (correlation id and the like, set by ``FunctionApp``).
+
+    The SDK answers a request it cannot take (not JSON-RPC, wrong content type or
+    ``Accept``) with a 4xx of its own form; that answer is turned into a problem+json
+    like every other error of the HTTP surface (a client has no JSON-RPC id to match it
+    with anyway).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self.status_code = 200  # what metrics see; the app decides the real one
+        self.background = None
+        self.raw_headers = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra = self.raw_headers
+        refused: int | None = None
+        body: list[bytes] = []
+
+        async def relay(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+                    await send(message)
+                else:
+                    refused = message["status"]
+                return
+            if refused is None:
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                problem = Problem(refused, _reason(b"".join(body), refused)).response()
+                problem.raw_headers.extend(extra)
+                await problem(scope, receive, send)
+
+        await self._app(scope, receive, relay)
+
+
+def _reason(body: bytes, status: int) -> str:
+    """A short reason from the SDK's refusal: the first line of its message, at most 160
+    characters (validation messages go on to quote the input)."""
+    try:
+        doc = orjson.loads(body)
+        text = str(doc["error"]["message"]) if isinstance(doc, dict) else ""
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = body.decode("utf-8", "replace")
+    first = text.strip().splitlines()[0][:160] if text.strip() else ""
+    return first or f"the MCP transport refused the request ({status})"

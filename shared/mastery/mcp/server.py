@@ -1,0 +1,174 @@
+"""The MCP server: the tools of ``mastery.mcp.tools`` under the caller's security context.
+
+Stateless (no session is kept between requests), so it fits a function that scales to
+zero. Each tool call goes through what every HTTP request of a data function goes
+through: the caller's rate limit, argument validation (422), the policy (403/404), and
+one access-audit record naming the subject, the acting agent (``act``) and the students,
+written before the answer leaves (fail closed). A refusal is a tool result with
+``isError`` and a readable message, never a transport failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+from mcp.server import Server
+from pydantic import BaseModel, ValidationError
+
+from mastery.errors import Unavailable
+from mastery.logs import logger
+from mastery.mcp.tools import TOOLS, input_schema, output_schema
+from mastery.web.app import Context, write_access
+from mastery.web.limits import enforce_rate_limit
+from mastery.web.problems import Problem, from_validation
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from mcp.server import ServerRequestContext
+
+    from mastery.bootstrap import Resources
+    from mastery.web.auth import Principal
+
+__all__ = [
+    "FUNCTION",
+    "INSTRUCTIONS",
+    "Caller",
+    "call_tool",
+    "list_tools",
+    "mcp_server",
+    "new_correlation_id",
+]
+
+FUNCTION = "mcp"
+INSTRUCTIONS = (
+    "Learning analytics of the Mastery Engine: each student's mastery (0-1) from "
+    "completion, quiz, code-quality and consistency events, its prediction, "
+    "recommendations, history and cohort comparison. Call these tools instead of reading "
+    "raw learning events. Answers are limited to what the caller's token may see."
+)
+_log = logger(FUNCTION)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: the verified principal, with the process's clients."""
+
+    resources: Resources
+    principal: Principal
+    correlation_id: str
+
+
+def list_tools() -> list[types.Tool]:
+    return [
+        types.Tool(
+            name=t.name,
+            title=t.title,
+            description=t.description,
+            input_schema=input_schema(t),
+            output_schema=output_schema(t),
+            annotations=types.ToolAnnotations(
+                title=t.title, read_only_hint=True, open_world_hint=False
+            ),
+        )
+        for t in TOOLS.values()
+    ]
+
+
+async def call_tool(caller: Caller, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    """Run one tool for ``caller``; every refusal or failure is an ``isError`` result."""
+    tool = TOOLS.get(name)
+    ctx = Context(caller.resources, caller.correlation_id, FUNCTION)
+    ctx.caller = caller.principal
+    res = caller.resources
+    try:
+        if tool is None:
+            raise Problem(404, f"no tool named {name!r}; see tools/list")
+        await enforce_rate_limit(caller.principal, res.rate_limiter, res.settings)
+        args = _arguments(tool.arguments, arguments)
+        answer = await tool.run(ctx, caller.principal, args)
+        result = _answer(answer.model_dump(mode="json", by_alias=True), tool.summary(answer))
+        status = 200
+    except Problem as problem:
+        result, status = _error(problem, ctx.correlation_id), problem.status
+    except Unavailable as exc:
+        _log.warning("dependency unavailable", extra=_extra(ctx, exc))
+        down = Problem(503, "a dependency is unavailable, retry later")
+        result, status = _error(down, ctx.correlation_id), 503
+    except Exception as exc:
+        _log.exception("unhandled error", extra=_extra(ctx, exc))
+        result, status = _error(Problem(500, "internal error"), ctx.correlation_id), 500
+    try:
+        await write_access(ctx, f"tools/call {name if tool else '?'}", status)
+    except Unavailable as exc:
+        _log.error("access audit not written", extra=_extra(ctx, exc))
+        unaudited = Problem(503, "the access audit is unavailable, retry later")
+        return _error(unaudited, ctx.correlation_id)
+    return result
+
+
+def mcp_server(caller_of: Callable[[ServerRequestContext[Any, Any]], Awaitable[Caller]]) -> Server:
+    """The low-level server; ``caller_of`` says who makes a request (HTTP token, stdio env)."""
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=list_tools())
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        try:
+            caller = await caller_of(ctx)
+        except Problem as problem:  # stdio: the token expired since the host started us
+            return _error(problem, new_correlation_id())
+        return await call_tool(caller, params.name, params.arguments or {})
+
+    return Server(
+        "mastery-engine",
+        version="0.1.0",
+        instructions=INSTRUCTIONS,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+    )
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _arguments(model: type[BaseModel], arguments: dict[str, Any]) -> BaseModel:
+    """The validated arguments; 422 naming every argument at fault (not echoing values)."""
+    try:
+        return model.model_validate(arguments)
+    except ValidationError as exc:
+        errors = from_validation(exc).extensions["errors"]
+        names = ", ".join(e["field"] for e in errors)
+        raise Problem(422, f"invalid arguments: {names}", errors=errors) from None
+
+
+def _answer(structured: dict[str, Any], summary: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=summary)], structured_content=structured
+    )
+
+
+def _error(problem: Problem, correlation_id: str) -> types.CallToolResult:
+    """The problem for a model to read: status, title, detail and the fields at fault."""
+    doc = problem.document(correlation_id)
+    text = f"Error {problem.status} {doc['title']}: {problem.detail}"
+    fields = problem.extensions.get("errors") or []
+    if fields:
+        text += "\n" + "; ".join(f"{e['field']}: {e['message']}" for e in fields)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content={"error": doc},
+        is_error=True,
+    )
+
+
+def _extra(ctx: Context, exc: BaseException) -> dict[str, str]:
+    return {"correlation_id": ctx.correlation_id, "error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,406 @@
+"""The MCP function (``functions/mcp``) with the SDK's own client over Streamable HTTP.
+
+In process over ASGI, against real Redis and Tansu: every tool, the caller's rights as
+tool errors, 401 before any MCP handling, the access audit naming the acting agent.
+The e2e test does the same through the gateway of the running dev stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import httpx2
+import jwt
+import orjson
+import pytest
+from functions_framework.aio import create_asgi_app
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from mastery.bootstrap import build, close_resources
+from mastery.domain import Component
+from mastery.mcp import Caller, call_tool
+from mastery.policy import Role
+from mastery.store import keys
+from mastery.web.access import AUDIT_TOPIC
+from mastery.web.auth import Principal
+from tests.conftest import JWT_SECRET
+from tests.helpers import event_data, read_to_end, record
+from tests.integration.conftest import FUNCTIONS_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
+
+    import mcp_types as types
+    from redis.asyncio import Redis
+
+    from mastery.bootstrap import Resources
+    from mastery.settings import Settings
+
+TOOLS = {
+    "get_mastery",
+    "predict_next_week",
+    "recommend",
+    "mastery_history",
+    "compare_to_cohort",
+    "find_students_at_risk",
+}
+NOW = datetime.now(UTC)
+
+
+def bearer(sub: str, role: str, tenant: str, **claims: object) -> str:
+    body = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300, **claims}
+    return jwt.encode(body, JWT_SECRET, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+async def app(function_env: None) -> AsyncIterator[Any]:
+    yield create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / "mcp" / "main.py"))
+    await close_resources()
+
+
+@pytest.fixture
+async def res(settings: Settings) -> AsyncIterator[Resources]:
+    resources = build(settings, source="test")
+    yield resources
+    await resources.aclose()
+
+
+@pytest.fixture
+def session(app: Any) -> Callable[[str], AbstractAsyncContextManager[ClientSession]]:
+    """Opens an initialized MCP client session presenting this token."""
+
+    @contextlib.asynccontextmanager
+    async def open_(token: str) -> AsyncIterator[ClientSession]:
+        http = httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app),
+            headers={"authorization": f"Bearer {token}"},
+        )
+        async with (
+            http,
+            streamable_http_client("http://fn/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as s,
+        ):
+            await s.initialize()
+            yield s
+
+    return open_
+
+
+async def _events(
+    res: Resources, tenant: str, student: str, score: float, days_ago: int = 0, cls: str = "c1"
+) -> None:
+    at = NOW - timedelta(days=days_ago, minutes=1)
+    await res.ingestor.ingest(
+        [record(c, event_data(tenant, student, score, at=at, class_id=cls)) for c in Component]
+    )
+
+
+async def _declining(res: Resources, tenant: str, student: str, base: float = 0.2) -> None:
+    """Three weeks a little worse each day: flagged (falling fast, confidence high)."""
+    for back in range(20, -1, -1):
+        await _events(res, tenant, student, base + 0.03 * back, days_ago=back)
+
+
+@pytest.fixture
+async def school(res: Resources, tenant: str) -> str:
+    """Class c1: s1 and s2 declining (s1 lower), five steady students; c2: s9."""
+    await _declining(res, tenant, "s1", 0.15)
+    await _declining(res, tenant, "s2", 0.25)
+    for i in range(5):
+        for back in (14, 7, 0):
+            await _events(res, tenant, f"ok{i}", 0.8, days_ago=back)
+    await _events(res, tenant, "s9", 0.5, cls="c2")
+    return tenant
+
+
+def _structured(result: types.CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+def _text(result: types.CallToolResult) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+async def test_lists_every_tool_with_schemas(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]], tenant: str
+) -> None:
+    async with session(bearer("a1", "admin", tenant)) as s:
+        listed = (await s.list_tools()).tools
+    assert {t.name for t in listed} == TOOLS
+    for t in listed:
+        assert t.input_schema["type"] == "object"
+        assert t.output_schema is not None
+        assert t.output_schema["type"] == "object"
+        assert t.description
+        assert len(t.description) > 150
+        assert t.annotations is not None
+        assert t.annotations.read_only_hint is True
+
+
+async def test_every_tool_answers_with_structured_content_and_a_summary(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]], school: str
+) -> None:
+    async with session(bearer("a1", "admin", school)) as s:
+        mastery = await s.call_tool("get_mastery", {"student_id": "ok0"})
+        predicted = await s.call_tool("predict_next_week", {"student_id": "s1"})
+        recs = await s.call_tool("recommend", {"student_id": "s1"})
+        history = await s.call_tool(
+            "mastery_history", {"student_id": "s1", "days": 30, "granularity": "week"}
+        )
+        compared = await s.call_tool(
+            "compare_to_cohort", {"student_id": "ok0", "scope": "class", "class_id": "c1"}
+        )
+        risk = await s.call_tool("find_students_at_risk", {"limit": 5})
+
+    m = _structured(mastery)
+    assert (m["student_id"], m["mastery"], m["level"]) == ("ok0", 0.8, "proficient")
+    assert m["components"]["quiz"]["observed"] is True
+    assert "ok0: mastery 0.80 (proficient)" in _text(mastery)
+
+    p = _structured(predicted)
+    assert p["trend"] == "declining"
+    assert p["intervention_needed"] is True
+    assert p["days_with_data"] == 21
+    assert "Intervention needed" in _text(predicted)
+
+    r = _structured(recs)
+    assert r["recommendations"]
+    assert r["recommendations"][0]["priority"] == "high"
+    assert "First:" in _text(recs)
+
+    h = _structured(history)
+    assert h["granularity"] == "week"
+    assert len(h["mastery"]) in (5, 6)  # 30 days span 5 or 6 ISO weeks
+    weeks = [m for m in h["mastery"] if m is not None]
+    assert weeks == sorted(weeks, reverse=True)  # lower each week
+    assert h["summary"]["change"] < 0
+    assert h["trend"] == "declining"
+    assert set(h) >= {"from", "to"}
+
+    c = _structured(compared)
+    assert (c["scope"], c["class_id"], c["cohort_size"]) == ("class", "c1", 7)
+    assert c["cohort"]["mastery"]["percentile"] > 50
+    assert "percentile" in _text(compared)
+
+    k = _structured(risk)
+    assert [s["student_id"] for s in k["students"]] == ["s1", "s2"]  # lowest predicted first
+    assert (k["flagged"], k["checked"], k["complete"]) == (2, 8, True)
+    assert _text(risk).startswith("2 of 8 students flagged")
+
+
+async def test_at_risk_follows_the_batch_policy_and_reuses_cached_predictions(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]],
+    school: str,
+    redis: Redis,
+) -> None:
+    async with session(bearer("t1", "teacher", school, classes=["c1"])) as s:
+        mine = await s.call_tool("find_students_at_risk", {})
+        other = await s.call_tool("find_students_at_risk", {"class_id": "c2"})
+    assert [x["student_id"] for x in _structured(mine)["students"]] == ["s1", "s2"]
+    assert _structured(mine)["checked"] == 7  # c1 only: s9 is in c2
+    assert other.is_error
+    assert "403" in _text(other)
+    cached = await redis.get(keys.prediction(school, "s1"))
+    assert cached is not None  # computed once, cached for predict_next_week and the next scan
+    async with session(bearer("a1", "admin", school)) as s:
+        again = await s.call_tool("predict_next_week", {"student_id": "s1"})
+    assert not again.is_error
+    assert orjson.loads(cached)["version"] == 21 * 4
+
+    async with session(bearer("s1", "student", school)) as s:
+        refused = await s.call_tool("find_students_at_risk", {"class_id": "c1"})
+    assert refused.is_error
+    assert "Error 403" in _text(refused)
+    assert "s2" not in _text(refused)
+
+
+@pytest.mark.parametrize(
+    ("role", "target", "status"),
+    [
+        (Role.STUDENT, "s1", None),
+        (Role.STUDENT, "s2", 403),  # another student's data
+        (Role.TEACHER, "s9", 403),  # outside the teacher's classes
+        (Role.TEACHER, "s2", None),
+        (Role.ADMIN, "nobody", 404),  # no data in the caller's tenant
+    ],
+)
+async def test_rights_are_tool_errors_that_leak_nothing(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]],
+    school: str,
+    role: Role,
+    target: str,
+    status: int | None,
+) -> None:
+    sub = {Role.STUDENT: "s1", Role.TEACHER: "t1", Role.ADMIN: "a1"}[role]
+    async with session(bearer(sub, role.value, school, classes=["c1"])) as s:
+        for tool in ("get_mastery", "predict_next_week", "recommend", "mastery_history"):
+            result = await s.call_tool(tool, {"student_id": target})
+            if status is None:
+                assert _structured(result)["student_id"] == target
+                continue
+            assert result.is_error
+            assert _text(result).startswith(f"Error {status} ")
+            assert result.structured_content is not None
+            error = result.structured_content["error"]
+            assert error["status"] == status
+            assert "mastery" not in error
+            assert "components" not in error
+
+
+async def test_invalid_arguments_are_422_naming_them(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]], school: str
+) -> None:
+    async with session(bearer("a1", "admin", school)) as s:
+        bad_days = await s.call_tool("mastery_history", {"student_id": "s1", "days": 500})
+        bad_id = await s.call_tool("get_mastery", {"student_id": "x:y"})
+        extra = await s.call_tool("recommend", {"student_id": "s1", "tenant": "other"})
+        unknown = await s.call_tool("drop_tables", {})
+    assert bad_days.is_error
+    assert _text(bad_days).startswith("Error 422 ")
+    assert "days" in _text(bad_days)
+    assert bad_id.is_error
+    assert "student_id" in _text(bad_id)
+    assert extra.is_error
+    assert "tenant" in _text(extra)
+    assert unknown.is_error
+    assert "Error 404" in _text(unknown)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer not-a-jwt", "Basic czE6cw==", "forged"],
+)
+async def test_no_or_bad_token_is_401_problem_before_mcp(
+    app: Any, school: str, authorization: str | None
+) -> None:
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    if authorization == "forged":
+        claims = {"sub": "a1", "role": "admin", "tenant": school, "exp": int(time.time()) + 60}
+        authorization = f"Bearer {jwt.encode(claims, 'k' * 40, algorithm='HS256')}"
+    if authorization:
+        headers["authorization"] = authorization
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=body, headers=headers)
+    assert resp.status_code == 401
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    assert "tools" not in resp.text
+
+
+async def test_the_sdk_client_without_a_token_cannot_even_initialize(app: Any) -> None:
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
+    with pytest.raises(ExceptionGroup) as caught:  # the SDK's task groups wrap its MCPError
+        async with (
+            http,
+            streamable_http_client("http://fn/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as s,
+        ):
+            await s.initialize()
+    assert "error response" in repr(caught.value)
+
+
+async def test_the_audit_names_the_agent_acting_for_the_user(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]],
+    app: Any,
+    settings: Settings,
+    school: str,
+) -> None:
+    delegated = bearer("s1", "student", school, act={"sub": "tutor-bot"})
+    async with session(delegated) as s:
+        ok = await s.call_tool("get_mastery", {"student_id": "s1"})
+        denied = await s.call_tool("get_mastery", {"student_id": "s2"})
+    assert not ok.is_error
+    assert denied.is_error
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        await c.post("/mcp", json={}, headers={"authorization": "Bearer nope"})
+    records = [orjson.loads(m.value() or b"{}") for m in read_to_end(settings, AUDIT_TOPIC)]
+    mine = [r for r in records if r.get("function") == "mcp" and r.get("tenant") == school]
+    assert sorted(
+        (r["route"], r["subject"], r["actor"], r["students"], r["outcome"]) for r in mine
+    ) == [
+        ("tools/call get_mastery", "s1", "tutor-bot", ["s1"], "allowed"),
+        ("tools/call get_mastery", "s1", "tutor-bot", ["s2"], "denied"),
+    ]
+    unauthenticated = [
+        r for r in records if r.get("function") == "mcp" and r["outcome"] == "unauthenticated"
+    ]
+    assert unauthenticated
+    assert unauthenticated[-1]["route"] == "POST /mcp"
+
+
+async def test_stdio_serves_the_same_tools_as_the_token_in_the_environment(
+    settings: Settings, school: str, tmp_path: Path
+) -> None:
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MASTERY_JWT_SECRET": JWT_SECRET,
+        "MASTERY_MCP_TOKEN": bearer("s1", "student", school, act={"sub": "desk-agent"}),
+    }
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "mastery.cli", "mcp", "--stdio"], env=env
+    )
+    with (tmp_path / "stderr").open("w") as errlog:
+        async with (
+            stdio_client(server, errlog=errlog) as (read, write),
+            ClientSession(read, write) as s,
+        ):
+            await s.initialize()
+            assert {t.name for t in (await s.list_tools()).tools} == TOOLS
+            own = await s.call_tool("get_mastery", {"student_id": "s1"})
+            other = await s.call_tool("get_mastery", {"student_id": "s2"})
+    assert _structured(own)["student_id"] == "s1"
+    assert other.is_error
+    assert _text(other).startswith("Error 403 ")
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "mastery.cli", "mcp", "--stdio"],
+        env={**os.environ, **env, "MASTERY_MCP_TOKEN": "forged"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode == 1
+    assert "MASTERY_MCP_TOKEN: invalid token" in bad.stderr
+
+
+async def test_tool_calls_share_the_callers_http_rate_limit(
+    settings: Settings, school: str
+) -> None:
+    res = build(settings.model_copy(update={"rate_limit_student": 2}), source="test")
+    caller = Caller(res, Principal("s1", Role.STUDENT, school), "rl")
+    try:
+        answers = [await call_tool(caller, "get_mastery", {"student_id": "s1"}) for _ in range(3)]
+    finally:
+        await res.aclose()
+    assert [a.is_error for a in answers] == [False, False, True]
+    assert _text(answers[2]).startswith("Error 429 Too Many Requests: rate limit of 2")
+
+
+async def test_a_body_over_the_limit_is_413_problem(app: Any, tenant: str) -> None:
+    headers = {
+        "authorization": f"Bearer {bearer('a1', 'admin', tenant)}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "y" * 70_000}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=body, headers=headers)
+    assert resp.status_code == 413
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.headers["x-correlation-id"]
