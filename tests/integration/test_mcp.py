@@ -347,6 +347,7 @@ async def test_stdio_serves_the_same_tools_as_the_token_in_the_environment(
 ) -> None:
     env = {
         "REDIS_URL": settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "MASTERY_JWT_SECRET": JWT_SECRET,
         "MASTERY_MCP_TOKEN": bearer("s1", "student", school, act={"sub": "desk-agent"}),

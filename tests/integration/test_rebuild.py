@@ -28,7 +28,6 @@ from mastery.events.notifications import LEVEL_CHANGED_TOPIC
 from mastery.settings import Settings
 from mastery.web.access import AUDIT_TOPIC, access_record
 from mastery.web.auth import Principal, Role
-from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, produce, read_to_end, record
 from tests.integration.conftest import token
 
@@ -46,12 +45,11 @@ _VARYING = {"correlation_id", "updated_at"}
 
 
 @pytest.fixture(scope="module")
-def own_settings(redis_url: str) -> Iterator[Settings]:
+def own_settings(settings: Settings) -> Iterator[Settings]:
+    """The session's Redis (either topology) with a broker of the test's own."""
     port = local.free_port()
     broker = local.start_tansu(port)
-    settings = Settings(
-        redis_url=redis_url, kafka_bootstrap_servers=f"127.0.0.1:{port}", jwt_secret=JWT_SECRET
-    )
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     create_topics(settings)
     yield settings
     broker.kill()  # memory storage: nothing to shut down cleanly, and SIGTERM takes seconds
