@@ -10,6 +10,7 @@ At the end the sum of student versions must equal N (each applied once, none rej
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -18,15 +19,18 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, TopicPartition
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from bench._events import create_event_topics, learning_event, produce_all
 from bench._harness import BIN, Row, cpu_seconds, median, progress, spread
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.events.kafka import consumer_config, to_record
+from mastery.local import free_cluster_port, start_redis_cluster, stop
 from mastery.store import keys
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
     from subprocess import Popen
 
@@ -55,14 +59,22 @@ async def run(stack: Stack) -> list[Row]:
     client = Redis.from_url(stack.redis_url)
     batched: list[Drain] = []
     naive: list[float] = []
+    clustered: list[Drain] = []
     try:
         for r in range(ROUNDS):
             progress(f"consumer: round {r + 1}/{ROUNDS}: mastery consume, then the naive one")
             batched.append(await _batched(stack, client, topics, f"bench-batched-{r}"))
             naive.append(await _naive(stack, client, topics, f"bench-naive-{r}"))
+        async with _cluster(stack) as (url, cluster):
+            env = stack.env(REDIS_URL=url, MASTERY_REDIS_CLUSTER="true")
+            for r in range(ROUNDS):
+                progress(f"consumer: round {r + 1}/{ROUNDS} on a 3-master Redis Cluster")
+                group = f"bench-cluster-{r}"
+                clustered.append(await _batched(stack, cluster, topics, group, env=env))
     finally:
         await client.aclose()
     rates = [d.rate for d in batched]
+    on_cluster = [d.rate for d in clustered]
     typical = sorted(batched, key=lambda d: d.rate)[len(batched) // 2]
     ratio = median(rates) / median(naive)
     return [
@@ -79,6 +91,13 @@ async def run(stack: Stack) -> list[Row]:
         ),
         Row("consumer", "  CPU per event while draining (median run)", typical.cpu),
         Row("consumer", "  Redis per event: apply script, of which its commands", typical.redis),
+        Row(
+            "consumer",
+            f"  same, on a 3-master Redis Cluster (loopback, this machine), median of {ROUNDS}",
+            spread(on_cluster),
+            f"{spread(rates)} (single node, above)",
+            f"{median(on_cluster) / median(rates):.2f}x",
+        ),
     ]
 
 
@@ -110,13 +129,34 @@ class Drain:
     redis: str  # apply script time per event and its commands' share
 
 
-async def _batched(stack: Stack, client: Redis, topics: list[str], group: str) -> Drain:
+@contextlib.asynccontextmanager
+async def _cluster(stack: Stack) -> AsyncIterator[tuple[str, RedisCluster]]:
+    """A 3-master Redis Cluster beside the stack's single node, and a client of it."""
+    ports = [free_cluster_port() for _ in range(3)]
+    procs = start_redis_cluster(ports, stack.workdir / "cluster")
+    url = f"redis://127.0.0.1:{ports[0]}/0"
+    client = RedisCluster.from_url(url)
+    try:
+        yield url, client
+    finally:
+        await client.aclose()
+        for proc in procs:
+            stop(proc)
+
+
+async def _batched(
+    stack: Stack,
+    client: Redis | RedisCluster,
+    topics: list[str],
+    group: str,
+    env: dict[str, str] | None = None,
+) -> Drain:
     await client.flushall()
     await client.config_resetstat()
     ready = stack.workdir / f"{group}.ready"
     argv: list[str | Path] = [BIN / "mastery", "consume", *topics, "--group", group]
     argv += ["--ready-file", ready]
-    proc = stack.spawn("mastery-consume", argv, env=stack.env())
+    proc = stack.spawn("mastery-consume", argv, env=env or stack.env())
     try:
         start = await asyncio.to_thread(stack.wait_for_file, ready, proc)
         pids = {"mastery consume": proc.pid, **stack.server_pids()}
@@ -125,7 +165,7 @@ async def _batched(stack: Stack, client: Redis, topics: list[str], group: str) -
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
         stack.stop(proc)
-    stats = await client.info("commandstats")
+    stats = await client.info("commandstats") if isinstance(client, Redis) else {}
     versions = await _sum_versions(client)
     if versions != EVENTS:
         raise RuntimeError(f"mastery consume applied {versions} events, expected {EVENTS}")
@@ -177,7 +217,9 @@ async def _naive(stack: Stack, client: Redis, topics: list[str], group: str) -> 
     return applied / (done - assigned[0])
 
 
-async def _wait_for_count(client: Redis, expected: int, proc: Popen[bytes], stack: Stack) -> float:
+async def _wait_for_count(
+    client: Redis | RedisCluster, expected: int, proc: Popen[bytes], stack: Stack
+) -> float:
     """The moment the audit streams hold ``expected`` entries (poll every 10 ms)."""
     deadline = time.monotonic() + TIMEOUT
     while (count := await _audited(client)) < expected:
@@ -190,14 +232,14 @@ async def _wait_for_count(client: Redis, expected: int, proc: Popen[bytes], stac
     return time.monotonic()
 
 
-async def _audited(client: Redis) -> int:
+async def _audited(client: Redis | RedisCluster) -> int:
     async with client.pipeline(transaction=False) as pipe:
         for t in range(TENANTS):
             pipe.xlen(keys.audit(f"school-{t}"))
         return sum(await pipe.execute())
 
 
-async def _sum_versions(client: Redis) -> int:
+async def _sum_versions(client: Redis | RedisCluster) -> int:
     total = 0
     for first in range(0, STUDENTS, 5000):
         async with client.pipeline(transaction=False) as pipe:

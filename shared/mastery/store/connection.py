@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
 
-from mastery.errors import Unavailable
+from mastery.errors import Misconfigured, Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -30,6 +30,9 @@ DOWN = (
     redis.exceptions.TryAgainError,
     redis.exceptions.RedisClusterException,  # no usable cluster, e.g. not a cluster node
 )
+
+
+_NOT_SINGLE = "redis: REDIS_URL names a Redis Cluster node: set MASTERY_REDIS_CLUSTER=true"
 
 
 class RedisConnection:
@@ -87,3 +90,5 @@ class RedisConnection:
                 return await call
         except (*DOWN, TimeoutError) as exc:
             raise Unavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        except redis.exceptions.MovedError as exc:  # a cluster node, asked as a single one
+            raise Misconfigured(_NOT_SINGLE) from exc
