@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from mastery.bootstrap import build
+from mastery.cli.rebuild import rebuild
 from mastery.domain import Component
 from mastery.events.codec import Record
 from mastery.events.consumer import consume
-from mastery.store import keys
+from mastery.events.kafka import create_topics
+from mastery.store import UNKNOWN_TENANT, keys
 from tests.helpers import (
     event_data,
     fresh_topics,
@@ -132,3 +134,49 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
 
     outcomes = [f[b"outcome"] for _, f in await redis.xrange(keys.audit(tenant))]
     assert outcomes.count(b"applied") == len(unique)
+
+
+async def test_an_emptied_redis_stops_the_consumer_until_a_rebuild(
+    settings: Settings, redis: Redis, tenant: str, tmp_path: Path
+) -> None:
+    """Replaying the topics into an emptied Redis would bring erased students back: the
+    consumer refuses, in one line, and goes on once `mastery rebuild` (which replays the
+    erasures first) has recorded where it stopped."""
+    create_topics(settings)  # the rebuild reads the erasures from mastery.audit
+    [topic] = fresh_topics(settings, "emptied")
+    group = f"g-{tenant}"
+    stream, unique = _stream(tenant, topic, 300, seed=3)
+    produce(settings, stream)
+    res = build(settings, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=group))
+    try:
+        assert await _wait_for(redis, tenant, len(unique)) == len(unique)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    # Redis loses everything of this group and tenant (the session's Redis is shared).
+    lost = [k async for k in redis.scan_iter(match=f"{keys.tenant_prefix(tenant)}*")]
+    await redis.delete(*lost)
+    await redis.delete(keys.offsets(UNKNOWN_TENANT, group))
+    argv = [sys.executable, "-m", "mastery.cli", "consume", topic, "--group", group]
+    refused = subprocess.run(
+        argv, env=process_env(settings), capture_output=True, text=True, timeout=60
+    )
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2, refused.stderr
+    assert len(lines) == 1, refused.stderr
+    assert "redis was emptied" in lines[0], lines[0]
+    assert "Run `mastery rebuild`" in lines[0], lines[0]
+
+    try:
+        await rebuild(res, [topic], group=group)
+        assert await _applied(redis, tenant) == len(unique)
+        produce(settings, [record(Component.QUIZ, event_data(tenant, "s0", 1.0), topic=topic)])
+        task = asyncio.create_task(consume(res, [topic], stop := asyncio.Event(), group=group))
+        assert await _wait_for(redis, tenant, len(unique) + 1) == len(unique) + 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()

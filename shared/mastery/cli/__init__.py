@@ -306,11 +306,18 @@ def replay(dlq: str, dry_run: bool, everything: bool) -> None:
 
 @main.command()
 @click.option("--batch-size", default=500, show_default=True, help="Records per ingest call.")
-def rebuild(batch_size: int) -> None:
+@click.option(
+    "--group",
+    envvar="MASTERY_CONSUMER_GROUP",
+    default="mastery-consume",
+    show_default=True,
+    help="The `mastery consume` group that goes on after the rebuilt offsets.",
+)
+def rebuild(batch_size: int, group: str) -> None:
     """Rebuild Redis from the event topics (after Redis was lost); safe to repeat."""
     from mastery.cli.rebuild import run
 
-    run(batch_size, click.echo)
+    run(batch_size, group, click.echo)
 
 
 @main.command()
@@ -404,7 +411,8 @@ def _serve(run: object, source: str) -> None:
     """Run a long-lived async worker until SIGINT/SIGTERM, then let it finish its batch.
 
     A configuration that Redis or the broker refuses (wrong password, untrusted
-    certificate) is one line on stderr and exit status 2, not a retry loop.
+    certificate), or a state the worker must not go on from, is one line on stderr and
+    exit status 2, not a retry loop.
     """
     from mastery.bootstrap import build, preflight
     from mastery.errors import Misconfigured, Unavailable
@@ -424,7 +432,11 @@ def _serve(run: object, source: str) -> None:
                 return 2
             except Unavailable:
                 pass  # not up yet: the worker retries as it runs
-            await run(res, stop)  # type: ignore[operator]
+            try:
+                await run(res, stop)  # type: ignore[operator]
+            except Misconfigured as exc:
+                click.echo(f"{source}: cannot go on: {exc}", err=True)
+                return 2
         finally:
             await res.aclose()
         return 0

@@ -7,6 +7,11 @@ path every trigger uses. Applying is idempotent by event id and does not depend 
 order, so the command is safe to repeat, to interrupt, and to run beside live consumers
 (the events that arrive meanwhile are theirs).
 
+At the end it records, as the catch-all applied offsets of the ``mastery consume`` group
+(``mastery.store.offsets``), the offsets it read up to: the group goes on after them
+(a consumer finding no applied offsets in Redis but commits in Kafka refuses to start,
+as Redis was emptied and a plain replay would not replay the erasures).
+
 Three things the original run did are not done again:
 - Erasures are replayed first. Redis held the tombstones; the access audit
   (``mastery.audit``) holds each allowed ``gdpr-erase`` with its time, and erasing
@@ -20,6 +25,7 @@ Three things the original run did are not done again:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,12 +37,14 @@ import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from mastery.domain import Component
-from mastery.errors import InvalidEvent
+from mastery.errors import InvalidEvent, OffsetsMoved
 from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import reader_config, to_record
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC
 from mastery.registry import event_topic
+from mastery.store import OffsetBook
+from mastery.store.offsets import CATCH_ALL, partition_field
 from mastery.web.access import AUDIT_TOPIC
 
 if TYPE_CHECKING:
@@ -104,11 +112,13 @@ async def rebuild(
     res: Resources,
     topics: Sequence[str] = EVENT_TOPICS,
     *,
+    group: str = "mastery-consume",
     batch_size: int = 500,
     timeout_s: float = 30,
     report: Callable[[str], None] = lambda _: None,
 ) -> Tally:
-    """Replay the erasures, then feed ``topics`` up to their current ends to the store.
+    """Replay the erasures, then feed ``topics`` up to their current ends to the store,
+    and record those ends as ``group``'s catch-all applied offsets.
 
     Raises:
         ValueError: a topic does not exist.
@@ -124,7 +134,11 @@ async def rebuild(
             tally.erasures += 1
     publisher = _Unannounced(res.publisher)
     ingestor = Ingestor(res.store, publisher, model=res.model, source="mastery-rebuild")
+    ends: dict[str, int] = {}
     async for topic, records in _read(res.settings, topics, batch_size, timeout_s, report):
+        for r in records:
+            field = partition_field(r.topic, r.partition)
+            ends[field] = max(ends.get(field, 0), r.offset + 1)
         now = datetime.now(UTC)
         fed: list[Record] = []
         publisher.replayed = set()
@@ -137,6 +151,9 @@ async def rebuild(
         tally.read += len(records)
         for outcome, _ in await ingestor.ingest(fed) if fed else ():
             tally.outcomes[outcome.value] += 1
+    book = OffsetBook(group, await res.store.read_offsets(group))
+    with contextlib.suppress(OffsetsMoved):  # a live consumer of the group wrote them
+        await res.store.advance_offsets(book, {CATCH_ALL: ends})
     return tally
 
 
@@ -232,7 +249,7 @@ def _marks(
     return marks
 
 
-def run(batch_size: int, echo: Callable[[str], None]) -> None:
+def run(batch_size: int, group: str, echo: Callable[[str], None]) -> None:
     """The command: build the clients from the environment, rebuild, report."""
     from mastery.bootstrap import build
     from mastery.settings import Settings
@@ -240,7 +257,7 @@ def run(batch_size: int, echo: Callable[[str], None]) -> None:
     async def main() -> Tally:
         res = build(Settings(), source="mastery-rebuild")
         try:
-            return await rebuild(res, batch_size=batch_size, report=echo)
+            return await rebuild(res, group=group, batch_size=batch_size, report=echo)
         finally:
             await res.aclose()
 

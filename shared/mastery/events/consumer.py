@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from confluent_kafka.aio import AIOConsumer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from mastery.errors import OffsetsMoved, Unavailable
+from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
 from mastery.logs import logger
 from mastery.store import OffsetBook
@@ -107,9 +107,23 @@ class _Position:
         self.advanced_at = time.monotonic()
 
     async def place(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
-        """Start each assigned partition where Redis says its events are all applied."""
+        """Start each assigned partition where Redis says its events are all applied.
+
+        Raises:
+            Misconfigured: Redis holds no applied offsets of the group although Kafka
+                holds its commits: Redis was emptied or replaced. Replaying the topics
+                from their start would not replay the erasures (``mastery rebuild`` does).
+        """
         await self._read()
         self.applied = {}
+        if not self.book.tenants() and any(
+            tp.offset >= 0 for tp in await consumer.committed(partitions)
+        ):
+            raise Misconfigured(
+                f"redis holds no applied offsets of group {self.book.group}, but kafka holds "
+                "its commits: redis was emptied or replaced. Run `mastery rebuild` (it "
+                "restores the erasures first), then start again"
+            )
         starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             at = starts[partition_field(tp.topic, tp.partition)]
