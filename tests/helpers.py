@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -10,16 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from mastery.domain import Component
 from mastery.events.codec import AVRO, Record, encode
 from mastery.events.kafka import consumer_config, create_topics, producer_config
 from mastery.registry import event_topic
 from mastery.store import keys
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from confluent_kafka import Message
     from redis.asyncio import Redis
 
-    from mastery.domain import Component
     from mastery.settings import Settings
 
 
@@ -109,6 +112,25 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
 
 def headers_of(message: Message) -> dict[str, str]:
     return {k: (v or b"").decode() for k, v in (message.headers() or [])}
+
+
+def resent_stream(
+    topic: str, tenants: Sequence[str], students: Sequence[str], n: int, seed: int
+) -> tuple[list[Record], list[Record]]:
+    """``n`` unique events plus 30 % redeliveries, shuffled; returns (stream, unique)."""
+    rng = random.Random(seed)
+    unique = [
+        record(
+            rng.choice(list(Component)),
+            event_data(rng.choice(tenants), rng.choice(students), round(rng.random(), 3)),
+            event_id=f"{seed}-{i}",
+            topic=topic,
+        )
+        for i in range(n)
+    ]
+    stream = unique + rng.sample(unique, int(n * 0.3))
+    rng.shuffle(stream)
+    return stream, unique
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from tests.helpers import (
     produce,
     read_topic,
     record,
+    resent_stream,
 )
 
 if TYPE_CHECKING:
@@ -38,20 +38,7 @@ STUDENTS = [f"s{i}" for i in range(40)]
 
 
 def _stream(tenant: str, topic: str, n: int, seed: int) -> tuple[list[Record], list[Record]]:
-    """``n`` unique events plus 30 % redeliveries, shuffled; returns (stream, unique)."""
-    rng = random.Random(seed)
-    unique = [
-        record(
-            rng.choice(list(Component)),
-            event_data(tenant, rng.choice(STUDENTS), round(rng.random(), 3)),
-            event_id=f"{seed}-{i}",
-            topic=topic,
-        )
-        for i in range(n)
-    ]
-    stream = unique + rng.sample(unique, int(n * 0.3))
-    rng.shuffle(stream)
-    return stream, unique
+    return resent_stream(topic, [tenant], STUDENTS, n, seed)
 
 
 async def _applied(redis: Redis, tenant: str) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -32,12 +31,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from mastery import local
 from mastery.bootstrap import build
-from mastery.domain import Component
 from mastery.events.kafka import consumer_config
 from mastery.settings import Settings
 from mastery.store import keys
 from tests.conftest import JWT_SECRET
-from tests.helpers import event_data, fresh_topics, process_env, produce, record
+from tests.helpers import fresh_topics, process_env, produce, resent_stream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -168,22 +166,6 @@ def tenants() -> list[str]:
     return [f"f{i}-{run}" for i in range(TENANTS)]
 
 
-def _stream(tenants: list[str], topic: str) -> tuple[list[Record], list[Record]]:
-    rng = random.Random(7)
-    unique = [
-        record(
-            rng.choice(list(Component)),
-            event_data(rng.choice(tenants), f"s{rng.randrange(STUDENTS)}", round(rng.random(), 3)),
-            event_id=f"e-{i}",
-            topic=topic,
-        )
-        for i in range(UNIQUE)
-    ]
-    stream = unique + rng.sample(unique, int(UNIQUE * 0.3))
-    rng.shuffle(stream)
-    return stream, unique
-
-
 class _Consumers:
     """Two ``mastery consume`` processes of one group, each can be SIGKILLed and restarted."""
 
@@ -237,15 +219,18 @@ async def test_a_failover_that_loses_writes_loses_no_event(
     after_failover: str,
     failing_redis: _Redis,
     tenants: list[str],
-    kafka_servers: str,
+    settings: Settings,
     single_redis_url: str,
 ) -> None:
-    settings = _settings(failing_redis.url, failing_redis.cluster, kafka_servers)
+    reference = settings.model_copy(update={"redis_url": single_redis_url, "redis_cluster": False})
+    settings = settings.model_copy(
+        update={"redis_url": failing_redis.url, "redis_cluster": failing_redis.cluster}
+    )
     [topic] = fresh_topics(settings, "failover")
     group = f"g-{uuid.uuid4().hex[:8]}"
-    stream, unique = _stream(tenants, topic)
+    students = [f"s{i}" for i in range(STUDENTS)]
+    stream, unique = resent_stream(topic, tenants, students, UNIQUE, seed=7)
     cut = len(stream) // 5
-    reference = _settings(single_redis_url, False, kafka_servers)
     expected = await _reference(reference, unique, tenants)
 
     consumers = _Consumers(settings, topic, group)
@@ -287,16 +272,6 @@ async def test_a_failover_that_loses_writes_loses_no_event(
     assert not lost, f"events lost: {lost}"
     assert not doubled, f"events counted twice: {doubled}"
     await _same_scores(settings, reference, tenants)
-
-
-def _settings(redis_url: str, cluster: bool, kafka_servers: str) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        redis_cluster=cluster,
-        kafka_bootstrap_servers=kafka_servers,
-        jwt_secret=JWT_SECRET,
-        topic_partitions=3,
-    )
 
 
 async def _reference(
