@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     rate_limit_admin: int = Field(1000, gt=0, validation_alias="MASTERY_RATE_LIMIT_ADMIN")
     kafka_timeout_ms: int = Field(10_000, gt=0, validation_alias="MASTERY_KAFKA_TIMEOUT_MS")
     redis_timeout_ms: int = Field(5000, gt=0, validation_alias="MASTERY_REDIS_TIMEOUT_MS")
+    redis_max_connections: int = Field(
+        100, gt=0, le=10_000, validation_alias="MASTERY_REDIS_MAX_CONNECTIONS"
+    )
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
     consumer_group: str = Field("mastery-consume", validation_alias="MASTERY_CONSUMER_GROUP")
     batch_size: int = Field(1000, gt=0, le=10000, validation_alias="MASTERY_BATCH_SIZE")

@@ -19,6 +19,7 @@ import pytest
 
 from mastery.events.kafka import all_topics, topic_config
 from mastery.registry import FUNCTIONS, FunctionSpec
+from mastery.settings import Settings
 from tests.manifests import KNATIVE, OVERLAYS, ROOT, TOPICS, load_all, overlays, rendered
 
 if TYPE_CHECKING:
@@ -171,6 +172,18 @@ def test_timeouts_fit_the_batch_deadline(overlay: Path) -> None:
         timeout = _dig(source, "spec", "delivery", "timeout")
         assert timeout is not None
         assert int(timeout.removeprefix("PT").removesuffix("S")) > deadline
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_concurrency_leaves_room_in_the_redis_pool(overlay: Path) -> None:
+    """Each request holds at most two Redis connections at once (a batch chunk's
+    read-ahead); so many requests must fit the pool, or a burst waits on itself."""
+    config = _of(overlay, "ConfigMap")["mastery-config"]["data"]
+    pool = int(config.get("MASTERY_REDIS_MAX_CONNECTIONS", Settings().redis_max_connections))
+    for name, service in _of(overlay, "Service").items():
+        concurrency = _dig(service, "spec", "template", "spec", "containerConcurrency")
+        assert concurrency is not None, name
+        assert 0 < concurrency * 2 <= pool, name
 
 
 @pytest.mark.parametrize(("spec", "topic"), _TRIGGERS, ids=[f"{s.name}-{t}" for s, t in _TRIGGERS])

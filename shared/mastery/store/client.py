@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 if TYPE_CHECKING:
@@ -47,7 +47,19 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     """A pooled asyncio client; it connects on first use, never here.
 
     With ``MASTERY_REDIS_CLUSTER``, a cluster client that learns the nodes from the one
-    ``REDIS_URL`` names.
+    ``REDIS_URL`` names. ``MASTERY_REDIS_MAX_CONNECTIONS`` bounds the connections (per
+    node on a cluster); a function's concurrency must leave it room (docs/deploy.md).
     """
-    kind = RedisCluster if settings.redis_cluster else Redis
-    return kind.from_url(settings.redis_url, **redis_options(settings))
+    options = redis_options(settings)
+    if settings.redis_cluster:  # per node; past it a call fails at once (Unavailable, 503)
+        return RedisCluster.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, **options
+        )
+    # A burst waits for a free connection, within the call's deadline, instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_ms / 1000,
+        **options,
+    )
+    return Redis.from_pool(pool)
