@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,7 @@ async def run(stack: Stack) -> list[Row]:
         query_port = await _serve(stack, servers, "mastery-query", QUERY, server_cpus)
         await _check_answers(query_port, tokens[0], bodies[0])
         rows = [await _closed_loop(stack, hello_port, query_port, tokens, bodies, gen_cpus)]
+        rows.append(await _burst(stack, query_port, gen_cpus))
         progress(f"query: open loop {RATE} req/s for {OPEN_SECONDS}s x2")
         pairs = list(zip(tokens, bodies, strict=True))
         hello = await _open_loop(hello_port, [_request(hello_port, *p) for p in pairs], gen_cpus)
@@ -200,16 +202,15 @@ async def _closed_loop(
     wrk = _ensure_wrk()
     if not wrk:
         return Row("query", "closed loop, req/s", "skipped: wrk unavailable")
-    requests_file = stack.workdir / "requests.tsv"
-    requests_file.write_text(
+    (stack.workdir / "requests.tsv").write_text(  # what bench/query.lua sends
         "".join(f"{t}\t{b.decode()}\n" for t, b in zip(tokens, bodies, strict=True))
     )
     progress(f"query: wrk, {WRK_ROUNDS} rounds of {WRK_SECONDS}s hello-world then query")
     hello: list[float] = []
     query: list[float] = []
     for r in range(WRK_ROUNDS):
-        hello.append(await _wrk(stack, wrk, f"hello-{r}", hello_port, requests_file, cpus))
-        query.append(await _wrk(stack, wrk, f"query-{r}", query_port, requests_file, cpus))
+        hello.append(await _wrk(stack, wrk, f"hello-{r}", hello_port, cpus))
+        query.append(await _wrk(stack, wrk, f"query-{r}", query_port, cpus))
     ratio = median(query) / median(hello)
     return Row(
         "query",
@@ -341,24 +342,68 @@ def _ensure_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-async def _wrk(
-    stack: Stack, wrk: str, name: str, port: int, requests: Path, cpus: set[int] | None
-) -> float:
-    """Requests/s of a closed-loop wrk run, after a warm-up run; raises on any error answer."""
+@dataclass(frozen=True, slots=True)
+class _WrkRun:
+    rps: float
+    p99_ms: float
+    errors: int  # non-2xx answers and socket errors
+    output: str
+
+
+async def _wrk_run(
+    stack: Stack, wrk: str, log: str, port: int, cpus: set[int] | None, seconds: int, c: int
+) -> _WrkRun:
     url = f"http://127.0.0.1:{port}{PATH}"
     script = ROOT / "bench" / "query.lua"
+    threads = WRK_THREADS if c <= WRK_CONNECTIONS else 2
+    argv = [wrk, f"-t{threads}", f"-c{c}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    requests = stack.workdir / "requests.tsv"  # written by _closed_loop
+    proc = stack.spawn(log, [*argv, "-s", script, url, "--", requests], cpus=cpus)
+    await asyncio.to_thread(proc.wait)
+    output = stack.log_tail(log, 100)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", output)
+    if proc.returncode != 0 or rps is None or p99 is None:
+        raise RuntimeError(f"wrk {log} failed:\n{output}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    errors = int(non2xx.group(1)) if non2xx else 0
+    errors += sum(int(g) for g in sockets.groups()) if sockets else 0
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return _WrkRun(float(rps.group(1)), float(p99.group(1)) * scale, errors, output)
+
+
+async def _wrk(stack: Stack, wrk: str, name: str, port: int, cpus: set[int] | None) -> float:
+    """Requests/s of a closed-loop wrk run, after a warm-up run; raises on any error answer."""
     result = 0.0
     for seconds, log in ((WRK_WARMUP_SECONDS, f"wrk-{name}-warmup"), (WRK_SECONDS, f"wrk-{name}")):
-        argv = [wrk, f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s"]
-        proc = stack.spawn(log, [*argv, "-s", script, url, "--", requests], cpus=cpus)
-        await asyncio.to_thread(proc.wait)
-        output = stack.log_tail(log, 100)
-        rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-        bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", output)
-        if proc.returncode != 0 or rps is None or bad:
-            raise RuntimeError(f"wrk against {name} failed:\n{output}")
-        result = float(rps.group(1))
+        run = await _wrk_run(stack, wrk, log, port, cpus, seconds, WRK_CONNECTIONS)
+        if run.errors:
+            raise RuntimeError(f"wrk against {name} failed:\n{run.output}")
+        result = run.rps
     return result
+
+
+async def _burst(stack: Stack, query_port: int, cpus: set[int] | None) -> Row:
+    """The spec's load test: 1,000 concurrent queries on one instance, next to 100."""
+    wrk = _ensure_wrk()
+    if not wrk:
+        return Row("query", "1,000 concurrent queries", "skipped: wrk unavailable")
+    progress("query: wrk -c100, then -c1000, on one mastery-query instance")
+    calm = await _wrk_run(stack, wrk, "wrk-c100", query_port, cpus, WRK_SECONDS, 100)
+    burst = await _wrk_run(stack, wrk, "wrk-c1000", query_port, cpus, WRK_SECONDS, 1000)
+    ratio = burst.p99_ms / calm.p99_ms
+    return Row(
+        "query",
+        "1,000 concurrent queries on one instance (wrk -c1000): errors, p99, req/s",
+        f"{burst.errors} errors, p99 {burst.p99_ms:.0f} ms, {burst.rps:,.0f}/s",
+        f"{calm.errors} errors, p99 {calm.p99_ms:.0f} ms, {calm.rps:,.0f}/s (wrk -c100)",
+        f"p99 {ratio:.1f}x",
+        "0 errors, p99 <= 2x the 100-concurrent run",
+        burst.errors == 0 and ratio <= 2.0,
+    )
 
 
 async def _open_loop(
