@@ -59,7 +59,7 @@ async def _events(
 
 
 async def _declining(res: Resources, tenant: str, student: str) -> None:
-    """Three weeks of daily events, a little worse each day (one snapshot a day, oldest first)."""
+    """Three weeks of daily events, a little worse each day (one record a day, oldest first)."""
     for back in range(20, -1, -1):
         score = 0.2 + 0.03 * back
         await _events(res, tenant, student, dict.fromkeys(Component, score), days_ago=back)
