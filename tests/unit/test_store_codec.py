@@ -168,15 +168,15 @@ def test_event_hash_of_many_ids_has_no_collision() -> None:
 def _record(day: int, events: dict[Component, tuple[int, int]]) -> bytes:
     mask = sum(1 << i for i, c in enumerate(Component) if c in events)
     body = b"".join(keys.DAY_COMPONENT.pack(*events[c]) for c in Component if c in events)
-    return keys.DAY_HEADER.pack(day, mask) + body
+    return keys.DAY_HEADER.pack(mask, day) + body + keys.DAY_TRAILER.pack(mask)
 
 
 def test_parse_days() -> None:
     blob = _record(0, {Component.COMPLETION: (2, 15000), Component.QUALITY: (1, 5000)})
     blob += _record(500, {Component.CONSISTENCY: (3, 0)})
-    assert keys.DAY_HEADER.size == 3
+    assert keys.DAY_HEADER.size + keys.DAY_TRAILER.size == 4
     assert keys.DAY_COMPONENT.size == 6
-    assert len(blob) == 3 + 12 + 3 + 6
+    assert len(blob) == 4 + 12 + 4 + 6
     assert _parse_days(blob) == [
         DayActivity(
             day=date(2024, 1, 1),

@@ -143,46 +143,89 @@ local function level_of(m)
   return levels[#levels][1]
 end
 
--- Day records (mastery.store.records.parse_days reads them): per day '<HB' (day since
--- the origin, a mask of the components with events), then per component in the mask '<HI4'
--- (events that day, the sum of their scores in units of 1/10000). Oldest day first; days
--- at or before the newest day less the window are dropped.
-local function read_days(blob)
-  local recs, pos = {}, 1
-  while pos <= #blob do
-    local day, mask
-    day, mask, pos = struct.unpack('<HB', blob, pos)
-    local r = {}
-    for j = 1, #comps do
-      if math.floor(mask / 2 ^ (j - 1)) % 2 == 1 then
-        local n, u
-        n, u, pos = struct.unpack('<HI4', blob, pos)
-        r[j] = {n, u}
-      end
+-- Day records (mastery.store.records.parse_days reads them), oldest day first: per day
+-- '<BH' (a mask of the components with events that day, the day since the origin), then
+-- per component in the mask '<HI4' (events that day, the sum of their scores in units of
+-- 1/10000), then the mask again, so that the newest record can be read from the end.
+-- Days at or before the newest day less the window are dropped.
+local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}  -- bits set in a mask
+
+local function unpack_record(blob, pos)
+  local mask, day
+  mask, day, pos = struct.unpack('<BH', blob, pos)
+  local r = {}
+  for j = 1, #comps do
+    if math.floor(mask / 2 ^ (j - 1)) % 2 == 1 then
+      local n, u
+      n, u, pos = struct.unpack('<HI4', blob, pos)
+      r[j] = {n, u}
     end
-    recs[day] = r
   end
-  return recs
+  return day, r, pos + 1
 end
 
-local function write_days(recs)
-  local days = {}
-  for day in pairs(recs) do days[#days + 1] = day end
-  table.sort(days)
-  local parts, oldest = {}, days[#days] - window
-  for _, day in ipairs(days) do
-    if day > oldest then
-      local r, mask, body = recs[day], 0, {}
-      for j = 1, #comps do
-        if r[j] then
-          mask = mask + 2 ^ (j - 1)
-          body[#body + 1] = struct.pack('<HI4', r[j][1], r[j][2])
-        end
-      end
-      parts[#parts + 1] = struct.pack('<HB', day, mask) .. table.concat(body)
+local function pack_record(day, r)
+  local mask, body = 0, {}
+  for j = 1, #comps do
+    if r[j] then
+      mask = mask + 2 ^ (j - 1)
+      body[#body + 1] = struct.pack('<HI4', r[j][1], r[j][2])
     end
   end
-  return table.concat(parts)
+  return struct.pack('<BH', mask, day) .. table.concat(body) .. struct.pack('<B', mask)
+end
+
+local function add_to(r, adds)
+  for j, a in pairs(adds) do
+    local cur = r[j] or {0, 0}
+    r[j] = {cur[1] + a[1], cur[2] + a[2]}
+  end
+  return r
+end
+
+-- The records with a batch's additions (day -> component index -> {events, units}).
+-- Events of the newest day or later (the usual case) touch only the blob's tail; an
+-- older day (a backfill, a replay) rewrites it whole. Integer sums: any order, same blob.
+local function update_days(blob, day_adds)
+  local days = {}
+  for day in pairs(day_adds) do days[#days + 1] = day end
+  table.sort(days)
+  local parts = {}
+  local tail = #blob > 0 and #blob - 3 - 6 * POP[struct.unpack('<B', blob, #blob)] or 0
+  local last_day, last = -1, nil
+  if tail > 0 then last_day, last = unpack_record(blob, tail) end
+  if days[1] >= last_day then
+    if days[1] == last_day then
+      parts[1] = string.sub(blob, 1, tail - 1)
+    else
+      parts[1], last = blob, nil
+    end
+    for _, day in ipairs(days) do
+      local r = (day == last_day) and last or {}
+      parts[#parts + 1] = pack_record(day, add_to(r, day_adds[day]))
+    end
+  else
+    local recs, pos = {}, 1
+    while pos <= #blob do
+      local day, r
+      day, r, pos = unpack_record(blob, pos)
+      recs[day] = r
+    end
+    for day, adds in pairs(day_adds) do recs[day] = add_to(recs[day] or {}, adds) end
+    local all = {}
+    for day in pairs(recs) do all[#all + 1] = day end
+    table.sort(all)
+    for _, day in ipairs(all) do parts[#parts + 1] = pack_record(day, recs[day]) end
+  end
+  local out = table.concat(parts)
+  local newest = math.max(days[#days], last_day)
+  local first = 1
+  while first < #out do
+    local mask, day = struct.unpack('<BH', out, first)
+    if day > newest - window then break end
+    first = first + 4 + 6 * POP[mask]
+  end
+  return string.sub(out, first)
 end
 
 local deltas, touched, changes = {}, {}, {}
@@ -242,17 +285,8 @@ for _, state in ipairs(order) do
   end
 
   -- The day records get this batch's events, each in its own day (whatever the order
-  -- they came in: integer sums commute); see read_days / write_days.
-  local recs = read_days(redis.call('GET', st.days) or '')
-  for day, adds in pairs(st.day_adds) do
-    local r = recs[day]
-    if not r then r = {}; recs[day] = r end
-    for j, a in pairs(adds) do
-      local cur = r[j] or {0, 0}
-      r[j] = {cur[1] + a[1], cur[2] + a[2]}
-    end
-  end
-  redis.call('SET', st.days, write_days(recs), 'EX', ttl)
+  -- they came in: integer sums commute); see update_days.
+  redis.call('SET', st.days, update_days(redis.call('GET', st.days) or '', st.day_adds), 'EX', ttl)
 
   local v = component_units(val)
   -- Cohort indexes: the student's units in the tenant and in each of their classes.

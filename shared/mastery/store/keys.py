@@ -43,6 +43,7 @@ import struct
 __all__ = [
     "DAY_COMPONENT",
     "DAY_HEADER",
+    "DAY_TRAILER",
     "SEEN_BUCKET_DAYS",
     "active",
     "audit",
@@ -68,12 +69,14 @@ __all__ = [
     "tenant_sum",
 ]
 
-#: One day record: day number since the decay origin and a mask of the components that had
-#: events that day (bit i: the i-th ``Component``), then for each of them ``DAY_COMPONENT``:
-#: the number of events and the sum of their scores in units of 1/10000
-#: (``mastery.domain.days``). 3 bytes a day plus 6 per component with events.
-DAY_HEADER = struct.Struct("<HB")
+#: One day record: a mask of the components that had events that day (bit i: the i-th
+#: ``Component``) and the day number since the decay origin, then for each of them
+#: ``DAY_COMPONENT``: the number of events and the sum of their scores in units of 1/10000
+#: (``mastery.domain.days``), then the mask again (``DAY_TRAILER``: apply.lua reads the
+#: newest record from the end). 4 bytes a day plus 6 per component with events.
+DAY_HEADER = struct.Struct("<BH")
 DAY_COMPONENT = struct.Struct("<HI")
+DAY_TRAILER = struct.Struct("<B")
 SEEN_BUCKET_DAYS = 30
 #: The cohort metrics, in the order cohort.lua's METRICS lists them.
 METRICS = ("mastery", "completion", "quiz", "quality", "consistency")

@@ -93,12 +93,13 @@ def parse_days(blob: bytes) -> list[DayActivity]:
     out = []
     pos, header, part = 0, keys.DAY_HEADER, keys.DAY_COMPONENT
     while pos < len(blob):
-        day, mask = header.unpack_from(blob, pos)
+        mask, day = header.unpack_from(blob, pos)
         pos += header.size
         events = {}
         for i, c in enumerate(_COMPONENTS):
             if mask >> i & 1:
                 events[c] = DayMean(*part.unpack_from(blob, pos))
                 pos += part.size
+        pos += keys.DAY_TRAILER.size  # the mask again, for apply.lua
         out.append(DayActivity(origin + timedelta(days=day), events))
     return out
