@@ -25,7 +25,7 @@ __all__ = ["StudentDays", "StudentReads"]
 
 @dataclass(frozen=True, slots=True)
 class StudentDays:
-    """What answers built on the day snapshots need, read at one instant.
+    """What answers built on the day records need, read at one instant.
 
     ``classes`` decide who may see them; ``cached_prediction`` is the raw cache entry,
     if one was asked for and exists (its validity is the caller's to judge).
@@ -125,7 +125,7 @@ class StudentReads(RedisConnection):
     async def days_of(
         self, tenant: str, student: str, *, with_prediction: bool = False
     ) -> StudentDays | None:
-        """Version, classes and day snapshots (and the cached prediction), one round trip.
+        """Version, classes and day records (and the cached prediction), one round trip.
 
         MULTI/EXEC, so no event is applied between reading the version and the days: a
         prediction made from them belongs to exactly that version. ``None`` when nothing
