@@ -107,7 +107,7 @@ async def _events(
 
 
 async def _declining(res: Resources, tenant: str, student: str, base: float = 0.2) -> None:
-    """Three weeks a little worse each day: flagged (falling fast, confidence high)."""
+    """Three weeks a little worse each day: flagged (forecast low and falling)."""
     for back in range(20, -1, -1):
         await _events(res, tenant, student, base + 0.03 * back, days_ago=back)
 

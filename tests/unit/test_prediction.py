@@ -1,41 +1,52 @@
-"""Prediction: the least-squares line, the forecast built on it, and its flags (pure, no I/O)."""
+"""Prediction: the decayed mean with the expected events added, its trend, confidence and
+flags (pure, no I/O)."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mastery.domain import (
     DEFAULT_FORECAST,
     DEFAULT_MODEL,
     Component,
-    DaySnapshot,
+    DayActivity,
+    DayMean,
     Trend,
+    end_of_day,
     fit_line,
     predict,
 )
 
 TODAY = date(2026, 3, 10)
-_score = st.none() | st.floats(0, 1, allow_nan=False)
-_snapshot = st.builds(
-    lambda back, scores: DaySnapshot(
-        TODAY - timedelta(days=back), dict(zip(Component, scores, strict=True))
+_mean = st.none() | st.tuples(st.integers(1, 5), st.floats(0, 1, allow_nan=False))
+_record = st.builds(
+    lambda back, means: DayActivity(
+        TODAY - timedelta(days=back),
+        {
+            c: DayMean(n, round(n * v * 10000))
+            for c, m in zip(Component, means, strict=True)
+            if m is not None
+            for n, v in [m]
+        },
     ),
     st.integers(-1, 89),
-    st.tuples(_score, _score, _score, _score),
+    st.tuples(_mean, _mean, _mean, _mean),
 )
-_history = st.lists(_snapshot, max_size=40, unique_by=lambda d: d.day)
+_history = st.lists(_record, max_size=40, unique_by=lambda d: d.day)
 
 
-def _line(slopes: dict[Component, float], start: float, days: range) -> list[DaySnapshot]:
-    """Every component on an exact line, one snapshot a day ``days`` back from today."""
+def _days(score: object, days: range, n: int = 2) -> list[DayActivity]:
+    """Every component's events of each day ``back`` days ago scoring ``score(back)``."""
     return [
-        DaySnapshot(TODAY - timedelta(days=back), {c: start - s * back for c, s in slopes.items()})
+        DayActivity(
+            TODAY - timedelta(days=back),
+            {c: DayMean(n, round(n * score(back) * 10000)) for c in Component},  # type: ignore[operator]
+        )
         for back in days
     ]
 
@@ -61,7 +72,7 @@ def test_fit_line_of_one_point_is_flat_and_empty_is_refused() -> None:
 
 
 @given(_history)
-def test_prediction_and_confidence_stay_in_range(days: list[DaySnapshot]) -> None:
+def test_prediction_and_confidence_stay_in_range(days: list[DayActivity]) -> None:
     p = predict(days, TODAY)
     assert 0.0 <= p.predicted <= 1.0
     assert 0.0 <= p.confidence <= 1.0
@@ -71,52 +82,84 @@ def test_prediction_and_confidence_stay_in_range(days: list[DaySnapshot]) -> Non
 
 
 @given(_history, st.randoms(use_true_random=False))
-def test_the_order_of_the_days_does_not_matter(days: list[DaySnapshot], rnd: random.Random) -> None:
+def test_the_order_of_the_days_does_not_matter(days: list[DayActivity], rnd: random.Random) -> None:
     shuffled = days[:]
     rnd.shuffle(shuffled)
     assert predict(shuffled, TODAY) == predict(days, TODAY)
 
 
-@given(
-    st.floats(-0.02, 0.02),
-    st.floats(0.2, 0.8),
-    st.integers(14, 30),
-)
-def test_a_perfect_line_is_extrapolated_exactly(slope: float, start: float, n: int) -> None:
-    assume(0 <= start - slope * (n - 1) <= 1)  # scores are in [0, 1]
-    assume(abs(abs(slope) - 0.005) > 1e-6)  # float error decides right at the threshold
-    days = _line(dict.fromkeys(Component, slope), start, range(n))
-    full = replace(DEFAULT_FORECAST, damping=1.0)
-    p = predict(days, TODAY, forecast=full)
-    assert p.slope_per_day == pytest.approx(slope, abs=1e-6)
-    assert p.predicted == pytest.approx(min(1, max(0, start + 7 * slope)), abs=2e-4)
-    assert p.confidence == pytest.approx(1.0, abs=1e-3)  # n >= full_days and no residual
-    assert p.history_from == TODAY - timedelta(days=n - 1)
-    assert p.history_to == TODAY
-    assert p.trend is (
-        Trend.IMPROVING if slope > 0.005 else Trend.DECLINING if slope < -0.005 else Trend.STABLE
-    )
-
-
-def test_the_default_carries_half_of_a_clear_slope_from_the_newest_score() -> None:
-    p = predict(_line(dict.fromkeys(Component, 0.01), 0.5, range(20)), TODAY)
-    assert p.predicted == pytest.approx(0.5 + 0.5 * 7 * 0.01, abs=1e-4)
-    assert p.current == pytest.approx(0.5)
-
-
-def test_a_new_component_is_not_a_trend() -> None:
-    quiz_only = {c: (0.6 if c is Component.QUIZ else None) for c in Component}
-    both = {**quiz_only, Component.COMPLETION: 0.6}
-    days = [DaySnapshot(TODAY - timedelta(days=b), quiz_only) for b in range(10, 20)]
-    days += [DaySnapshot(TODAY - timedelta(days=b), both) for b in range(10)]
+@given(_history)
+def test_current_is_the_end_of_today_the_history_shows(days: list[DayActivity]) -> None:
     p = predict(days, TODAY)
-    assert p.slope_per_day == 0
+    shown = end_of_day(d for d in days if d.day <= max([TODAY, *(d.day for d in days)]))
+    if shown:
+        last = shown[-1].scores
+        expected = sum(DEFAULT_MODEL.weights[c] * (v or 0.0) for c, v in last.items())
+        assert p.current == pytest.approx(expected, abs=2e-4)
+
+
+def test_a_steady_student_stays_where_they_are() -> None:
+    p = predict(_days(lambda _: 0.7, range(30)), TODAY)
+    assert p.current == pytest.approx(0.7)
+    assert p.predicted == pytest.approx(0.7)
     assert p.trend is Trend.STABLE
-    assert p.predicted == pytest.approx(p.current)  # 0.4 * 0.6 + 0.3 * 0.6
+    assert p.confidence >= 0.9
+    assert not p.intervention_needed
+
+
+def test_a_student_past_their_peak_is_forecast_to_fall() -> None:
+    """Scores rose for three weeks and have fallen for two: the mean still lags above them."""
+    days = _days(lambda b: 0.3 + 0.02 * (35 - b) if b >= 14 else 0.72 - 0.025 * (14 - b), range(36))
+    p = predict(days, TODAY)
+    assert p.predicted < p.current - 0.02
+    assert p.trend is Trend.DECLINING
+    assert p.slope_per_day < 0
+
+
+def test_a_sudden_drop_is_flagged_with_the_signal_that_fired() -> None:
+    p = predict(_days(lambda b: 0.85 if b >= 6 else 0.45, range(30)), TODAY)
+    assert p.trend is Trend.DECLINING
+    assert p.predicted > 0.5
+    assert p.intervention_reason is not None
+    assert p.intervention_reason.startswith("forecast to fall")
+    assert "below" not in p.intervention_reason.split("(")[0]
+
+
+def test_a_rising_student_is_forecast_to_rise() -> None:
+    p = predict(_days(lambda b: 0.3 + 0.015 * (30 - b), range(31)), TODAY)
+    assert p.predicted > p.current + 0.03
+    assert p.trend is Trend.IMPROVING
+    assert not p.intervention_needed
+
+
+def test_a_low_forecast_is_flagged_with_its_reason() -> None:
+    p = predict(_days(lambda _: 0.3, range(20)), TODAY)
+    assert p.intervention_reason is not None
+    assert "forecast mastery 0.30 is below 0.375" in p.intervention_reason
+
+
+def test_a_component_without_events_lately_does_not_move() -> None:
+    days = [DayActivity(TODAY - timedelta(days=40), {Component.QUALITY: DayMean(3, 15000)})]
+    days += _days(lambda _: 0.6, range(10))
+    days = [
+        DayActivity(d.day, {c: m for c, m in d.events.items() if c is not Component.QUALITY})
+        if d.day > TODAY - timedelta(days=40)
+        else d
+        for d in days
+    ]
+    p = predict(days, TODAY)
+    assert p.predicted == pytest.approx(p.current)
+
+
+def test_noisier_scores_give_lower_confidence() -> None:
+    rng = random.Random(3)
+    calm = predict(_days(lambda _: 0.6 + rng.gauss(0, 0.02), range(21)), TODAY)
+    noisy = predict(_days(lambda _: 0.6 + rng.gauss(0, 0.2), range(0, 21, 3), n=1), TODAY)
+    assert calm.confidence > noisy.confidence
 
 
 def test_no_recent_data_keeps_the_last_score_with_no_confidence() -> None:
-    old = DaySnapshot(TODAY - timedelta(days=45), dict.fromkeys(Component, 0.3))
+    old = DayActivity(TODAY - timedelta(days=45), dict.fromkeys(Component, DayMean(1, 3000)))
     p = predict([old], TODAY)
     assert (p.predicted, p.current, p.confidence, p.days_with_data) == (0.3, 0.3, 0.0, 0)
     assert p.history_from is None
@@ -125,29 +168,8 @@ def test_no_recent_data_keeps_the_last_score_with_no_confidence() -> None:
     assert (empty.predicted, empty.confidence, empty.horizon) == (0.0, 0.0, TODAY + timedelta(7))
 
 
-def test_a_steep_confident_decline_is_flagged_with_its_reasons() -> None:
-    p = predict(_line(dict.fromkeys(Component, -0.02), 0.45, range(21)), TODAY)
-    assert p.trend is Trend.DECLINING
-    assert p.confidence >= 0.7
-    assert p.intervention_reason is not None
-    assert "falling 0.020 a day" in p.intervention_reason
-    assert "below 0.40" in p.intervention_reason
-
-
-def test_a_low_but_uncertain_prediction_is_not_flagged() -> None:
-    rng = random.Random(3)
-    days = [
-        DaySnapshot(TODAY - timedelta(days=b), {c: rng.uniform(0, 0.6) for c in Component})
-        for b in range(0, 30, 3)
-    ]
-    p = predict(days, TODAY)
-    assert p.predicted < 0.40
-    assert p.confidence < 0.7
-    assert not p.intervention_needed
-
-
-def test_a_snapshot_after_today_moves_today_forward() -> None:
-    ahead = DaySnapshot(TODAY + timedelta(days=1), dict.fromkeys(Component, 0.5))
+def test_a_record_after_today_moves_today_forward() -> None:
+    ahead = DayActivity(TODAY + timedelta(days=1), dict.fromkeys(Component, DayMean(1, 5000)))
     p = predict([ahead], TODAY, DEFAULT_MODEL)
     assert p.history_to == TODAY + timedelta(days=1)
     assert p.horizon == TODAY + timedelta(days=8)

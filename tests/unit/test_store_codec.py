@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mastery.domain import Aggregate, Component, DaySnapshot, StudentState
+from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.events.models import ID_PATTERN
 from mastery.store import keys
@@ -162,40 +162,34 @@ def test_event_hash_of_many_ids_has_no_collision() -> None:
     assert len({keys.event_hash(i) for i in ids}) == len(ids)
 
 
-# -- day snapshots ---------------------------------------------------------------------------
+# -- day records -----------------------------------------------------------------------------
+
+
+def _record(day: int, events: dict[Component, tuple[int, int]]) -> bytes:
+    mask = sum(1 << i for i, c in enumerate(Component) if c in events)
+    body = b"".join(keys.DAY_COMPONENT.pack(*events[c]) for c in Component if c in events)
+    return keys.DAY_HEADER.pack(mask, day) + body + keys.DAY_TRAILER.pack(mask)
 
 
 def test_parse_days() -> None:
-    blob = keys.DAY_RECORD.pack(0, 10000, 65535, 5000, 0) + keys.DAY_RECORD.pack(
-        500, 1234, 10000, 65535, 65535
-    )
-    assert keys.DAY_RECORD.size == 10
+    blob = _record(0, {Component.COMPLETION: (2, 15000), Component.QUALITY: (1, 5000)})
+    blob += _record(500, {Component.CONSISTENCY: (3, 0)})
+    assert keys.DAY_HEADER.size + keys.DAY_TRAILER.size == 4
+    assert keys.DAY_COMPONENT.size == 6
+    assert len(blob) == 4 + 12 + 4 + 6
     assert _parse_days(blob) == [
-        DaySnapshot(
+        DayActivity(
             day=date(2024, 1, 1),
-            scores={
-                Component.COMPLETION: 1.0,
-                Component.QUIZ: None,
-                Component.QUALITY: 0.5,
-                Component.CONSISTENCY: 0.0,
-            },
+            events={Component.COMPLETION: DayMean(2, 15000), Component.QUALITY: DayMean(1, 5000)},
         ),
-        DaySnapshot(
-            day=date(2025, 5, 15),
-            scores={
-                Component.COMPLETION: 0.1234,
-                Component.QUIZ: 1.0,
-                Component.QUALITY: None,
-                Component.CONSISTENCY: None,
-            },
-        ),
+        DayActivity(day=date(2025, 5, 15), events={Component.CONSISTENCY: DayMean(3, 0)}),
     ]
+    assert _parse_days(blob)[0].events[Component.COMPLETION].mean == 0.75
 
 
 def test_parse_days_counts_from_the_decay_origin() -> None:
-    (snapshot,) = _parse_days(keys.DAY_RECORD.pack(517, 1, 2, 3, 4))
-    assert snapshot.day == DECAY_ORIGIN.date() + timedelta(days=517)
-    assert list(snapshot.scores) == list(Component)
+    (record,) = _parse_days(_record(517, {Component.QUIZ: (1, 1)}))
+    assert record.day == DECAY_ORIGIN.date() + timedelta(days=517)
 
 
 def test_parse_days_empty() -> None:
@@ -207,25 +201,21 @@ def test_parse_days_empty() -> None:
     records=st.lists(
         st.tuples(
             st.integers(0, 65535),
-            *[st.one_of(st.integers(0, 10000), st.just(65535)) for _ in Component],
+            st.dictionaries(
+                st.sampled_from(list(Component)),
+                st.tuples(st.integers(1, 65535), st.integers(0, 2**32 - 1)),
+                min_size=1,
+            ),
         ),
         max_size=20,
     )
 )
-def test_parse_days_property(records: list[tuple[int, int, int, int, int]]) -> None:
-    blob = b"".join(keys.DAY_RECORD.pack(*r) for r in records)
-    parsed = _parse_days(blob)
+def test_parse_days_property(records: list[tuple[int, dict[Component, tuple[int, int]]]]) -> None:
+    parsed = _parse_days(b"".join(_record(day, events) for day, events in records))
     assert len(parsed) == len(records)
-    for snapshot, (day, *values) in zip(parsed, records, strict=True):
-        assert snapshot.day == DECAY_ORIGIN.date() + timedelta(days=day)
-        for component, raw in zip(Component, values, strict=True):
-            score = snapshot.scores[component]
-            if raw == 65535:
-                assert score is None
-            else:
-                assert score is not None
-                assert 0.0 <= score <= 1.0
-                assert round(score * 10000) == raw
+    for record, (day, events) in zip(parsed, records, strict=True):
+        assert record.day == DECAY_ORIGIN.date() + timedelta(days=day)
+        assert record.events == {c: DayMean(*v) for c, v in events.items()}
 
 
 # -- student state ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Pure scoring domain: no I/O, no clock reads, no Redis/Kafka/Avro imports."""
 
+from mastery.domain.days import DayActivity, DayMean, day_activity, end_of_day
 from mastery.domain.history import Bucket, Granularity, History, Summary, mastery_history
 from mastery.domain.model import (
     Aggregate,
@@ -30,6 +31,8 @@ __all__ = [
     "Bucket",
     "Component",
     "ComponentReport",
+    "DayActivity",
+    "DayMean",
     "DaySnapshot",
     "Forecast",
     "Granularity",
@@ -48,7 +51,9 @@ __all__ = [
     "StudyAction",
     "Summary",
     "Trend",
+    "day_activity",
     "day_mastery",
+    "end_of_day",
     "explain",
     "fit_line",
     "fold",

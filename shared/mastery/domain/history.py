@@ -1,4 +1,4 @@
-"""Mastery history: daily snapshots of a date range, grouped by day, week or month."""
+"""Mastery history: the scores at the end of each active day of a date range, grouped by period."""
 
 from __future__ import annotations
 

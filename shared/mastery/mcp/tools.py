@@ -201,11 +201,14 @@ TOOLS: Mapping[str, ToolSpec] = {
         ToolSpec(
             "predict_next_week",
             "Mastery in 7 days",
-            "The student's expected mastery 7 days from today, from the trend of the last 30 "
-            "days: trend (improving/declining/stable beyond +-0.005 a day), slope per day, "
-            "confidence 0-1 (grows with days of data, full at 14) and whether an intervention "
-            "is needed (only at confidence >= 0.7, when the prediction is below 0.40 or "
-            "mastery falls 0.01 a day or faster). Use it before deciding to step in." + _SCOPE,
+            "The student's expected mastery 7 days from today: the recency-weighted mean "
+            "with the events they will likely produce added (at their own rate, scoring "
+            "where their recent raw scores stand and head): trend (where the forecast goes: "
+            "improving/declining/stable beyond +-0.002 a day), forecast change per day, "
+            "confidence 0-1 (falls with the forecast's uncertainty) and whether an "
+            "intervention is needed (at confidence >= 0.2, when the forecast is below 0.375 "
+            "or falls 0.06 or more in the week; the reason names the signal). Use it before "
+            "deciding to step in." + _SCOPE,
             StudentRequest,
             PredictionAnswer,
             _prediction,
@@ -253,8 +256,9 @@ TOOLS: Mapping[str, ToolSpec] = {
             "find_students_at_risk",
             "Students needing help",
             "For teachers and admins: the students whose 7-day prediction flags an "
-            "intervention (predicted mastery below 0.40, or falling 0.01 a day or faster, at "
-            "confidence >= 0.7), highest risk (lowest predicted mastery) first, at most "
+            "intervention (forecast mastery below 0.375, or a forecast fall of 0.06 or more "
+            "in the week, at confidence >= 0.2), highest risk (lowest predicted mastery) "
+            "first, at most "
             "`limit` (1-100, default 10). class_id narrows to one class; without it a teacher "
             "gets all their classes, an admin the 1000 lowest-scoring students of the school. "
             "Use it to decide whom to help first; then call predict_next_week or recommend "

@@ -10,7 +10,7 @@
 --       the events do not come from a consumer), then one JSON array with an array per
 --       event: [state_i, days_i, seen_i, event_hash, seen_expire_at, occurred_at_s,
 --        component, area, weight, weight*score, class_id, audit_record, student_id,
---        event_id]
+--        event_id, day (mastery.domain.days.day_number), score units (score_units)]
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost)
 -- Returns {outcomes, changes, outbox_length}, or {'moved', field, stored} when the
 -- applied offsets are not what the caller expects (then nothing was written):
@@ -35,6 +35,9 @@ local tenant = string.sub(prefix, 4, -3)
 local moved = offsets_moved(OFFSETS, marks)
 if moved then return moved end
 
+local comp_index = {}
+for j, c in ipairs(comps) do comp_index[c] = j end
+
 local outcomes, students, order, expiring = {}, {}, {}, {}
 local erased_at = {}
 local tombstones = redis.call('EXISTS', TK.erased) == 1  -- whether the tenant has any
@@ -53,7 +56,7 @@ for _, e in ipairs(events) do
     local st = students[state]
     if not st then
       st = {days = KEYS[FIRST + e[2]], sums = {}, n = 0, last = 0, classes = {},
-        student = student}
+        student = student, day_adds = {}}
       students[state] = st
       order[#order + 1] = state
     end
@@ -66,6 +69,11 @@ for _, e in ipairs(events) do
       s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + 1
     end
     if class ~= '' then st.classes[class] = true end
+    local adds = st.day_adds[e[15]]
+    if not adds then adds = {}; st.day_adds[e[15]] = adds end
+    local j = comp_index[c]
+    local a = adds[j] or {0, 0}
+    adds[j] = {a[1] + 1, a[2] + e[16]}
     if at > st.last then st.last = at end
     st.n = st.n + 1
     st.cause = e[14]
@@ -135,6 +143,91 @@ local function level_of(m)
   return levels[#levels][1]
 end
 
+-- Day records (mastery.store.records.parse_days reads them), oldest day first: per day
+-- '<BH' (a mask of the components with events that day, the day since the origin), then
+-- per component in the mask '<HI4' (events that day, the sum of their scores in units of
+-- 1/10000), then the mask again, so that the newest record can be read from the end.
+-- Days at or before the newest day less the window are dropped.
+local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}  -- bits set in a mask
+
+local function unpack_record(blob, pos)
+  local mask, day
+  mask, day, pos = struct.unpack('<BH', blob, pos)
+  local r = {}
+  for j = 1, #comps do
+    if math.floor(mask / 2 ^ (j - 1)) % 2 == 1 then
+      local n, u
+      n, u, pos = struct.unpack('<HI4', blob, pos)
+      r[j] = {n, u}
+    end
+  end
+  return day, r, pos + 1
+end
+
+local function pack_record(day, r)
+  local mask, body = 0, {}
+  for j = 1, #comps do
+    if r[j] then
+      mask = mask + 2 ^ (j - 1)
+      body[#body + 1] = struct.pack('<HI4', r[j][1], r[j][2])
+    end
+  end
+  return struct.pack('<BH', mask, day) .. table.concat(body) .. struct.pack('<B', mask)
+end
+
+local function add_to(r, adds)
+  for j, a in pairs(adds) do
+    local cur = r[j] or {0, 0}
+    r[j] = {cur[1] + a[1], cur[2] + a[2]}
+  end
+  return r
+end
+
+-- The records with a batch's additions (day -> component index -> {events, units}).
+-- Events of the newest day or later (the usual case) touch only the blob's tail; an
+-- older day (a backfill, a replay) rewrites it whole. Integer sums: any order, same blob.
+local function update_days(blob, day_adds)
+  local days = {}
+  for day in pairs(day_adds) do days[#days + 1] = day end
+  table.sort(days)
+  local parts = {}
+  local tail = #blob > 0 and #blob - 3 - 6 * POP[struct.unpack('<B', blob, #blob)] or 0
+  local last_day, last = -1, nil
+  if tail > 0 then last_day, last = unpack_record(blob, tail) end
+  if days[1] >= last_day then
+    if days[1] == last_day then
+      parts[1] = string.sub(blob, 1, tail - 1)
+    else
+      parts[1], last = blob, nil
+    end
+    for _, day in ipairs(days) do
+      local r = (day == last_day) and last or {}
+      parts[#parts + 1] = pack_record(day, add_to(r, day_adds[day]))
+    end
+  else
+    local recs, pos = {}, 1
+    while pos <= #blob do
+      local day, r
+      day, r, pos = unpack_record(blob, pos)
+      recs[day] = r
+    end
+    for day, adds in pairs(day_adds) do recs[day] = add_to(recs[day] or {}, adds) end
+    local all = {}
+    for day in pairs(recs) do all[#all + 1] = day end
+    table.sort(all)
+    for _, day in ipairs(all) do parts[#parts + 1] = pack_record(day, recs[day]) end
+  end
+  local out = table.concat(parts)
+  local newest = math.max(days[#days], last_day)
+  local first = 1
+  while first < #out do
+    local mask, day = struct.unpack('<BH', out, first)
+    if day > newest - window then break end
+    first = first + 4 + 6 * POP[mask]
+  end
+  return string.sub(out, first)
+end
+
 local deltas, touched, changes = {}, {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
@@ -191,22 +284,11 @@ for _, state in ipairs(order) do
     end
   end
 
-  -- One snapshot per student per day (the day of their newest event): component scores
-  -- as 0..10000, 65535 when unobserved; records ascend by day, older than the window go.
-  local v = component_units(val)
-  local day = math.floor((last - origin) / 86400)
-  local rec = struct.pack('<HHHHH', day, v[1], v[2], v[3], v[4])
-  local blob = redis.call('GET', st.days) or ''
-  local tail = #blob - 9
-  if tail > 0 and struct.unpack('<H', blob, tail) == day then
-    blob = string.sub(blob, 1, tail - 1) .. rec
-  else
-    blob = blob .. rec
-  end
-  local first = 1
-  while first < #blob and struct.unpack('<H', blob, first) <= day - window do first = first + 10 end
-  redis.call('SET', st.days, string.sub(blob, first), 'EX', ttl)
+  -- The day records get this batch's events, each in its own day (whatever the order
+  -- they came in: integer sums commute); see update_days.
+  redis.call('SET', st.days, update_days(redis.call('GET', st.days) or '', st.day_adds), 'EX', ttl)
 
+  local v = component_units(val)
   -- Cohort indexes: the student's units in the tenant and in each of their classes.
   local new_units = index_units(v)
   tenant_set(st.student, old_units, new_units, deltas)

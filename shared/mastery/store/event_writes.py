@@ -10,6 +10,7 @@ import orjson
 import redis.exceptions
 
 from mastery.domain import DEFAULT_MODEL, Component
+from mastery.domain.days import day_number, score_units
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.errors import OffsetsMoved, Unavailable
 from mastery.store import keys
@@ -270,6 +271,8 @@ class EventWrites(RedisConnection):
                     record.decode(),
                     s,
                     obs.event_id,
+                    day_number(at),
+                    score_units(obs.score),
                 ]
             )
         marks = offsets[0].marks(tenant, offsets[1]) if offsets else []

@@ -5,7 +5,7 @@ so every script that applies events, erases a student or compares a cohort touch
 slot (docs/redis-cluster.md gives the trade-off).
 
     m:{<tenant>}:s:<student>:state      hash: decayed sums per component/area, version, classes
-    m:{<tenant>}:s:<student>:days       string: packed per-day snapshots (see DAY_RECORD)
+    m:{<tenant>}:s:<student>:days       string: packed day records (see DAY_HEADER)
     m:{<tenant>}:s:<student>:seen:<n>   set of 64-bit event-id hashes, 30-day bucket n
     m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state version
                                         and day it was made for), TTL 1 hour
@@ -41,7 +41,9 @@ import hashlib
 import struct
 
 __all__ = [
-    "DAY_RECORD",
+    "DAY_COMPONENT",
+    "DAY_HEADER",
+    "DAY_TRAILER",
     "SEEN_BUCKET_DAYS",
     "active",
     "audit",
@@ -67,9 +69,14 @@ __all__ = [
     "tenant_sum",
 ]
 
-#: One day snapshot: day number since the decay origin, then each component's score
-#: as 0..10000 (65535 = not observed), in ``Component`` order. 10 bytes a day.
-DAY_RECORD = struct.Struct("<HHHHH")
+#: One day record: a mask of the components that had events that day (bit i: the i-th
+#: ``Component``) and the day number since the decay origin, then for each of them
+#: ``DAY_COMPONENT``: the number of events and the sum of their scores in units of 1/10000
+#: (``mastery.domain.days``), then the mask again (``DAY_TRAILER``: apply.lua reads the
+#: newest record from the end). 4 bytes a day plus 6 per component with events.
+DAY_HEADER = struct.Struct("<BH")
+DAY_COMPONENT = struct.Struct("<HI")
+DAY_TRAILER = struct.Struct("<B")
 SEEN_BUCKET_DAYS = 30
 #: The cohort metrics, in the order cohort.lua's METRICS lists them.
 METRICS = ("mastery", "completion", "quiz", "quality", "consistency")

@@ -1,13 +1,13 @@
-"""Decoding what the store keeps in Redis: states, score rows, day snapshots, audit entries."""
+"""Decoding what the store keeps in Redis: states, score rows, day records, audit entries."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import orjson
 
-from mastery.domain import Aggregate, Component, DaySnapshot, StudentState
+from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.store import keys
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 __all__ = ["SCORE_FIELDS", "about", "as_bytes", "parse_days", "parse_scores", "parse_state"]
 
 _COMPONENTS = tuple(Component)
-_UNOBSERVED = 65535
 #: The state fields scoring reads, in the order ``parse_scores`` expects them.
 SCORE_FIELDS = (
     *(f"{c.value}:{part}" for c in _COMPONENTS for part in ("s", "w", "n")),
@@ -88,14 +87,19 @@ def parse_scores(row: Sequence[bytes | None]) -> StudentState | None:
     )
 
 
-def parse_days(blob: bytes) -> list[DaySnapshot]:
-    origin = DECAY_ORIGIN.date().toordinal()
-    return [
-        DaySnapshot(
-            day=date.fromordinal(origin + day),
-            scores=dict(
-                zip(_COMPONENTS, [None if v == _UNOBSERVED else v / 10000 for v in vs], strict=True)
-            ),
-        )
-        for day, *vs in keys.DAY_RECORD.iter_unpack(blob)
-    ]
+def parse_days(blob: bytes) -> list[DayActivity]:
+    """The day records apply.lua writes (``keys.DAY_HEADER``), oldest day first."""
+    origin = DECAY_ORIGIN.date()
+    out = []
+    pos, header, part = 0, keys.DAY_HEADER, keys.DAY_COMPONENT
+    while pos < len(blob):
+        mask, day = header.unpack_from(blob, pos)
+        pos += header.size
+        events = {}
+        for i, c in enumerate(_COMPONENTS):
+            if mask >> i & 1:
+                events[c] = DayMean(*part.unpack_from(blob, pos))
+                pos += part.size
+        pos += keys.DAY_TRAILER.size  # the mask again, for apply.lua
+        out.append(DayActivity(origin + timedelta(days=day), events))
+    return out

@@ -1,4 +1,4 @@
-"""Reading students: their state, scores of many at once, day snapshots, cohort places."""
+"""Reading students: their state, scores of many at once, day records, cohort places."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio.cluster import RedisCluster
 
 from mastery.domain.cohort import MetricFigures
+from mastery.domain.days import end_of_day
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
 from mastery.store.records import SCORE_FIELDS, as_bytes, parse_days, parse_scores, parse_state
@@ -17,14 +18,14 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
     from datetime import datetime
 
-    from mastery.domain import DaySnapshot, StudentState
+    from mastery.domain import DayActivity, DaySnapshot, StudentState
 
 __all__ = ["StudentDays", "StudentReads"]
 
 
 @dataclass(frozen=True, slots=True)
 class StudentDays:
-    """What answers built on the day snapshots need, read at one instant.
+    """What answers built on the day records need, read at one instant.
 
     ``classes`` decide who may see them; ``cached_prediction`` is the raw cache entry,
     if one was asked for and exists (its validity is the caller's to judge).
@@ -36,9 +37,14 @@ class StudentDays:
     cached_prediction: bytes | None = None
 
     @property
-    def days(self) -> list[DaySnapshot]:
-        """The snapshots, oldest first (unpacked on use: a cache hit never needs them)."""
+    def activity(self) -> list[DayActivity]:
+        """The day records, oldest first (unpacked on use: a cache hit never needs them)."""
         return parse_days(self.packed_days)
+
+    @property
+    def days(self) -> list[DaySnapshot]:
+        """The component scores at the end of each active day, folded from the records."""
+        return end_of_day(self.activity)
 
 
 class StudentReads(RedisConnection):
@@ -112,14 +118,14 @@ class StudentReads(RedisConnection):
             await pool.release(conn)
 
     async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
-        """Daily snapshots, oldest first, within the retention window."""
+        """The scores at the end of each active day, oldest first, within the window."""
         blob = await self.io(self._redis.get(keys.days(tenant, student)))
-        return parse_days(as_bytes(blob))
+        return end_of_day(parse_days(as_bytes(blob)))
 
     async def days_of(
         self, tenant: str, student: str, *, with_prediction: bool = False
     ) -> StudentDays | None:
-        """Version, classes and day snapshots (and the cached prediction), one round trip.
+        """Version, classes and day records (and the cached prediction), one round trip.
 
         MULTI/EXEC, so no event is applied between reading the version and the days: a
         prediction made from them belongs to exactly that version. ``None`` when nothing

@@ -51,7 +51,7 @@ def prediction_from(
     doc = _from_cache(days.cached_prediction, days.version, today)
     if doc is not None:
         return {**doc, "cached": True}, None
-    made = predict(days.days, today, model)
+    made = predict(days.activity, today, model)
     doc = prediction_document(student_id, tenant, days.version, made, model)
     entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
     return {**doc, "cached": False}, orjson.dumps(entry)
