@@ -360,6 +360,25 @@ def openapi(target: Path | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout (docs/asyncapi.json).",
+)
+def asyncapi(target: Path | None) -> None:
+    """Print the AsyncAPI 3 document of the topics."""
+    from mastery.events.asyncapi import asyncapi_document, rendered
+
+    text = rendered(asyncapi_document())
+    if target is None:
+        click.echo(text, nl=False)
+    else:
+        target.write_text(text)
+
+
+@main.command()
 @click.option("--stdio", is_flag=True, required=True, help="Serve MCP on stdin/stdout.")
 def mcp(stdio: bool) -> None:
     """The engine's MCP tools for a local agent host, as the caller in MASTERY_MCP_TOKEN.
