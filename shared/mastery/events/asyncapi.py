@@ -15,7 +15,8 @@ from mastery.domain import Component
 from mastery.events.kafka import DLQ_HEADERS, all_topics, dlq_topic
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC, LEVEL_CHANGED_TYPE
 from mastery.events.schemas import cloudevent_type, raw_schema, schema_dir
-from mastery.registry import BATCH_TOPICS, event_topic
+from mastery.events.xapi import Statement
+from mastery.registry import BATCH_TOPICS, XAPI_TOPIC, event_topic
 from mastery.web.access import AUDIT_TOPIC
 
 __all__ = ["asyncapi_document", "rendered"]
@@ -148,6 +149,20 @@ def asyncapi_document() -> dict[str, Any]:
             "action": "receive",
             "channel": {"$ref": f"#/channels/{name}"},
         }
+    messages["xapi-statement"] = {
+        "name": "xapi.statement",
+        "title": "One xAPI 1.0.x statement (forwarded by an LRS or a log shipper)",
+        "contentType": "application/json",
+        "payload": Statement.model_json_schema(),
+        "description": "Mapped to an observation (docs/xapi.md); tenant from account.homePage "
+        "(MASTERY_XAPI_TENANTS); ce_id, when set, is the idempotency key, else the statement id",
+    }
+    channels["xapi"] = _channel(XAPI_TOPIC, "xAPI statements in", "xapi-statement")
+    operations["receive-xapi"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/xapi"},
+        "summary": "Applied by on-xapi / mastery consume; statements not mapped are ignored",
+    }
     extra = set(all_topics()) - {c["address"] for c in channels.values()}
     if extra:
         raise ValueError(f"topics without a channel: {sorted(extra)}")

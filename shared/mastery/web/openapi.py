@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from mastery.events.xapi import Statements
 from mastery.web import responses as r
 from mastery.web.audit import AuditRequest
 from mastery.web.batch import BatchRequest
@@ -120,6 +121,12 @@ OPERATIONS: dict[str, Operation] = {
         {200: None, 202: None},
         errors=(400, 401, 404, 406, 413, 415, 422, 429, 503),
     ),
+    "POST /xapi/statements": Operation(
+        "xAPI statements (one or an array); answers their ids, as an LRS does",
+        Statements,
+        {200: r.StatementIds},
+        errors=(400, 401, 403, 413, 415, 429, 503),
+    ),
     "POST /": Operation(
         "One Kafka record, as Knative KafkaSource (CloudEvents) or the kafka-connector "
         "delivers it; bad records are dead-lettered and answered 200",
@@ -166,7 +173,7 @@ _HEADERS: dict[str, Any] = {
 }
 _LIMITS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
 _ERROR_TEXT = {
-    400: "The body is not JSON",
+    400: "The body is not JSON (for xAPI: or a statement is invalid; `statements` says which)",
     401: "No bearer token, or a bad one",
     403: "The policy does not let the caller do this",
     404: "Nothing held for this in the caller's tenant",
@@ -185,6 +192,15 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         "operationId": _operation_id(method, path),
         "summary": op.summary,
     }
+    if key == "POST /xapi/statements":
+        out["parameters"] = [
+            {
+                "name": "X-Experience-API-Version",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "pattern": r"^1\.0(\.[0-9]+)?$"},
+            }
+        ]
     if "{batch_id}" in path:
         out["parameters"] = [
             {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from mastery.domain import Level
 from mastery.domain.batch import BatchStatus, Priority
@@ -32,6 +32,7 @@ __all__ = [
     "ProblemDocument",
     "ProcessDocument",
     "RecommendationsDocument",
+    "StatementIds",
 ]
 
 
@@ -303,3 +304,7 @@ class EventOutcome(_Doc):
     outcome: str
     reason: str | None = None
     batch_id: str | None = None
+
+
+class StatementIds(RootModel[list[str]]):
+    """``POST /xapi/statements``: the statements' ids, in the order sent."""
