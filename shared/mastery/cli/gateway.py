@@ -88,6 +88,11 @@ def create_app(
             return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
         finally:
             await upstream.aclose()
+        media = upstream.headers.get("content-type", "")
+        if upstream.status_code >= 400 and "json" not in media:
+            # A server layer below the function (its HTTP parser) answered in plain text:
+            # every error leaves this port as problem+json, as the document says.
+            return Problem(upstream.status_code, body.decode(errors="replace")[:200]).response()
         return Response(body, upstream.status_code, headers)
 
     async def ready(_: Request) -> Response:
@@ -123,7 +128,14 @@ def create_app(
     async def health(_: Request) -> Response:
         return json_response({"status": "ok", "function": "gateway"})
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405 (a path its router cannot match, e.g. one holding a
+        # newline) would be plain text: every answer of this port is problem+json.
+        status = getattr(exc, "status_code", 404)
+        return Problem(status, f"no function serves {request.url.path[:100]!r}").response()
+
     return Starlette(
+        exception_handlers={404: refused, 405: refused},
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),

@@ -85,6 +85,12 @@ class Account(_Strict):
 class Agent(_Strict):
     """An Agent identified by exactly one inverse functional identifier."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": [ifi]} for ifi in ("mbox", "mbox_sha1sum", "openid", "account")]
+        }
+    )
+
     object_type: Literal["Agent"] | None = Field(None, alias="objectType")
     name: StrictStr | None = None
     mbox: StrictStr | None = Field(None, pattern=r"^mailto:\S+@\S+$")
@@ -203,7 +209,9 @@ class Statement(_Strict):
     attachments: list[dict[str, Any]] | None = None
 
 
-class Statements(RootModel[Statement | list[Statement]]):
+class Statements(
+    RootModel[Statement | Annotated[list[Statement], Field(min_length=1, max_length=1000)]]
+):
     """``POST /xapi/statements``: one statement or an array of them."""
 
 

@@ -32,7 +32,7 @@ __all__ = ["VERSION_HEADER", "post_statements"]
 
 VERSION_HEADER = "X-Experience-API-Version"
 _VERSION = re.compile(r"^1\.0(\.\d+)?$")
-_MAX_STATEMENTS = 1000
+_MAX_STATEMENTS = 1000  # as the Statements model says
 
 
 async def post_statements(request: Request, ctx: Context) -> Response:
