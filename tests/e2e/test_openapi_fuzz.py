@@ -156,7 +156,9 @@ def test_every_operation_conforms(
         # Refusals conform too: a token signed with another key is a documented 401.
         forged = _send(case, fuzz_stack.url, _token("admin", secret="x" * 32))
         SEEN.setdefault(f"{method} {path}", Counter())[forged.status_code] += 1
-        assert forged.status_code == 401, forged.text
+        # (A path whose parameter routes to no function is a 404 before any token is read.)
+        routed = mode is GenerationMode.POSITIVE or not case.path_parameters
+        assert forged.status_code == 401 or (not routed and forged.status_code == 404), forged.text
 
     run()
 

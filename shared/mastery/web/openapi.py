@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from mastery.batch.messages import BATCH_ID
 from mastery.events.xapi import Statements
 from mastery.web import responses as r
 from mastery.web.audit import AuditRequest
@@ -203,7 +204,12 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         ]
     if "{batch_id}" in path:
         out["parameters"] = [
-            {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": "batch_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": BATCH_ID.pattern},
+            }
         ]
     if op.body is not None:
         schema = refs[(op.body, "validation")]
