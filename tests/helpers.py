@@ -148,3 +148,35 @@ async def keys_of_student(redis: Redis, tenant: str, student: str) -> list[bytes
     """Every key held under the student's prefix (a SCAN, as an auditor would run it)."""
     prefix = keys.student_prefix(tenant, student)
     return [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+
+
+def xapi_statement(
+    student: str,
+    verb: str = "scored",
+    *,
+    scaled: float | None = 0.8,
+    home_page: str = "https://lms.example",
+    class_id: str | None = "c1",
+    at: datetime | None = None,
+    statement_id: str | None = None,
+) -> dict[str, Any]:
+    """A statement as an LRS client sends it, built with the `tincan` library."""
+    import orjson
+    import tincan
+
+    kwargs: dict[str, Any] = {
+        "id": uuid.UUID(statement_id) if statement_id else uuid.uuid4(),
+        "actor": tincan.Agent(account=tincan.AgentAccount(name=student, home_page=home_page)),
+        "verb": tincan.Verb(id=f"http://adlnet.gov/expapi/verbs/{verb}"),
+        "object": tincan.Activity(id=f"{home_page}/activity/quiz-1"),
+        "timestamp": (at or datetime.now(UTC)).isoformat(),
+    }
+    if scaled is not None:
+        kwargs["result"] = tincan.Result(score=tincan.Score(scaled=scaled))
+    if class_id is not None:
+        grouping = tincan.ActivityList([tincan.Activity(id=f"{home_page}/course/{class_id}")])
+        kwargs["context"] = tincan.Context(
+            context_activities=tincan.ContextActivities(grouping=grouping)
+        )
+    doc: dict[str, Any] = orjson.loads(tincan.Statement(**kwargs).to_json("1.0.3"))
+    return doc

@@ -65,7 +65,9 @@ def build(
     store = RedisStore(client, model, settings.audit_maxlen, settings.redis_timeout_ms / 1000)
     publisher = KafkaPublisher(producer_config(settings))
     kwargs = {"clock": clock} if clock else {}
-    ingestor = Ingestor(store, publisher, model=model, source=source, **kwargs)
+    ingestor = Ingestor(
+        store, publisher, model=model, source=source, xapi_tenants=settings.xapi_tenants, **kwargs
+    )
     secrets = settings.jwt_secrets()
     authenticator = (
         Authenticator(

@@ -2,6 +2,7 @@
 
 MasteryError
  ├── InvalidEvent           an event that can never be applied: dead-letter it with .reason
+ ├── IgnoredEvent           a valid event that feeds nothing (an unmapped xAPI verb): count it
  ├── OffsetsMoved           a tenant's applied offsets in Redis are not what the consumer
  │                          wrote (a failover lost writes, or a rebalance): re-read them
  └── Unavailable            a dependency (Redis, Kafka) is down: retry later, 503 over HTTP
@@ -11,6 +12,7 @@ MasteryError
 from __future__ import annotations
 
 __all__ = [
+    "IgnoredEvent",
     "InvalidEvent",
     "MasteryError",
     "Misconfigured",
@@ -32,6 +34,14 @@ class InvalidEvent(MasteryError):
         super().__init__(reason)
         self.reason = reason
         self.tenant = tenant
+
+
+class IgnoredEvent(MasteryError):
+    """A valid event that feeds no component (an xAPI verb the mapping does not know)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Unavailable(MasteryError):

@@ -30,6 +30,7 @@ class Action(StrEnum):
     ERASE = "erase"  # delete everything held about a student (GDPR erasure)
     AUDIT = "audit"  # the tenant's audit trail: data accesses and event outcomes
     BATCH = "batch"  # read many students' mastery in one request (reports, bulk runs)
+    INGEST = "ingest"  # send learning records (xAPI statements) about the tenant's students
 
 
 class Scope(StrEnum):
@@ -59,12 +60,16 @@ POLICY: Mapping[Action, Mapping[Role, Scope]] = MappingProxyType(
         Action.BATCH: MappingProxyType(
             {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.CLASSES, Role.ADMIN: Scope.TENANT}
         ),
+        # An LRS or a platform forwarding statements holds an admin (service) token.
+        Action.INGEST: MappingProxyType(
+            {Role.STUDENT: Scope.NONE, Role.TEACHER: Scope.NONE, Role.ADMIN: Scope.TENANT}
+        ),
     }
 )
 
 #: Actions on the tenant as a whole: they name no student to check, only a tenant scope
 #: reaches them (a student named in such a request only narrows what is shown).
-TENANT_WIDE: Set[Action] = frozenset({Action.AUDIT})
+TENANT_WIDE: Set[Action] = frozenset({Action.AUDIT, Action.INGEST})
 
 
 def may_act(role: Role, action: Action) -> bool:

@@ -13,7 +13,7 @@ from mastery.policy import Action
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["BATCH_TOPICS", "FUNCTIONS", "FunctionSpec", "event_topic", "get"]
+__all__ = ["BATCH_TOPICS", "FUNCTIONS", "XAPI_TOPIC", "FunctionSpec", "event_topic", "get"]
 
 
 def event_topic(component: Component) -> str:
@@ -23,6 +23,8 @@ def event_topic(component: Component) -> str:
 
 #: The batch queues, highest priority first (``MASTERY_BATCH_TOPIC_PREFIX`` renames them).
 BATCH_TOPICS = tuple(f"mastery.batch.{p.value}" for p in Priority)
+#: xAPI statements forwarded by an LRS or a log shipper (``mastery.events.xapi``).
+XAPI_TOPIC = "mastery.xapi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,8 @@ class FunctionSpec:
         fixed_fields: what every request body carries besides the student(s), e.g. the
             intent of ``/process`` (the generated tests send it).
         protocol: ``"json"`` for a JSON body naming the student(s); ``"mcp"`` for MCP
-            (JSON-RPC) over Streamable HTTP, whose tools each take their own arguments.
+            (JSON-RPC) over Streamable HTTP, whose tools each take their own arguments;
+            ``"xapi"`` for xAPI statements (their actor names the student).
     """
 
     name: str
@@ -54,7 +57,7 @@ class FunctionSpec:
     worker: str | None = None
     students_field: str = "student_id"
     fixed_fields: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
-    protocol: Literal["json", "mcp"] = "json"
+    protocol: Literal["json", "mcp", "xapi"] = "json"
 
     @property
     def directory(self) -> str:
@@ -102,6 +105,13 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         students_field="student_ids",
     ),
     FunctionSpec("batch-worker", consumes=BATCH_TOPICS, worker="batch-worker"),
+    FunctionSpec(
+        "on-xapi",
+        routes=("POST /xapi/statements",),
+        action=Action.INGEST,
+        consumes=(XAPI_TOPIC,),
+        protocol="xapi",
+    ),
     FunctionSpec(
         "mcp",
         routes=("POST /mcp",),

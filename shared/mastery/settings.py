@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         100, gt=0, le=10_000, validation_alias="MASTERY_REDIS_MAX_CONNECTIONS"
     )
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
+    xapi_tenants: dict[str, str] = Field(
+        default_factory=dict, validation_alias="MASTERY_XAPI_TENANTS"
+    )
+    """``mastery.xapi``: the actor's ``account.homePage`` -> tenant (JSON object)."""
     consumer_group: str = Field("mastery-consume", validation_alias="MASTERY_CONSUMER_GROUP")
     batch_size: int = Field(1000, gt=0, le=10000, validation_alias="MASTERY_BATCH_SIZE")
     topic_partitions: int = Field(3, gt=0, validation_alias="MASTERY_TOPIC_PARTITIONS")

@@ -76,7 +76,7 @@ def _free_outside(taken: set[int]) -> int:
 
 
 class Stack:
-    def __init__(self) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.port = _free_range(len(FUNCTIONS) + 1)
         taken = set(range(self.port, self.port + len(FUNCTIONS) + 1))
         self.kafka = _free_outside(taken)
@@ -90,6 +90,7 @@ class Stack:
             "MASTERY_REDIS_PORT": str(_free_outside(taken)),
             "MASTERY_KAFKA_PORT": str(self.kafka),
             "MASTERY_DATA_DIR": tempfile.mkdtemp(prefix="mastery-e2e-"),
+            **(extra_env or {}),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mastery.cli", "dev"], cwd=ROOT, env=env
@@ -109,6 +110,11 @@ class Stack:
             time.sleep(0.3)
         raise AssertionError("stack not ready in time")
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
@@ -117,9 +123,7 @@ def stack() -> Iterator[Stack]:
         s.wait_ready()
         yield s
     finally:
-        if s.proc.poll() is None:
-            s.proc.send_signal(signal.SIGINT)
-            s.proc.wait(30)
+        s.stop()
 
 
 def _bearer(sub: str, role: str, tenant: str) -> dict[str, str]:

@@ -31,7 +31,7 @@ from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, ma
 from mastery.registry import FUNCTIONS
 from mastery.web import query_mastery
 from tests.conftest import JWT_SECRET
-from tests.helpers import event_data, record
+from tests.helpers import event_data, record, xapi_statement
 from tests.integration.conftest import FUNCTIONS_DIR, serve
 
 if TYPE_CHECKING:
@@ -74,8 +74,13 @@ def test_the_policy_is_the_spec() -> None:
             Role.TEACHER: Scope.CLASSES,
             Role.ADMIN: Scope.TENANT,
         },
+        Action.INGEST: {
+            Role.STUDENT: Scope.NONE,
+            Role.TEACHER: Scope.NONE,
+            Role.ADMIN: Scope.TENANT,
+        },
     }
-    assert set(TENANT_WIDE) == {Action.AUDIT}
+    assert set(TENANT_WIDE) == {Action.AUDIT, Action.INGEST}
     for action in TENANT_WIDE:  # a scope narrower than the tenant means nothing there
         assert set(POLICY[action].values()) <= {Scope.NONE, Scope.TENANT}
 
@@ -171,7 +176,9 @@ async def test_role_x_function_matrix(
     target: str,
 ) -> None:
     destructive = spec.action is Action.ERASE
-    mine, other = await _seed(settings) if destructive else tenants
+    # Erasing and ingesting change the tenant's students: each case gets tenants of its own.
+    writes = destructive or spec.action is Action.INGEST
+    mine, other = await _seed(settings) if writes else tenants
     method, path = route.split(" ", 1)
     claims: dict[str, object] = {
         "sub": SUBJECT[role],
@@ -194,7 +201,10 @@ async def test_role_x_function_matrix(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
         field = spec.students_field
-        body = {**spec.fixed_fields, field: [target] if _is_list(spec) else target}
+        body: Any = {**spec.fixed_fields, field: [target] if _is_list(spec) else target}
+        if spec.protocol == "xapi":  # a statement about the target student
+            body = xapi_statement(target)
+            headers["x-experience-api-version"] = "1.0.3"
         resp = await client.request(method, path, json=body, headers=headers)
 
     assert spec.action is not None
@@ -213,6 +223,13 @@ async def test_role_x_function_matrix(
     assert resp.status_code == expected, resp.text
     if resp.status_code != 200:
         assert resp.headers["content-type"] == "application/problem+json"
+    elif spec.protocol == "xapi":  # the statement's id; it was applied in the caller's tenant
+        assert resp.json() == [body["id"]]
+        res = build(settings, source="test")
+        try:
+            assert await res.store.load(mine, target) is not None
+        finally:
+            await res.aclose()
     else:
         doc = resp.json()
         if "intent" in doc:  # /process: the envelope carries the operation's own answer

@@ -116,6 +116,7 @@ async def test_unknown_route_and_wrong_method(app: FunctionApp) -> None:
         health = await c.get("/health")
     assert missing.status_code == 404
     assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "POST"
     assert health.json() == {"status": "ok", "function": "unit-fn"}
 
 

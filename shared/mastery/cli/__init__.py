@@ -1,5 +1,5 @@
 """The ``mastery`` command: dev, consume, trigger, batch-worker, batch, gateway, produce,
-replay, rebuild, token, mcp, retention."""
+replay, rebuild, token, openapi, asyncapi, mcp, retention."""
 
 from __future__ import annotations
 
@@ -345,6 +345,44 @@ def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | N
         claims["act"] = {"sub": act}
     secret = os.environ.get("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
+
+
+@main.command()
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout (docs/openapi.json).",
+)
+def openapi(target: Path | None) -> None:
+    """Print the merged OpenAPI 3.1 document the gateway serves."""
+    from mastery.web.openapi import gateway_document, rendered
+
+    text = rendered(gateway_document())
+    if target is None:
+        click.echo(text, nl=False)
+    else:
+        target.write_text(text)
+
+
+@main.command()
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout (docs/asyncapi.json).",
+)
+def asyncapi(target: Path | None) -> None:
+    """Print the AsyncAPI 3 document of the topics."""
+    from mastery.events.asyncapi import asyncapi_document, rendered
+
+    text = rendered(asyncapi_document())
+    if target is None:
+        click.echo(text, nl=False)
+    else:
+        target.write_text(text)
 
 
 @main.command()

@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mastery.web.app import json_response
+from mastery.web.openapi import TITLE, merge
 from mastery.web.problems import Problem
 from mastery.web.routing import Routes
 
@@ -61,9 +62,12 @@ def create_app(
         if served is None:
             return Problem(404, f"no function serves {path}").response()
         base = served[1]
+        # The path as it came (percent-encoded): a decoded one may hold control characters.
+        raw_path = request.scope.get("raw_path") or path.encode()
+        query = request.url.query
         outgoing = client.build_request(
             request.method,
-            base + path,
+            base + raw_path.decode("latin-1") + (f"?{query}" if query else ""),
             content=await request.body(),
             headers={k: v for k, v in request.headers.items() if k != "host"},
         )
@@ -84,6 +88,11 @@ def create_app(
             return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
         finally:
             await upstream.aclose()
+        media = upstream.headers.get("content-type", "")
+        if upstream.status_code >= 400 and "json" not in media:
+            # A server layer below the function (its HTTP parser) answered in plain text:
+            # every error leaves this port as problem+json, as the document says.
+            return Problem(upstream.status_code, body.decode(errors="replace")[:200]).response()
         return Response(body, upstream.status_code, headers)
 
     async def ready(_: Request) -> Response:
@@ -101,13 +110,36 @@ def create_app(
             return json_response({"status": "ready", "functions": results})
         return Problem(503, "not ready", functions=results).response()
 
+    async def openapi(_: Request) -> Response:
+        """Every routed function's part, merged: the document of what this port serves."""
+        try:
+            answers = await asyncio.gather(
+                *(client.get(base + "/openapi.json", timeout=5) for base in set(routes.values()))
+            )
+        except httpx.TransportError:
+            return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
+        parts = [a.json() for a in answers if a.status_code == 200]
+        if len(parts) != len(answers):
+            return Problem(
+                503, "a function has no OpenAPI document", headers={"Retry-After": "1"}
+            ).response()
+        return json_response(merge(TITLE, parts, routes))
+
     async def health(_: Request) -> Response:
         return json_response({"status": "ok", "function": "gateway"})
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405 (a path its router cannot match, e.g. one holding a
+        # newline) would be plain text: every answer of this port is problem+json.
+        status = getattr(exc, "status_code", 404)
+        return Problem(status, f"no function serves {request.url.path[:100]!r}").response()
+
     return Starlette(
+        exception_handlers={404: refused, 405: refused},
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
             Route("/{path:path}", proxy, methods=_METHODS),
         ],
         lifespan=_closing(client),

@@ -19,6 +19,7 @@ from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
 from mastery.errors import InvalidEvent
 from mastery.events.models import ID_PATTERN, event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
+from mastery.events.xapi import XAPI_TOPIC, observation_of, parse_statement, statement_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -46,8 +47,22 @@ class Record:
     offset: int = -1
 
 
-def decode(record: Record, now: datetime, model: ScoringModel = DEFAULT_MODEL) -> Observation:
-    """Turn a record into an observation, or raise ``InvalidEvent`` saying why not."""
+def decode(
+    record: Record,
+    now: datetime,
+    model: ScoringModel = DEFAULT_MODEL,
+    *,
+    tenant: str | None = None,
+    xapi_tenants: Mapping[str, str] | None = None,
+) -> Observation:
+    """Turn a record into an observation, or raise ``InvalidEvent`` saying why not.
+
+    Records of ``mastery.xapi`` hold one xAPI statement (JSON, CloudEvent attributes
+    optional); their tenant is ``tenant`` (HTTP: the token's) or the one ``xapi_tenants``
+    maps the actor's ``account.homePage`` to. One that maps to nothing is ``IgnoredEvent``.
+    """
+    if record.topic == XAPI_TOPIC:
+        return _decode_xapi(record, now, model, tenant, xapi_tenants or {})
     attrs, content_type, data = _unbind(record)
     for name in ("id", "type", "source"):
         if not attrs.get(name):
@@ -81,6 +96,24 @@ def decode(record: Record, now: datetime, model: ScoringModel = DEFAULT_MODEL) -
         area=event.area,
         class_id=event.class_id,
     )
+
+
+def _decode_xapi(
+    record: Record,
+    now: datetime,
+    model: ScoringModel,
+    tenant: str | None,
+    tenants: Mapping[str, str],
+) -> Observation:
+    attrs, content_type, data = _unbind(record)
+    if content_type != JSON and not content_type.endswith("+json"):
+        raise InvalidEvent(f"unsupported content-type {content_type!r} for an xAPI statement")
+    raw = data if isinstance(data, dict) else _loads(data)
+    statement = parse_statement(raw)
+    event_id = attrs.get("id") or statement_id(raw)
+    if len(event_id) > _MAX_ID:
+        raise InvalidEvent(f"ce_id longer than {_MAX_ID} characters")
+    return observation_of(statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model)
 
 
 def encode(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 
 from mastery.domain import DEFAULT_MODEL
-from mastery.errors import InvalidEvent
+from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import decode
 from mastery.events.kafka import OutMessage, dead_letter
 from mastery.events.notifications import level_changed
@@ -60,7 +60,8 @@ class Batch:
     accepted: list[tuple[Observation, bytes]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     dead: list[OutMessage] = field(default_factory=list)
-    slots: list[int | str] = field(default_factory=list)  # index into accepted, or reason
+    slots: list[int | Result] = field(default_factory=list)
+    """Per record: its index into ``accepted``, or its outcome (rejected, ignored) and why."""
 
 
 class Ingestor:
@@ -74,17 +75,21 @@ class Ingestor:
         model: ScoringModel = DEFAULT_MODEL,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         source: str = "mastery",
+        xapi_tenants: Mapping[str, str] | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._model = model
         self._clock = clock
         self._source = source
+        self._xapi_tenants = dict(xapi_tenants or {})
 
     async def ingest(
         self,
         records: Sequence[Record],
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
+        *,
+        tenant: str | None = None,
     ) -> list[Result]:
         """Apply a batch; one result per record, in order.
 
@@ -94,19 +99,26 @@ class Ingestor:
             Unavailable: Redis or the broker is down; nothing is acknowledged, retry the batch.
             OffsetsMoved: the consumer's view of the applied offsets is stale.
         """
-        return await self.apply(self.prepare(records), offsets)
+        return await self.apply(self.prepare(records, tenant=tenant), offsets)
 
-    def prepare(self, records: Sequence[Record]) -> Batch:
-        """Decode ``records``: the valid ones to apply, the others to dead-letter."""
+    def prepare(self, records: Sequence[Record], *, tenant: str | None = None) -> Batch:
+        """Decode ``records``: the valid ones to apply, the others to dead-letter.
+
+        ``tenant``: the verified caller's, for xAPI statements posted over HTTP.
+        """
         now = self._clock()
         batch = Batch(now)
+        xapi = self._xapi_tenants
         for record in records:
             try:
-                obs = decode(record, now, self._model)
+                obs = decode(record, now, self._model, tenant=tenant, xapi_tenants=xapi)
             except InvalidEvent as exc:
                 batch.rejected.append((exc.tenant, exc.reason, audit_record(record, None, now)))
                 batch.dead.append(dead_letter(record, exc.reason, now, self._source))
-                batch.slots.append(exc.reason)
+                batch.slots.append((Outcome.REJECTED, exc.reason))
+                continue
+            except IgnoredEvent as exc:
+                batch.slots.append((Outcome.IGNORED, exc.reason))
                 continue
             batch.slots.append(len(batch.accepted))
             batch.accepted.append((obs, audit_record(record, obs, now)))
@@ -123,8 +135,7 @@ class Ingestor:
 
         outcomes = applied.outcomes
         results: list[Result] = [
-            (outcomes[slot], None) if isinstance(slot, int) else (Outcome.REJECTED, slot)
-            for slot in batch.slots
+            (outcomes[slot], None) if isinstance(slot, int) else slot for slot in batch.slots
         ]
         _count(results)
         return results

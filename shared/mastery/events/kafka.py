@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from mastery.domain import Component
 from mastery.errors import Misconfigured, Unavailable
 from mastery.events.codec import Record
-from mastery.registry import BATCH_TOPICS, event_topic
+from mastery.registry import BATCH_TOPICS, XAPI_TOPIC, event_topic
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -100,6 +100,8 @@ def all_topics() -> list[str]:
         *(dlq_topic(t) for t in events),
         *BATCH_TOPICS,
         *(dlq_topic(t) for t in BATCH_TOPICS),
+        XAPI_TOPIC,
+        dlq_topic(XAPI_TOPIC),
         "mastery.level-changed",
         "mastery.audit",
     ]

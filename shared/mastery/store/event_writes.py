@@ -41,6 +41,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     ERASED = "erased"  # refused: the student was erased after the event happened
     REJECTED = "rejected"
+    IGNORED = "ignored"  # valid, but feeds no component (an unmapped xAPI verb): not stored
 
 
 Rejection = tuple[str | None, str, bytes]

@@ -111,6 +111,8 @@ class FunctionApp:
     ) -> None:
         self.name = name
         self._routes = Routes(routes)
+        self._route_keys = tuple(routes)
+        self._openapi: dict[str, Any] | None = None
         self._uses_kafka = uses_kafka
         self._uses_auth = uses_auth
         self._audits_requests = audits_requests
@@ -125,7 +127,17 @@ class FunctionApp:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
         if path == "/ready":
             return await self._ready()
+        if path == "/openapi.json" and request.method == "GET":
+            return json_response(self.openapi())
         return await self._dispatch(request, path)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of this function's routes."""
+        if self._openapi is None:
+            from mastery.web.openapi import document  # the models of every handler: load once
+
+            self._openapi = document(self.name, self._route_keys)
+        return self._openapi
 
     async def _dispatch(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
@@ -141,7 +153,12 @@ class FunctionApp:
                 served = self._routes.serves(path)
                 if served is not None:
                     route = f"{request.method} {served[0]}"
-                    raise Problem(405, f"{request.method} is not allowed on {path}")
+                    allow = self._routes.methods(path)
+                    raise Problem(
+                        405,
+                        f"{request.method} is not allowed on {path}",
+                        headers={"Allow": ", ".join(allow)},
+                    )
                 route = "unmatched"
                 raise Problem(404, f"no route {path}")
             route, handler, params = matched

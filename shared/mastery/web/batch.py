@@ -52,7 +52,15 @@ _BATCH_BODY = MAX_STUDENTS * 70 + 4096
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    student_ids: list[StrictStr] = Field(min_length=1)
+    # Ids are checked by _check_ids (a 422 naming each bad one); the schema states the same.
+    student_ids: list[StrictStr] = Field(
+        min_length=1,
+        json_schema_extra={
+            "items": {"type": "string", "pattern": ID_PATTERN},
+            "maxItems": MAX_STUDENTS,
+            "uniqueItems": True,
+        },
+    )
     priority: Priority = Priority.NORMAL
     run_async: StrictBool = Field(False, alias="async")
     deadline_s: int | None = Field(None, ge=1, le=86_400)

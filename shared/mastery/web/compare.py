@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 
 from mastery.domain.cohort import compare
 from mastery.events.models import EventId
@@ -28,6 +28,16 @@ __all__ = ["CompareRequest", "compare_cohort", "comparison_of"]
 
 
 class CompareRequest(StudentRequest):
+    # The validator below, for the OpenAPI document: a class_id only with scope "class".
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["scope"], "properties": {"scope": {"const": "class"}}},
+                {"properties": {"class_id": {"type": "null"}}},
+            ]
+        }
+    )
+
     scope: Literal["class", "school"] = "school"
     class_id: EventId | None = None
     """For ``scope: class``: one of the student's classes (default: the first the caller

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mastery.domain import Component
     from mastery.web.app import Context
 
-__all__ = ["event_handler", "record_from_http"]
+__all__ = ["event_handler", "record_from_http", "topic_handler"]
 
 _KAFKA_HEADER = "x-kafka-"
 _CONNECTOR_HEADERS = frozenset({"x-kafka-key", "x-kafka-partition", "x-kafka-offset"})
@@ -57,7 +57,11 @@ def record_from_http(headers: dict[str, str], body: bytes, default_topic: str) -
 
 
 def event_handler(component: Component) -> Callable[[Request, Context], Awaitable[Response]]:
-    topic = event_topic(component)
+    return topic_handler(event_topic(component))
+
+
+def topic_handler(topic: str) -> Callable[[Request, Context], Awaitable[Response]]:
+    """The handler of ``topic``'s records as KafkaSource / the kafka-connector deliver them."""
 
     async def handle(request: Request, ctx: Context) -> Response:
         body = await read_limited(request, ctx.resources.settings.max_body_bytes)

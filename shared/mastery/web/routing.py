@@ -52,6 +52,12 @@ class Routes(Generic[T]):
                 return key, value, found.groupdict()
         return None
 
+    def methods(self, path: str) -> list[str]:
+        """The methods of every route on ``path`` (a 405's ``Allow``)."""
+        found = {m for (m, p) in self._exact if p == path}
+        found |= {m for m, pattern, _, _ in self._templates if pattern.match(path)}
+        return sorted(found)
+
     def serves(self, path: str) -> tuple[str, T] | None:
         """(route path, value) of a route on ``path`` with any method: 405 rather than 404."""
         for (_, p), (_, value) in self._exact.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mastery.events.models import EventId
 from mastery.policy import Action
@@ -35,7 +35,7 @@ class StudentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    student_id: EventId
+    student_id: EventId = Field(examples=["s1"])
 
 
 class _Classed(Protocol):

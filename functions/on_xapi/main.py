@@ -1,0 +1,23 @@
+"""on-xapi: xAPI statements, posted (``POST /xapi/statements``) or from `mastery.xapi`."""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mastery.registry import XAPI_TOPIC
+from mastery.web import FunctionApp
+from mastery.web.events import topic_handler
+from mastery.web.xapi import post_statements
+
+app = FunctionApp(
+    "on-xapi",
+    {"POST /xapi/statements": post_statements, "POST /": topic_handler(XAPI_TOPIC)},
+    uses_kafka=True,
+)
+
+
+@functions_framework.aio.http
+async def handler(request: Request) -> Response:
+    return await app(request)

@@ -1,0 +1,72 @@
+"""``POST /xapi/statements``: xAPI statements from a learning platform or an LRS.
+
+Each statement becomes a record of ``mastery.xapi`` and takes the ingest path every event
+takes (validation, idempotency on the statement id, audit), with the caller's tenant. As
+an LRS does, a batch is all or nothing: one invalid statement refuses the whole request
+(400) and nothing is applied; the answer is the array of statement ids, in order.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mastery.events.codec import JSON, Record
+from mastery.events.xapi import XAPI_TOPIC
+from mastery.policy import Action
+from mastery.store import Outcome
+from mastery.web.app import json_response, read_json
+from mastery.web.auth import precheck
+from mastery.web.problems import Problem
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from mastery.web.app import Context
+
+__all__ = ["VERSION_HEADER", "post_statements"]
+
+VERSION_HEADER = "X-Experience-API-Version"
+_VERSION = re.compile(r"^1\.0(\.\d+)?$")
+_MAX_STATEMENTS = 1000  # as the Statements model says
+
+
+async def post_statements(request: Request, ctx: Context) -> Response:
+    principal = await ctx.principal(request)
+    precheck(principal, Action.INGEST)
+    version = request.headers.get(VERSION_HEADER, "")
+    if not _VERSION.match(version):
+        raise Problem(400, f"{VERSION_HEADER} must be 1.0.x, got {version[:20]!r}")
+    raw = await read_json(request, ctx.resources.settings.max_body_bytes)
+    statements = raw if isinstance(raw, list) else [raw]
+    if not statements or len(statements) > _MAX_STATEMENTS:
+        raise Problem(400, f"send 1 to {_MAX_STATEMENTS} statements")
+    records = [_record(i, s) for i, s in enumerate(statements)]
+    ingestor = ctx.resources.ingestor
+    batch = ingestor.prepare(records, tenant=principal.tenant)
+    refused = [
+        {"index": i, "reason": slot[1]}
+        for i, slot in enumerate(batch.slots)
+        if isinstance(slot, tuple) and slot[0] is Outcome.REJECTED
+    ]
+    if refused:
+        raise Problem(400, "invalid xAPI statement(s); none was stored", statements=refused)
+    ctx.students.extend(sorted({obs.student_id for obs, _ in batch.accepted}))
+    await ingestor.apply(batch)
+    return json_response([r.headers["ce_id"].decode() for r in records])
+
+
+def _record(index: int, statement: Any) -> Record:
+    if not isinstance(statement, dict):
+        raise Problem(400, "a statement is a JSON object", statements=[{"index": index}])
+    # As an LRS does: a statement without an id gets one, and the answer names it.
+    sid = statement.get("id")
+    if not isinstance(sid, str):
+        sid = str(uuid.uuid4())
+        statement = {"id": sid, **statement}
+    headers = {"ce_id": sid.encode(), "content-type": JSON.encode()}
+    return Record(topic=XAPI_TOPIC, value=orjson.dumps(statement), headers=headers)

@@ -1,0 +1,72 @@
+"""xAPI on the running dev stack: statements posted through the gateway, and on the topic."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import jwt
+import orjson
+from confluent_kafka import Producer
+
+from mastery.cli.dev import DEV_JWT_SECRET
+from mastery.registry import XAPI_TOPIC
+from tests.e2e.conftest import XAPI_HOME, XAPI_TENANT
+from tests.helpers import xapi_statement
+
+if TYPE_CHECKING:
+    from tests.e2e.test_dev_stack import Stack
+
+
+def _admin(tenant: str) -> dict[str, str]:
+    claims = {"sub": "lrs", "role": "admin", "tenant": tenant, "exp": int(time.time()) + 300}
+    return {"authorization": f"Bearer {jwt.encode(claims, DEV_JWT_SECRET, algorithm='HS256')}"}
+
+
+def _mastery(stack: Stack, tenant: str, student: str, version: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while True:
+        resp = httpx.post(
+            f"{stack.url}/mastery/query", json={"student_id": student}, headers=_admin(tenant)
+        )
+        if resp.status_code == 200 and resp.json()["version"] >= version:
+            doc: dict[str, Any] = resp.json()
+            return doc
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.1)
+
+
+def test_statements_posted_through_the_gateway(api_stack: Stack) -> None:
+    tenant = f"xapi-http-{int(time.time())}"
+    statements = [
+        xapi_statement("s1", "passed", scaled=0.9),
+        xapi_statement("s1", "completed", scaled=None),
+        xapi_statement("s1", "launched", scaled=None),  # not mapped: accepted, ignored
+    ]
+    resp = httpx.post(
+        f"{api_stack.url}/xapi/statements",
+        content=orjson.dumps(statements),
+        headers={
+            **_admin(tenant),
+            "content-type": "application/json",
+            "x-experience-api-version": "1.0.3",
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == [s["id"] for s in statements]
+    doc = _mastery(api_stack, tenant, "s1", 2)
+    assert doc["components"]["quiz"]["score"] == 0.9
+    assert doc["components"]["completion"]["score"] == 1.0
+
+
+def test_statements_on_the_topic_reach_the_tenant_of_their_home_page(api_stack: Stack) -> None:
+    student = f"x{int(time.time())}"
+    statement = xapi_statement(student, "scored", scaled=0.4, home_page=XAPI_HOME)
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{api_stack.kafka}"})
+    headers = [("content-type", b"application/json")]
+    producer.produce(XAPI_TOPIC, orjson.dumps(statement), student.encode(), headers=headers)
+    producer.produce(XAPI_TOPIC, b"{not json", student.encode(), headers=headers)
+    assert producer.flush(10) == 0
+    doc = _mastery(api_stack, XAPI_TENANT, student, 1)
+    assert doc["components"]["quiz"]["score"] == 0.4

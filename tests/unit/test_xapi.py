@@ -1,0 +1,151 @@
+"""xAPI statements decoded at the codec: the mapping table, the refusals, real shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from mastery.domain import Component
+from mastery.errors import IgnoredEvent, InvalidEvent
+from mastery.events.codec import Record, decode
+from mastery.events.xapi import CONSISTENCY, QUALITY, statement_id
+from mastery.registry import XAPI_TOPIC
+from tests.helpers import xapi_statement
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xapi"
+TENANTS = {
+    "https://moodle.school-a.example": "school-a",
+    "https://courses.school-b.example": "school-b",
+    "https://lms.example": "lms",
+}
+
+
+def _record(statement: dict[str, Any]) -> Record:
+    return Record(
+        XAPI_TOPIC, orjson.dumps(statement), headers={"content-type": b"application/json"}
+    )
+
+
+def _decode(statement: dict[str, Any], tenant: str | None = None) -> Any:
+    return decode(_record(statement), NOW, tenant=tenant, xapi_tenants=TENANTS)
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    text = (
+        (FIXTURES / name).read_text().replace("TIMESTAMP", (NOW - timedelta(hours=1)).isoformat())
+    )
+    doc: dict[str, Any] = orjson.loads(text)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("verb", "component", "score"),
+    [
+        ("completed", Component.COMPLETION, 0.8),
+        ("passed", Component.QUIZ, 0.8),
+        ("failed", Component.QUIZ, 0.8),
+        ("scored", Component.QUIZ, 0.8),
+        ("answered", Component.QUIZ, 0.8),
+    ],
+)
+def test_verbs_feed_their_component(verb: str, component: Component, score: float) -> None:
+    obs = _decode(xapi_statement("s1", verb, at=NOW, class_id="c1"))
+    assert (obs.component, obs.score, obs.tenant, obs.student_id) == (component, score, "lms", "s1")
+    assert obs.class_id == "c1"
+    assert obs.occurred_at == NOW
+
+
+def test_completed_without_a_score_is_complete() -> None:
+    assert _decode(xapi_statement("s1", "completed", scaled=None, at=NOW)).score == 1.0
+
+
+def test_raw_over_max_and_negative_scaled() -> None:
+    st = xapi_statement("s1", "scored", scaled=None, at=NOW)
+    st["result"] = {"score": {"raw": 3, "min": 1, "max": 5}}
+    assert _decode(st).score == 0.5
+    st["result"] = {"score": {"scaled": -0.5}}
+    assert _decode(st).score == 0.0
+
+
+def test_quality_and_consistency_extensions_whatever_the_verb() -> None:
+    st = xapi_statement("s1", "experienced", scaled=None, at=NOW)
+    st["result"] = {"extensions": {QUALITY: 0.7}}
+    assert (_decode(st).component, _decode(st).score) == (Component.QUALITY, 0.7)
+    st["result"] = {"extensions": {CONSISTENCY: 1}}
+    assert _decode(st).component is Component.CONSISTENCY
+    st["result"] = {"extensions": {QUALITY: 1.5}}
+    with pytest.raises(InvalidEvent, match="quality"):
+        _decode(st)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.update(verb={"id": "http://adlnet.gov/expapi/verbs/experienced"}),
+        lambda s: s.pop("result"),  # a quiz verb without a score
+        lambda s: s.update(actor={"mbox": "mailto:s1@lms.example"}),
+        lambda s: s.update(timestamp="2020-01-01T00:00:00+00:00"),  # outside the window
+        lambda s: s.update(verb={"id": "http://adlnet.gov/expapi/verbs/voided"}),
+    ],
+)
+def test_statements_that_feed_nothing_are_ignored(change: Any) -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    change(st)
+    with pytest.raises(IgnoredEvent):
+        _decode(st)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda s: s.pop("verb"), "verb"),
+        (lambda s: s.update(surprise=1), "surprise"),
+        (lambda s: s.update(id="not-a-uuid"), "id"),
+        (lambda s: s.update(result={"score": {"raw": 11, "max": 10}}), "raw"),
+        (lambda s: s["actor"]["account"].update(homePage="https://unknown.example"), "tenant"),
+        (lambda s: s["actor"]["account"].update(name="a b"), "account.name"),
+        (lambda s: s.update(timestamp="2026-11-29T12:00:00"), "timestamp"),
+    ],
+)
+def test_malformed_statements_are_refused_with_a_reason(change: Any, reason: str) -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    change(st)
+    with pytest.raises(InvalidEvent, match=reason):
+        _decode(st)
+
+
+def test_the_http_tenant_wins_over_the_mapping() -> None:
+    st = xapi_statement("s1", "scored", at=NOW, home_page="https://unknown.example")
+    assert _decode(st, tenant="from-token").tenant == "from-token"
+
+
+def test_a_statement_as_moodle_logstore_xapi_sends_it() -> None:
+    st = _fixture("moodle_quiz_attempt_submitted.json")
+    obs = _decode(st)
+    assert (obs.tenant, obs.student_id, obs.component, obs.score) == (
+        "school-a",
+        "42",
+        Component.COMPLETION,
+        0.8,
+    )
+    assert obs.class_id == "3"  # the course: .../course/view.php?id=3
+    assert obs.event_id == statement_id(st)  # no id sent: derived, stable for a resend
+    assert statement_id(st) == statement_id(orjson.loads(orjson.dumps(st)))
+
+
+def test_a_statement_as_open_edx_sends_it_through_ralph() -> None:
+    st = _fixture("openedx_problem_check.json")
+    obs = _decode(st)
+    assert (obs.tenant, obs.student_id, obs.component, obs.score) == (
+        "school-b",
+        "s-edx-7",
+        Component.QUIZ,
+        0.75,
+    )
+    assert obs.event_id == st["id"]
+    assert obs.class_id == st["context"]["registration"]
