@@ -105,12 +105,10 @@ def consume(
     topics: tuple[str, ...], group: str | None, ready_file: Path | None, metrics_port: int
 ) -> None:
     """Apply events from TOPICS in batches, committing offsets after Redis applied them."""
-    from prometheus_client import start_http_server
-
+    from mastery.bootstrap import serve_metrics
     from mastery.events.consumer import consume as run
 
-    if metrics_port:
-        start_http_server(metrics_port)
+    serve_metrics(metrics_port, "mastery-consume")
     _serve(lambda res, stop: run(res, topics, stop, group, ready_file), "mastery-consume")
 
 
@@ -406,7 +404,8 @@ def _serve(run: object, source: str) -> None:
     A configuration that Redis or the broker refuses (wrong password, untrusted
     certificate) is one line on stderr and exit status 2, not a retry loop.
     """
-    from mastery.bootstrap import build, preflight
+    from mastery import tracing
+    from mastery.bootstrap import build, preflight, serve_metrics
     from mastery.errors import Misconfigured, Unavailable
     from mastery.settings import Settings
 
@@ -415,7 +414,10 @@ def _serve(run: object, source: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        res = build(Settings(), source=source)
+        settings = Settings()
+        tracing.configure(source)
+        serve_metrics(settings.metrics_port, source)
+        res = build(settings, source=source)
         try:
             try:
                 await preflight(res)
@@ -429,7 +431,10 @@ def _serve(run: object, source: str) -> None:
             await res.aclose()
         return 0
 
-    code = uvloop.run(main_())
+    try:
+        code = uvloop.run(main_())
+    finally:
+        tracing.shutdown()  # the last spans are exported before the process ends
     if code:
         raise SystemExit(code)
 
