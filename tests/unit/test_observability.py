@@ -235,3 +235,20 @@ def test_build_info_names_the_version() -> None:
 )
 def test_dead_letter_reasons_fall_into_a_few_classes(reason: str, label: str) -> None:
     assert dlq_reason(reason) == label
+
+
+def test_metrics_can_be_served_on_a_port_of_their_own() -> None:
+    import socket
+    import urllib.request
+
+    from mastery.bootstrap import serve_metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve_metrics(port, "unit")
+    serve_metrics(port, "unit")  # once per process: a second call changes nothing
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        body = answer.read().decode()
+    assert "mastery_build_info{" in body
+    assert "# TYPE mastery_events_total counter" in body
