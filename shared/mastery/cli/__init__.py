@@ -29,6 +29,7 @@ _ready_file = click.option(
 
 
 @click.group()
+@click.version_option(package_name="mastery-engine", prog_name="mastery")
 def main() -> None:
     """Mastery Engine: learning events to an explainable mastery score."""
 
@@ -318,12 +319,33 @@ def rebuild(batch_size: int) -> None:
 @click.option("--classes", default="", help="Comma-separated, for teachers.")
 @click.option("--ttl", default=3600, show_default=True, help="Seconds until exp.")
 @click.option("--act", default=None, help="A service acting for --sub (delegated token).")
-def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | None) -> None:
-    """Print an HS256 JWT signed with MASTERY_JWT_SECRET (the dev default if unset)."""
+@click.option(
+    "--dev",
+    "dev_secret",
+    is_flag=True,
+    help="Sign with the built-in dev secret (what `mastery dev` runs with) when none is set.",
+)
+def token(
+    sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | None, dev_secret: bool
+) -> None:
+    """Print an HS256 JWT signed with MASTERY_JWT_SECRET (or MASTERY_JWT_SECRET_FILE).
+
+    With neither set it refuses, unless --dev asks for the built-in dev secret: a token
+    signed with a secret everyone knows must never be made by accident.
+    """
     import jwt
 
     from mastery.cli.dev import DEV_JWT_SECRET
+    from mastery.settings import Settings
 
+    secret = Settings().jwt_secret_value()
+    if secret is None:
+        if not dev_secret:
+            raise click.ClickException(
+                "no signing secret: set MASTERY_JWT_SECRET or MASTERY_JWT_SECRET_FILE, "
+                "or pass --dev to sign with the built-in dev secret (local stack only)"
+            )
+        secret = DEV_JWT_SECRET
     claims: dict[str, object] = {
         "sub": sub,
         "role": role,
@@ -334,7 +356,6 @@ def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | N
         claims["classes"] = classes.split(",")
     if act:
         claims["act"] = {"sub": act}
-    secret = os.environ.get("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
 
 
