@@ -50,6 +50,14 @@ __all__ = [
 #: Kafka headers that carry trace context, read in this order.
 TRACE_HEADERS = ("ce_traceparent", "traceparent")
 _STATE_HEADERS = ("ce_tracestate", "tracestate")
+#: HTTP headers that carry a caller's or an event's context, in order of preference: the
+#: request's own, KafkaSource's binary mode, the OpenFaaS kafka-connector's record headers.
+_HTTP_HEADERS = (
+    ("traceparent", "tracestate"),
+    ("ce-traceparent", "ce-tracestate"),
+    ("x-kafka-ce_traceparent", "x-kafka-ce_tracestate"),
+    ("x-kafka-traceparent", "x-kafka-tracestate"),
+)
 #: A batch span links at most this many producers' contexts.
 _MAX_LINKS = 128
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -105,15 +113,16 @@ def shutdown() -> None:
 
 
 def extract_http(headers: Mapping[str, str]) -> Context | None:
-    """The caller's context: HTTP ``traceparent``, else an event's ``ce-traceparent``.
+    """The caller's context: HTTP ``traceparent``, else the delivered event's.
 
-    A KafkaSource delivers the record's ``ce_traceparent`` as ``ce-traceparent``: with no
-    ``traceparent`` of the delivery's own, the request continues the event producer's
-    trace. None when tracing is off or neither header is there.
+    A KafkaSource delivers the record's ``ce_traceparent`` as ``ce-traceparent``, the
+    kafka-connector as ``X-Kafka-ce_traceparent``: with no ``traceparent`` of the
+    delivery's own, the request continues the event producer's trace. None when tracing
+    is off or no such header is there.
     """
     if _State.tracer is None:
         return None
-    for parent, state in (("traceparent", "tracestate"), ("ce-traceparent", "ce-tracestate")):
+    for parent, state in _HTTP_HEADERS:
         value = headers.get(parent)
         if value:
             carrier = {"traceparent": value}

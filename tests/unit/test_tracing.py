@@ -100,13 +100,14 @@ def test_on_published_headers_carry_the_current_span_and_replace_older_ones(
     assert written[2] == format(finished.context.span_id, "016x")
 
 
-def test_on_http_prefers_traceparent_and_falls_back_to_the_events_ce_traceparent(
+def test_on_http_prefers_traceparent_and_falls_back_to_the_delivered_events(
     exporter: InMemorySpanExporter,
 ) -> None:
     other = "00-11111111111111111111111111111111-2222222222222222-01"
     both = tracing.extract_http({"traceparent": PARENT, "ce-traceparent": other})
     event = tracing.extract_http({"ce-traceparent": other})
-    for ctx, expected in ((both, PARENT), (event, other)):
+    connector = tracing.extract_http({"x-kafka-ce_traceparent": other})
+    for ctx, expected in ((both, PARENT), (event, other), (connector, other)):
         with tracing.span("s", parent=ctx):
             assert tracing.trace_id() == expected.split("-")[1]
     assert tracing.extract_http({}) is None
