@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from mastery import tracing
 from mastery.errors import Unavailable, why
-from mastery.logs import logger
+from mastery.logs import access_line, logger
 from mastery.metrics import READY, REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
@@ -183,34 +183,22 @@ class FunctionApp:
         REQUEST_LATENCY.labels(self.name, route).observe(elapsed)
         if status >= 500:
             REQUEST_ERRORS.labels(self.name, route).inc()
-        if self._log.log_level <= logging.INFO:
-            self._access_line(request.method, route, status, elapsed, correlation_id, ctx)
+        if self._log.log_level <= logging.INFO:  # LOG_LEVEL=WARNING: no access lines
+            caller = ctx.caller if ctx is not None else None
+            access_line(
+                self.name,
+                {
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "correlation_id": correlation_id,
+                    "trace_id": tracing.trace_id(),
+                    "subject": caller.subject if caller else None,
+                    "tenant": caller.tenant if caller else None,
+                },
+            )
         return response
-
-    def _access_line(
-        self,
-        method: str,
-        route: str,
-        status: int,
-        elapsed: float,
-        correlation_id: str,
-        ctx: Context | None,
-    ) -> None:
-        """One line per request (``LOG_LEVEL=WARNING`` turns them off)."""
-        caller = ctx.caller if ctx is not None else None
-        self._log.info(
-            "request",
-            extra={
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "correlation_id": correlation_id,
-                "trace_id": tracing.trace_id(),
-                "subject": caller.subject if caller else None,
-                "tenant": caller.tenant if caller else None,
-            },
-        )
 
     async def _audit(self, ctx: Context, route: str, response: Response) -> Response:
         """Write the access record; without it, no data leaves (503)."""
