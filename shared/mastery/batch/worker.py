@@ -130,10 +130,13 @@ class PriorityWorker:
                 extra={"error": str(rs.outcome.exception()) if rs.outcome else ""},
             ),
         ):
-            with attempt, tracing.span(
-                "mastery.batch_message",
-                kind=tracing.SpanKind.CONSUMER,
-                parent=tracing.context_of(record.headers),
+            with (
+                attempt,
+                tracing.span(
+                    "mastery.batch_message",
+                    kind=tracing.SpanKind.CONSUMER,
+                    parent=tracing.context_of(record.headers),
+                ),
             ):
                 outcome = await self._runner.run(tenant, batch_id, outranked)
         self._log.info(
