@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 
 import redis.exceptions
 
+from mastery import tracing
 from mastery.errors import Misconfigured, Unavailable, root_cause, why
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import KafkaPublisher, probe, producer_config, reader_config
+from mastery.logs import logger
 from mastery.settings import Settings
 from mastery.store import RedisStore
 from mastery.store.client import redis_client
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import ScoringModel
 
-__all__ = ["Resources", "build", "close_resources", "preflight", "resources"]
+__all__ = ["Resources", "build", "close_resources", "preflight", "resources", "serve_metrics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +125,37 @@ _resources: Resources | None = None
 
 
 async def resources(source: str = "mastery") -> Resources:
-    """The process-wide resources, built from the environment on first call."""
+    """The process-wide resources, built from the environment on first call.
+
+    The first call also starts what the process reports through: tracing when the
+    ``OTEL_*`` variables ask for it, ``/metrics`` on ``MASTERY_METRICS_PORT`` when set.
+    """
     global _resources
     if _resources is None:
         async with _lock:
             if _resources is None:
-                _resources = build(Settings(), source=source)
+                settings = Settings()
+                tracing.configure(source)
+                serve_metrics(settings.metrics_port, source)
+                _resources = build(settings, source=source)
     return _resources
+
+
+_metrics_ports: set[int] = set()
+
+
+def serve_metrics(port: int, source: str) -> None:
+    """Serve Prometheus ``/metrics`` on ``port`` (a thread), once per process; 0: not at all."""
+    if not port or port in _metrics_ports:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port)
+    except OSError as exc:  # taken: the function's own /metrics still answers
+        logger(source).warning("metrics port unavailable", extra={"port": port, "error": str(exc)})
+        return
+    _metrics_ports.add(port)
 
 
 async def close_resources() -> None:

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, validation_alias="MASTERY_JWT_AUDIENCE")
     jwt_leeway_s: int = Field(30, ge=0, validation_alias="MASTERY_JWT_LEEWAY_SECONDS")
     port: int = Field(8080, validation_alias="MASTERY_PORT")
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias="MASTERY_METRICS_PORT")
+    """Also serve Prometheus ``/metrics`` on this port (0: only on the function's own)."""
     rate_limit_student: int = Field(50, gt=0, validation_alias="MASTERY_RATE_LIMIT_STUDENT")
     rate_limit_teacher: int = Field(300, gt=0, validation_alias="MASTERY_RATE_LIMIT_TEACHER")
     rate_limit_admin: int = Field(1000, gt=0, validation_alias="MASTERY_RATE_LIMIT_ADMIN")

@@ -345,6 +345,23 @@ def test_mastery_batch_submits_follows_and_summarises(stack: Stack, tmp_path: Pa
     assert doc["priority"] == "high"
 
 
+def test_each_function_serves_its_metrics_where_make_run_says(stack: Stack) -> None:
+    from mastery.cli.dev import Stack as DevStack
+    from mastery.cli.dev import describe
+
+    # The address `mastery dev` prints: the first function's port, /metrics.
+    dev = DevStack(ROOT / "functions", stack.port, env={"REDIS_URL": "r",
+                   "KAFKA_BOOTSTRAP_SERVERS": "k", "MASTERY_JWT_SECRET": "s"})  # fmt: skip
+    dev.bases = {spec.name: f"http://127.0.0.1:{stack.port + i}"
+                 for i, spec in enumerate(FUNCTIONS, start=1)}  # fmt: skip
+    printed = [line for line in describe(dev).splitlines() if "/metrics" in line]
+    [url] = [w.rstrip(")") for w in printed[0].split() if w.endswith("/metrics)")]
+    resp = httpx.get(url.removeprefix("(e.g. "), timeout=5)
+    assert resp.status_code == 200
+    assert "mastery_build_info{" in resp.text
+    assert "mastery_requests_total" in resp.text or "# TYPE mastery_requests counter" in resp.text
+
+
 def test_ctrl_c_stops_every_child(stack: Stack) -> None:
     children = _descendants(stack.proc.pid)
     assert len(children) >= 2 + 2 * len(FUNCTIONS)  # redis, tansu, functions, triggers, gateway

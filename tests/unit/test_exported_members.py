@@ -99,6 +99,21 @@ _EXPECTED: dict[str, set[str]] = {
         "submit_batch",
     },
     "mastery.events.codec": {"AVRO", "JSON", "Record", "decode", "encode"},
+    "mastery.tracing": {
+        "TRACE_HEADERS",
+        "SpanKind",
+        "configure",
+        "context_of",
+        "enabled",
+        "extract_http",
+        "inject_headers",
+        "install",
+        "name_route",
+        "shutdown",
+        "span",
+        "trace_id",
+        "wanted",
+    },
 }
 _PACKAGES = ["mastery.domain", "mastery.store", "mastery.web", "mastery.mcp"]
 

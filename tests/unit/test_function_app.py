@@ -149,3 +149,35 @@ async def test_no_audit_record_no_data() -> None:
     assert resp.headers["retry-after"] == "1"
     assert "lost-1" in resp.text  # the correlation id, so the caller can report it
     assert "function" not in resp.json()  # the handler's answer was not sent
+
+
+async def test_one_access_line_per_request_with_route_status_duration_and_ids(
+    app: FunctionApp,
+) -> None:
+    stream = io.StringIO()
+    logger("unit-fn")._logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    async with _client(app) as c:
+        await c.post("/teapot", headers={"x-correlation-id": "line-1"})
+        await c.post("/nope", headers={"x-correlation-id": "line-2"})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [line for line in lines if line.get("message") == "request"]
+    assert [(a["method"], a["route"], a["status"], a["correlation_id"]) for a in access] == [
+        ("POST", "POST /teapot", 409, "line-1"),
+        ("POST", "unmatched", 404, "line-2"),
+    ]
+    assert all(a["level"] == "INFO" and a["duration_ms"] >= 0 for a in access)
+    # Tracing off: no trace id; no caller authenticated: no subject (None fields are left out).
+    assert all(a.get("trace_id") is None and a.get("subject") is None for a in access)
+
+
+async def test_the_access_line_follows_the_log_level(app: FunctionApp) -> None:
+    stream = io.StringIO()
+    log = logger("unit-fn")
+    log._logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    log.setLevel("WARNING")
+    try:
+        async with _client(app) as c:
+            await c.post("/echo")
+    finally:
+        log.setLevel("INFO")
+    assert "request" not in stream.getvalue()

@@ -45,8 +45,9 @@ def test_runs_as_a_numeric_non_root_user() -> None:
 
 
 def test_installs_the_package_without_extras() -> None:
-    installs = re.findall(r"pip install (\S+)", _dockerfile())
+    installs = re.findall(r"pip install (?:-c constraints\.txt )?(\S+)", _dockerfile())
     assert installs == ["."], installs
+    assert "pip install -c constraints.txt ." in _dockerfile()  # pinned, reproducible
     assert "[local" not in _dockerfile()  # the extra with the embedded broker
 
 

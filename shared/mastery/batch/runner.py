@@ -10,6 +10,7 @@ the batch is closed: it never hangs.
 
 from __future__ import annotations
 
+import time
 from contextlib import aclosing
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from mastery import tracing
 from mastery.batch.evaluate import error_result, evaluate, tally
 from mastery.domain.batch import BatchStatus, StudentError
+from mastery.metrics import BATCH_DURATION, BATCH_STUDENTS, BATCHES, BATCHES_RUNNING
 from mastery.store.batches import BatchStore
 
 if TYPE_CHECKING:
@@ -80,6 +83,27 @@ class BatchRunner:
         Raises:
             Unavailable: Redis is down; what was stored stays, run it again.
         """
+        started = time.perf_counter()
+        BATCHES_RUNNING.inc()
+        try:
+            with tracing.span("mastery.batch_run", attributes={"mastery.batch_id": batch_id}):
+                outcome = await self._run(tenant, batch_id, should_yield)
+        except Exception:
+            BATCHES.labels("error").inc()
+            raise
+        finally:
+            BATCHES_RUNNING.dec()
+        BATCHES.labels(outcome.value).inc()
+        if outcome in (RunOutcome.DONE, RunOutcome.YIELDED):
+            BATCH_DURATION.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _run(
+        self,
+        tenant: str,
+        batch_id: str,
+        should_yield: Callable[[], Awaitable[bool]] | None,
+    ) -> RunOutcome:
         prior = await self._batches.start(tenant, batch_id, self._now_ms())
         if prior is None:
             return RunOutcome.MISSING
@@ -121,6 +145,7 @@ class BatchRunner:
                 )
                 fresh += await self._save(record, results, erased_since)
                 position += len(part)
+                BATCH_STUDENTS.inc(len(part))
                 if self._observer is not None:
                     await self._observer(batch_id, position)
         late = [error_result(s, StudentError.TIMEOUT) for s in todo[position:]]

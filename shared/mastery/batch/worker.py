@@ -24,6 +24,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from mastery import tracing
 from mastery.batch.messages import batch_topic, decode_batch, priority_of
 from mastery.batch.runner import BatchRunner, RunOutcome, batch_runner
 from mastery.domain.batch import Priority
@@ -31,6 +32,7 @@ from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.consumer import commit_offsets
 from mastery.events.kafka import consumer_config, dead_letter, to_record
 from mastery.logs import logger
+from mastery.metrics import DEAD_LETTERS, dlq_reason
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -112,6 +114,7 @@ class PriorityWorker:
             self._log.warning("dead-lettering a batch message", extra={"reason": exc.reason})
             dead = dead_letter(record, exc.reason, datetime.now(UTC), "batch-worker")
             await self._res.publisher.publish([dead])
+            DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
             return True
 
         async def outranked() -> bool:
@@ -127,7 +130,14 @@ class PriorityWorker:
                 extra={"error": str(rs.outcome.exception()) if rs.outcome else ""},
             ),
         ):
-            with attempt:
+            with (
+                attempt,
+                tracing.span(
+                    "mastery.batch_message",
+                    kind=tracing.SpanKind.CONSUMER,
+                    parent=tracing.context_of(record.headers),
+                ),
+            ):
                 outcome = await self._runner.run(tenant, batch_id, outranked)
         self._log.info(
             "batch run",

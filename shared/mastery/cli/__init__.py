@@ -29,6 +29,7 @@ _ready_file = click.option(
 
 
 @click.group()
+@click.version_option(package_name="mastery-engine", prog_name="mastery")
 def main() -> None:
     """Mastery Engine: learning events to an explainable mastery score."""
 
@@ -105,12 +106,10 @@ def consume(
     topics: tuple[str, ...], group: str | None, ready_file: Path | None, metrics_port: int
 ) -> None:
     """Apply events from TOPICS in batches, committing offsets after Redis applied them."""
-    from prometheus_client import start_http_server
-
+    from mastery.bootstrap import serve_metrics
     from mastery.events.consumer import consume as run
 
-    if metrics_port:
-        start_http_server(metrics_port)
+    serve_metrics(metrics_port, "mastery-consume")
     _serve(lambda res, stop: run(res, topics, stop, group, ready_file), "mastery-consume")
 
 
@@ -327,12 +326,33 @@ def rebuild(batch_size: int, group: str) -> None:
 @click.option("--classes", default="", help="Comma-separated, for teachers.")
 @click.option("--ttl", default=3600, show_default=True, help="Seconds until exp.")
 @click.option("--act", default=None, help="A service acting for --sub (delegated token).")
-def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | None) -> None:
-    """Print an HS256 JWT signed with MASTERY_JWT_SECRET (the dev default if unset)."""
+@click.option(
+    "--dev",
+    "dev_secret",
+    is_flag=True,
+    help="Sign with the built-in dev secret (what `mastery dev` runs with) when none is set.",
+)
+def token(
+    sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | None, dev_secret: bool
+) -> None:
+    """Print an HS256 JWT signed with MASTERY_JWT_SECRET (or MASTERY_JWT_SECRET_FILE).
+
+    With neither set it refuses, unless --dev asks for the built-in dev secret: a token
+    signed with a secret everyone knows must never be made by accident.
+    """
     import jwt
 
     from mastery.cli.dev import DEV_JWT_SECRET
+    from mastery.settings import Settings
 
+    secret = Settings().jwt_secret_value()
+    if secret is None:
+        if not dev_secret:
+            raise click.ClickException(
+                "no signing secret: set MASTERY_JWT_SECRET or MASTERY_JWT_SECRET_FILE, "
+                "or pass --dev to sign with the built-in dev secret (local stack only)"
+            )
+        secret = DEV_JWT_SECRET
     claims: dict[str, object] = {
         "sub": sub,
         "role": role,
@@ -343,7 +363,6 @@ def token(sub: str, role: str, tenant: str, classes: str, ttl: int, act: str | N
         claims["classes"] = classes.split(",")
     if act:
         claims["act"] = {"sub": act}
-    secret = os.environ.get("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
 
 
@@ -452,7 +471,8 @@ def _serve(run: object, source: str) -> None:
     certificate), or a state the worker must not go on from, is one line on stderr and
     exit status 2, not a retry loop.
     """
-    from mastery.bootstrap import build, preflight
+    from mastery import tracing
+    from mastery.bootstrap import build, preflight, serve_metrics
     from mastery.errors import Misconfigured, Unavailable
     from mastery.settings import Settings
 
@@ -461,7 +481,10 @@ def _serve(run: object, source: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        res = build(Settings(), source=source)
+        settings = Settings()
+        tracing.configure(source)
+        serve_metrics(settings.metrics_port, source)
+        res = build(settings, source=source)
         try:
             try:
                 await preflight(res)
@@ -479,7 +502,10 @@ def _serve(run: object, source: str) -> None:
             await res.aclose()
         return 0
 
-    code = uvloop.run(main_())
+    try:
+        code = uvloop.run(main_())
+    finally:
+        tracing.shutdown()  # the last spans are exported before the process ends
     if code:
         raise SystemExit(code)
 

@@ -42,6 +42,8 @@ class Stack:
     data_dir: Path = Path("data")
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    bases: dict[str, str] = field(default_factory=dict)
+    """Each function's own address (its ``/metrics``, ``/ready``), by name."""
 
     def spawn(self, name: str, argv: list[str], **env: str) -> None:
         proc = subprocess.Popen(argv, env={**self.env, **env}, preexec_fn=die_with_parent)
@@ -97,6 +99,7 @@ class Stack:
                 PORT=str(port),
             )
             bases[spec.name] = base
+            self.bases[spec.name] = base
             routes |= {route: base for route in spec.routes}
             if spec.worker:  # consumes its topics itself, in the order it needs
                 name = spec.worker
@@ -181,6 +184,19 @@ def _kept(stack: Stack) -> str:
     return f"  (data kept in {stack.data_dir.resolve() / 'redis'})"
 
 
+def _metrics_lines(stack: Stack) -> list[str]:
+    """Where Prometheus scrapes: each function process serves its own ``/metrics``."""
+    if not stack.bases:
+        return []
+    ports = sorted(int(base.rsplit(":", 1)[1]) for base in stack.bases.values())
+    query = stack.bases.get("mastery-query", next(iter(stack.bases.values())))
+    return [
+        f"             metrics    GET /metrics on each function, ports {ports[0]}-{ports[-1]}"
+        f" (e.g. {query}/metrics)",
+        "                        dashboard and alerts: infra/observability/",
+    ]
+
+
 def describe(stack: Stack) -> str:
     host = f"http://127.0.0.1:{stack.port}"
     return "\n".join(
@@ -189,7 +205,8 @@ def describe(stack: Stack) -> str:
             f"             redis      {stack.env['REDIS_URL']}{_kept(stack)}",
             f"             kafka      {stack.env['KAFKA_BOOTSTRAP_SERVERS']}",
             f"             JWT secret {stack.env['MASTERY_JWT_SECRET']}",
-            "             a token:   mastery token --sub s1 --role student --tenant school-a",
+            "             a token:   mastery token --dev --sub s1 --role student --tenant school-a",
+            *_metrics_lines(stack),
             "             Ctrl-C stops everything.",
         ]
     )

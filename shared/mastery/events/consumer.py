@@ -13,6 +13,11 @@ tenant's offsets are not what this consumer last wrote (writes lost, or another
 consumer moved them), the batch stops there, the consumer re-reads every offset and
 seeks its partitions back. Offsets are still committed to Kafka after each batch, for
 lag monitoring (KEDA) only.
+
+Measured (``mastery.metrics``): per batch and partition, the time its oldest record
+waited in Kafka before it was applied (``mastery_consumer_lag_seconds``), and every few
+seconds how many records each assigned partition still holds past what was applied
+(``mastery_consumer_lag_messages``, from the high watermarks the fetches brought back).
 """
 
 from __future__ import annotations
@@ -23,13 +28,20 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.aio import AIOConsumer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
 from mastery.logs import logger
+from mastery.metrics import CONSUMER_LAG, CONSUMER_LAG_MESSAGES
 from mastery.store import OffsetBook
 from mastery.store.offsets import partition_field
 
@@ -105,6 +117,7 @@ class _Position:
         self.book = OffsetBook(group)
         self.applied: Ends = {}
         self.advanced_at = time.monotonic()
+        self.measured_at = time.monotonic()
 
     async def place(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
         """Start each assigned partition where Redis says its events are all applied.
@@ -252,6 +265,8 @@ async def _apply_in_order(
         with attempt:
             await res.ingestor.apply(batch, (position.book, ends))
     position.applied.update(ends)
+    _measure_wait(messages)
+    await _measure_backlog(consumer, position, offsets)
     async for attempt in _retrying("redis unavailable, retrying to advance offsets"):
         with attempt:
             await position.advance_idle({obs.tenant for obs, _ in batch.accepted})
@@ -269,6 +284,39 @@ async def commit_offsets(
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
         _log().warning("offset commit failed", extra={"error": str(exc)})
+
+
+def _measure_wait(messages: Sequence[Message]) -> None:
+    """Per partition, how long the batch's oldest record waited in Kafka to be applied."""
+    now_ms = time.time() * 1000
+    seen: set[tuple[str, int]] = set()
+    for m in messages:
+        key = (m.topic() or "", m.partition() or 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        kind, at_ms = m.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE:
+            CONSUMER_LAG.labels(key[0]).observe(max(0.0, (now_ms - at_ms) / 1000))
+
+
+async def _measure_backlog(
+    consumer: AIOConsumer, position: _Position, offsets: Sequence[TopicPartition]
+) -> None:
+    """Every few seconds: records left past the applied ones, per partition of the batch.
+
+    The watermarks are the ones the last fetch brought (``cached``): no broker call.
+    """
+    if time.monotonic() - position.measured_at < _ADVANCE_EVERY_S:
+        return
+    position.measured_at = time.monotonic()
+    for tp in offsets:
+        try:
+            _low, high = await consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            continue
+        if high >= 0:
+            CONSUMER_LAG_MESSAGES.labels(tp.topic).observe(max(0, high - tp.offset))
 
 
 def _retrying(message: str) -> AsyncRetrying:

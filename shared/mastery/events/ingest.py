@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from mastery.domain import DEFAULT_MODEL
+from mastery import tracing
+from mastery.domain import DEFAULT_MODEL, Level
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import decode
 from mastery.events.kafka import OutMessage, dead_letter
 from mastery.events.notifications import level_changed
-from mastery.metrics import EVENTS
+from mastery.metrics import DEAD_LETTERS, EVENT_AGE, EVENTS, LEVEL_CHANGES, dlq_reason
 from mastery.store import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from opentelemetry.context import Context
 
     from mastery.domain import Observation, ScoringModel
     from mastery.events.codec import Record
@@ -62,6 +65,8 @@ class Batch:
     dead: list[OutMessage] = field(default_factory=list)
     slots: list[int | Result] = field(default_factory=list)
     """Per record: its index into ``accepted``, or its outcome (rejected, ignored) and why."""
+    traces: list[Context | None] = field(default_factory=list)
+    """Each record's producer context, when tracing is on (the apply span links them)."""
 
 
 class Ingestor:
@@ -109,6 +114,8 @@ class Ingestor:
         now = self._clock()
         batch = Batch(now)
         xapi = self._xapi_tenants
+        if tracing.enabled():
+            batch.traces = [tracing.context_of(r.headers) for r in records]
         for record in records:
             try:
                 obs = decode(record, now, self._model, tenant=tenant, xapi_tenants=xapi)
@@ -128,9 +135,35 @@ class Ingestor:
         self, batch: Batch, offsets: tuple[OffsetBook, Mapping[str, int]] | None = None
     ) -> list[Result]:
         """Dead-letter, apply and audit a prepared batch, then publish its level changes."""
+        if not tracing.enabled():
+            return await self._apply(batch, offsets)
+        # Inside a request (an HTTP delivery, which continues its event's trace) the
+        # request's span is the parent; a consumer's batch starts a trace of its own,
+        # except for a single traced event, whose trace it continues. Either links the
+        # producers' contexts.
+        traced = [t for t in batch.traces if t is not None]
+        in_request = tracing.trace_id() is not None
+        parent = traced[0] if len(traced) == 1 and not in_request else None
+        with tracing.span(
+            "mastery.apply_batch",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=parent,
+            links=traced,
+            attributes={
+                "messaging.batch.message_count": len(batch.slots),
+                "mastery.accepted": len(batch.accepted),
+                "mastery.rejected": len(batch.dead),
+            },
+        ):
+            return await self._apply(batch, offsets)
+
+    async def _apply(
+        self, batch: Batch, offsets: tuple[OffsetBook, Mapping[str, int]] | None
+    ) -> list[Result]:
         # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
         await self._publisher.publish(batch.dead)
-        applied = await self._store.apply(batch.accepted, batch.rejected, batch.now, offsets)
+        with tracing.span("redis apply", kind=tracing.SpanKind.CLIENT):
+            applied = await self._store.apply(batch.accepted, batch.rejected, batch.now, offsets)
         await self._notify(applied)
 
         outcomes = applied.outcomes
@@ -138,6 +171,7 @@ class Ingestor:
             (outcomes[slot], None) if isinstance(slot, int) else slot for slot in batch.slots
         ]
         _count(results)
+        _ages(batch, outcomes)
         return results
 
     async def _notify(self, applied: Applied) -> None:
@@ -149,6 +183,7 @@ class Ingestor:
         if not notes:
             return
         await self._publisher.publish([level_changed(n, self._source) for n in notes.values()])
+        _count_changes(note for _, _, note in applied.notes)
         by_tenant: dict[str, list[str]] = {}
         for tenant, entry in notes:
             by_tenant.setdefault(tenant, []).append(entry)
@@ -181,8 +216,27 @@ def audit_record(record: Record, obs: Observation | None, now: datetime) -> byte
 
 def _count(results: Sequence[Result]) -> None:
     tally = {o: 0 for o in Outcome}
-    for outcome, _ in results:
+    for outcome, reason in results:
         tally[outcome] += 1
+        if reason is not None:
+            DEAD_LETTERS.labels(dlq_reason(reason)).inc()
     for outcome, n in tally.items():
         if n:
             EVENTS.labels("dead_lettered" if outcome is Outcome.REJECTED else outcome.value).inc(n)
+
+
+def _ages(batch: Batch, outcomes: Sequence[Outcome]) -> None:
+    """Event age (occurred -> applied) of the events this batch applied."""
+    now = batch.now
+    for (obs, _), outcome in zip(batch.accepted, outcomes, strict=True):
+        if outcome is Outcome.APPLIED:
+            EVENT_AGE.observe(max(0.0, (now - obs.occurred_at).total_seconds()))
+
+
+def _count_changes(notes: Iterable[bytes]) -> None:
+    """Level changes by direction (the notes' old and new levels)."""
+    rank = {level.value: i for i, level in enumerate(Level)}
+    for note in notes:
+        doc = orjson.loads(note)
+        up = rank.get(doc.get("new_level"), 0) > rank.get(doc.get("old_level"), 0)
+        LEVEL_CHANGES.labels("up" if up else "down").inc()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from mastery import tracing
 from mastery.domain import Component
 from mastery.errors import Misconfigured, Unavailable
 from mastery.events.codec import Record
@@ -307,8 +308,28 @@ class KafkaPublisher:
             producer.poll(0.05)
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
+        """Send ``messages``; each carries the current trace context when tracing is on."""
         if not messages:
             return
+        if not tracing.enabled():
+            return await self._publish(messages)
+        topics = sorted({m.topic for m in messages})
+        with tracing.span(
+            f"{','.join(topics)} publish",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": ",".join(topics),
+                "messaging.batch.message_count": len(messages),
+            },
+        ):
+            traced = [
+                OutMessage(m.topic, m.value, m.key, tracing.inject_headers(m.headers))
+                for m in messages
+            ]
+            await self._publish(traced)
+
+    async def _publish(self, messages: Sequence[OutMessage]) -> None:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in messages]
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio.cluster import RedisCluster
 
+from mastery import tracing
 from mastery.domain.cohort import MetricFigures
 from mastery.domain.days import end_of_day
 from mastery.store import keys
@@ -54,7 +55,8 @@ class StudentReads(RedisConnection):
 
     async def load(self, tenant: str, student: str) -> StudentState | None:
         """The student's state, ``None`` when nothing is held for them."""
-        raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
+        with tracing.span("redis state read", kind=tracing.SpanKind.CLIENT):
+            raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
         return parse_state(raw) if raw else None
 
     async def load_many(self, tenant: str, students: Sequence[str]) -> list[StudentState | None]:

@@ -1,12 +1,14 @@
 """``FunctionApp``: what every HTTP function shares at its edge.
 
 Routing of its own paths plus ``/health``, ``/ready`` and ``/metrics``; correlation ids;
-problem+json for every error; request metrics; JSON logs. A function's ``main.py`` wraps
-one of these in ``@functions_framework.aio.http``.
+problem+json for every error; request metrics; one access log line per request; the
+caller's W3C ``traceparent`` continued by a server span (``mastery.tracing``). A
+function's ``main.py`` wraps one of these in ``@functions_framework.aio.http``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -18,9 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from mastery import tracing
 from mastery.errors import Unavailable, why
-from mastery.logs import logger
-from mastery.metrics import REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
+from mastery.logs import access_line, logger
+from mastery.metrics import READY, REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
 from mastery.web.problems import Problem, from_validation
@@ -129,7 +132,16 @@ class FunctionApp:
             return await self._ready()
         if path == "/openapi.json" and request.method == "GET":
             return json_response(self.openapi())
-        return await self._dispatch(request, path)
+        if not tracing.enabled():
+            return await self._dispatch(request, path)
+        parent = tracing.extract_http(request.headers)
+        with tracing.span(
+            f"{request.method} {path}", kind=tracing.SpanKind.SERVER, parent=parent
+        ) as span:
+            response = await self._dispatch(request, path)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+            return response
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this function's routes."""
@@ -181,10 +193,28 @@ class FunctionApp:
             response.headers.update(ctx.response_headers)
         response.headers["X-Correlation-ID"] = correlation_id
         status = response.status_code
+        elapsed = time.perf_counter() - started
+        if tracing.enabled():
+            tracing.name_route(route)
         REQUESTS.labels(self.name, route, request.method, str(status)).inc()
-        REQUEST_LATENCY.labels(self.name, route).observe(time.perf_counter() - started)
+        REQUEST_LATENCY.labels(self.name, route).observe(elapsed)
         if status >= 500:
             REQUEST_ERRORS.labels(self.name, route).inc()
+        if self._log.log_level <= logging.INFO:  # LOG_LEVEL=WARNING: no access lines
+            caller = ctx.caller if ctx is not None else None
+            access_line(
+                self.name,
+                {
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "correlation_id": correlation_id,
+                    "trace_id": tracing.trace_id(),
+                    "subject": caller.subject if caller else None,
+                    "tenant": caller.tenant if caller else None,
+                },
+            )
         return response
 
     async def _audit(self, ctx: Context, route: str, response: Response) -> Response:
@@ -203,12 +233,15 @@ class FunctionApp:
         try:
             res = await self._resources(self.name)
         except Exception as exc:  # settings that do not parse, for one
+            READY.labels(self.name, "configured").set(0)
             return Problem(503, f"not configured: {type(exc).__name__}").response()
         checks["redis"] = await _check(res.store.ping())
         if self._uses_kafka or self._uses_auth:  # data functions write the access audit
             checks["kafka"] = await _check(res.publisher.check())
         if self._uses_auth:
             checks["jwt_secret"] = "ok" if res.authenticator else "MASTERY_JWT_SECRET not set"
+        for check, state in checks.items():
+            READY.labels(self.name, check).set(1 if state == "ok" else 0)
         if all(v == "ok" for v in checks.values()):
             return json_response({"status": "ready", "checks": checks})
         return Problem(503, "not ready", headers=_RETRY_AFTER, checks=checks).response()

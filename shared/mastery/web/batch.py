@@ -26,6 +26,7 @@ from mastery.domain.batch import BatchStatus, Priority
 from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.kafka import dead_letter
 from mastery.events.models import ID_PATTERN
+from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.store.batches import BatchRecord, BatchStore
 from mastery.web.app import json_response, read_body, read_limited
@@ -157,6 +158,7 @@ async def _enqueue(ctx: Context, principal: Principal, body: BatchRequest) -> Re
     message = batch_message(prefix, body.priority, tenant, record.batch_id, now, ctx.function)
     try:
         await res.publisher.publish([message])
+        BATCHES_SUBMITTED.labels(body.priority.value).inc()
     except Unavailable:
         with contextlib.suppress(Unavailable):  # else it expires; nobody was told its id
             await batches.delete(record.tenant, record.batch_id)
@@ -234,6 +236,7 @@ async def batch_event(request: Request, ctx: Context) -> Response:
     except InvalidEvent as exc:
         dead = dead_letter(record, exc.reason, datetime.now(UTC), ctx.function)
         await res.publisher.publish([dead])
+        DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
         return json_response({"outcome": "rejected", "reason": exc.reason})
     outcome = await batch_runner(res).run(tenant, batch_id)
     return json_response({"outcome": outcome.value, "batch_id": batch_id})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from mastery.metrics import RATE_LIMITED
 from mastery.policy import Role
 from mastery.store import keys
 from mastery.web.problems import Problem
@@ -38,6 +39,7 @@ async def enforce_rate_limit(
         "RateLimit-Policy": f"{decision.limit};w=60",
     }
     if not decision.allowed:
+        RATE_LIMITED.labels(principal.role.value).inc()
         retry = str(max(1, math.ceil(decision.retry_after_s)))
         raise Problem(
             429,
