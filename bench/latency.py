@@ -38,6 +38,7 @@ from bench._events import create_event_topics, learning_event
 from bench._harness import BIN, Row, percentile, progress
 from mastery.domain import Component
 from mastery.events.kafka import producer_config
+from mastery.store import keys
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,7 +54,7 @@ SEGMENT_SECONDS = 5  # measured, per segment
 WARMUP_SECONDS = 1  # sent first in each segment, not measured: consumer start-up
 TENANT = "bench-latency"
 DUE = struct.Struct("<d")
-_PATTERN = f"__keyspace@0__:m:{{{TENANT}:*}}:state"
+_PATTERN = f"__keyspace@0__:{keys.student_prefix(TENANT, '*')}state"
 
 
 async def run(stack: Stack) -> list[Row]:
@@ -155,7 +156,7 @@ async def _event_to_state(stack: Stack, events: list[KafkaEvent]) -> tuple[list[
         while len(applied) < len(events):
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None:
-                seq = int(message["channel"].rsplit(b":l", 1)[1].split(b"}", 1)[0])
+                seq = int(message["channel"].rsplit(b":s:l", 1)[1].split(b":", 1)[0])
                 applied.setdefault(seq, loop.time())
 
     listener = asyncio.create_task(listen())
