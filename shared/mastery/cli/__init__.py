@@ -8,8 +8,10 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import uvloop
@@ -366,42 +368,39 @@ def token(
     click.echo(jwt.encode(claims, secret, algorithm="HS256"))
 
 
+def _write_option(document: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--write",
+        "target",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Write to this file instead of stdout ({document}).",
+    )
+
+
+def _emit(text: str, target: Path | None) -> None:
+    if target is None:
+        click.echo(text, nl=False)
+    else:
+        target.write_text(text)
+
+
 @main.command()
-@click.option(
-    "--write",
-    "target",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write to this file instead of stdout (docs/openapi.json).",
-)
+@_write_option("docs/openapi.json")
 def openapi(target: Path | None) -> None:
     """Print the merged OpenAPI 3.1 document the gateway serves."""
     from mastery.web.openapi import gateway_document, rendered
 
-    text = rendered(gateway_document())
-    if target is None:
-        click.echo(text, nl=False)
-    else:
-        target.write_text(text)
+    _emit(rendered(gateway_document()), target)
 
 
 @main.command()
-@click.option(
-    "--write",
-    "target",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write to this file instead of stdout (docs/asyncapi.json).",
-)
+@_write_option("docs/asyncapi.json")
 def asyncapi(target: Path | None) -> None:
     """Print the AsyncAPI 3 document of the topics."""
     from mastery.events.asyncapi import asyncapi_document, rendered
 
-    text = rendered(asyncapi_document())
-    if target is None:
-        click.echo(text, nl=False)
-    else:
-        target.write_text(text)
+    _emit(rendered(asyncapi_document()), target)
 
 
 @main.command()
