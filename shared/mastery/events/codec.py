@@ -110,7 +110,8 @@ def _decode_xapi(
         raise InvalidEvent(f"unsupported content-type {content_type!r} for an xAPI statement")
     raw = data if isinstance(data, dict) else _loads(data)
     statement = parse_statement(raw)
-    event_id = attrs.get("id") or statement_id(raw)
+    # The statement's own id (as a voiding names it), else the record's, else derived.
+    event_id = str(statement.id) if statement.id else attrs.get("id") or statement_id(raw)
     if len(event_id) > _MAX_ID:
         raise InvalidEvent(f"ce_id longer than {_MAX_ID} characters")
     return observation_of(statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model)
