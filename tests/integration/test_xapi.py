@@ -12,6 +12,7 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.events.codec import Record
+from mastery.events.kafka import to_record
 from mastery.events.xapi import QUALITY
 from mastery.registry import XAPI_TOPIC
 from mastery.store import Outcome, keys
@@ -270,4 +271,72 @@ async def test_erasure_deletes_what_a_voiding_needs(
     assert await redis.hlen(keys.xapi(tenant, "a")) == 3  # two statements, the prune mark
     await res.store.erase(tenant, "a", datetime.now(UTC))
     assert await redis.exists(keys.xapi(tenant, "a")) == 0
+    await res.aclose()
+
+
+# Posted statements on the topic ----------------------------------------------------------
+
+
+async def test_posted_statements_go_on_the_topic_with_their_tenant(
+    settings: Settings, tenant: str
+) -> None:
+    res = build(settings, source="test")  # no homePage mapping: the header names the tenant
+    posted = xapi_statement("s5", "passed", scaled=0.7, home_page="https://nobody.example")
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=posted, headers={**token("a1", "admin", tenant), **_V}
+        )
+    assert resp.status_code == 200, resp.text
+    [message] = [
+        m for m in read_to_end(settings, XAPI_TOPIC) if headers_of(m).get("ce_id") == posted["id"]
+    ]
+    assert headers_of(message)["mastery_tenant"] == tenant
+    assert message.key() == b"s5"
+    # The topic's consumer meets it as a duplicate, in the tenant the header names.
+    assert await _outcomes(res, [to_record(message)]) == [Outcome.DUPLICATE]
+    state = await res.store.load(tenant, "s5")
+    assert state is not None
+    assert state.version == 1
+    await res.aclose()
+
+
+async def test_the_tenant_header_wins_over_the_home_page(settings: Settings, tenant: str) -> None:
+    home = f"https://{tenant}.lms.example"
+    res = build(settings.model_copy(update={"xapi_tenants": {home: "elsewhere"}}), source="test")
+    [statement] = _topic(xapi_statement("s6", "passed", home_page=home))
+    named = Record(
+        statement.topic,
+        statement.value,
+        statement.key,
+        {**statement.headers, "mastery_tenant": tenant.encode()},
+    )
+    bad = Record(
+        statement.topic,
+        statement.value,
+        statement.key,
+        {**statement.headers, "mastery_tenant": b"not a tenant"},
+    )
+    outcomes = await res.ingestor.ingest([named, bad])
+    assert [o for o, _ in outcomes] == [Outcome.APPLIED, Outcome.REJECTED]
+    assert "mastery_tenant" in (outcomes[1][1] or "")
+    assert await res.store.load(tenant, "s6") is not None
+    assert await res.store.load("elsewhere", "s6") is None
+    await res.aclose()
+
+
+async def test_without_the_broker_a_post_is_503_and_nothing_is_applied(
+    settings: Settings, tenant: str
+) -> None:
+    no_broker = settings.model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+    )
+    res = build(no_broker, source="test")
+    statement = xapi_statement("s7", "passed")
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=statement, headers={**token("a1", "admin", tenant), **_V}
+        )
+    assert resp.status_code == 503
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert await res.store.load(tenant, "s7") is None
     await res.aclose()

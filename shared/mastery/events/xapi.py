@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSISTENCY",
     "QUALITY",
+    "TENANT_HEADER",
     "VERBS",
     "VOIDED",
     "XAPI_TOPIC",
@@ -66,6 +67,10 @@ VERBS: Mapping[str, Component] = {
     f"{ADL}answered": Component.QUIZ,
 }
 VOIDED = f"{ADL}voided"
+#: A ``mastery.xapi`` record's tenant, when its producer knows it (``POST /xapi/statements``
+#: puts the token's): honoured before the ``account.homePage`` mapping. Only trusted
+#: producers may write the topic (Kafka ACLs, docs/decisions.md).
+TENANT_HEADER = "mastery_tenant"
 _ID = re.compile(ID_PATTERN)
 _SEGMENT = re.compile(r"[/=#]")
 _NS = uuid.UUID("5b6a3f4e-9f0b-4c31-9a44-1d7e0c2f6a10")
@@ -249,8 +254,9 @@ def observation_of(
     """The observation a statement stands for.
 
     Args:
-        tenant: the caller's tenant (HTTP, from the token); ``None`` on the topic, where
-            ``tenants`` maps the actor's ``account.homePage`` to one.
+        tenant: the caller's tenant (HTTP, from the token; on the topic, the record's
+            ``TENANT_HEADER``), else ``None``: ``tenants`` maps the actor's
+            ``account.homePage`` to one.
     Raises:
         IgnoredEvent: valid xAPI that feeds no component (or lies outside the window).
         InvalidEvent: no tenant for it, or a student id the engine cannot key.
