@@ -22,6 +22,8 @@ from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
@@ -172,11 +174,19 @@ async def _outcomes(res: Resources, records: list[Record]) -> list[Outcome]:
     return [o for o, _ in await res.ingestor.ingest(records)]
 
 
-async def test_voiding_a_statement_leaves_the_state_as_if_it_never_came(
-    settings: Settings, tenant: str, redis: Redis
-) -> None:
+@pytest.fixture
+async def mapped(settings: Settings, tenant: str) -> AsyncIterator[tuple[str, Resources]]:
+    """The tenant's homePage, and resources that map it to the tenant."""
     home = f"https://{tenant}.lms.example"
     res = build(settings.model_copy(update={"xapi_tenants": {home: tenant}}), source="test")
+    yield home, res
+    await res.aclose()
+
+
+async def test_voiding_a_statement_leaves_the_state_as_if_it_never_came(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    home, res = mapped
     voided = _voidable("a", home)
     assert await _outcomes(res, _topic(*_history_of("a", home), *voided)) == [Outcome.APPLIED] * 4
     await _outcomes(res, _topic(*_history_of("b", home)))  # b: never got them
@@ -206,14 +216,12 @@ async def test_voiding_a_statement_leaves_the_state_as_if_it_never_came(
     assert [orjson.loads(f[b"event"])["voids"] for f in voiding_audits] == [
         str(s["id"]) for s in voided
     ]
-    await res.aclose()
 
 
 async def test_a_voiding_before_its_statement_bars_it(
-    settings: Settings, tenant: str, redis: Redis
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
 ) -> None:
-    home = f"https://{tenant}.lms.example"
-    res = build(settings.model_copy(update={"xapi_tenants": {home: tenant}}), source="test")
+    home, res = mapped
     await _outcomes(res, _topic(*_history_of("a", home), *_history_of("b", home)))
     [late, _] = _voidable("a", home)
     voiding = xapi_voiding("a", str(late["id"]), home_page=home)
@@ -229,7 +237,6 @@ async def test_a_voiding_before_its_statement_bars_it(
         Outcome.VOIDING,
     ]
     assert await _snapshot(redis, tenant, "a") == await _snapshot(redis, tenant, "b")
-    await res.aclose()
 
 
 async def test_a_voiding_reaches_no_other_tenant_nor_student(
@@ -263,15 +270,13 @@ async def test_a_voiding_reaches_no_other_tenant_nor_student(
 
 
 async def test_erasure_deletes_what_a_voiding_needs(
-    settings: Settings, tenant: str, redis: Redis
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
 ) -> None:
-    home = f"https://{tenant}.lms.example"
-    res = build(settings.model_copy(update={"xapi_tenants": {home: tenant}}), source="test")
+    home, res = mapped
     await _outcomes(res, _topic(*_history_of("a", home)))
     assert await redis.hlen(keys.xapi(tenant, "a")) == 3  # two statements, the prune mark
     await res.store.erase(tenant, "a", datetime.now(UTC))
     assert await redis.exists(keys.xapi(tenant, "a")) == 0
-    await res.aclose()
 
 
 # Posted statements on the topic ----------------------------------------------------------
