@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ import pytest
 
 from mastery.bootstrap import build
 from mastery.domain import Component
+from mastery.domain.days import day_number
 from mastery.events.codec import Record
 from mastery.events.kafka import to_record
 from mastery.events.xapi import QUALITY
@@ -345,3 +347,26 @@ async def test_without_the_broker_a_post_is_503_and_nothing_is_applied(
     assert resp.headers["content-type"] == "application/problem+json"
     assert await res.store.load(tenant, "s7") is None
     await res.aclose()
+
+
+async def test_what_a_voiding_needs_is_kept_the_window_long(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    home, res = mapped
+    today = day_number(datetime.now(UTC).timestamp())
+    key = keys.xapi(tenant, "a")
+    window = res.model.window.days
+    old, kept = struct.pack("<H", today - window), struct.pack("<H", today - window + 1)
+    # A voided mark at the window's edge and one inside; last pruned 8 days ago.
+    await redis.hset(key, mapping={"1": b"v" + old, "2": b"v" + kept, "_p": today - 8})
+    await _outcomes(res, _topic(*_history_of("a", home)))
+    fields = await redis.hgetall(key)
+    assert b"1" not in fields
+    assert fields[b"2"] == b"v" + kept
+    assert fields[b"_p"] == str(today).encode()
+    assert len(fields) == 4  # the two statements, the kept mark, the prune day
+    # Pruned at most once a week: an old mark written now stays until then.
+    await redis.hset(key, "1", b"v" + old)
+    await _outcomes(res, _topic(*_history_of("a", home, _NOW - timedelta(hours=1))))
+    assert await redis.hget(key, "1") == b"v" + old
+    assert 0 < await redis.ttl(key) <= window * 86400

@@ -147,6 +147,32 @@ def test_the_statement_id_is_the_event_id_whatever_the_record_says() -> None:
     assert decode(record, NOW, xapi_tenants=TENANTS).event_id == st["id"]
 
 
+@pytest.mark.parametrize(
+    ("header", "tenant", "expected"),
+    [
+        (None, None, "lms"),  # the homePage mapping
+        (b"from-header", None, "from-header"),  # the header before the mapping
+        (b"from-header", "from-token", "from-token"),  # HTTP: the token's
+    ],
+)
+def test_the_tenant_header_comes_before_the_home_page(
+    header: bytes | None, tenant: str | None, expected: str
+) -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    headers = {"content-type": b"application/json"}
+    if header is not None:
+        headers["mastery_tenant"] = header
+    record = Record(XAPI_TOPIC, orjson.dumps(st), headers=headers)
+    assert decode(record, NOW, tenant=tenant, xapi_tenants=TENANTS).tenant == expected
+
+
+def test_a_tenant_header_that_is_no_tenant_id_is_refused() -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    headers = {"content-type": b"application/json", "mastery_tenant": b"m:{x}"}
+    with pytest.raises(InvalidEvent, match="mastery_tenant"):
+        decode(Record(XAPI_TOPIC, orjson.dumps(st), headers=headers), NOW, xapi_tenants=TENANTS)
+
+
 def test_the_http_tenant_wins_over_the_mapping() -> None:
     st = xapi_statement("s1", "scored", at=NOW, home_page="https://unknown.example")
     assert _decode(st, tenant="from-token").tenant == "from-token"
