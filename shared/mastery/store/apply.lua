@@ -26,7 +26,9 @@
 --   outbox_length: entries in the outbox, these included (more: a backlog to publish).
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
--- this script only adds sums, so events commute and any order gives the same state.
+-- this script only adds sums, so events commute and any order gives the same state (an
+-- xAPI voiding adds its statement's increment negated, or bars the statement if it comes
+-- after: the same state either way, docs/xapi.md "Voiding").
 -- Sums are gathered per student in Lua first, so each student costs one read and one write.
 local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
