@@ -102,7 +102,8 @@ local function void(xkey, e, state, days)
 end
 
 for _, e in ipairs(events) do
-  local state, days, seen, student = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]], e[13]
+  local state, days, seen = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]]
+  local student = e[13]
   local xkey = e[17] > 0 and KEYS[FIRST + e[17]] or nil
   if erased_at[state] == nil then
     erased_at[state] = tombstones
@@ -292,7 +293,10 @@ local function update_days(blob, day_adds)
     for _, day in ipairs(all) do parts[#parts + 1] = pack_record(day, recs[day]) end
   end
   local out = table.concat(parts)
-  local newest = math.max(days[#days], last_day)
+  if out == '' then return out end
+  -- The newest record's day (a voiding may have emptied the newest day of the batch).
+  local newest_at = #out - 3 - 6 * POP[struct.unpack('<B', out, #out)]
+  local newest = select(2, struct.unpack('<BH', out, newest_at))
   local first = 1
   while first < #out do
     local mask, day = struct.unpack('<BH', out, first)
