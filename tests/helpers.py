@@ -180,3 +180,25 @@ def xapi_statement(
         )
     doc: dict[str, Any] = orjson.loads(tincan.Statement(**kwargs).to_json("1.0.3"))
     return doc
+
+
+def xapi_voiding(
+    student: str,
+    voided_id: str,
+    *,
+    home_page: str = "https://lms.example",
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """A voiding statement (verb ``voided``, object a StatementRef), built with `tincan`."""
+    import orjson
+    import tincan
+
+    statement = tincan.Statement(
+        id=uuid.uuid4(),
+        actor=tincan.Agent(account=tincan.AgentAccount(name=student, home_page=home_page)),
+        verb=tincan.Verb(id="http://adlnet.gov/expapi/verbs/voided"),
+        object=tincan.StatementRef(id=uuid.UUID(voided_id)),
+        timestamp=(at or datetime.now(UTC)).isoformat(),
+    )
+    doc: dict[str, Any] = orjson.loads(statement.to_json("1.0.3"))
+    return doc

@@ -58,7 +58,8 @@ RATE_LIMITED = Counter(
 
 EVENTS = Counter(
     "mastery_events_total",
-    "Learning events by outcome: applied, duplicate, erased, ignored, dead_lettered.",
+    "Learning events by outcome: applied, duplicate, erased, ignored, voiding, voided, "
+    "dead_lettered.",
     ["outcome"],
 )
 #: Seconds from minutes to the 90-day window: events may arrive late by design (backfills).

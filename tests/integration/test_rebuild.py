@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
@@ -23,21 +24,29 @@ from mastery import local
 from mastery.bootstrap import build
 from mastery.cli import main
 from mastery.domain import Component
+from mastery.events.codec import Record
 from mastery.events.kafka import create_topics, to_record
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC
+from mastery.registry import XAPI_TOPIC
 from mastery.settings import Settings
 from mastery.web.access import AUDIT_TOPIC, access_record
 from mastery.web.auth import Principal, Role
-from tests.helpers import event_data, produce, read_to_end, record
-from tests.integration.conftest import token
+from mastery.web.xapi import post_statements
+from tests.helpers import (
+    event_data,
+    produce,
+    read_to_end,
+    record,
+    xapi_statement,
+    xapi_voiding,
+)
+from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     import httpx
     from click.testing import Result
-
-    from mastery.events.codec import Record
 
 _STUDENTS = ("s1", "s2", "s3")
 _ERASED = "s9"
@@ -78,7 +87,9 @@ def _read_all(settings: Settings, topics: list[str]) -> list[Record]:
 
 
 async def _answers(
-    client: Callable[[str], httpx.AsyncClient], tenant: str
+    client: Callable[[str], httpx.AsyncClient],
+    tenant: str,
+    students: Sequence[str] = (*_STUDENTS, _ERASED),
 ) -> dict[tuple[str, str], object]:
     admin = token("a1", "admin", tenant)
     answers: dict[tuple[str, str], object] = {}
@@ -88,7 +99,7 @@ async def _answers(
         ("cohort-compare", "/analytics/compare", {}),
     ):
         fn = client(name)
-        for student in (*_STUDENTS, _ERASED):
+        for student in students:
             resp = await fn.post(path, headers=admin, json={"student_id": student, **extra})
             # Per request, and when Redis last wrote the state (a rebuild writes it anew).
             doc = {k: v for k, v in resp.json().items() if k not in _VARYING}
@@ -168,3 +179,55 @@ async def test_rebuild_restores_what_was_lost(
     assert again.exit_code == 0, again.output
     assert f"fed: {total - 2} duplicate, 1 erased; skipped: 1" in again.output, again.output
     assert await _answers(client, tenant) == before
+
+
+async def test_rebuild_restores_xapi_statements_posted_forwarded_and_voided(
+    own_settings: Settings,
+    client: Callable[[str], httpx.AsyncClient],
+    redis: Redis,
+    tenant: str,
+) -> None:
+    home = f"https://{tenant}.lms.example"
+    mapping = {home: tenant}
+    now = datetime.now(UTC)
+    # Posted over HTTP (the tenant is the token's: no mapping for their homePage) ...
+    quiz = xapi_statement("x1", "scored", scaled=0.6, at=now - timedelta(days=2))
+    done = xapi_statement("x1", "completed", scaled=1.0, at=now - timedelta(days=1))
+    wrong = xapi_statement("x1", "scored", scaled=0.1, at=now - timedelta(hours=3))
+    voiding = xapi_voiding("x1", str(wrong["id"]))
+    # ... and forwarded on the topic (the tenant from the homePage), one voided.
+    forwarded = xapi_statement("x2", "passed", scaled=0.9, home_page=home, at=now)
+    mistaken = xapi_statement("x2", "failed", scaled=0.2, home_page=home, at=now)
+    on_topic = [
+        Record(XAPI_TOPIC, orjson.dumps(st), b"x2", {"content-type": b"application/json"})
+        for st in (forwarded, mistaken, xapi_voiding("x2", str(mistaken["id"]), home_page=home))
+    ]
+    produce(own_settings, on_topic)
+    res = build(own_settings.model_copy(update={"xapi_tenants": mapping}), source="test")
+    try:
+        async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+            headers = {**token("a1", "admin", tenant), "x-experience-api-version": "1.0.3"}
+            for body in ([quiz, done, wrong], voiding):
+                resp = await fn.post("/xapi/statements", json=body, headers=headers)
+                assert resp.status_code == 200, resp.text
+        await res.ingestor.ingest([to_record(m) for m in read_to_end(own_settings, XAPI_TOPIC)])
+    finally:
+        await res.aclose()
+    before = await _answers(client, tenant, ("x1", "x2"))
+    query = before[("mastery-query", "x1")]
+    assert query[0] == 200
+    assert query[1]["components"]["quiz"]["score"] == 0.6  # type: ignore[index]
+    assert before[("mastery-query", "x2")][1]["components"]["quiz"]["events"] == 1  # type: ignore[index]
+
+    assert await _delete_tenant(redis, tenant) > 0
+    assert (await _answers(client, tenant, ("x1",)))[("mastery-query", "x1")][0] == 404
+    env = {
+        "REDIS_URL": own_settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(own_settings.redis_cluster).lower(),
+        "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka_bootstrap_servers,
+        "MASTERY_XAPI_TENANTS": orjson.dumps(mapping).decode(),
+    }
+    result = await _mastery(env, "rebuild")
+    assert result.exit_code == 0, result.output
+    assert "voiding" in result.output, result.output
+    assert await _answers(client, tenant, ("x1", "x2")) == before

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import orjson
+import pytest
 
 from mastery.bootstrap import build
+from mastery.domain import Component
+from mastery.domain.days import day_number
 from mastery.events.codec import Record
+from mastery.events.kafka import to_record
+from mastery.events.xapi import QUALITY
 from mastery.registry import XAPI_TOPIC
-from mastery.store import Outcome
+from mastery.store import Outcome, keys
 from mastery.web import query_mastery
 from mastery.web.xapi import post_statements
-from tests.helpers import headers_of, read_to_end, xapi_statement
+from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from redis.asyncio import Redis
+
+    from mastery.bootstrap import Resources
     from mastery.settings import Settings
 
 _V = {"x-experience-api-version": "1.0.3"}
@@ -107,3 +119,254 @@ async def test_the_topic_maps_home_pages_to_tenants_and_dead_letters_the_bad(
     again = await res.ingestor.ingest(records[:1])
     assert again == [(Outcome.DUPLICATE, None)]
     await res.aclose()
+
+
+# Voiding ------------------------------------------------------------------------------
+
+_AREA = "https://w3id.org/xapi/mastery-engine/extensions/area"
+
+
+def _topic(*statements: dict[str, object]) -> list[Record]:
+    return [
+        Record(XAPI_TOPIC, orjson.dumps(s), b"k", {"content-type": b"application/json"})
+        for s in statements
+    ]
+
+
+_NOW = datetime.now(UTC)
+
+
+def _history_of(student: str, home: str, now: datetime = _NOW) -> list[dict[str, object]]:
+    """A student's statements over four days: a quiz, a completion, in class c1 (at the
+    same times for every student: their sums compare)."""
+    quiz = xapi_statement(student, "scored", scaled=0.8, home_page=home, at=now - timedelta(3))
+    done = xapi_statement(student, "completed", scaled=1.0, home_page=home, at=now - timedelta(1))
+    return [quiz, done]
+
+
+def _voidable(student: str, home: str, now: datetime = _NOW) -> list[dict[str, object]]:
+    """Statements whose effect is voided: a quiz in an area of its own on a day of its own
+    (between the others: the newest event stays the same), and the only quality event."""
+    quiz = xapi_statement(student, "scored", scaled=0.3, home_page=home, at=now - timedelta(2))
+    quiz["context"]["extensions"] = {_AREA: "algebra"}  # type: ignore[index]
+    quality = xapi_statement(student, "experienced", scaled=None, home_page=home, at=now)
+    quality["result"] = {"extensions": {QUALITY: 0.9}}
+    quality["timestamp"] = (now - timedelta(days=1, hours=1)).isoformat()
+    return [quiz, quality]
+
+
+async def _snapshot(redis: Redis, tenant: str, student: str) -> dict[str, object]:
+    """What the store holds about a student, but for what counts writes (version, times)."""
+    state = {
+        k.decode(): v.decode()
+        for k, v in (await redis.hgetall(keys.state(tenant, student))).items()
+        if k not in (b"version", b"updated_at")
+    }
+    sums = {  # a sum less what was added is the sum without it, but for rounding
+        k: pytest.approx(float(v), rel=1e-12) if k.endswith((":s", ":w")) else v
+        for k, v in state.items()
+    }
+    indexes = [await redis.zscore(keys.tenant_index(tenant, m), student) for m in keys.METRICS]
+    in_class = await redis.hget(keys.class_index(tenant, "c1"), student)
+    days = await redis.get(keys.days(tenant, student))
+    return {"state": sums, "days": days, "indexes": indexes, "class": in_class}
+
+
+async def _outcomes(res: Resources, records: list[Record]) -> list[Outcome]:
+    return [o for o, _ in await res.ingestor.ingest(records)]
+
+
+@pytest.fixture
+async def mapped(settings: Settings, tenant: str) -> AsyncIterator[tuple[str, Resources]]:
+    """The tenant's homePage, and resources that map it to the tenant."""
+    home = f"https://{tenant}.lms.example"
+    res = build(settings.model_copy(update={"xapi_tenants": {home: tenant}}), source="test")
+    yield home, res
+    await res.aclose()
+
+
+async def test_voiding_a_statement_leaves_the_state_as_if_it_never_came(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    home, res = mapped
+    voided = _voidable("a", home)
+    assert await _outcomes(res, _topic(*_history_of("a", home), *voided)) == [Outcome.APPLIED] * 4
+    await _outcomes(res, _topic(*_history_of("b", home)))  # b: never got them
+    for k in ("a", "b"):
+        assert (await redis.hget(keys.state(tenant, k), "quality:n")) == (
+            b"1" if k == "a" else None
+        )
+    assert await _snapshot(redis, tenant, "a") != await _snapshot(redis, tenant, "b")
+    voidings = [xapi_voiding("a", str(s["id"]), home_page=home) for s in voided]
+    assert await _outcomes(res, _topic(*voidings)) == [Outcome.VOIDING] * 2
+    assert await _snapshot(redis, tenant, "a") == await _snapshot(redis, tenant, "b")
+    assert await res.store.history(tenant, "a") == await res.store.history(tenant, "b")
+    a, b = await res.store.load(tenant, "a"), await res.store.load(tenant, "b")
+    assert a is not None
+    assert b is not None
+    assert a.version == 6  # four statements, two voidings: a read cache sees the change
+    assert a.components.keys() == b.components.keys() == {Component.QUIZ, Component.COMPLETION}
+    assert a.areas == b.areas == {}
+    # Voiding again, by the same statements or new ones, counts once; the voided ones
+    # are refused when they come again.
+    again = [xapi_voiding("a", str(s["id"]), home_page=home) for s in voided]
+    assert await _outcomes(res, _topic(*voidings, *again)) == [Outcome.DUPLICATE] * 4
+    assert await _outcomes(res, _topic(*voided)) == [Outcome.VOIDED] * 2
+    assert await _snapshot(redis, tenant, "a") == await _snapshot(redis, tenant, "b")
+    audit = await redis.xrange(keys.audit(tenant))
+    voiding_audits = [f for _, f in audit if f[b"outcome"] == b"voiding"]
+    assert [orjson.loads(f[b"event"])["voids"] for f in voiding_audits] == [
+        str(s["id"]) for s in voided
+    ]
+
+
+async def test_a_voiding_before_its_statement_bars_it(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    home, res = mapped
+    await _outcomes(res, _topic(*_history_of("a", home), *_history_of("b", home)))
+    [late, _] = _voidable("a", home)
+    voiding = xapi_voiding("a", str(late["id"]), home_page=home)
+    # In one batch, the voiding first: and in two batches.
+    assert await _outcomes(res, _topic(voiding, late)) == [Outcome.VOIDING, Outcome.VOIDED]
+    assert await _outcomes(res, _topic(late)) == [Outcome.VOIDED]
+    assert await _snapshot(redis, tenant, "a") == await _snapshot(redis, tenant, "b")
+    # A statement and its voiding in one batch, the other way round: no effect either.
+    [_, other] = _voidable("a", home)
+    other_voiding = xapi_voiding("a", str(other["id"]), home_page=home)
+    assert await _outcomes(res, _topic(other, other_voiding)) == [
+        Outcome.APPLIED,
+        Outcome.VOIDING,
+    ]
+    assert await _snapshot(redis, tenant, "a") == await _snapshot(redis, tenant, "b")
+
+
+async def test_a_voiding_reaches_no_other_tenant_nor_student(
+    settings: Settings, tenant: str, redis: Redis
+) -> None:
+    other_tenant = f"{tenant}-other"
+    home, other_home = f"https://{tenant}.lms.example", f"https://{other_tenant}.lms.example"
+    mapping = {home: tenant, other_home: other_tenant}
+    res = build(settings.model_copy(update={"xapi_tenants": mapping}), source="test")
+    statements = _history_of("a", home)
+    await _outcomes(res, _topic(*statements))
+    before = await _snapshot(redis, tenant, "a")
+    target = str(statements[0]["id"])
+    # The same student name in another tenant, and another student of the same tenant:
+    # neither holds the statement, so each only bars it for themselves.
+    elsewhere = xapi_voiding("a", target, home_page=other_home)
+    someone_else = xapi_voiding("b", target, home_page=home)
+    assert await _outcomes(res, _topic(elsewhere, someone_else)) == [Outcome.VOIDING] * 2
+    assert await _snapshot(redis, tenant, "a") == before
+    assert await redis.exists(keys.state(other_tenant, "a"), keys.state(tenant, "b")) == 0
+    # Over HTTP the tenant is the token's, whatever the homePage says.
+    routes = {"POST /xapi/statements": post_statements}
+    async with serve("on-xapi", routes, res) as fn:
+        voiding = xapi_voiding("a", target, home_page=home)
+        resp = await fn.post(
+            "/xapi/statements", json=voiding, headers={**token("a1", "admin", other_tenant), **_V}
+        )
+    assert resp.status_code == 200, resp.text
+    assert await _snapshot(redis, tenant, "a") == before
+    await res.aclose()
+
+
+async def test_erasure_deletes_what_a_voiding_needs(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    home, res = mapped
+    await _outcomes(res, _topic(*_history_of("a", home)))
+    assert await redis.hlen(keys.xapi(tenant, "a")) == 3  # two statements, the prune mark
+    await res.store.erase(tenant, "a", datetime.now(UTC))
+    assert await redis.exists(keys.xapi(tenant, "a")) == 0
+
+
+# Posted statements on the topic ----------------------------------------------------------
+
+
+async def test_posted_statements_go_on_the_topic_with_their_tenant(
+    settings: Settings, tenant: str
+) -> None:
+    res = build(settings, source="test")  # no homePage mapping: the header names the tenant
+    posted = xapi_statement("s5", "passed", scaled=0.7, home_page="https://nobody.example")
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=posted, headers={**token("a1", "admin", tenant), **_V}
+        )
+    assert resp.status_code == 200, resp.text
+    [message] = [
+        m for m in read_to_end(settings, XAPI_TOPIC) if headers_of(m).get("ce_id") == posted["id"]
+    ]
+    assert headers_of(message)["mastery_tenant"] == tenant
+    assert message.key() == b"s5"
+    # The topic's consumer meets it as a duplicate, in the tenant the header names.
+    assert await _outcomes(res, [to_record(message)]) == [Outcome.DUPLICATE]
+    state = await res.store.load(tenant, "s5")
+    assert state is not None
+    assert state.version == 1
+    await res.aclose()
+
+
+async def test_the_tenant_header_wins_over_the_home_page(settings: Settings, tenant: str) -> None:
+    home = f"https://{tenant}.lms.example"
+    res = build(settings.model_copy(update={"xapi_tenants": {home: "elsewhere"}}), source="test")
+    [statement] = _topic(xapi_statement("s6", "passed", home_page=home))
+    named = Record(
+        statement.topic,
+        statement.value,
+        statement.key,
+        {**statement.headers, "mastery_tenant": tenant.encode()},
+    )
+    bad = Record(
+        statement.topic,
+        statement.value,
+        statement.key,
+        {**statement.headers, "mastery_tenant": b"not a tenant"},
+    )
+    outcomes = await res.ingestor.ingest([named, bad])
+    assert [o for o, _ in outcomes] == [Outcome.APPLIED, Outcome.REJECTED]
+    assert "mastery_tenant" in (outcomes[1][1] or "")
+    assert await res.store.load(tenant, "s6") is not None
+    assert await res.store.load("elsewhere", "s6") is None
+    await res.aclose()
+
+
+async def test_without_the_broker_a_post_is_503_and_nothing_is_applied(
+    settings: Settings, tenant: str
+) -> None:
+    no_broker = settings.model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+    )
+    res = build(no_broker, source="test")
+    statement = xapi_statement("s7", "passed")
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=statement, headers={**token("a1", "admin", tenant), **_V}
+        )
+    assert resp.status_code == 503
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert await res.store.load(tenant, "s7") is None
+    await res.aclose()
+
+
+async def test_what_a_voiding_needs_is_kept_the_window_long(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    home, res = mapped
+    today = day_number(datetime.now(UTC).timestamp())
+    key = keys.xapi(tenant, "a")
+    window = res.model.window.days
+    old, kept = struct.pack("<H", today - window), struct.pack("<H", today - window + 1)
+    # A voided mark at the window's edge and one inside; last pruned 8 days ago.
+    await redis.hset(key, mapping={"1": b"v" + old, "2": b"v" + kept, "_p": today - 8})
+    await _outcomes(res, _topic(*_history_of("a", home)))
+    fields = await redis.hgetall(key)
+    assert b"1" not in fields
+    assert fields[b"2"] == b"v" + kept
+    assert fields[b"_p"] == str(today).encode()
+    assert len(fields) == 4  # the two statements, the kept mark, the prune day
+    # Pruned at most once a week: an old mark written now stays until then.
+    await redis.hset(key, "1", b"v" + old)
+    await _outcomes(res, _topic(*_history_of("a", home, _NOW - timedelta(hours=1))))
+    assert await redis.hget(key, "1") == b"v" + old
+    assert 0 < await redis.ttl(key) <= window * 86400

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from mastery.events.kafka import all_topics, topic_config
-from mastery.registry import FUNCTIONS, FunctionSpec
+from mastery.registry import FUNCTIONS, XAPI_TOPIC, FunctionSpec
 from mastery.settings import Settings
 from tests.manifests import KNATIVE, OVERLAYS, ROOT, TOPICS, load_all, overlays, rendered
 
@@ -387,7 +387,7 @@ def test_topic_settings(topic: str) -> None:
     assert {k: str(v) for k, v in spec["config"].items() if k in wanted} == wanted
 
 
-@pytest.mark.parametrize("topic", sorted(_COMPONENT_TOPICS))
+@pytest.mark.parametrize("topic", sorted({*_COMPONENT_TOPICS, XAPI_TOPIC}))
 def test_event_topics_outlive_the_window(topic: str) -> None:
     """`mastery rebuild` restores Redis from them: they must hold the 90-day window."""
     retention_days = int(_topics()[topic]["spec"]["config"]["retention.ms"]) / 86_400_000

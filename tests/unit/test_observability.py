@@ -203,7 +203,7 @@ def test_the_documented_metric_names() -> None:
 
 
 def test_event_outcomes_are_the_documented_ones() -> None:
-    documented = {"applied", "duplicate", "erased", "ignored", "dead_lettered"}
+    documented = {"applied", "duplicate", "erased", "ignored", "voiding", "voided", "dead_lettered"}
     as_counted = {"dead_lettered" if o is Outcome.REJECTED else o.value for o in Outcome}
     assert as_counted == documented
     assert all(o in mastery.metrics.EVENTS._documentation for o in documented)

@@ -14,7 +14,7 @@ from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import Record, decode
 from mastery.events.xapi import CONSISTENCY, QUALITY, statement_id
 from mastery.registry import XAPI_TOPIC
-from tests.helpers import xapi_statement
+from tests.helpers import xapi_statement, xapi_voiding
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xapi"
@@ -90,7 +90,6 @@ def test_quality_and_consistency_extensions_whatever_the_verb() -> None:
         lambda s: s.pop("result"),  # a quiz verb without a score
         lambda s: s.update(actor={"mbox": "mailto:s1@lms.example"}),
         lambda s: s.update(timestamp="2020-01-01T00:00:00+00:00"),  # outside the window
-        lambda s: s.update(verb={"id": "http://adlnet.gov/expapi/verbs/voided"}),
     ],
 )
 def test_statements_that_feed_nothing_are_ignored(change: Any) -> None:
@@ -117,6 +116,61 @@ def test_malformed_statements_are_refused_with_a_reason(change: Any, reason: str
     change(st)
     with pytest.raises(InvalidEvent, match=reason):
         _decode(st)
+
+
+def test_a_voiding_statement_names_the_statement_it_voids() -> None:
+    target = xapi_statement("s1", "scored", at=NOW)
+    voiding = xapi_voiding("s1", target["id"].upper(), at=NOW)
+    obs = _decode(voiding)
+    assert obs.voids == target["id"]  # as the voided statement's event id is written
+    assert not obs.voidable
+    assert obs.event_id == voiding["id"]
+    assert (obs.student_id, obs.tenant, obs.class_id, obs.area) == ("s1", "lms", None, None)
+    applied = _decode(target)
+    assert applied.voidable
+    assert applied.voids is None
+
+
+def test_a_voiding_statement_must_name_a_statement() -> None:
+    voiding = xapi_statement("s1", "voided", scaled=None, at=NOW)  # its object an Activity
+    with pytest.raises(InvalidEvent, match="StatementRef"):
+        _decode(voiding)
+
+
+def test_the_statement_id_is_the_event_id_whatever_the_record_says() -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    record = Record(
+        XAPI_TOPIC,
+        orjson.dumps(st),
+        headers={"content-type": b"application/json", "ce_id": b"something-else"},
+    )
+    assert decode(record, NOW, xapi_tenants=TENANTS).event_id == st["id"]
+
+
+@pytest.mark.parametrize(
+    ("header", "tenant", "expected"),
+    [
+        (None, None, "lms"),  # the homePage mapping
+        (b"from-header", None, "from-header"),  # the header before the mapping
+        (b"from-header", "from-token", "from-token"),  # HTTP: the token's
+    ],
+)
+def test_the_tenant_header_comes_before_the_home_page(
+    header: bytes | None, tenant: str | None, expected: str
+) -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    headers = {"content-type": b"application/json"}
+    if header is not None:
+        headers["mastery_tenant"] = header
+    record = Record(XAPI_TOPIC, orjson.dumps(st), headers=headers)
+    assert decode(record, NOW, tenant=tenant, xapi_tenants=TENANTS).tenant == expected
+
+
+def test_a_tenant_header_that_is_no_tenant_id_is_refused() -> None:
+    st = xapi_statement("s1", "scored", at=NOW)
+    headers = {"content-type": b"application/json", "mastery_tenant": b"m:{x}"}
+    with pytest.raises(InvalidEvent, match="mastery_tenant"):
+        decode(Record(XAPI_TOPIC, orjson.dumps(st), headers=headers), NOW, xapi_tenants=TENANTS)
 
 
 def test_the_http_tenant_wins_over_the_mapping() -> None:

@@ -1,5 +1,9 @@
 """``mastery rebuild``: Redis lost, the state rebuilt from the Kafka topics.
 
+The topics are the learning events' and ``mastery.xapi`` (statements forwarded by an LRS
+and those posted to ``POST /xapi/statements``, each with its tenant in a header; voidings
+included: a voiding read before its statement bars it, read after subtracts it).
+
 First it takes every partition's high watermark, then reads each partition from its
 beginning up to that mark (assigned, no consumer group: nothing is committed and the
 live consumers are not disturbed) and feeds the records, in batches, through the ingest
@@ -37,12 +41,12 @@ import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from mastery.domain import Component
-from mastery.errors import InvalidEvent, OffsetsMoved
+from mastery.errors import IgnoredEvent, InvalidEvent, OffsetsMoved
 from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import reader_config, to_record
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC
-from mastery.registry import event_topic
+from mastery.registry import XAPI_TOPIC, event_topic
 from mastery.store import OffsetBook
 from mastery.store.offsets import CATCH_ALL, partition_field
 from mastery.web.access import AUDIT_TOPIC
@@ -57,8 +61,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENT_TOPICS", "Erasure", "Tally", "erasures", "rebuild", "run"]
 
-#: What is rebuilt from: the learning events (their DLQs hold only refused ones).
-EVENT_TOPICS = tuple(event_topic(c) for c in Component)
+#: What is rebuilt from: the learning events and the xAPI statements, those posted over
+#: HTTP included (their DLQs hold only refused ones).
+EVENT_TOPICS = (*(event_topic(c) for c in Component), XAPI_TOPIC)
 
 _ERASE_FUNCTION = "gdpr-erase"
 
@@ -133,7 +138,10 @@ async def rebuild(
             await res.store.erase(erasure.tenant, erasure.student, erasure.at)
             tally.erasures += 1
     publisher = _Unannounced(res.publisher)
-    ingestor = Ingestor(res.store, publisher, model=res.model, source="mastery-rebuild")
+    xapi_tenants = res.settings.xapi_tenants
+    ingestor = Ingestor(
+        res.store, publisher, model=res.model, source="mastery-rebuild", xapi_tenants=xapi_tenants
+    )
     ends: dict[str, int] = {}
     async for topic, records in _read(res.settings, topics, batch_size, timeout_s, report):
         for r in records:
@@ -144,10 +152,14 @@ async def rebuild(
         publisher.replayed = set()
         for record in records:
             try:
-                publisher.replayed.add(decode(record, now, res.model).event_id)
-                fed.append(record)
+                obs = decode(record, now, res.model, xapi_tenants=xapi_tenants)
+                publisher.replayed.add(obs.event_id)
+            except IgnoredEvent:
+                pass  # fed all the same: the ingest path counts it as ignored
             except InvalidEvent as exc:
                 tally.refused[f"{topic}: {exc.reason}"] += 1
+                continue
+            fed.append(record)
         tally.read += len(records)
         for outcome, _ in await ingestor.ingest(fed) if fed else ():
             tally.outcomes[outcome.value] += 1

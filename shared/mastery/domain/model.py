@@ -44,6 +44,11 @@ class Observation:
     occurred_at: datetime
     area: str | None = None
     class_id: str | None = None
+    voidable: bool = False
+    """An xAPI statement: what it adds is kept (the window long) so a voiding can subtract it."""
+    voids: str | None = None
+    """A voiding statement: the id of the statement whose effect it removes (then
+    ``component`` and ``score`` mean nothing)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,10 @@ import orjson
 
 from mastery.domain import Component
 from mastery.events.kafka import DLQ_HEADERS, all_topics, dlq_topic
+from mastery.events.models import ID_PATTERN
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC, LEVEL_CHANGED_TYPE
 from mastery.events.schemas import cloudevent_type, raw_schema, schema_dir
-from mastery.events.xapi import Statement
+from mastery.events.xapi import TENANT_HEADER, Statement
 from mastery.registry import BATCH_TOPICS, XAPI_TOPIC, event_topic
 from mastery.web.access import AUDIT_TOPIC
 
@@ -154,10 +155,25 @@ def asyncapi_document() -> dict[str, Any]:
         "title": "One xAPI 1.0.x statement (forwarded by an LRS or a log shipper)",
         "contentType": "application/json",
         "payload": Statement.model_json_schema(),
-        "description": "Mapped to an observation (docs/xapi.md); tenant from account.homePage "
-        "(MASTERY_XAPI_TENANTS); ce_id, when set, is the idempotency key, else the statement id",
+        "headers": {
+            "type": "object",
+            "properties": {
+                TENANT_HEADER: {
+                    "type": "string",
+                    "pattern": ID_PATTERN,
+                    "description": "The tenant, set by POST /xapi/statements (trusted "
+                    "producers only: Kafka ACLs); else the actor's account.homePage maps it",
+                },
+                "ce_id": {"type": "string", "description": "for a statement without an id"},
+            },
+        },
+        "description": "Mapped to an observation (docs/xapi.md), or a voiding of one; tenant "
+        "from the mastery_tenant header, else account.homePage (MASTERY_XAPI_TENANTS); the "
+        "statement id is the idempotency key (ce_id, else one derived, when it has none)",
     }
-    channels["xapi"] = _channel(XAPI_TOPIC, "xAPI statements in", "xapi-statement")
+    channels["xapi"] = _channel(
+        XAPI_TOPIC, "xAPI statements in, and those posted", "xapi-statement"
+    )
     operations["receive-xapi"] = {
         "action": "receive",
         "channel": {"$ref": "#/channels/xapi"},

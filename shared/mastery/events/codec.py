@@ -19,7 +19,13 @@ from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
 from mastery.errors import InvalidEvent
 from mastery.events.models import ID_PATTERN, event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
-from mastery.events.xapi import XAPI_TOPIC, observation_of, parse_statement, statement_id
+from mastery.events.xapi import (
+    TENANT_HEADER,
+    XAPI_TOPIC,
+    observation_of,
+    parse_statement,
+    statement_id,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,8 +64,9 @@ def decode(
     """Turn a record into an observation, or raise ``InvalidEvent`` saying why not.
 
     Records of ``mastery.xapi`` hold one xAPI statement (JSON, CloudEvent attributes
-    optional); their tenant is ``tenant`` (HTTP: the token's) or the one ``xapi_tenants``
-    maps the actor's ``account.homePage`` to. One that maps to nothing is ``IgnoredEvent``.
+    optional); their tenant is ``tenant`` (HTTP: the token's), else the record's
+    ``mastery_tenant`` header, else the one ``xapi_tenants`` maps the actor's
+    ``account.homePage`` to. One that maps to nothing is ``IgnoredEvent``.
     """
     if record.topic == XAPI_TOPIC:
         return _decode_xapi(record, now, model, tenant, xapi_tenants or {})
@@ -108,9 +115,14 @@ def _decode_xapi(
     attrs, content_type, data = _unbind(record)
     if content_type != JSON and not content_type.endswith("+json"):
         raise InvalidEvent(f"unsupported content-type {content_type!r} for an xAPI statement")
+    if tenant is None and (named := record.headers.get(TENANT_HEADER)) is not None:
+        tenant = _decode_text(named)
+        if not _ID.fullmatch(tenant):
+            raise InvalidEvent(f"header {TENANT_HEADER} is not a tenant id")
     raw = data if isinstance(data, dict) else _loads(data)
     statement = parse_statement(raw)
-    event_id = attrs.get("id") or statement_id(raw)
+    # The statement's own id (as a voiding names it), else the record's, else derived.
+    event_id = str(statement.id) if statement.id else attrs.get("id") or statement_id(raw)
     if len(event_id) > _MAX_ID:
         raise InvalidEvent(f"ce_id longer than {_MAX_ID} characters")
     return observation_of(statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model)

@@ -207,10 +207,12 @@ def audit_record(record: Record, obs: Observation | None, now: datetime) -> byte
             "event_id": obs.event_id,
             "tenant": obs.tenant,
             "student_id": obs.student_id,
-            "component": obs.component.value,
-            "score": obs.score,
             "occurred_at": obs.occurred_at,
         }
+        if obs.voids is None:
+            doc |= {"component": obs.component.value, "score": obs.score}
+        else:
+            doc["voids"] = obs.voids
     return orjson.dumps(doc)
 
 

@@ -390,7 +390,7 @@ _DAY_MS = 86_400_000
 
 def _retention_days(topic: str) -> int | None:
     """How long a topic keeps its records (docs/deploy.md, "Kafka retention", says why)."""
-    events = {event_topic(c) for c in Component}
+    events = {*(event_topic(c) for c in Component), XAPI_TOPIC}
     if topic in events:
         return 100  # > the 90-day window: `mastery rebuild` can restore Redis from them
     if topic in {dlq_topic(t) for t in events}:

@@ -3,8 +3,9 @@
 The mapping (docs/xapi.md): the student is ``actor.account.name``; ``completed`` feeds
 completion; ``passed``, ``failed``, ``scored``, ``answered`` with a ``result.score`` feed
 quiz; the result extensions ``QUALITY`` / ``CONSISTENCY`` (a value in [0, 1]) feed
-quality / consistency whatever the verb. Anything else is valid but maps to nothing:
-``IgnoredEvent``. A statement that is not valid xAPI is ``InvalidEvent``.
+quality / consistency whatever the verb; ``voided`` (its object a ``StatementRef``) removes
+the effect of the statement it names (``Observation.voids``). Anything else is valid but
+maps to nothing: ``IgnoredEvent``. A statement that is not valid xAPI is ``InvalidEvent``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSISTENCY",
     "QUALITY",
+    "TENANT_HEADER",
     "VERBS",
+    "VOIDED",
     "XAPI_TOPIC",
     "Statement",
     "Statements",
@@ -64,6 +67,10 @@ VERBS: Mapping[str, Component] = {
     f"{ADL}answered": Component.QUIZ,
 }
 VOIDED = f"{ADL}voided"
+#: A ``mastery.xapi`` record's tenant, when its producer knows it (``POST /xapi/statements``
+#: puts the token's): honoured before the ``account.homePage`` mapping. Only trusted
+#: producers may write the topic (Kafka ACLs, docs/decisions.md).
+TENANT_HEADER = "mastery_tenant"
 _ID = re.compile(ID_PATTERN)
 _SEGMENT = re.compile(r"[/=#]")
 _NS = uuid.UUID("5b6a3f4e-9f0b-4c31-9a44-1d7e0c2f6a10")
@@ -247,8 +254,9 @@ def observation_of(
     """The observation a statement stands for.
 
     Args:
-        tenant: the caller's tenant (HTTP, from the token); ``None`` on the topic, where
-            ``tenants`` maps the actor's ``account.homePage`` to one.
+        tenant: the caller's tenant (HTTP, from the token; on the topic, the record's
+            ``TENANT_HEADER``), else ``None``: ``tenants`` maps the actor's
+            ``account.homePage`` to one.
     Raises:
         IgnoredEvent: valid xAPI that feeds no component (or lies outside the window).
         InvalidEvent: no tenant for it, or a student id the engine cannot key.
@@ -263,7 +271,8 @@ def observation_of(
             raise InvalidEvent(f"no tenant configured for homePage {account.home_page!r}")
     if not _ID.match(account.name):
         raise InvalidEvent(f"account.name must match {ID_PATTERN}", tenant)
-    component, score = _feeds(statement)
+    voids = _voided(statement)
+    component, score = (Component.COMPLETION, 0.0) if voids else _feeds(statement)
     occurred = statement.timestamp or statement.stored or now
     if reason := model.inadmissible(occurred, now):
         raise IgnoredEvent(f"timestamp {reason}")
@@ -274,15 +283,25 @@ def observation_of(
         component=component,
         score=min(1.0, max(0.0, float(score))),
         occurred_at=occurred,
-        area=_area(statement),
-        class_id=_class(statement),
+        area=None if voids else _area(statement),
+        class_id=None if voids else _class(statement),
+        voidable=voids is None,
+        voids=voids,
     )
+
+
+def _voided(statement: Statement) -> str | None:
+    """The id of the statement a voiding statement voids; ``None`` for any other verb."""
+    if statement.verb.id != VOIDED:
+        return None
+    target = statement.object
+    if not isinstance(target, StatementRef):
+        raise InvalidEvent("a voiding statement's object is a StatementRef")
+    return str(target.id)
 
 
 def _feeds(statement: Statement) -> tuple[Component, float]:
     verb = statement.verb.id
-    if verb == VOIDED:
-        raise IgnoredEvent("voiding statements are not applied yet")
     result = statement.result
     extensions = (result.extensions if result else None) or {}
     for iri, component in ((QUALITY, Component.QUALITY), (CONSISTENCY, Component.CONSISTENCY)):

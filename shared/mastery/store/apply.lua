@@ -3,25 +3,32 @@
 -- the applied-offset checks.)
 --
 -- KEYS: the tenant's keys (cohort.lua: KEYS[1..11]), its applied-offsets hash (12), then
---       the student keys the events touch (state, days, seen), by index.
+--       the student keys the events touch (state, days, seen, xapi), by index.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
 --       Component order, their four weights, the levels as JSON [[name, floor], ...]
 --       highest first, the tenant prefix, the offset marks as JSON (offsets.lua; [] when
 --       the events do not come from a consumer), then one JSON array with an array per
 --       event: [state_i, days_i, seen_i, event_hash, seen_expire_at, occurred_at_s,
 --        component, area, weight, weight*score, class_id, audit_record, student_id,
---        event_id, day (mastery.domain.days.day_number), score units (score_units)]
+--        event_id, day (mastery.domain.days.day_number), score units (score_units),
+--        xapi_i (an xAPI statement's student xapi hash, 0 for a native event),
+--        voided (a voiding: the event_hash of the statement it voids, else '')]
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost)
 -- Returns {outcomes, changes, outbox_length}, or {'moved', field, stored} when the
 -- applied offsets are not what the caller expects (then nothing was written):
 --   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
 --     after the event happened: a replay or a late event must not bring data back);
+--     for xAPI statements also 'voiding' (a voiding that took effect: its target's
+--     increment subtracted, or the target barred before it arrived) and 'voided' (a
+--     statement already voided: refused);
 --   changes: {outbox entry id, notification JSON} per student whose level this batch
 --     changed; each is also in the tenant's outbox until it has been published;
 --   outbox_length: entries in the outbox, these included (more: a backlog to publish).
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
--- this script only adds sums, so events commute and any order gives the same state.
+-- this script only adds sums, so events commute and any order gives the same state (an
+-- xAPI voiding adds its statement's increment negated, or bars the statement if it comes
+-- after: the same state either way, docs/xapi.md "Voiding").
 -- Sums are gathered per student in Lua first, so each student costs one read and one write.
 local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
@@ -38,11 +45,66 @@ if moved then return moved end
 local comp_index = {}
 for j, c in ipairs(comps) do comp_index[c] = j end
 
-local outcomes, students, order, expiring = {}, {}, {}, {}
+local outcomes, students, order, expiring, voidable = {}, {}, {}, {}, {}
 local erased_at = {}
 local tombstones = redis.call('EXISTS', TK.erased) == 1  -- whether the tenant has any
+
+-- Gather one event's increment into its student's sums and day additions (read and
+-- written once per student below). A voiding gathers the voided statement's increment
+-- negated (n = -1), so the sums, counts and day records lose exactly what it added.
+local function gather(state, days, student, c, area, w, wv, class, day, units, n, at, cause)
+  local st = students[state]
+  if not st then
+    st = {days = days, sums = {}, n = 0, last = 0, classes = {}, student = student,
+      day_adds = {}}
+    students[state] = st
+    order[#order + 1] = state
+  end
+  local prefixes = {c}
+  if area ~= '' then prefixes[2] = 'a:' .. c .. ':' .. area end
+  for _, p in ipairs(prefixes) do
+    local s = st.sums[p]
+    if not s then s = {0, 0, 0}; st.sums[p] = s end
+    s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + n
+  end
+  if class ~= '' then st.classes[class] = true end
+  local adds = st.day_adds[day]
+  if not adds then adds = {}; st.day_adds[day] = adds end
+  local j = comp_index[c]
+  local a = adds[j] or {0, 0}
+  adds[j] = {a[1] + n, a[2] + units}
+  if at > st.last then st.last = at end
+  st.n = st.n + 1
+  st.cause = cause
+end
+
+-- An applied xAPI statement's entry in its student's xapi hash: 'a', then '<BHI4dd' (its
+-- component's index, day, score units, weight, weight * score), then its area. A voided
+-- one's: 'v', then '<H' (its day, or the voiding's when it had not arrived): refused
+-- when it arrives, and a second voiding counts once.
+local ENTRY = 23  -- bytes of '<BHI4dd'
+local function voided(xkey, id)
+  return string.sub(redis.call('HGET', xkey, id) or '', 1, 1) == 'v'
+end
+
+local function void(xkey, e, state, days)
+  local entry = redis.call('HGET', xkey, e[18])
+  if entry and string.sub(entry, 1, 1) == 'v' then return 'duplicate' end
+  local day = e[15]
+  if entry then
+    local j, units, w, wv
+    j, day, units, w, wv = struct.unpack('<BHI4dd', entry, 2)
+    local area = string.sub(entry, 2 + ENTRY)
+    gather(state, days, e[13], comps[j], area, -w, -wv, '', day, -units, -1, 0, e[14])
+  end
+  redis.call('HSET', xkey, e[18], 'v' .. struct.pack('<H', day))
+  return 'voiding'
+end
+
 for _, e in ipairs(events) do
-  local state, seen, student = KEYS[FIRST + e[1]], KEYS[FIRST + e[3]], e[13]
+  local state, days, seen = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]]
+  local student = e[13]
+  local xkey = e[17] > 0 and KEYS[FIRST + e[17]] or nil
   if erased_at[state] == nil then
     erased_at[state] = tombstones
       and tonumber(redis.call('ZSCORE', TK.erased, student) or '-1') or -1
@@ -50,36 +112,46 @@ for _, e in ipairs(events) do
   local outcome = 'duplicate'
   if e[6] * 1000 <= erased_at[state] then
     outcome = 'erased'
+  elseif xkey and e[18] == '' and voided(xkey, e[4]) then
+    outcome = 'voided'
   elseif redis.call('SADD', seen, e[4]) == 1 then
-    outcome = 'applied'
     expiring[seen] = e[5]
-    local st = students[state]
-    if not st then
-      st = {days = KEYS[FIRST + e[2]], sums = {}, n = 0, last = 0, classes = {},
-        student = student, day_adds = {}}
-      students[state] = st
-      order[#order + 1] = state
+    if xkey then voidable[xkey] = true end
+    if e[18] ~= '' then
+      outcome = void(xkey, e, state, days)
+    else
+      outcome = 'applied'
+      gather(state, days, student, e[7], e[8], e[9], e[10], e[11], e[15], e[16], 1, e[6], e[14])
+      if xkey then
+        local entry = struct.pack('<BHI4dd', comp_index[e[7]], e[15], e[16], e[9], e[10])
+        redis.call('HSET', xkey, e[4], 'a' .. entry .. e[8])
+      end
     end
-    local at, c, area, w, wv, class = e[6], e[7], e[8], e[9], e[10], e[11]
-    local prefixes = {c}
-    if area ~= '' then prefixes[2] = 'a:' .. c .. ':' .. area end
-    for _, p in ipairs(prefixes) do
-      local s = st.sums[p]
-      if not s then s = {0, 0, 0}; st.sums[p] = s end
-      s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + 1
-    end
-    if class ~= '' then st.classes[class] = true end
-    local adds = st.day_adds[e[15]]
-    if not adds then adds = {}; st.day_adds[e[15]] = adds end
-    local j = comp_index[c]
-    local a = adds[j] or {0, 0}
-    adds[j] = {a[1] + 1, a[2] + e[16]}
-    if at > st.last then st.last = at end
-    st.n = st.n + 1
-    st.cause = e[14]
   end
   redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', e[12])
   outcomes[#outcomes + 1] = outcome
+end
+
+-- The xapi hashes keep their entries the window long: each is pruned at most once a
+-- week (field '_p': the day it last was) of the entries whose day has left the window.
+local today = math.floor((tonumber(now_ms) / 1000 - origin) / 86400)
+for xkey in pairs(voidable) do
+  if tonumber(redis.call('HGET', xkey, '_p') or '-1') <= today - 7 then
+    local all, old = redis.call('HGETALL', xkey), {}
+    for i = 1, #all, 2 do
+      local v, day = all[i + 1], nil
+      if all[i] ~= '_p' then
+        if string.sub(v, 1, 1) == 'v' then day = struct.unpack('<H', v, 2)
+        else day = select(2, struct.unpack('<BH', v, 2)) end
+        if day <= today - window then old[#old + 1] = all[i] end
+      end
+    end
+    for i = 1, #old, 1000 do
+      redis.call('HDEL', xkey, unpack(old, i, math.min(i + 999, #old)))
+    end
+    redis.call('HSET', xkey, '_p', today)
+  end
+  redis.call('EXPIRE', xkey, ttl)
 end
 for seen, at in pairs(expiring) do redis.call('EXPIREAT', seen, string.format('%d', at)) end
 -- Audit records live as long as the data they describe: trimmed by age, then by TTL.
@@ -172,13 +244,16 @@ local function pack_record(day, r)
       body[#body + 1] = struct.pack('<HI4', r[j][1], r[j][2])
     end
   end
+  if mask == 0 then return '' end  -- every event of the day voided: no record
   return struct.pack('<BH', mask, day) .. table.concat(body) .. struct.pack('<B', mask)
 end
 
+-- Additions may be negative (a voiding): a component left with no events is dropped.
 local function add_to(r, adds)
   for j, a in pairs(adds) do
     local cur = r[j] or {0, 0}
     r[j] = {cur[1] + a[1], cur[2] + a[2]}
+    if r[j][1] <= 0 then r[j] = nil end
   end
   return r
 end
@@ -218,7 +293,10 @@ local function update_days(blob, day_adds)
     for _, day in ipairs(all) do parts[#parts + 1] = pack_record(day, recs[day]) end
   end
   local out = table.concat(parts)
-  local newest = math.max(days[#days], last_day)
+  if out == '' then return out end
+  -- The newest record's day (a voiding may have emptied the newest day of the batch).
+  local newest_at = #out - 3 - 6 * POP[struct.unpack('<B', out, #out)]
+  local newest = select(2, struct.unpack('<BH', out, newest_at))
   local first = 1
   while first < #out do
     local mask, day = struct.unpack('<BH', out, first)
@@ -259,14 +337,22 @@ for _, state in ipairs(order) do
   end
   local out = {'last_at', string.format('%.6f', last), 'classes', classes, 'updated_at', now_ms,
     'version', string.format('%d', num(val['version']) + st.n)}
+  local gone = {}  -- sums whose every event was voided: as if never observed
   for p, sum in pairs(st.sums) do
-    local s_, w_ = num(val[p .. ':s']) + sum[1], num(val[p .. ':w']) + sum[2]
-    val[p .. ':s'], val[p .. ':w'] = s_, w_
-    out[#out + 1] = p .. ':s'; out[#out + 1] = fmt(s_)
-    out[#out + 1] = p .. ':w'; out[#out + 1] = fmt(w_)
-    out[#out + 1] = p .. ':n'; out[#out + 1] = string.format('%d', num(val[p .. ':n']) + sum[3])
+    local n_ = num(val[p .. ':n']) + sum[3]
+    if n_ <= 0 then
+      val[p .. ':s'], val[p .. ':w'] = nil, nil
+      gone[#gone + 1] = p .. ':s'; gone[#gone + 1] = p .. ':w'; gone[#gone + 1] = p .. ':n'
+    else
+      local s_, w_ = num(val[p .. ':s']) + sum[1], num(val[p .. ':w']) + sum[2]
+      val[p .. ':s'], val[p .. ':w'] = s_, w_
+      out[#out + 1] = p .. ':s'; out[#out + 1] = fmt(s_)
+      out[#out + 1] = p .. ':w'; out[#out + 1] = fmt(w_)
+      out[#out + 1] = p .. ':n'; out[#out + 1] = string.format('%d', n_)
+    end
   end
   redis.call('HSET', state, unpack(out))
+  if #gone > 0 then redis.call('HDEL', state, unpack(gone)) end
   redis.call('EXPIRE', state, ttl)
 
   -- A level change (not a student's first placement) goes to the outbox in this same
@@ -286,7 +372,9 @@ for _, state in ipairs(order) do
 
   -- The day records get this batch's events, each in its own day (whatever the order
   -- they came in: integer sums commute); see update_days.
-  redis.call('SET', st.days, update_days(redis.call('GET', st.days) or '', st.day_adds), 'EX', ttl)
+  local records = update_days(redis.call('GET', st.days) or '', st.day_adds)
+  if records == '' then redis.call('DEL', st.days)
+  else redis.call('SET', st.days, records, 'EX', ttl) end
 
   local v = component_units(val)
   -- Cohort indexes: the student's units in the tenant and in each of their classes.

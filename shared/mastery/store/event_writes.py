@@ -42,6 +42,8 @@ class Outcome(StrEnum):
     ERASED = "erased"  # refused: the student was erased after the event happened
     REJECTED = "rejected"
     IGNORED = "ignored"  # valid, but feeds no component (an unmapped xAPI verb): not stored
+    VOIDING = "voiding"  # an xAPI voiding statement: its target's effect removed (or barred)
+    VOIDED = "voided"  # refused: an xAPI statement voided before it arrived (or again)
 
 
 Rejection = tuple[str | None, str, bytes]
@@ -274,6 +276,8 @@ class EventWrites(RedisConnection):
                     obs.event_id,
                     day_number(at),
                     score_units(obs.score),
+                    ref(keys.xapi(tenant, s)) if obs.voidable or obs.voids else 0,
+                    str(keys.event_hash(obs.voids)) if obs.voids else "",
                 ]
             )
         marks = offsets[0].marks(tenant, offsets[1]) if offsets else []

@@ -9,6 +9,9 @@ slot (docs/redis-cluster.md gives the trade-off).
     m:{<tenant>}:s:<student>:seen:<n>   set of 64-bit event-id hashes, 30-day bucket n
     m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state version
                                         and day it was made for), TTL 1 hour
+    m:{<tenant>}:s:<student>:xapi       hash: xAPI statement id hash (event_hash) -> what it
+                                        added, packed (apply.lua), or a voided mark: what a
+                                        voiding subtracts, and the ids voided (window long)
     m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
     m:{<tenant>}:outbox                 stream: level changes not yet published to Kafka
     m:{<tenant>}:offsets:<group>        hash: "<topic>:<partition>" -> the next offset of that
@@ -67,6 +70,7 @@ __all__ = [
     "tenant_keys",
     "tenant_prefix",
     "tenant_sum",
+    "xapi",
 ]
 
 #: One day record: a mask of the components that had events that day (bit i: the i-th
@@ -98,6 +102,10 @@ def prediction(tenant: str, student: str) -> str:
     return f"m:{{{tenant}}}:s:{student}:prediction"
 
 
+def xapi(tenant: str, student: str) -> str:
+    return f"m:{{{tenant}}}:s:{student}:xapi"
+
+
 def seen(tenant: str, student: str, bucket: int) -> str:
     return f"m:{{{tenant}}}:s:{student}:seen:{bucket}"
 
@@ -110,6 +118,7 @@ def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[st
         state(tenant, student),
         days(tenant, student),
         prediction(tenant, student),
+        xapi(tenant, student),
         *(seen(tenant, student, b) for b in range(oldest, newest + 1)),
     ]
 

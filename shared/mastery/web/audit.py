@@ -19,6 +19,7 @@ from mastery.policy import Action
 from mastery.store.audit import OutcomeScan, recent_outcomes
 from mastery.web.app import json_response, read_body
 from mastery.web.auth import precheck
+from mastery.web.student import JsonInt
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -34,7 +35,7 @@ class AuditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["access", "events", "all"] = "all"
-    limit: int = Field(100, ge=1, le=1000)
+    limit: JsonInt = Field(100, ge=1, le=1000)
     student_id: EventId | None = None
     """Only records naming this student (access records listing them, their events)."""
     since: AwareDatetime | None = None

@@ -14,7 +14,7 @@ import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -32,6 +32,7 @@ from mastery.store.batches import BatchRecord, BatchStore
 from mastery.web.app import json_response, read_body, read_limited
 from mastery.web.events import record_from_http
 from mastery.web.problems import Problem
+from mastery.web.student import INTEGER
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -64,7 +65,7 @@ class BatchRequest(BaseModel):
     )
     priority: Priority = Priority.NORMAL
     run_async: StrictBool = Field(False, alias="async")
-    deadline_s: int | None = Field(None, ge=1, le=86_400)
+    deadline_s: Annotated[int, Field(ge=1, le=86_400), INTEGER] | None = None
     """Seconds from submission after which unfinished students become ``timeout``."""
 
 

@@ -13,7 +13,12 @@ from starlette.responses import Response
 
 from mastery.domain import Component, Granularity, mastery_history
 from mastery.web.app import json_response
-from mastery.web.student import StudentRequest, read_student_request, require_visible
+from mastery.web.student import (
+    JsonInt,
+    StudentRequest,
+    read_student_request,
+    require_visible,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -39,7 +44,7 @@ _COLUMNS = ["student_id", "start", "end", "days", "mastery", *(name for _, name 
 class HistoryRequest(StudentRequest):
     """``{"student_id", "days": 7-90, "granularity": "day"|"week"|"month", "format": ...}``."""
 
-    days: int = Field(30, ge=7, le=90)
+    days: JsonInt = Field(30, ge=7, le=90)
     granularity: Granularity = Granularity.DAY
     format: Literal["json", "csv", "ndjson"] = "json"
 

@@ -18,6 +18,7 @@ from mastery.events.models import EventId
 from mastery.policy import Action, Role, allowed, may_act
 from mastery.web.prediction import CACHE_TTL_S, prediction_from
 from mastery.web.problems import Problem
+from mastery.web.student import JsonInt
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
@@ -35,7 +36,7 @@ class RiskRequest(BaseModel):
     class_id: EventId | None = None
     """One class; default: every class of a teacher's token, or the whole school for an
     admin (its ``CANDIDATES_MAX`` lowest-scoring students)."""
-    limit: int = Field(10, ge=1, le=100)
+    limit: JsonInt = Field(10, ge=1, le=100)
 
 
 async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest) -> dict[str, Any]:

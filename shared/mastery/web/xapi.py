@@ -4,6 +4,12 @@ Each statement becomes a record of ``mastery.xapi`` and takes the ingest path ev
 takes (validation, idempotency on the statement id, audit), with the caller's tenant. As
 an LRS does, a batch is all or nothing: one invalid statement refuses the whole request
 (400) and nothing is applied; the answer is the array of statement ids, in order.
+
+The valid statements are produced to ``mastery.xapi`` first, the caller's tenant in the
+``mastery_tenant`` header, and the broker's acknowledgement awaited (else 503, nothing
+applied): the topic holds every statement the engine took, so ``mastery rebuild``
+restores them. They are applied here too, so that the answer follows the state; the
+topic's consumers then meet them as duplicates (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mastery.events.codec import JSON, Record
-from mastery.events.xapi import XAPI_TOPIC
+from mastery.events.kafka import OutMessage
+from mastery.events.xapi import TENANT_HEADER, XAPI_TOPIC
 from mastery.policy import Action
 from mastery.store import Outcome
 from mastery.web.app import json_response, read_json
@@ -56,8 +63,15 @@ async def post_statements(request: Request, ctx: Context) -> Response:
     if refused:
         raise Problem(400, "invalid xAPI statement(s); none was stored", statements=refused)
     ctx.students.extend(sorted({obs.student_id for obs, _ in batch.accepted}))
+    await ctx.resources.publisher.publish([_message(r, principal.tenant) for r in records])
     await ingestor.apply(batch)
     return json_response([r.headers["ce_id"].decode() for r in records])
+
+
+def _message(record: Record, tenant: str) -> OutMessage:
+    """A statement as ``mastery.xapi`` keeps it: the tenant in a header, keyed by student."""
+    headers = [*record.headers.items(), (TENANT_HEADER, tenant.encode())]
+    return OutMessage(XAPI_TOPIC, record.value, record.key, headers)
 
 
 def _record(index: int, statement: Any) -> Record:
@@ -69,4 +83,12 @@ def _record(index: int, statement: Any) -> Record:
         sid = str(uuid.uuid4())
         statement = {"id": sid, **statement}
     headers = {"ce_id": sid.encode(), "content-type": JSON.encode()}
-    return Record(topic=XAPI_TOPIC, value=orjson.dumps(statement), headers=headers)
+    return Record(XAPI_TOPIC, orjson.dumps(statement), _student(statement), headers)
+
+
+def _student(statement: dict[str, Any]) -> bytes | None:
+    """The record key the topic recommends: the student (``actor.account.name``)."""
+    actor = statement.get("actor")
+    account = actor.get("account") if isinstance(actor, dict) else None
+    name = account.get("name") if isinstance(account, dict) else None
+    return name.encode() if isinstance(name, str) else None
