@@ -38,7 +38,22 @@ RESULTS = ROOT / "bench" / "results" / "latest.md"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=" | ".join(BENCHMARKS))
-    names = parser.parse_args(argv).names or list(BENCHMARKS)
+    held_out = parser.add_argument_group(
+        "backtest", "report this held-out set instead of the default ones (seed 7 and 314159)"
+    )
+    held_out.add_argument("--seed", type=int, help="generator seed (not the tuning seed)")
+    held_out.add_argument("--students", type=int, default=600)
+    held_out.add_argument("--days", type=int, default=84)
+    held_out.add_argument("--noise", type=_span, default=(0.08, 0.25), help="LO-HI event sd")
+    held_out.add_argument("--active", type=_span, default=(0.25, 0.8), help="LO-HI active days")
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    if args.seed is not None:
+        s = backtest.Settings(args.seed, args.students, args.days, args.noise, args.active)
+        try:
+            backtest.configure(s)
+        except ValueError as e:
+            parser.error(str(e))
     if unknown := [n for n in names if n not in BENCHMARKS]:
         parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
 
@@ -71,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(RESULTS)
     progress(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+def _span(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition("-")
+    try:
+        return float(lo), float(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI, got {text!r}") from None
 
 
 def _interrupt(*_: object) -> None:

@@ -121,8 +121,23 @@ def test_a_sudden_drop_is_flagged_with_the_signal_that_fired() -> None:
     assert p.trend is Trend.DECLINING
     assert p.predicted > 0.5
     assert p.intervention_reason is not None
-    assert p.intervention_reason.startswith("forecast to fall")
+    assert p.intervention_reason.startswith("expected to fall")
     assert "below" not in p.intervention_reason.split("(")[0]
+
+
+def test_recent_scores_below_the_mean_are_forecast_to_pull_it_down() -> None:
+    p = predict(_days(lambda b: 0.5 if b < 5 else 0.7, range(30)), TODAY)
+    assert p.predicted < p.current - 0.02
+    assert p.trend is Trend.DECLINING
+
+
+def test_without_events_ahead_the_forecast_is_the_decayed_sums_as_they_are() -> None:
+    """No events lately: none are expected, and faded sums keep their ratio."""
+    days = _days(lambda b: 0.4 + 0.01 * b, range(15, 27))
+    p = predict(days, TODAY)
+    assert p.days_with_data == 12
+    assert p.predicted == p.current
+    assert p.trend is Trend.STABLE
 
 
 def test_a_rising_student_is_forecast_to_rise() -> None:
@@ -135,7 +150,7 @@ def test_a_rising_student_is_forecast_to_rise() -> None:
 def test_a_low_forecast_is_flagged_with_its_reason() -> None:
     p = predict(_days(lambda _: 0.3, range(20)), TODAY)
     assert p.intervention_reason is not None
-    assert "forecast mastery 0.30 is below 0.375" in p.intervention_reason
+    assert "forecast mastery 0.30 is below 0.4" in p.intervention_reason
 
 
 def test_a_component_without_events_lately_does_not_move() -> None:
@@ -156,6 +171,15 @@ def test_noisier_scores_give_lower_confidence() -> None:
     calm = predict(_days(lambda _: 0.6 + rng.gauss(0, 0.02), range(21)), TODAY)
     noisy = predict(_days(lambda _: 0.6 + rng.gauss(0, 0.2), range(0, 21, 3), n=1), TODAY)
     assert calm.confidence > noisy.confidence
+
+
+def test_fewer_events_give_lower_confidence() -> None:
+    """Events as noisy, a quarter as many a day: a larger predicted error."""
+    rng = random.Random(5)
+    z = [rng.gauss(0, 1) for _ in range(21)]  # a day mean of n events scatters by sd / √n
+    many = predict(_days(lambda b: 0.6 + 0.05 * z[b], range(21), n=4), TODAY)
+    few = predict(_days(lambda b: 0.6 + 0.1 * z[b], range(21), n=1), TODAY)
+    assert many.confidence > few.confidence
 
 
 def test_no_recent_data_keeps_the_last_score_with_no_confidence() -> None:

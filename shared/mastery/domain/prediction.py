@@ -1,14 +1,19 @@
 """Next week's mastery: the decayed mean with the events the student will likely produce.
 
 Mastery is a recency-weighted mean, so next week's value is this week's sums, faded by a
-week, plus next week's events. Those are not known; per component they are expected at the
-student's own recent event rate, each scoring where the student's recent raw scores stand
-and are heading (a recency-weighted line through each day's own event mean, not through the
-mean itself: the mean lags, and keeps rising for a while after a student's real peak).
+week, plus next week's events. With no new events the faded sums keep their ratio: the
+mean stays exactly where it is. The new events are expected per component at the
+student's own recent event rate, each scoring where the student's raw scores will stand
+next week: their recent level (a recency-weighted mean of each day's own event mean; the
+mastery itself lags behind it) moved along their trend (a line through the raw scores,
+its slope shrunk towards flat by how uncertain it is). How far the forecast moves towards
+that is shrunk by its own uncertainty (James-Stein: a move the noise could explain is
+mostly not made), since on a noisy plateau where recent scores stand is mostly noise.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import date
 
-    from mastery.domain.days import DayActivity, DayMean
+    from mastery.domain.days import DayActivity
     from mastery.domain.scoring import ScoringModel
     from mastery.domain.series import Trend
 
@@ -35,35 +40,43 @@ class Forecast:
     """How predictions are made; the values were chosen by ``bench backtest`` on its tuning seed.
 
     Attributes:
-        window_days: the raw scores and event rate of the last this many days are used.
+        window_days: the raw scores of the last this many days are used.
         horizon_days: how far ahead the prediction is.
-        recency_days: raw scores this many days old count half as much in the line.
-        line_days: the line through the raw scores is fitted over the last this many days.
+        recency_days: in the recent level, raw scores this many days old count half.
+        line_days: in the line through the raw scores, scores this many days old
+            count half.
         rate_days: the event rate is that of the last this many days.
-        level_noise: how many times its own variance the raw level must stand off the
-            mean (squared) to be taken at half its distance.
-        damping: share of the raw scores' slope carried into next week.
-        commitment: share of the expected move (towards the new events) forecast.
+        aim_days: next week's events are taken to score where the trend stands this many
+            days after today (the middle of the week ahead).
+        slope_prior: typical size of a real trend (mastery a day); the raw scores' slope
+            is shrunk towards flat by ``prior² / (prior² + var(slope))``.
+        shrink: the forecast move ``d`` is scaled by ``d² / (d² + shrink · var(d))``.
+        min_noise: the raw scores' scatter (sd of one event) is taken as at least this.
         stable_slope: forecast change per day below which the trend is stable.
-        flag_below: a forecast below this needs an intervention.
-        flag_drop: a forecast fall of at least this over the horizon needs one.
+        flag_below: a forecast below this needs an intervention, when it stays below
+            it by ``below_margin`` times the forecast's predicted error.
+        flag_drop: an expected fall of at least this over the horizon needs one, when it
+            is that far by ``drop_margin`` times the fall's own standard error.
         min_confidence: interventions are only flagged at this confidence or above.
         idle_sd: uncertainty of a component without recent events (the student may
             come back to it, where they stand now, or not).
-        error_scale: the forecast's standard error at which confidence is one half.
+        error_scale: the forecast's predicted error at which confidence is one half.
     """
 
     window_days: int = 28
     horizon_days: int = 7
     recency_days: float = 7.0
+    line_days: float = 14.0
     rate_days: int = 14
-    line_days: int = 28
-    level_noise: float = 2.0
-    commitment: float = 0.85
-    damping: float = 0.5
+    aim_days: float = 4.0
+    slope_prior: float = 0.006
+    shrink: float = 12.0
+    min_noise: float = 0.05
     stable_slope: float = 0.002
-    flag_below: float = 0.375
+    flag_below: float = 0.40
+    below_margin: float = 2.0
     flag_drop: float = 0.06
+    drop_margin: float = 2.0
     min_confidence: float = 0.2
     error_scale: float = 0.03
     idle_sd: float = 0.05
@@ -100,9 +113,10 @@ class Prediction:
 @dataclass(frozen=True, slots=True)
 class _Outlook:
     now: float  # the component's score at the end of today
-    then: float  # expected at the horizon
-    variance: float  # of ``then``
-    expected: float  # mean score of the expected new events
+    move: float  # expected change by the horizon (before shrinking)
+    move_var: float  # variance of ``move`` (where the raw scores stand and head)
+    new_var: float  # the new events' own noise in the horizon's score
+    gap: float  # expected score of the new events minus ``now``
 
 
 def predict(
@@ -125,25 +139,32 @@ def predict(
     horizon = today + timedelta(days=f.horizon_days)
     half_life = model.half_life / timedelta(days=1)
     first_day = ordered[0].day if ordered else today
-    current = predicted = variance = 0.0
-    falling = 0.0
+    current = move = move_var = error2 = gap = 0.0
     for c in Component:
         o = _outlook(c, ordered, recent, today, first_day, half_life, f)
         weight = model.weights[c]
         current += weight * o.now
-        predicted += weight * o.then
-        variance += weight**2 * o.variance
-        falling += weight * min(0.0, o.expected - o.now)
-    error = math.sqrt(variance)
-    confidence = 1.0 / (1.0 + (error / f.error_scale) ** 2) if recent else 0.0
+        move += weight * o.move
+        move_var += weight**2 * o.move_var
+        error2 += weight**2 * o.new_var
+        gap += weight * o.gap
+    # James-Stein: the expected move is made as far as it stands out of its own noise.
+    kept = move**2 / (move**2 + f.shrink * move_var) if move else 0.0
+    predicted = min(1.0, max(0.0, current + kept * move))
     change = predicted - current
+    # The predicted error: the new events' noise, and what is unsure about the move.
+    error = math.sqrt(error2 + move_var * kept + (1.0 - kept) ** 2 * move**2)
+    confidence = 1.0 / (1.0 + (error / f.error_scale) ** 2) if recent else 0.0
+    reason = None
+    if recent and confidence >= f.min_confidence:
+        reason = _reason(predicted, error, move, math.sqrt(move_var), gap, f)
     return Prediction(
         predicted=_shown(predicted),
         current=_shown(current),
         slope_per_day=round(change / f.horizon_days, 6),
         trend=trend_of(change / f.horizon_days, f.stable_slope),
         confidence=round(confidence, 3),
-        intervention_reason=_reason(predicted, change, falling, confidence, f) if recent else None,
+        intervention_reason=reason,
         days_with_data=len(recent),
         history_from=recent[0].day if recent else None,
         history_to=recent[-1].day if recent else None,
@@ -167,83 +188,82 @@ def _outlook(
             s += fade * m.units / UNITS
             w += fade * m.count
     if w <= 0:
-        return _Outlook(0.0, 0.0, 0.0, 0.0)
+        return _Outlook(0.0, 0.0, 0.0, 0.0, 0.0)
     now = min(1.0, max(0.0, s / w))
-    points = [((d.day - today).days, m) for d in recent if (m := d.events.get(c)) is not None]
-    if not points:  # no events lately: none expected, the score stays where it is
-        return _Outlook(now, now, f.idle_sd**2, now)
+    points = [
+        ((d.day - today).days, m.count, m.units / m.count / UNITS)
+        for d in recent
+        if (m := d.events.get(c)) is not None
+    ]
     rate_start = max(first_day, today - timedelta(days=f.rate_days - 1))
-    rate = sum(m.count for x, m in points if x > -f.rate_days) / ((today - rate_start).days + 1)
-    if rate <= 0:  # lately nothing: none expected, unless the student comes back
-        return _Outlook(now, now, f.idle_sd**2, now)
-    line = [(x, m) for x, m in points if x > -f.line_days] or points[-1:]
-    level, slope, noise, spread, evidence = _raw_line(line, f.recency_days)
-    # Where the raw scores stand moves the forecast only as far as it stands out of their
-    # noise: a plateau's recent scores scatter around the mean, a turn's stay off it.
-    gap2 = (level - now) ** 2
-    level = now + (level - now) * gap2 / (gap2 + f.level_noise * spread) if gap2 > 0 else now
-    slope *= f.damping * evidence
+    events = sum(n for x, n, _ in points if x > -f.rate_days)
+    if not events:  # lately nothing: none expected, the mean stays (unless they come back)
+        return _Outlook(now, 0.0, 0.0, f.idle_sd**2, 0.0)
+    rate = events / ((today - rate_start).days + 1)
+    level, level_var, noise = _raw_level(points, f)
     h = f.horizon_days
-    fut_s = fut_w = 0.0
-    for k in range(1, h + 1):
-        fade = 2.0 ** (-(h - k) / half_life)
-        fut_s += fade * rate * min(1.0, max(0.0, level + slope * k))
-        fut_w += fade * rate
-    old = 2.0 ** (-h / half_life)
-    # A component may get no events at all next week (then it stays put): the forecast
-    # that errs least (the median) lies between that and the expected mean.
-    then = now + f.commitment * ((s * old + fut_s) / (w * old + fut_w) - now)
-    expected = fut_s / fut_w
-    share = fut_w / (w * old + fut_w)  # of the horizon's mean that is still to come
-    events_ahead = max(1.0, rate * h)
-    # the new events' own noise, where their level stands, and whether they come at all
-    var_new = noise**2 / events_ahead + spread + (0.5 * (expected - now)) ** 2 * (1.0 - share)
-    return _Outlook(now, min(1.0, max(0.0, then)), share**2 * var_new, expected)
+    # Next week's events, at the rate, each faded to the horizon; today's sums fade a week.
+    ahead = rate * math.fsum(2.0 ** (-(h - k) / half_life) for k in range(1, h + 1))
+    share = ahead / (w * 2.0 ** (-h / half_life) + ahead)  # of the horizon's mean
+    gap = level - now
+    new_var = share**2 * noise**2 / max(1.0, rate * h)
+    return _Outlook(now, share * gap, share**2 * level_var, new_var, gap)
 
 
-def _raw_line(
-    points: Sequence[tuple[int, DayMean]], recency_days: float
-) -> tuple[float, float, float, float, float]:
-    """Level at today and slope of the raw day means (weighted by events and recency),
-    the events' scatter around it, the variance of the level, and how clearly the slope
-    stands out of the noise (``t² / (1 + t²)``)."""
-    xs, ys, ws = [], [], []
-    for x, m in points:
-        count, units = m.count, m.units
-        xs.append(float(x))
-        ys.append(units / count / UNITS)
-        ws.append(count * 2.0 ** (x / recency_days))
-    total = math.fsum(ws)
-    mx = math.fsum(w * x for w, x in zip(ws, xs, strict=True)) / total
-    my = math.fsum(w * y for w, y in zip(ws, ys, strict=True)) / total
-    sxx = math.fsum(w * (x - mx) ** 2 for w, x in zip(ws, xs, strict=True))
-    sxy = math.fsum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys, strict=True))
-    n = len(xs)
-    slope = sxy / sxx if n >= 3 and sxx > 0 else 0.0
-    fitted = my - slope * mx
-    sse = math.fsum(w * (y - fitted - slope * x) ** 2 for w, x, y in zip(ws, xs, ys, strict=True))
-    # A day mean averages its events; with few days, assume a typical scatter.
-    noise = math.sqrt(sse / total * n / max(1, n - 2)) if n >= 3 else 0.15
-    effective = total**2 / math.fsum(w * w for w in ws)
-    slope_var = noise**2 / sxx if sxx > 0 and n >= 3 else 0.0
-    spread = noise**2 / effective + slope_var * mx**2
-    t2 = slope**2 / slope_var if slope_var > 0 else 0.0
-    evidence = t2 / (1.0 + t2)
-    # A slope that noise could explain moves the level at today only as much as it is clear.
-    return my - evidence * slope * mx, slope, noise, spread, evidence
+def _raw_level(points: Sequence[tuple[int, int, float]], f: Forecast) -> tuple[float, float, float]:
+    """Where the raw scores (``(day, events, day mean)``, day 0 = today) will stand at
+    ``aim_days``, its variance, and the scatter of one event's score.
+
+    The recent level is the recency-weighted mean of the day means (half weight at
+    ``recency_days``); the slope of a line through them (weighted by events, half at
+    ``line_days``) moves it forward to ``aim_days``, shrunk towards flat by a prior of
+    ``slope_prior``: a slope the noise could explain barely moves it.
+    """
+    lw = [n * 2.0 ** (x / f.line_days) for x, n, _ in points]
+    total = math.fsum(lw)
+    mx = math.fsum(w * x for w, (x, _, _) in zip(lw, points, strict=True)) / total
+    my = math.fsum(w * y for w, (_, _, y) in zip(lw, points, strict=True)) / total
+    sxx = math.fsum(w * (x - mx) ** 2 for w, (x, _, _) in zip(lw, points, strict=True))
+    sxy = math.fsum(w * (x - mx) * (y - my) for w, (x, _, y) in zip(lw, points, strict=True))
+    # var(slope) = noise² · Σ w²/n / sxx² (a day mean of n events has variance noise² / n)
+    sxx2 = math.fsum(w * w / n * (x - mx) ** 2 for w, (x, n, _) in zip(lw, points, strict=True))
+    lined = len(points) >= 3 and sxx > 0
+    slope = sxy / sxx if lined else 0.0
+    # too few days to tell: a typical scatter
+    noise = max(f.min_noise, _scatter(points)) if lined else 0.15
+    prior = f.slope_prior**2
+    slope_var = noise**2 * sxx2 / sxx**2 if lined else prior
+    kept = prior / (prior + slope_var)
+    ws = [n * 2.0 ** (x / f.recency_days) for x, n, _ in points]
+    weight = math.fsum(ws)
+    at = math.fsum(w * x for w, (x, _, _) in zip(ws, points, strict=True)) / weight
+    recent = math.fsum(w * y for w, (_, _, y) in zip(ws, points, strict=True)) / weight
+    effective = weight**2 / math.fsum(w * w / n for w, (_, n, _) in zip(ws, points, strict=True))
+    reach = f.aim_days - at
+    level = min(1.0, max(0.0, recent + kept * slope * reach))
+    return level, noise**2 / effective + kept * slope_var * reach**2, noise
+
+
+def _scatter(points: Sequence[tuple[int, int, float]]) -> float:
+    """The sd of one event's score, from successive day means (a day mean of ``n`` events
+    scatters by ``sd² / n``): a trend, even one that turns, barely adds to the differences
+    of neighbouring days, where it would to the residuals of a line."""
+    pairs = list(itertools.pairwise(points))
+    return math.sqrt(
+        math.fsum((y2 - y1) ** 2 / (1 / n1 + 1 / n2) for (_, n1, y1), (_, n2, y2) in pairs)
+        / (2 * len(pairs))
+    )
 
 
 def _reason(
-    predicted: float, change: float, falling: float, confidence: float, f: Forecast
+    predicted: float, error: float, move: float, sd: float, gap: float, f: Forecast
 ) -> str | None:
-    if confidence < f.min_confidence:
-        return None
     reasons = []
-    if predicted < f.flag_below:
+    if predicted + f.below_margin * error < f.flag_below:
         reasons.append(f"forecast mastery {predicted:.2f} is below {f.flag_below:g}")
-    if change <= -f.flag_drop:
+    if move + f.drop_margin * sd <= -f.flag_drop:
         reasons.append(
-            f"forecast to fall {-change:.2f} in {f.horizon_days} days "
-            f"(recent scores {-falling:.2f} below the mean)"
+            f"expected to fall {-move:.2f} in {f.horizon_days} days "
+            f"(recent scores {-gap:.2f} below the mean)"
         )
     return "; ".join(reasons) or None

@@ -65,7 +65,7 @@ class PredictionAnswer(_Answer):
     predicted_for: date
     trend: Trend
     slope_per_day: float = Field(description="mastery change per day")
-    confidence: float = Field(description="0-1; below 0.7 never flags an intervention")
+    confidence: float = Field(description="0-1; below 0.2 never flags an intervention")
     intervention_needed: bool
     intervention_reason: str | None
     days_with_data: int = Field(description="days of the last 30 with events")

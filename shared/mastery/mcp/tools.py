@@ -206,8 +206,9 @@ TOOLS: Mapping[str, ToolSpec] = {
             "where their recent raw scores stand and head): trend (where the forecast goes: "
             "improving/declining/stable beyond +-0.002 a day), forecast change per day, "
             "confidence 0-1 (falls with the forecast's uncertainty) and whether an "
-            "intervention is needed (at confidence >= 0.2, when the forecast is below 0.375 "
-            "or falls 0.06 or more in the week; the reason names the signal). Use it before "
+            "intervention is needed (at confidence >= 0.2, when the forecast is below 0.40 "
+            "or the expected fall is 0.06 or more in the week, each by twice its "
+            "uncertainty; the reason names the signal). Use it before "
             "deciding to step in." + _SCOPE,
             StudentRequest,
             PredictionAnswer,
@@ -256,7 +257,7 @@ TOOLS: Mapping[str, ToolSpec] = {
             "find_students_at_risk",
             "Students needing help",
             "For teachers and admins: the students whose 7-day prediction flags an "
-            "intervention (forecast mastery below 0.375, or a forecast fall of 0.06 or more "
+            "intervention (forecast mastery below 0.40, or an expected fall of 0.06 or more "
             "in the week, at confidence >= 0.2), highest risk (lowest predicted mastery) "
             "first, at most "
             "`limit` (1-100, default 10). class_id narrows to one class; without it a teacher "
