@@ -25,7 +25,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mastery.cli.dev import DEV_JWT_SECRET
 from mastery.domain import Component
 from mastery.local import free_port
-from mastery.registry import FUNCTIONS, event_topic
+from mastery.registry import FUNCTIONS
+from mastery.topics import event_topic
 from tests.helpers import event_data, record
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import orjson
 from confluent_kafka import Producer
 
 from mastery.cli.dev import DEV_JWT_SECRET
-from mastery.registry import XAPI_TOPIC
+from mastery.topics import XAPI_TOPIC
 from tests.e2e.conftest import XAPI_HOME, XAPI_TENANT
 from tests.helpers import xapi_statement
 

@@ -15,6 +15,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
+from mastery.topics import AUDIT_TOPIC
 from mastery.web import event_handler, query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, headers_of, read_to_end, read_topic, record
@@ -262,7 +263,7 @@ async def test_every_data_access_is_audited_on_the_audit_topic(
             "/mastery/query", json={"student_id": "s1"}, headers={**auth, "x-correlation-id": cid}
         )
 
-    seen = read_topic(settings, "mastery.audit", expected=100_000, timeout=3)
+    seen = read_topic(settings, AUDIT_TOPIC, expected=100_000, timeout=3)
     mine = {}
     for m in seen:
         doc = orjson.loads(m.value())

@@ -24,9 +24,9 @@ from mastery.bootstrap import build
 from mastery.cli import main
 from mastery.domain import Component
 from mastery.events.kafka import create_topics, to_record
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC
 from mastery.settings import Settings
-from mastery.web.access import AUDIT_TOPIC, access_record
+from mastery.topics import AUDIT_TOPIC, EVENT_TOPICS, LEVEL_CHANGED_TOPIC
+from mastery.web.access import access_record
 from mastery.web.auth import Principal, Role
 from tests.helpers import event_data, produce, read_to_end, record
 from tests.integration.conftest import token
@@ -116,7 +116,7 @@ async def test_rebuild_restores_what_was_lost(
     tenant: str,
 ) -> None:
     produce(own_settings, _events(tenant))
-    topics = [f"mastery.{c}" for c in Component]
+    topics = list(EVENT_TOPICS)
     res = build(own_settings, source="test")
     try:
         await res.ingestor.ingest(_read_all(own_settings, topics))

@@ -244,8 +244,8 @@ def produce(
 
     from mastery.events.codec import AVRO, JSON, encode
     from mastery.events.kafka import producer_config
-    from mastery.registry import event_topic
     from mastery.settings import Settings
+    from mastery.topics import event_topic
 
     comp = Component(component)
     data = {

@@ -41,11 +41,9 @@ from mastery.errors import InvalidEvent, OffsetsMoved
 from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import reader_config, to_record
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC
-from mastery.registry import event_topic
 from mastery.store import OffsetBook
 from mastery.store.offsets import CATCH_ALL, partition_field
-from mastery.web.access import AUDIT_TOPIC
+from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, event_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence

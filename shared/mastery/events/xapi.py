@@ -32,7 +32,7 @@ from pydantic import (
 from mastery.domain import Component, Observation
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.models import ID_PATTERN
-from mastery.registry import XAPI_TOPIC
+from mastery.topics import XAPI_TOPIC
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
