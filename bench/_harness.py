@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from mastery.events.kafka import create_topics
-from mastery.local import (
+from mastery.dev.servers import (
     die_with_parent,
     free_port,
     redis_argv,
@@ -33,6 +32,7 @@ from mastery.local import (
     wait_for_kafka,
     wait_for_redis,
 )
+from mastery.events.kafka import create_topics
 from mastery.settings import Settings
 
 if TYPE_CHECKING:

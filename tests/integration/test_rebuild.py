@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
-from mastery import local
 from mastery.bootstrap import build
 from mastery.cli import main
+from mastery.dev import servers
 from mastery.domain import Component
 from mastery.events.kafka import create_topics, to_record
 from mastery.settings import Settings
@@ -47,8 +47,8 @@ _VARYING = {"correlation_id", "updated_at"}
 @pytest.fixture(scope="module")
 def own_settings(settings: Settings) -> Iterator[Settings]:
     """The session's Redis (either topology) with a broker of the test's own."""
-    port = local.free_port()
-    broker = local.start_tansu(port)
+    port = servers.free_port()
+    broker = servers.start_tansu(port)
     settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     create_topics(settings)
     yield settings

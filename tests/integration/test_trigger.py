@@ -6,8 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from mastery.bootstrap import build
+from mastery.dev.trigger import run_trigger
 from mastery.domain import Component
-from mastery.events.trigger import run_trigger
 from tests.helpers import event_data, fresh_topics, headers_of, produce, read_topic, record
 
 if TYPE_CHECKING:

@@ -74,7 +74,7 @@ def main() -> None:
 )
 def dev(port: int, redis_port: int, kafka_port: int, functions_dir: Path, data_dir: Path) -> None:
     """Run the whole stack locally until Ctrl-C."""
-    from mastery.cli.dev import Stack, describe
+    from mastery.dev.stack import Stack, describe
 
     if not functions_dir.is_dir():
         raise click.ClickException(f"{functions_dir} not found: run from the project root")
@@ -121,7 +121,7 @@ def consume(
 @_ready_file
 def trigger(topic: str, sink: str, ready_file: Path | None) -> None:
     """Deliver TOPIC's records to SINK as CloudEvents (a local KafkaSource)."""
-    from mastery.events.trigger import run_trigger
+    from mastery.dev.trigger import run_trigger
 
     _serve(lambda res, stop: run_trigger(res, topic, sink, stop, ready_file), f"trigger-{topic}")
 
@@ -213,7 +213,7 @@ def gateway(port: int, routes: str, functions: str, ready_files: str) -> None:
     """Serve the local gateway (started by `mastery dev`)."""
     import uvicorn
 
-    from mastery.cli.gateway import create_app
+    from mastery.dev.gateway import create_app
 
     files = {name: Path(path) for name, path in _parse_pairs(ready_files).items()}
     app = create_app(_parse_pairs(routes), _parse_pairs(functions), files)
@@ -344,7 +344,7 @@ def token(
     """
     import jwt
 
-    from mastery.cli.dev import DEV_JWT_SECRET
+    from mastery.dev.stack import DEV_JWT_SECRET
     from mastery.settings import Settings
 
     secret = Settings().jwt_secret_value()

@@ -21,9 +21,15 @@ from pathlib import Path
 
 import click
 
+from mastery.dev.servers import (
+    die_with_parent,
+    redis_argv,
+    tansu_argv,
+    wait_for_kafka,
+    wait_for_redis,
+)
 from mastery.errors import Unavailable
 from mastery.events.kafka import admin_config, create_topics
-from mastery.local import die_with_parent, redis_argv, tansu_argv, wait_for_kafka, wait_for_redis
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
 from mastery.store.client import redis_options
