@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from mastery.dev import servers
+from mastery.events.kafka import probe
 from mastery.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.secure.certs import Pki, make_pki
@@ -139,11 +140,5 @@ def secure_env(pki: Pki, secrets_dir: Path, tls_redis: int, secured_broker: int)
 @pytest.fixture(scope="session")
 def secure_settings(secure_env: dict[str, str]) -> Settings:
     settings = Settings(**secure_env)  # type: ignore[arg-type]
-    servers.wait_for_kafka(settings.kafka_bootstrap_servers, config=_admin(settings))
+    probe(settings, timeout_s=30)
     return settings
-
-
-def _admin(settings: Settings) -> dict[str, object]:
-    from mastery.events.kafka import admin_config
-
-    return admin_config(settings)

@@ -25,11 +25,10 @@ from mastery.dev.servers import (
     die_with_parent,
     redis_argv,
     tansu_argv,
-    wait_for_kafka,
     wait_for_redis,
 )
 from mastery.errors import Unavailable
-from mastery.events.kafka import admin_config, create_topics
+from mastery.events.kafka import create_topics, probe
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
 from mastery.store.client import redis_options
@@ -74,7 +73,7 @@ class Stack:
         )
         try:
             wait_for_redis(settings.redis_url, **redis_options(settings))
-            wait_for_kafka(settings.kafka_bootstrap_servers, config=admin_config(settings))
+            probe(settings, timeout_s=30)
         except Unavailable as exc:
             raise click.ClickException(str(exc)) from exc
         create_topics(settings)

@@ -41,6 +41,7 @@ __all__ = [
     "producer_config",
     "reader_config",
     "to_record",
+    "wait_for_broker",
 ]
 
 #: librdkafka's defaults make a consumer-group join take ~23 s on Tansu; these make it ~3 s.
@@ -210,9 +211,18 @@ def probe(settings: Settings, timeout_s: float = 10.0) -> None:
             untrusted certificate); the message is librdkafka's own, on one line.
         Unavailable: no broker answered within ``timeout_s``.
     """
+    wait_for_broker(admin_config(settings), timeout_s)
+
+
+def wait_for_broker(config: dict[str, Any], timeout_s: float) -> None:
+    """Ask for the broker's metadata with the client ``config`` until it answers.
+
+    Raises ``Misconfigured`` at once when the broker refuses the configuration, and
+    ``Unavailable`` when none answered within ``timeout_s`` (as ``probe``).
+    """
     errors: list[KafkaError] = []
     # log_level 0: the reason is raised once here, not logged at every reconnect.
-    conf = admin_config(settings) | {"error_cb": errors.append, "log_level": 0}
+    conf = config | {"error_cb": errors.append, "log_level": 0}
     try:
         admin = AdminClient(conf)
     except (KafkaException, ValueError, TypeError) as exc:
