@@ -27,7 +27,7 @@ from mastery.domain.batch import Priority, summarize
 from mastery.events.kafka import create_topics
 from mastery.store import keys
 from mastery.store.batches import BatchStore
-from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, with_dead_letters
+from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, with_dead_letters
 from mastery.web import batch_event, batch_status, erase_student, query_mastery, submit_batch
 from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
@@ -513,5 +513,5 @@ async def test_batch_worker_function_runs_a_delivered_batch_and_dead_letters_gar
         assert poison.json()["outcome"] == "rejected"
     doc = (await api.get(url, headers=_admin(tenant))).json()
     assert (doc["status"], doc["succeeded"]) == ("done", 5)
-    [dead] = read_topic(res.settings, f"{topic}.dlq", expected=1)
+    [dead] = read_topic(res.settings, dlq_topic(topic), expected=1)
     assert headers_of(dead)["dlq_reason"].startswith("malformed")

@@ -25,7 +25,7 @@ from mastery.dev import servers
 from mastery.domain import Component
 from mastery.events.kafka import create_topics, to_record
 from mastery.settings import Settings
-from mastery.topics import AUDIT_TOPIC, EVENT_TOPICS, LEVEL_CHANGED_TOPIC
+from mastery.topics import AUDIT_TOPIC, EVENT_TOPICS, LEVEL_CHANGED_TOPIC, dlq_topic, event_topic
 from mastery.web.access import access_record
 from mastery.web.auth import Principal, Role
 from tests.helpers import event_data, produce, read_to_end, record
@@ -137,7 +137,7 @@ async def test_rebuild_restores_what_was_lost(
     before = await _answers(client, tenant)
     assert before[("mastery-query", "s1")][0] == 200
     assert before[("mastery-query", _ERASED)][0] == 404
-    dead_letters = len(read_to_end(own_settings, "mastery.quiz.dlq"))
+    dead_letters = len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ))))
     announced = len(read_to_end(own_settings, LEVEL_CHANGED_TOPIC))
     assert dead_letters == 1
     assert read_to_end(own_settings, AUDIT_TOPIC)  # the erasure is on record
@@ -160,7 +160,7 @@ async def test_rebuild_restores_what_was_lost(
     assert "score" in result.output  # why the one record was skipped
 
     assert await _answers(client, tenant) == before
-    assert len(read_to_end(own_settings, "mastery.quiz.dlq")) == dead_letters
+    assert len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ)))) == dead_letters
     assert len(read_to_end(own_settings, LEVEL_CHANGED_TOPIC)) == announced
 
     # Safe to repeat: everything is a duplicate the second time.
