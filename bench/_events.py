@@ -9,7 +9,7 @@ from confluent_kafka import Producer
 
 from mastery.events.codec import encode
 from mastery.events.kafka import create_topics, producer_config
-from mastery.registry import event_topic
+from mastery.topics import event_topic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from mastery.events.kafka import create_topics
-from mastery.local import (
+from mastery.dev.servers import (
     die_with_parent,
     free_port,
     redis_argv,
     tansu_argv,
-    wait_for_kafka,
     wait_for_redis,
 )
+from mastery.events.kafka import create_topics, wait_for_broker
 from mastery.settings import Settings
 
 if TYPE_CHECKING:
@@ -186,7 +185,7 @@ class Stack:
         self._tansu = self.spawn("tansu", tansu_argv(port))
         self.kafka_servers = f"127.0.0.1:{port}"
         _wait_for_port(port)
-        wait_for_kafka(self.kafka_servers)
+        wait_for_broker({"bootstrap.servers": self.kafka_servers}, timeout_s=30)
         return self.kafka_servers
 
     async def fresh_stores(self) -> Redis:

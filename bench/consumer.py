@@ -24,9 +24,9 @@ from redis.asyncio.cluster import RedisCluster
 from bench._events import create_event_topics, learning_event, produce_all
 from bench._harness import BIN, Row, cpu_seconds, median, progress, spread
 from mastery.bootstrap import build
+from mastery.dev.servers import free_cluster_port, start_redis_cluster, stop
 from mastery.domain import Component
 from mastery.events.kafka import consumer_config, to_record
-from mastery.local import free_cluster_port, start_redis_cluster, stop
 from mastery.store import keys
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from mastery.events.codec import encode
 from mastery.events.kafka import Record
 from mastery.mcp import Caller, call_tool
 from mastery.policy import Role
-from mastery.registry import event_topic
+from mastery.topics import event_topic
 from mastery.web.auth import Principal
 
 if TYPE_CHECKING:

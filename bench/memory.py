@@ -26,8 +26,8 @@ from bench._harness import Row, progress
 from mastery.domain import Component, Observation
 from mastery.events.codec import Record
 from mastery.events.ingest import audit_record
-from mastery.registry import event_topic
 from mastery.store import RedisStore, keys
+from mastery.topics import event_topic
 
 if TYPE_CHECKING:
     from bench._harness import Stack

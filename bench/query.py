@@ -37,8 +37,8 @@ from bench._harness import (
     spread,
 )
 from bench._openloop import http_request, open_loop
+from mastery.dev.servers import free_port
 from mastery.domain import Component, Observation
-from mastery.local import free_port
 from mastery.store import RedisStore
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from mastery import local
+from mastery.dev import servers
 from mastery.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,20 +37,20 @@ if os.environ.get("CI"):
 
 @pytest.fixture(scope="session")
 def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = local.free_port()
-    proc = local.start_redis(port, tmp_path_factory.mktemp("redis"))
+    port = servers.free_port()
+    proc = servers.start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
-    local.stop(proc)
+    servers.stop(proc)
 
 
 @pytest.fixture(scope="session")
 def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Three masters, no replicas (the failover tests start their own)."""
-    ports = [local.free_cluster_port() for _ in range(3)]
-    procs = local.start_redis_cluster(ports, tmp_path_factory.mktemp("redis-cluster"))
+    ports = [servers.free_cluster_port() for _ in range(3)]
+    procs = servers.start_redis_cluster(ports, tmp_path_factory.mktemp("redis-cluster"))
     yield f"redis://127.0.0.1:{ports[0]}/0"
     for proc in procs:
-        local.stop(proc)
+        servers.stop(proc)
 
 
 @pytest.fixture(scope="session", params=["single", "cluster"])
@@ -72,10 +72,10 @@ def redis_url(request: pytest.FixtureRequest, redis_topology: str) -> str:
 
 @pytest.fixture(scope="session")
 def kafka_servers() -> Iterator[str]:
-    port = local.free_port()
-    proc = local.start_tansu(port)
+    port = servers.free_port()
+    proc = servers.start_tansu(port)
     yield f"127.0.0.1:{port}"
-    local.stop(proc)
+    servers.stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from mastery.domain import Component
 from mastery.events.codec import AVRO, Record, encode
 from mastery.events.kafka import consumer_config, create_topics, producer_config
-from mastery.registry import event_topic
 from mastery.store import keys
+from mastery.topics import event_topic, with_dead_letters
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,7 +58,7 @@ def fresh_topics(settings: Settings, *names: str) -> list[str]:
     """Unique topics (and their DLQs) for one test, so tests never read each other's records."""
     suffix = uuid.uuid4().hex[:8]
     topics = [f"{name}-{suffix}" for name in names]
-    create_topics(settings, [*topics, *(f"{t}.dlq" for t in topics)])
+    create_topics(settings, with_dead_letters(topics))
     return topics
 
 

@@ -6,7 +6,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mastery.registry import XAPI_TOPIC
+from mastery.topics import XAPI_TOPIC
 from mastery.web import FunctionApp
 from mastery.web.events import topic_handler
 from mastery.web.xapi import post_statements

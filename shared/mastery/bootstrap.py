@@ -23,7 +23,7 @@ from mastery.settings import Settings
 from mastery.store import RedisStore
 from mastery.store.client import redis_client
 from mastery.store.ratelimit import RateLimiter
-from mastery.web.access import AUDIT_TOPIC
+from mastery.topics import AUDIT_TOPIC
 from mastery.web.auth import Authenticator
 
 if TYPE_CHECKING:

@@ -7,24 +7,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from mastery.domain import Component
-from mastery.domain.batch import Priority
 from mastery.policy import Action
+from mastery.topics import BATCH_PREFIX, XAPI_TOPIC, batch_topics, event_topic
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["BATCH_TOPICS", "FUNCTIONS", "XAPI_TOPIC", "FunctionSpec", "event_topic", "get"]
-
-
-def event_topic(component: Component) -> str:
-    """The Kafka topic that carries one component's learning events."""
-    return f"mastery.{component}"
-
-
-#: The batch queues, highest priority first (``MASTERY_BATCH_TOPIC_PREFIX`` renames them).
-BATCH_TOPICS = tuple(f"mastery.batch.{p.value}" for p in Priority)
-#: xAPI statements forwarded by an LRS or a log shipper (``mastery.events.xapi``).
-XAPI_TOPIC = "mastery.xapi"
+__all__ = ["FUNCTIONS", "FunctionSpec", "get"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +93,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         action=Action.BATCH,
         students_field="student_ids",
     ),
-    FunctionSpec("batch-worker", consumes=BATCH_TOPICS, worker="batch-worker"),
+    # The deployed queues; the worker itself subscribes to those its prefix setting names.
+    FunctionSpec("batch-worker", consumes=batch_topics(BATCH_PREFIX), worker="batch-worker"),
     FunctionSpec(
         "on-xapi",
         routes=("POST /xapi/statements",),

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mastery.domain import ScoringModel
+from mastery.topics import BATCH_PREFIX
 
 __all__ = ["Settings"]
 
@@ -90,10 +91,11 @@ class Settings(BaseSettings):
     retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
     min_cohort: int = Field(5, ge=1, validation_alias="MASTERY_MIN_COHORT")
     batch_topic_prefix: str = Field(
-        "mastery.batch",
+        BATCH_PREFIX,
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
         validation_alias="MASTERY_BATCH_TOPIC_PREFIX",
     )
+    """Names the batch queues ``<prefix>.<priority>`` (``mastery.topics``)."""
     batch_group: str = Field("mastery-batch-worker", validation_alias="MASTERY_BATCH_GROUP")
     batch_deadline_s: int = Field(
         300, gt=0, le=86_400, validation_alias="MASTERY_BATCH_DEADLINE_SECONDS"

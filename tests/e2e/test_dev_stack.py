@@ -22,10 +22,11 @@ from confluent_kafka import Producer
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from mastery.cli.dev import DEV_JWT_SECRET
+from mastery.dev.servers import free_port
+from mastery.dev.stack import DEV_JWT_SECRET
 from mastery.domain import Component
-from mastery.local import free_port
-from mastery.registry import FUNCTIONS, event_topic
+from mastery.registry import FUNCTIONS
+from mastery.topics import event_topic
 from tests.helpers import event_data, record
 
 if TYPE_CHECKING:
@@ -346,8 +347,8 @@ def test_mastery_batch_submits_follows_and_summarises(stack: Stack, tmp_path: Pa
 
 
 def test_each_function_serves_its_metrics_where_make_run_says(stack: Stack) -> None:
-    from mastery.cli.dev import Stack as DevStack
-    from mastery.cli.dev import describe
+    from mastery.dev.stack import Stack as DevStack
+    from mastery.dev.stack import describe
 
     # The address `mastery dev` prints: the first function's port, /metrics.
     dev = DevStack(ROOT / "functions", stack.port, env={"REDIS_URL": "r",

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from mastery.cli.dev import DEV_JWT_SECRET
+from mastery.dev.stack import DEV_JWT_SECRET
 from mastery.domain import Component
-from mastery.registry import event_topic
+from mastery.topics import event_topic
 from mastery.web.openapi import gateway_document
 from tests.e2e.test_dev_stack import Stack
 from tests.helpers import event_data, record, xapi_statement

@@ -10,8 +10,8 @@ import jwt
 import orjson
 from confluent_kafka import Producer
 
-from mastery.cli.dev import DEV_JWT_SECRET
-from mastery.registry import XAPI_TOPIC
+from mastery.dev.stack import DEV_JWT_SECRET
+from mastery.topics import XAPI_TOPIC
 from tests.e2e.conftest import XAPI_HOME, XAPI_TENANT
 from tests.helpers import xapi_statement
 

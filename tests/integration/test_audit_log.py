@@ -26,6 +26,7 @@ from mastery.domain import Component
 from mastery.errors import Unavailable
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.kafka import create_topics, producer_config, reader_config
+from mastery.topics import AUDIT_TOPIC
 from mastery.web import query_mastery, recent_audit
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, fresh_topics, record
@@ -312,7 +313,7 @@ async def test_redis_down_is_503(redis_down: Resources, tenant: str) -> None:
 
 async def test_an_unreachable_broker_is_unavailable(settings: Settings, tenant: str) -> None:
     down = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
-    log = KafkaAccessLog(reader_config(down), "mastery.audit", timeout_s=1)
+    log = KafkaAccessLog(reader_config(down), AUDIT_TOPIC, timeout_s=1)
     with pytest.raises(Unavailable):
         await log.recent(tenant, 10)
     log.close()

@@ -27,6 +27,7 @@ from mastery.domain.batch import Priority, summarize
 from mastery.events.kafka import create_topics
 from mastery.store import keys
 from mastery.store.batches import BatchStore
+from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, with_dead_letters
 from mastery.web import batch_event, batch_status, erase_student, query_mastery, submit_batch
 from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
@@ -49,8 +50,7 @@ async def res(settings: Settings) -> AsyncIterator[Resources]:
     """Resources with this test's own batch topics (and their DLQs)."""
     prefix = f"mb-{uuid.uuid4().hex[:8]}"
     mine = settings.model_copy(update={"batch_topic_prefix": prefix})
-    topics = [f"{prefix}.{p.value}" for p in Priority]
-    create_topics(mine, [*topics, *(f"{t}.dlq" for t in topics), "mastery.audit"])
+    create_topics(mine, [*with_dead_letters(batch_topics(prefix)), AUDIT_TOPIC])
     r = build(mine, source="test")
     yield r
     await r.aclose()
@@ -508,10 +508,10 @@ async def test_batch_worker_function_runs_a_delivered_batch_and_dead_letters_gar
         assert resp.json() == {"outcome": "done", "batch_id": batch_id}
         again = await fn.post("/", content=body, headers=headers)  # a redelivery
         assert again.json()["outcome"] == "already_final"
-        topic = f"{res.settings.batch_topic_prefix}.low"
+        topic = batch_topic(res.settings.batch_topic_prefix, Priority.LOW)
         poison = await fn.post("/", content=b"garbage", headers={**headers, "x-topic": topic})
         assert poison.json()["outcome"] == "rejected"
     doc = (await api.get(url, headers=_admin(tenant))).json()
     assert (doc["status"], doc["succeeded"]) == ("done", 5)
-    [dead] = read_topic(res.settings, f"{topic}.dlq", expected=1)
+    [dead] = read_topic(res.settings, dlq_topic(topic), expected=1)
     assert headers_of(dead)["dlq_reason"].startswith("malformed")

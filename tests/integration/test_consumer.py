@@ -18,6 +18,7 @@ from mastery.events.codec import Record
 from mastery.events.consumer import consume
 from mastery.events.kafka import create_topics
 from mastery.store import UNKNOWN_TENANT, keys
+from mastery.topics import dlq_topic
 from tests.helpers import (
     event_data,
     fresh_topics,
@@ -82,7 +83,7 @@ async def test_batches_apply_once_and_poison_flows_to_the_dlq(
         await asyncio.wait_for(task, 30)
         await res.aclose()
 
-    dead = read_topic(settings, f"{topic}.dlq", expected=5)
+    dead = read_topic(settings, dlq_topic(topic), expected=5)
     assert sorted(headers_of(m)["ce_id"] for m in dead) == [f"bad-{i}" for i in range(5)]
     assert all("malformed" in headers_of(m)["dlq_reason"] for m in dead)
     outcomes = [f[b"outcome"] for _, f in await redis.xrange(keys.audit(tenant))]

@@ -29,8 +29,8 @@ import pytest
 import redis as sync_redis
 from confluent_kafka import Consumer, TopicPartition
 
-from mastery import local
 from mastery.bootstrap import build
+from mastery.dev import servers
 from mastery.events.kafka import consumer_config
 from mastery.settings import Settings
 from mastery.store import keys
@@ -84,7 +84,7 @@ class _Redis:
         if self.cluster:
             replica.execute_command("CLUSTER FAILOVER TAKEOVER")
             _until(lambda: replica.info("replication")["role"] == "master", "promotion")
-            local.wait_for_cluster(self.replica)
+            servers.wait_for_cluster(self.replica)
             return
         replica.execute_command("REPLICAOF NO ONE")
         replica.save()
@@ -92,7 +92,7 @@ class _Redis:
         self.procs[self.replica].wait()
         # The promoted replica's data, on the address the clients know.
         replica_dir = self.workdir / str(self.replica)
-        self.procs[self.master] = local.start_redis(
+        self.procs[self.master] = servers.start_redis(
             self.master, replica_dir, "--dbfilename", "dump.rdb"
         )
 
@@ -100,7 +100,7 @@ class _Redis:
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
-                local.stop(proc)
+                servers.stop(proc)
 
 
 def _until(check: object, what: str, timeout: float = 30) -> None:
@@ -111,21 +111,21 @@ def _until(check: object, what: str, timeout: float = 30) -> None:
 
 
 def _single(workdir: Path, tenants: list[str]) -> _Redis:
-    master, replica = local.free_port(), local.free_port()
+    master, replica = servers.free_port(), servers.free_port()
     r = _Redis(f"redis://127.0.0.1:{master}/0", False, workdir, master=master, replica=replica)
     for port in (master, replica):
         (workdir / str(port)).mkdir()
     r.tenant = tenants[0]
-    r.procs[master] = local.start_redis(master, workdir / str(master))
-    r.procs[replica] = local.start_redis(
+    r.procs[master] = servers.start_redis(master, workdir / str(master))
+    r.procs[replica] = servers.start_redis(
         replica, workdir / str(replica), "--replicaof", "127.0.0.1", str(master)
     )
     return r
 
 
 def _cluster(workdir: Path, tenants: list[str]) -> _Redis:
-    ports = [local.free_cluster_port() for _ in range(6)]
-    procs = local.start_redis_cluster(ports, workdir, replicas=1)
+    ports = [servers.free_cluster_port() for _ in range(6)]
+    procs = servers.start_redis_cluster(ports, workdir, replicas=1)
     url = f"redis://127.0.0.1:{ports[0]}/0"
     r = _Redis(url, True, workdir, dict(zip(ports, procs, strict=True)))
     c = r.client(ports[0])

@@ -15,6 +15,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
+from mastery.topics import AUDIT_TOPIC, dlq_topic, event_topic
 from mastery.web import event_handler, query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, headers_of, read_to_end, read_topic, record
@@ -102,7 +103,9 @@ async def test_event_handler_dead_letters_bad_events_and_answers_200(
     assert "does not belong on topic mastery.completion" in resp.json()["reason"]
 
     # Other tests dead-letter records here too, some without any ce_id (fuzzing).
-    dead = [headers_of(m) for m in read_to_end(settings, "mastery.completion.dlq")]
+    dead = [
+        headers_of(m) for m in read_to_end(settings, dlq_topic(event_topic(Component.COMPLETION)))
+    ]
     mine = {h["ce_id"]: h for h in dead if tenant in h.get("ce_id", "")}
     assert set(mine) == {f"bad-{tenant}", f"wt-{tenant}"}
     assert "score" in mine[f"bad-{tenant}"]["dlq_reason"]
@@ -262,7 +265,7 @@ async def test_every_data_access_is_audited_on_the_audit_topic(
             "/mastery/query", json={"student_id": "s1"}, headers={**auth, "x-correlation-id": cid}
         )
 
-    seen = read_topic(settings, "mastery.audit", expected=100_000, timeout=3)
+    seen = read_topic(settings, AUDIT_TOPIC, expected=100_000, timeout=3)
     mine = {}
     for m in seen:
         doc = orjson.loads(m.value())

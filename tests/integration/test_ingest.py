@@ -12,6 +12,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.events.codec import JSON, Record
 from mastery.store import Outcome, keys
+from mastery.topics import dlq_topic
 from tests.helpers import event_data, fresh_topics, headers_of, read_topic, record
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ async def test_poison_messages_are_dead_lettered_with_reasons(
     assert "unknown event type" in reasons[5]
     assert "future" in reasons[6]
 
-    dead = read_topic(settings, f"{topic}.dlq", expected=6)
+    dead = read_topic(settings, dlq_topic(topic), expected=6)
     by_id = {headers_of(m)["ce_id"]: headers_of(m) for m in dead}
     assert sorted(by_id) == ["p1", "p2", "p3", "p4", "p5", "p6"]
     assert "malformed JSON" in by_id["p1"]["dlq_reason"]

@@ -13,9 +13,10 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component, Level, explain
 from mastery.errors import Unavailable
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC, LEVEL_CHANGED_TYPE
+from mastery.events.notifications import LEVEL_CHANGED_TYPE
 from mastery.events.schemas import schema_dir
 from mastery.store import keys
+from mastery.topics import LEVEL_CHANGED_TOPIC
 from tests.helpers import event_data, headers_of, read_to_end, record
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from mastery.domain import Component
 from mastery.mcp import Caller, call_tool
 from mastery.policy import Role
 from mastery.store import keys
-from mastery.web.access import AUDIT_TOPIC
+from mastery.topics import AUDIT_TOPIC
 from mastery.web.auth import Principal
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, read_to_end, record

@@ -20,16 +20,22 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
-from mastery import local
 from mastery.bootstrap import build
 from mastery.cli import main
+from mastery.dev import servers
 from mastery.domain import Component
 from mastery.events.codec import Record
 from mastery.events.kafka import create_topics, to_record
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC
-from mastery.registry import XAPI_TOPIC
 from mastery.settings import Settings
-from mastery.web.access import AUDIT_TOPIC, access_record
+from mastery.topics import (
+    AUDIT_TOPIC,
+    EVENT_TOPICS,
+    LEVEL_CHANGED_TOPIC,
+    XAPI_TOPIC,
+    dlq_topic,
+    event_topic,
+)
+from mastery.web.access import access_record
 from mastery.web.auth import Principal, Role
 from mastery.web.xapi import post_statements
 from tests.helpers import (
@@ -56,8 +62,8 @@ _VARYING = {"correlation_id", "updated_at"}
 @pytest.fixture(scope="module")
 def own_settings(settings: Settings) -> Iterator[Settings]:
     """The session's Redis (either topology) with a broker of the test's own."""
-    port = local.free_port()
-    broker = local.start_tansu(port)
+    port = servers.free_port()
+    broker = servers.start_tansu(port)
     settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     create_topics(settings)
     yield settings
@@ -127,7 +133,7 @@ async def test_rebuild_restores_what_was_lost(
     tenant: str,
 ) -> None:
     produce(own_settings, _events(tenant))
-    topics = [f"mastery.{c}" for c in Component]
+    topics = list(EVENT_TOPICS)
     res = build(own_settings, source="test")
     try:
         await res.ingestor.ingest(_read_all(own_settings, topics))
@@ -148,7 +154,7 @@ async def test_rebuild_restores_what_was_lost(
     before = await _answers(client, tenant)
     assert before[("mastery-query", "s1")][0] == 200
     assert before[("mastery-query", _ERASED)][0] == 404
-    dead_letters = len(read_to_end(own_settings, "mastery.quiz.dlq"))
+    dead_letters = len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ))))
     announced = len(read_to_end(own_settings, LEVEL_CHANGED_TOPIC))
     assert dead_letters == 1
     assert read_to_end(own_settings, AUDIT_TOPIC)  # the erasure is on record
@@ -171,7 +177,7 @@ async def test_rebuild_restores_what_was_lost(
     assert "score" in result.output  # why the one record was skipped
 
     assert await _answers(client, tenant) == before
-    assert len(read_to_end(own_settings, "mastery.quiz.dlq")) == dead_letters
+    assert len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ)))) == dead_letters
     assert len(read_to_end(own_settings, LEVEL_CHANGED_TOPIC)) == announced
 
     # Safe to repeat: everything is a duplicate the second time.

@@ -11,6 +11,7 @@ from mastery.cli import main
 from mastery.domain import Component
 from mastery.events.codec import Record
 from mastery.events.kafka import DLQ_HEADERS, dead_letter
+from mastery.topics import dlq_topic
 from tests.helpers import event_data, fresh_topics, headers_of, produce, read_to_end, record
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _run(settings: Settings, *args: str) -> str:
 def test_dry_run_sends_nothing_and_says_why(settings: Settings) -> None:
     [topic] = fresh_topics(settings, "mastery.quiz")
     _dead(settings, topic)
-    out = _run(settings, "--from-dlq", f"{topic}.dlq", "--dry-run")
+    out = _run(settings, "--from-dlq", dlq_topic(topic), "--dry-run")
     assert "1 of 2 records would be sent, 1 kept" in out
     assert "would be refused again" in out
     assert "score" in out
@@ -56,7 +57,7 @@ def test_dry_run_sends_nothing_and_says_why(settings: Settings) -> None:
 def test_replay_sends_the_original_records_back(settings: Settings) -> None:
     [topic] = fresh_topics(settings, "mastery.quiz")
     skewed, _ = _dead(settings, topic)
-    assert "1 of 2 records sent, 1 kept" in _run(settings, "--from-dlq", f"{topic}.dlq")
+    assert "1 of 2 records sent, 1 kept" in _run(settings, "--from-dlq", dlq_topic(topic))
     [sent] = read_to_end(settings, topic)
     assert sent.value() == skewed.value
     assert sent.key() == skewed.key
@@ -64,7 +65,7 @@ def test_replay_sends_the_original_records_back(settings: Settings) -> None:
     assert headers["ce_id"] == skewed.headers["ce_id"].decode()  # a replay is a duplicate
     assert not set(headers) & set(DLQ_HEADERS)
 
-    assert "2 of 2 records sent" in _run(settings, "--from-dlq", f"{topic}.dlq", "--all")
+    assert "2 of 2 records sent" in _run(settings, "--from-dlq", dlq_topic(topic), "--all")
     assert len(read_to_end(settings, topic)) == 3
 
 

@@ -21,11 +21,9 @@ from mastery import tracing
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.events.consumer import consume
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC
-from mastery.registry import event_topic
 from mastery.store import keys
+from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, dlq_topic, event_topic
 from mastery.web import event_handler, query_mastery
-from mastery.web.access import AUDIT_TOPIC
 from tests.helpers import event_data, fresh_topics, headers_of, produce, read_to_end, record
 from tests.integration.conftest import serve, token
 
@@ -153,7 +151,7 @@ async def test_an_event_delivered_over_http_continues_its_producers_trace_to_wha
     # The dead letter carries the bad event's trace, once (its own header was replaced).
     [dead] = [
         m
-        for m in read_to_end(settings, f"{event_topic(Component.QUIZ)}.dlq")
+        for m in read_to_end(settings, dlq_topic(event_topic(Component.QUIZ)))
         if headers_of(m).get("ce_id") == bad.headers["ce_id"].decode()
     ]
     assert _trace_of(dead) == producers[2][1]

@@ -6,8 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from mastery.bootstrap import build
+from mastery.dev.trigger import run_trigger
 from mastery.domain import Component
-from mastery.events.trigger import run_trigger
+from mastery.topics import dlq_topic
 from tests.helpers import event_data, fresh_topics, headers_of, produce, read_topic, record
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ async def test_undeliverable_records_go_to_the_dlq_and_the_partition_moves_on(
     dead_sink = "http://127.0.0.1:1/"  # nothing listens there: every delivery fails
     task = asyncio.create_task(run_trigger(res, topic, dead_sink, stop, retries=1))
     try:
-        dead = await asyncio.to_thread(read_topic, settings, f"{topic}.dlq", 3, 60)
+        dead = await asyncio.to_thread(read_topic, settings, dlq_topic(topic), 3, 60)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

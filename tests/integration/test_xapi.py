@@ -16,8 +16,8 @@ from mastery.domain.days import day_number
 from mastery.events.codec import Record
 from mastery.events.kafka import to_record
 from mastery.events.xapi import QUALITY
-from mastery.registry import XAPI_TOPIC
 from mastery.store import Outcome, keys
+from mastery.topics import XAPI_TOPIC, dlq_topic
 from mastery.web import query_mastery
 from mastery.web.xapi import post_statements
 from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
@@ -113,7 +113,7 @@ async def test_the_topic_maps_home_pages_to_tenants_and_dead_letters_the_bad(
     state = await res.store.load(tenant, "s3")
     assert state is not None
     assert state.version == 1
-    dead = [m for m in read_to_end(settings, f"{XAPI_TOPIC}.dlq") if m.value() == marker.encode()]
+    dead = [m for m in read_to_end(settings, dlq_topic(XAPI_TOPIC)) if m.value() == marker.encode()]
     assert len(dead) == 1
     assert headers_of(dead[0])["dlq_reason"].startswith("malformed JSON")
     again = await res.ingestor.ingest(records[:1])

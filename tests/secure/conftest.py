@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
-from mastery import local
+from mastery.dev import servers
+from mastery.events.kafka import probe
 from mastery.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.secure.certs import Pki, make_pki
@@ -52,7 +53,7 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tls_redis(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """redis-server on TLS only, default user off; the engine's user from the docs' rule."""
-    port = local.free_port()
+    port = servers.free_port()
     binary = shutil.which("redis-server")
     assert binary, "make test installs redis-server"
     argv = [
@@ -64,11 +65,14 @@ def tls_redis(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
         "--user", "admin", "on", f">{ADMIN_PASSWORD}", "~*", "&*", "+@all",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=local.die_with_parent
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=servers.die_with_parent,
     )
     try:
         tls = {"ssl_ca_certs": str(pki.ca)}
-        local.wait_for_redis(
+        servers.wait_for_redis(
             f"rediss://127.0.0.1:{port}/0", username="admin", password=ADMIN_PASSWORD, **tls
         )
         admin = redis.Redis(port=port, ssl=True, username="admin", password=ADMIN_PASSWORD, **tls)
@@ -77,21 +81,21 @@ def tls_redis(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
         admin.close()
         yield port
     finally:
-        local.stop(proc)
+        servers.stop(proc)
 
 
 @pytest.fixture(scope="session")
 def secured_broker(pki: Pki) -> Iterator[int]:
     """Tansu behind the TLS + SCRAM gateway (tests/secure/kafka_gateway.py); its port."""
-    tansu_port, port = local.free_port(), local.free_port()
+    tansu_port, port = servers.free_port(), servers.free_port()
     tansu = subprocess.Popen(
         [
-            *local.tansu_argv(tansu_port)[:-1],
+            *servers.tansu_argv(tansu_port)[:-1],
             f"tcp://127.0.0.1:{port}",  # clients come back through the gateway
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=local.die_with_parent,
+        preexec_fn=servers.die_with_parent,
     )
     argv = [
         sys.executable, "-m", "tests.secure.kafka_gateway", "--port", str(port),
@@ -102,13 +106,13 @@ def secured_broker(pki: Pki) -> Iterator[int]:
     gateway = subprocess.Popen(
         argv,
         cwd=ROOT,
-        preexec_fn=local.die_with_parent,
+        preexec_fn=servers.die_with_parent,
     )
     try:
         yield port
     finally:
-        local.stop(gateway)
-        local.stop(tansu)
+        servers.stop(gateway)
+        servers.stop(tansu)
 
 
 @pytest.fixture(scope="session")
@@ -136,11 +140,5 @@ def secure_env(pki: Pki, secrets_dir: Path, tls_redis: int, secured_broker: int)
 @pytest.fixture(scope="session")
 def secure_settings(secure_env: dict[str, str]) -> Settings:
     settings = Settings(**secure_env)  # type: ignore[arg-type]
-    local.wait_for_kafka(settings.kafka_bootstrap_servers, config=_admin(settings))
+    probe(settings, timeout_s=30)
     return settings
-
-
-def _admin(settings: Settings) -> dict[str, object]:
-    from mastery.events.kafka import admin_config
-
-    return admin_config(settings)

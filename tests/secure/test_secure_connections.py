@@ -20,8 +20,8 @@ from mastery.bootstrap import build, preflight
 from mastery.domain import Component
 from mastery.errors import Misconfigured
 from mastery.events.kafka import create_topics, probe
-from mastery.registry import event_topic
 from mastery.store.client import redis_client
+from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, event_topic, with_dead_letters
 from mastery.web import (
     compare_cohort,
     erase_student,
@@ -62,9 +62,7 @@ def _mastery(env: dict[str, str], *argv: str, timeout: float = 60) -> subprocess
 async def test_events_flow_over_sasl_ssl_into_a_tls_redis_as_the_acl_user(
     secure_env: dict[str, str], secure_settings: Settings, tenant: str, tmp_path: Path
 ) -> None:
-    create_topics(
-        secure_settings, [TOPIC, f"{TOPIC}.dlq", "mastery.level-changed", "mastery.audit"]
-    )
+    create_topics(secure_settings, [*with_dead_letters([TOPIC]), LEVEL_CHANGED_TOPIC, AUDIT_TOPIC])
     events = [
         record(Component.QUIZ, event_data(tenant, s, 0.2 + 0.15 * i, class_id="c1"))
         for i, s in enumerate(STUDENTS)

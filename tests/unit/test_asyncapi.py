@@ -8,8 +8,8 @@ import orjson
 
 from mastery.domain import Component
 from mastery.events.asyncapi import asyncapi_document, rendered
-from mastery.events.kafka import all_topics
 from mastery.events.schemas import schema_dir
+from mastery.topics import BATCH_PREFIX, all_topics
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
@@ -23,7 +23,7 @@ def test_the_committed_document_is_current() -> None:
 def test_every_topic_has_a_channel_and_every_ref_resolves() -> None:
     doc = asyncapi_document()
     assert doc["asyncapi"].startswith("3.")
-    assert {c["address"] for c in doc["channels"].values()} == set(all_topics())
+    assert {c["address"] for c in doc["channels"].values()} == set(all_topics(BATCH_PREFIX))
     for channel in doc["channels"].values():
         for ref in channel["messages"].values():
             assert ref["$ref"].rsplit("/", 1)[1] in doc["components"]["messages"]

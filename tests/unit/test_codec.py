@@ -23,7 +23,7 @@ from mastery.errors import InvalidEvent
 from mastery.events.codec import AVRO, JSON, Record, decode, encode
 from mastery.events.models import ID_PATTERN
 from mastery.events.schemas import parsed_schema
-from mastery.registry import event_topic
+from mastery.topics import event_topic
 
 _NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 _AT = _NOW - timedelta(hours=2)

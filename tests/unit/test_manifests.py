@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mastery.events.kafka import all_topics, topic_config
-from mastery.registry import FUNCTIONS, XAPI_TOPIC, FunctionSpec
+from mastery.registry import FUNCTIONS, FunctionSpec
 from mastery.settings import Settings
+from mastery.topics import BATCH_PREFIX, XAPI_TOPIC, all_topics, dlq_topic, topic_config
 from tests.manifests import KNATIVE, OVERLAYS, ROOT, TOPICS, load_all, overlays, rendered
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def test_kafka_source_with_dead_letter_sink(spec: FunctionSpec, topic: str) -> N
     assert dead_letter.get("kind") == "KafkaSink"
     sink = _of(_DEV, "KafkaSink").get(dead_letter.get("name"))
     assert sink is not None, f"{spec.name}: no KafkaSink {dead_letter.get('name')!r}"
-    assert _dig(sink, "spec", "topic") == f"{topic}.dlq"
+    assert _dig(sink, "spec", "topic") == dlq_topic(topic)
 
 
 @pytest.mark.parametrize("spec", _EVENT_HANDLERS, ids=_ids)
@@ -374,16 +374,16 @@ def _topics() -> dict[str, Manifest]:
 
 
 def test_a_kafka_topic_for_every_topic() -> None:
-    assert sorted(_topics()) == sorted(all_topics())
+    assert sorted(_topics()) == sorted(all_topics(BATCH_PREFIX))
 
 
-@pytest.mark.parametrize("topic", all_topics())
+@pytest.mark.parametrize("topic", all_topics(BATCH_PREFIX))
 def test_topic_settings(topic: str) -> None:
     spec = _topics()[topic]["spec"]
     assert spec["replicas"] == 3
     assert spec["config"]["min.insync.replicas"] == 2
     # The dev stack creates its topics with the same retention (create_topics).
-    wanted = topic_config(topic)
+    wanted = topic_config(topic, BATCH_PREFIX)
     assert {k: str(v) for k, v in spec["config"].items() if k in wanted} == wanted
 
 

@@ -15,7 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from mastery.cli.dev import DEV_JWT_SECRET
+from mastery.dev.stack import DEV_JWT_SECRET
 from tests.manifests import ROOT
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 PACKAGE = ROOT / "shared" / "mastery"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 #: Modules that run only with an extra installed (they say so when it is missing).
-_EXTRA_ONLY = {"mastery/local.py": "local"}
+_EXTRA_ONLY = {"mastery/dev/servers.py": "local"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -13,7 +13,7 @@ from mastery.domain import Component
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import Record, decode
 from mastery.events.xapi import CONSISTENCY, QUALITY, statement_id
-from mastery.registry import XAPI_TOPIC
+from mastery.topics import XAPI_TOPIC
 from tests.helpers import xapi_statement, xapi_voiding
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

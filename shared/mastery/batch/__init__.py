@@ -1,7 +1,7 @@
 """Batch runs: many students' mastery at once, synchronously or through a priority queue."""
 
 from mastery.batch.evaluate import Result, error_result, evaluate, tally
-from mastery.batch.messages import batch_message, batch_topic, decode_batch
+from mastery.batch.messages import batch_message, decode_batch
 from mastery.batch.runner import BatchRunner, RunOutcome, batch_runner
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "RunOutcome",
     "batch_message",
     "batch_runner",
-    "batch_topic",
     "decode_batch",
     "error_result",
     "evaluate",

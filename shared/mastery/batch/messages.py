@@ -11,31 +11,23 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from mastery.domain.batch import Priority
 from mastery.errors import InvalidEvent
 from mastery.events.kafka import OutMessage
 from mastery.events.models import ID_PATTERN
+from mastery.topics import batch_topic
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from mastery.domain.batch import Priority
     from mastery.events.codec import Record
 
-__all__ = ["BATCH_ID", "CE_TYPE", "batch_message", "batch_topic", "decode_batch", "priority_of"]
+__all__ = ["BATCH_ID", "CE_TYPE", "batch_message", "decode_batch"]
 
 CE_TYPE = "mastery.batch.v1"
 #: Batch ids are ours (uuid4 hex); anything else never reaches a Redis key.
 BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 _TENANT = re.compile(ID_PATTERN)
-
-
-def batch_topic(prefix: str, priority: Priority) -> str:
-    return f"{prefix}.{priority.value}"
-
-
-def priority_of(topic: str) -> Priority:
-    """The priority a batch topic stands for (its last segment)."""
-    return Priority(topic.rsplit(".", 1)[-1])
 
 
 def batch_message(

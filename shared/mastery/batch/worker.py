@@ -25,7 +25,7 @@ from confluent_kafka.aio import AIOConsumer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from mastery import tracing
-from mastery.batch.messages import batch_topic, decode_batch, priority_of
+from mastery.batch.messages import decode_batch
 from mastery.batch.runner import BatchRunner, RunOutcome, batch_runner
 from mastery.domain.batch import Priority
 from mastery.errors import InvalidEvent, Unavailable
@@ -33,6 +33,7 @@ from mastery.events.consumer import commit_offsets
 from mastery.events.kafka import consumer_config, dead_letter, to_record
 from mastery.logs import logger
 from mastery.metrics import DEAD_LETTERS, dlq_reason
+from mastery.topics import batch_topic, priority_of
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -40,16 +40,13 @@ import orjson
 import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from mastery.domain import Component
 from mastery.errors import IgnoredEvent, InvalidEvent, OffsetsMoved
 from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import reader_config, to_record
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC
-from mastery.registry import XAPI_TOPIC, event_topic
 from mastery.store import OffsetBook
 from mastery.store.offsets import CATCH_ALL, partition_field
-from mastery.web.access import AUDIT_TOPIC
+from mastery.topics import AUDIT_TOPIC, EVENT_TOPICS, LEVEL_CHANGED_TOPIC, XAPI_TOPIC
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -59,11 +56,11 @@ if TYPE_CHECKING:
     from mastery.events.kafka import OutMessage, Publisher
     from mastery.settings import Settings
 
-__all__ = ["EVENT_TOPICS", "Erasure", "Tally", "erasures", "rebuild", "run"]
+__all__ = ["SOURCES", "Erasure", "Tally", "erasures", "rebuild", "run"]
 
 #: What is rebuilt from: the learning events and the xAPI statements, those posted over
 #: HTTP included (their DLQs hold only refused ones).
-EVENT_TOPICS = (*(event_topic(c) for c in Component), XAPI_TOPIC)
+SOURCES = (*EVENT_TOPICS, XAPI_TOPIC)
 
 _ERASE_FUNCTION = "gdpr-erase"
 
@@ -115,7 +112,7 @@ class _Unannounced:
 
 async def rebuild(
     res: Resources,
-    topics: Sequence[str] = EVENT_TOPICS,
+    topics: Sequence[str] = SOURCES,
     *,
     group: str = "mastery-consume",
     batch_size: int = 500,

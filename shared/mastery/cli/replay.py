@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from mastery.errors import InvalidEvent
 from mastery.events.codec import decode
 from mastery.events.kafka import DLQ_HEADERS, consumer_config, producer_config, to_record
+from mastery.topics import DLQ_SUFFIX
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from mastery.settings import Settings
 
 __all__ = ["Replayed", "plan", "read_dlq", "send"]
-
-_DLQ_SUFFIX = ".dlq"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +43,8 @@ class Replayed:
 
 def read_dlq(settings: Settings, topic: str, timeout_s: float = 30) -> Iterator[Record]:
     """Every record the DLQ ``topic`` holds now, partition by partition."""
-    if not topic.endswith(_DLQ_SUFFIX):
-        raise ValueError(f"{topic} is not a dead-letter topic (*{_DLQ_SUFFIX})")
+    if not topic.endswith(DLQ_SUFFIX):
+        raise ValueError(f"{topic} is not a dead-letter topic (*{DLQ_SUFFIX})")
     consumer = Consumer(consumer_config(settings, "mastery-replay"))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -70,7 +69,7 @@ def read_dlq(settings: Settings, topic: str, timeout_s: float = 30) -> Iterator[
 def plan(dead: Record, now: datetime, model: ScoringModel) -> Replayed:
     """What replaying ``dead`` would do: the original record and whether it passes now."""
     headers = {k: v for k, v in dead.headers.items() if k not in DLQ_HEADERS}
-    source = dead.headers.get("dlq_topic", b"").decode() or dead.topic[: -len(_DLQ_SUFFIX)]
+    source = dead.headers.get("dlq_topic", b"").decode() or dead.topic.removesuffix(DLQ_SUFFIX)
     original = replace(dead, topic=source, headers=headers)
     try:
         decode(original, now, model)

@@ -12,13 +12,22 @@ from typing import Any
 import orjson
 
 from mastery.domain import Component
-from mastery.events.kafka import DLQ_HEADERS, all_topics, dlq_topic
+from mastery.events.kafka import DLQ_HEADERS
 from mastery.events.models import ID_PATTERN
-from mastery.events.notifications import LEVEL_CHANGED_TOPIC, LEVEL_CHANGED_TYPE
+from mastery.events.notifications import LEVEL_CHANGED_TYPE
 from mastery.events.schemas import cloudevent_type, raw_schema, schema_dir
 from mastery.events.xapi import TENANT_HEADER, Statement
-from mastery.registry import BATCH_TOPICS, XAPI_TOPIC, event_topic
-from mastery.web.access import AUDIT_TOPIC
+from mastery.topics import (
+    AUDIT_TOPIC,
+    BATCH_PREFIX,
+    DLQ_SUFFIX,
+    LEVEL_CHANGED_TOPIC,
+    XAPI_TOPIC,
+    all_topics,
+    batch_topics,
+    dlq_topic,
+    event_topic,
+)
 
 __all__ = ["asyncapi_document", "rendered"]
 
@@ -54,7 +63,7 @@ def _name(topic: str) -> str:
 
 
 def asyncapi_document() -> dict[str, Any]:
-    """Channels for every topic of ``all_topics()``, operations from the engine's side."""
+    """Channels for every topic the stack deploys, operations from the engine's side."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -80,14 +89,15 @@ def asyncapi_document() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{name}"},
             "summary": "Applied by on-" + name + " / mastery consume",
         }
-    for topic in [t for t in all_topics() if t.endswith(".dlq")]:
+    for topic in [t for t in all_topics(BATCH_PREFIX) if t.endswith(DLQ_SUFFIX)]:
         name, message = _name(topic), f"dead-letter-{_name(topic)}"
+        source = topic.removesuffix(DLQ_SUFFIX)
         messages[message] = {
-            "title": f"A record refused on {topic.removesuffix('.dlq')}: its value, key, headers",
+            "title": f"A record refused on {source}: its value, key, headers",
             "headers": dlq_headers,
             "payload": {"description": "the original record's value, unchanged"},
         }
-        channels[name] = _channel(topic, f"refused records of {topic[:-4]}", message)
+        channels[name] = _channel(topic, f"refused records of {source}", message)
         operations[f"send-{name}"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{name}"},
@@ -142,7 +152,7 @@ def asyncapi_document() -> dict[str, Any]:
             "properties": {"tenant": {"type": "string"}, "batch_id": {"type": "string"}},
         },
     }
-    for topic in BATCH_TOPICS:
+    for topic in batch_topics(BATCH_PREFIX):
         name = _name(topic)
         channels[name] = _channel(topic, f"batch runs, {name} priority", "batch")
         operations[f"send-{name}"] = {"action": "send", "channel": {"$ref": f"#/channels/{name}"}}
@@ -179,7 +189,7 @@ def asyncapi_document() -> dict[str, Any]:
         "channel": {"$ref": "#/channels/xapi"},
         "summary": "Applied by on-xapi / mastery consume; statements not mapped are ignored",
     }
-    extra = set(all_topics()) - {c["address"] for c in channels.values()}
+    extra = set(all_topics(BATCH_PREFIX)) - {c["address"] for c in channels.values()}
     if extra:
         raise ValueError(f"topics without a channel: {sorted(extra)}")
     return {

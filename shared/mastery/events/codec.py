@@ -19,13 +19,8 @@ from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
 from mastery.errors import InvalidEvent
 from mastery.events.models import ID_PATTERN, event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
-from mastery.events.xapi import (
-    TENANT_HEADER,
-    XAPI_TOPIC,
-    observation_of,
-    parse_statement,
-    statement_id,
-)
+from mastery.events.xapi import TENANT_HEADER, observation_of, parse_statement, statement_id
+from mastery.topics import XAPI_TOPIC
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

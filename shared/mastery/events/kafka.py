@@ -15,10 +15,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from mastery import tracing
-from mastery.domain import Component
 from mastery.errors import Misconfigured, Unavailable
 from mastery.events.codec import Record
-from mastery.registry import BATCH_TOPICS, XAPI_TOPIC, event_topic
+from mastery.topics import all_topics, dlq_topic, topic_config
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,17 +33,15 @@ __all__ = [
     "OutMessage",
     "Publisher",
     "admin_config",
-    "all_topics",
     "consumer_config",
     "create_topics",
     "dead_letter",
-    "dlq_topic",
     "kafka_common",
     "probe",
     "producer_config",
     "reader_config",
     "to_record",
-    "topic_config",
+    "wait_for_broker",
 ]
 
 #: librdkafka's defaults make a consumer-group join take ~23 s on Tansu; these make it ~3 s.
@@ -68,10 +65,6 @@ class Publisher(Protocol):
     async def publish(self, messages: Sequence[OutMessage]) -> None: ...
 
 
-def dlq_topic(topic: str) -> str:
-    return f"{topic}.dlq"
-
-
 #: Headers ``dead_letter`` adds to the original record's.
 DLQ_HEADERS = ("dlq_reason", "dlq_topic", "dlq_partition", "dlq_offset", "dlq_at", "dlq_source")
 
@@ -91,21 +84,6 @@ def dead_letter(record: Record, reason: str, now: datetime, source: str) -> OutM
         *zip(DLQ_HEADERS, (v.encode() for v in values), strict=True),
     ]
     return OutMessage(dlq_topic(record.topic), record.value, record.key, headers)
-
-
-def all_topics() -> list[str]:
-    """Every topic the stack uses (DESIGN.md "Events")."""
-    events = [event_topic(c) for c in Component]
-    return [
-        *events,
-        *(dlq_topic(t) for t in events),
-        *BATCH_TOPICS,
-        *(dlq_topic(t) for t in BATCH_TOPICS),
-        XAPI_TOPIC,
-        dlq_topic(XAPI_TOPIC),
-        "mastery.level-changed",
-        "mastery.audit",
-    ]
 
 
 class _OncePerMinute(logging.Filter):
@@ -233,9 +211,18 @@ def probe(settings: Settings, timeout_s: float = 10.0) -> None:
             untrusted certificate); the message is librdkafka's own, on one line.
         Unavailable: no broker answered within ``timeout_s``.
     """
+    wait_for_broker(admin_config(settings), timeout_s)
+
+
+def wait_for_broker(config: dict[str, Any], timeout_s: float) -> None:
+    """Ask for the broker's metadata with the client ``config`` until it answers.
+
+    Raises ``Misconfigured`` at once when the broker refuses the configuration, and
+    ``Unavailable`` when none answered within ``timeout_s`` (as ``probe``).
+    """
     errors: list[KafkaError] = []
     # log_level 0: the reason is raised once here, not logged at every reconnect.
-    conf = admin_config(settings) | {"error_cb": errors.append, "log_level": 0}
+    conf = config | {"error_cb": errors.append, "log_level": 0}
     try:
         admin = AdminClient(conf)
     except (KafkaException, ValueError, TypeError) as exc:
@@ -385,46 +372,21 @@ def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:
         fut.set_exception(error)
 
 
-_DAY_MS = 86_400_000
-
-
-def _retention_days(topic: str) -> int | None:
-    """How long a topic keeps its records (docs/deploy.md, "Kafka retention", says why)."""
-    events = {*(event_topic(c) for c in Component), XAPI_TOPIC}
-    if topic in events:
-        return 100  # > the 90-day window: `mastery rebuild` can restore Redis from them
-    if topic in {dlq_topic(t) for t in events}:
-        return 90  # a dead letter can be replayed while its event is inside the window
-    if topic in BATCH_TOPICS:
-        return 1  # a batch's record in Redis lives 24 h; its message is useless after
-    if topic in {dlq_topic(t) for t in BATCH_TOPICS}:
-        return 7
-    return {"mastery.level-changed": 7, "mastery.audit": 365}.get(topic)
-
-
-def topic_config(topic: str) -> dict[str, str]:
-    """Topic-level settings of one of ``all_topics()`` ({} for any other topic).
-
-    The same values as the KafkaTopic resources (infra/topics), which add replication
-    and ``min.insync.replicas``: those belong to a real cluster, not the one-node dev one.
-    """
-    days = _retention_days(topic)
-    if days is None:
-        return {}
-    return {"cleanup.policy": "delete", "retention.ms": str(days * _DAY_MS)}
-
-
 def create_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
-    """Create the stack's topics if missing (idempotent), with their retention."""
+    """Create ``topics`` (default: every topic of the stack) if missing, with their retention.
+
+    Idempotent. The batch queues are named by ``settings.batch_topic_prefix``.
+    """
+    prefix = settings.batch_topic_prefix
     admin = AdminClient(admin_config(settings))
-    wanted = list(topics or all_topics())
+    wanted = list(topics or all_topics(prefix))
     existing = admin.list_topics(timeout=10).topics
     missing = [
         NewTopic(
             t,
             num_partitions=settings.topic_partitions,
             replication_factor=1,
-            config=topic_config(t),
+            config=topic_config(t, prefix),
         )
         for t in wanted
         if t not in existing

@@ -16,10 +16,10 @@ from cloudevents.http import CloudEvent
 from cloudevents.kafka import to_binary
 
 from mastery.events.kafka import OutMessage
+from mastery.topics import LEVEL_CHANGED_TOPIC
 
-__all__ = ["LEVEL_CHANGED_TOPIC", "LEVEL_CHANGED_TYPE", "level_changed"]
+__all__ = ["LEVEL_CHANGED_TYPE", "level_changed"]
 
-LEVEL_CHANGED_TOPIC = "mastery.level-changed"
 LEVEL_CHANGED_TYPE = "mastery.level-changed.v1"
 
 

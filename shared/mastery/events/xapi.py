@@ -33,7 +33,6 @@ from pydantic import (
 from mastery.domain import Component, Observation
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.models import ID_PATTERN
-from mastery.registry import XAPI_TOPIC
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -46,7 +45,6 @@ __all__ = [
     "TENANT_HEADER",
     "VERBS",
     "VOIDED",
-    "XAPI_TOPIC",
     "Statement",
     "Statements",
     "observation_of",

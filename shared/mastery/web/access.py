@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery.events.kafka import OutMessage
+from mastery.topics import AUDIT_TOPIC
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from mastery.web.auth import Principal
 
-__all__ = ["AUDIT_TOPIC", "access_record", "outcome_of"]
-
-AUDIT_TOPIC = "mastery.audit"
+__all__ = ["access_record", "outcome_of"]
 
 
 def outcome_of(status: int) -> str:

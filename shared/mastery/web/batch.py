@@ -20,7 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from mastery.batch.evaluate import evaluate, tally
-from mastery.batch.messages import BATCH_ID, batch_message, batch_topic, decode_batch
+from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
 from mastery.batch.runner import batch_runner
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.errors import InvalidEvent, Unavailable
@@ -29,6 +29,7 @@ from mastery.events.models import ID_PATTERN
 from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.store.batches import BatchRecord, BatchStore
+from mastery.topics import batch_topic
 from mastery.web.app import json_response, read_body, read_limited
 from mastery.web.events import record_from_http
 from mastery.web.problems import Problem

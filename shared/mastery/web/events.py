@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mastery.events.codec import Record
-from mastery.registry import event_topic
+from mastery.topics import event_topic
 from mastery.web.app import json_response, read_limited
 
 if TYPE_CHECKING:

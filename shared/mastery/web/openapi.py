@@ -67,16 +67,20 @@ class Operation:
     request_media: str = "application/json"
 
 
-_STUDENT_ERRORS = (400, 401, 403, 404, 413, 415, 422, 429, 503)
+def _document(summary: str, body: type[BaseModel], answer: type[BaseModel]) -> Operation:
+    """A route answering one JSON document (200), or one of the usual errors."""
+    return Operation(summary, body, {200: answer})
+
+
 OPERATIONS: dict[str, Operation] = {
-    "POST /mastery/query": Operation(
-        "A student's explained mastery score", QueryRequest, {200: r.MasteryDocument}
+    "POST /mastery/query": _document(
+        "A student's explained mastery score", QueryRequest, r.MasteryDocument
     ),
-    "POST /predictions/next-week": Operation(
-        "The student's mastery predicted 7 days ahead", StudentRequest, {200: r.PredictionDocument}
+    "POST /predictions/next-week": _document(
+        "The student's mastery predicted 7 days ahead", StudentRequest, r.PredictionDocument
     ),
-    "POST /recommendations/adaptive": Operation(
-        "What the student should study first", StudentRequest, {200: r.RecommendationsDocument}
+    "POST /recommendations/adaptive": _document(
+        "What the student should study first", StudentRequest, r.RecommendationsDocument
     ),
     "POST /analytics/mastery-history": Operation(
         "The student's mastery over time (json, csv or ndjson)",
@@ -87,22 +91,22 @@ OPERATIONS: dict[str, Operation] = {
             "application/x-ndjson": "one JSON row per line (format: ndjson)",
         },
     ),
-    "POST /analytics/compare": Operation(
-        "The student next to their cohort", CompareRequest, {200: r.CompareDocument}
+    "POST /analytics/compare": _document(
+        "The student next to their cohort", CompareRequest, r.CompareDocument
     ),
-    "POST /process": Operation(
+    "POST /process": _document(
         "Service-to-service intents: calculation, prediction, recommendations",
         ProcessRequest,
-        {200: r.ProcessDocument},
+        r.ProcessDocument,
     ),
-    "POST /gdpr/export": Operation(
-        "Everything held about a student", StudentRequest, {200: r.ExportDocument}
+    "POST /gdpr/export": _document(
+        "Everything held about a student", StudentRequest, r.ExportDocument
     ),
-    "POST /gdpr/erase": Operation(
-        "Erase a student's data (admin)", StudentRequest, {200: r.ErasureDocument}
+    "POST /gdpr/erase": _document(
+        "Erase a student's data (admin)", StudentRequest, r.ErasureDocument
     ),
-    "POST /audit/recent": Operation(
-        "The tenant's recent audit records (admin)", AuditRequest, {200: r.AuditDocument}
+    "POST /audit/recent": _document(
+        "The tenant's recent audit records (admin)", AuditRequest, r.AuditDocument
     ),
     "POST /batch/mastery": Operation(
         "Mastery of many students: answered at once, or queued (202)",
@@ -194,23 +198,9 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         "summary": op.summary,
     }
     if key == "POST /xapi/statements":
-        out["parameters"] = [
-            {
-                "name": "X-Experience-API-Version",
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string", "pattern": r"^1\.0(\.[0-9]+)?$"},
-            }
-        ]
+        out["parameters"] = [_parameter("X-Experience-API-Version", "header", r"^1\.0(\.[0-9]+)?$")]
     if "{batch_id}" in path:
-        out["parameters"] = [
-            {
-                "name": "batch_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "pattern": BATCH_ID.pattern},
-            }
-        ]
+        out["parameters"] = [_parameter("batch_id", "path", BATCH_ID.pattern)]
     if op.body is not None:
         schema = refs[(op.body, "validation")]
         out["requestBody"] = {"required": True, "content": {op.request_media: {"schema": schema}}}
@@ -233,31 +223,44 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         if status == min(op.ok):
             for media in op.extra_media:
                 content[media] = {"schema": {"type": "string"}}
-        answer: dict[str, Any] = {
-            "description": _success_text(status, op),
-            "headers": _headers("X-Correlation-ID", *limit_headers),
-        }
-        if content:
-            answer["content"] = content
-        responses[str(status)] = answer
+        headers = ("X-Correlation-ID", *limit_headers)
+        responses[str(status)] = _response(_success_text(status, op), headers, content)
     problem = {PROBLEM_JSON: {"schema": refs[(r.ProblemDocument, "serialization")]}}
     for status in op.errors:
-        headers = ["X-Correlation-ID"]
-        if status == 401:
-            headers.append("WWW-Authenticate")
-        if status in (429, 503):
-            headers.append("Retry-After")
-        if status in (403, 404, 422, 429) and op.auth:
-            headers.extend(_LIMITS)
-        responses[str(status)] = {
-            "description": _ERROR_TEXT[status],
-            "headers": _headers(*headers),
-            "content": problem,
-        }
+        headers = ("X-Correlation-ID", *_error_headers(status, op))
+        responses[str(status)] = _response(_ERROR_TEXT[status], headers, problem)
     if op.auth:
         out["security"] = [{_BEARER: []}]
     out["responses"] = responses
     return {method.lower(): out}
+
+
+def _parameter(name: str, where: str, pattern: str) -> dict[str, Any]:
+    """A required string parameter (``where``: header, path) matching ``pattern``."""
+    return {
+        "name": name,
+        "in": where,
+        "required": True,
+        "schema": {"type": "string", "pattern": pattern},
+    }
+
+
+def _response(description: str, headers: Iterable[str], content: dict[str, Any]) -> Any:
+    """One entry of an operation's ``responses``: what it means, its headers, its bodies."""
+    entry: dict[str, Any] = {"description": description, "headers": _headers(*headers)}
+    if content:
+        entry["content"] = content
+    return entry
+
+
+def _error_headers(status: int, op: Operation) -> tuple[str, ...]:
+    """The headers of an error answer besides ``X-Correlation-ID``."""
+    headers: tuple[str, ...] = ("WWW-Authenticate",) if status == 401 else ()
+    if status in (429, 503):
+        headers += ("Retry-After",)
+    if status in (403, 404, 422, 429) and op.auth:
+        headers += _LIMITS
+    return headers
 
 
 def _success_text(status: int, op: Operation) -> str:

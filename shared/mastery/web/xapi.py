@@ -22,9 +22,10 @@ import orjson
 
 from mastery.events.codec import JSON, Record
 from mastery.events.kafka import OutMessage
-from mastery.events.xapi import TENANT_HEADER, XAPI_TOPIC
+from mastery.events.xapi import TENANT_HEADER
 from mastery.policy import Action
 from mastery.store import Outcome
+from mastery.topics import XAPI_TOPIC
 from mastery.web.app import json_response, read_json
 from mastery.web.auth import precheck
 from mastery.web.problems import Problem

@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import redis
-from confluent_kafka.admin import AdminClient
 
 from mastery.errors import Unavailable
+from mastery.events.kafka import wait_for_broker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,7 +31,6 @@ __all__ = [
     "stop",
     "tansu_argv",
     "wait_for_cluster",
-    "wait_for_kafka",
     "wait_for_redis",
 ]
 
@@ -155,7 +154,7 @@ def wait_for_cluster(port: int, replicas: int = 0, timeout: float = 20) -> None:
 
 def start_tansu(port: int) -> subprocess.Popen[bytes]:
     proc = _spawn(tansu_argv(port))
-    wait_for_kafka(f"127.0.0.1:{port}")
+    wait_for_broker({"bootstrap.servers": f"127.0.0.1:{port}"}, timeout_s=30)
     return proc
 
 
@@ -183,21 +182,6 @@ def wait_for_redis(url: str, timeout: float = 20, **options: Any) -> None:
             time.sleep(0.05)
         finally:
             client.close()
-
-
-def wait_for_kafka(servers: str, timeout: float = 30, config: dict[str, Any] | None = None) -> None:
-    """Wait until the broker answers; ``config``: a client config (security) to use."""
-    # Refused connections are expected while the broker starts: keep librdkafka quiet.
-    admin = AdminClient({"bootstrap.servers": servers, **(config or {}), "log_level": 2})
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin.list_topics(timeout=1)
-            return
-        except Exception as exc:  # librdkafka raises KafkaException and friends
-            if time.monotonic() > deadline:
-                raise Unavailable(f"kafka at {servers} not reachable: {exc}") from exc
-            time.sleep(0.1)
 
 
 def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
