@@ -13,8 +13,8 @@ import orjson
 
 from mastery.domain.batch import Priority
 from mastery.errors import InvalidEvent
-from mastery.events.kafka import OutMessage
 from mastery.events.models import ID_PATTERN
+from mastery.ports import OutMessage
 
 if TYPE_CHECKING:
     from datetime import datetime
