@@ -303,44 +303,6 @@ async def test_a_running_low_batch_yields_to_a_high_one_and_resumes(
     assert [r["student_id"] for r in low_doc["results"]] == ids
 
 
-async def test_the_deadline_turns_unfinished_students_into_timeouts(
-    res: Resources, api: httpx.AsyncClient, tenant: str
-) -> None:
-    ids = await _seed(res, tenant, 250)
-    url = await _submit(api, tenant, ids, deadline_s=60)
-    batch_id = url.rsplit("/", 1)[1]
-    chunks: list[int] = []
-    late = datetime.now(UTC) + timedelta(minutes=5)
-
-    def clock() -> datetime:  # the deadline passes once the first chunk is stored
-        return late if chunks else datetime.now(UTC)
-
-    async def observer(_: str, done: int) -> None:
-        chunks.append(done)
-
-    runner = _runner(res, chunk=100, clock=clock, observer=observer)
-    assert (await runner.run(tenant, batch_id)).value == "done"
-    doc = (await api.get(url, headers=_admin(tenant))).json()
-    assert chunks == [100]
-    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("done", 100, 150)
-    errors = [r.get("error") for r in doc["results"]]
-    assert errors == [None] * 100 + ["timeout"] * 150
-    assert doc["summary"]["count"] == 100
-
-
-async def test_a_batch_queued_past_its_deadline_fails_with_every_student_timed_out(
-    res: Resources, api: httpx.AsyncClient, tenant: str
-) -> None:
-    ids = await _seed(res, tenant, 5)
-    url = await _submit(api, tenant, ids, deadline_s=1)
-    runner = _runner(res, clock=lambda: datetime.now(UTC) + timedelta(seconds=2))
-    await runner.run(tenant, url.rsplit("/", 1)[1])
-    doc = (await api.get(url, headers=_admin(tenant))).json()
-    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("failed", 0, 5)
-    assert "deadline" in doc["reason"]
-    assert {r["error"] for r in doc["results"]} == {"timeout"}
-
-
 async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
     res: Resources, api: httpx.AsyncClient, tenant: str
 ) -> None:
