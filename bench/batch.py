@@ -33,8 +33,9 @@ from mastery.documents import mastery_document
 from mastery.domain import DEFAULT_MODEL, explain
 from mastery.domain.batch import Priority
 from mastery.policy import Role
+from mastery.ports import BatchRecord
 from mastery.store import RedisStore
-from mastery.store.batches import BatchRecord, BatchStore
+from mastery.store.batches import BatchStore
 
 if TYPE_CHECKING:
     from subprocess import Popen

@@ -2,7 +2,8 @@
 
 Started once per session on free loopback ports by the test setup itself, stopped at
 the end. Every test that uses Redis runs twice: on a single redis-server and on a
-3-master Redis Cluster (``redis_topology``). Unit tests use none of these fixtures.
+3-master Redis Cluster (``redis_topology``). Unit tests use none of the servers; the
+in-memory span exporter (``spans``) serves both.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from mastery import tracing
 from mastery.dev import servers
 from mastery.settings import Settings
 
@@ -101,3 +106,15 @@ async def redis(redis_url: str, redis_cluster: bool) -> AsyncIterator[Redis]:
 def tenant() -> str:
     """A fresh tenant per test: tests share one Redis without seeing each other's data."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for one test, its finished spans kept in memory (unit and integration)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    yield exporter
+    tracing.install(None)
+    provider.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -52,6 +53,32 @@ def record(
     return Record(
         topic or event_topic(component), value, data["student_id"].encode(), dict(headers)
     )
+
+
+def committed(settings: Settings, topic: str, group: str) -> int:
+    """How many records the group has committed past, over every partition of ``topic``.
+
+    (Offsets start at 0 and have no gaps here; Tansu's high watermark can lag behind
+    the log's end, so it is not the measure.)
+    """
+    c = Consumer(consumer_config(settings, group))
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        return sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+    finally:
+        c.close()
+
+
+async def wait_committed(
+    settings: Settings, topic: str, group: str, records: int, timeout: float = 60
+) -> None:
+    """Wait until the group has committed past all ``records`` of ``topic``: a consumer
+    commits a batch only once it is applied, so nothing of the topic is still to come."""
+    deadline = time.monotonic() + timeout
+    while (done := await asyncio.to_thread(committed, settings, topic, group)) < records:
+        assert time.monotonic() < deadline, f"{group} committed {done} of {records} records"
+        await asyncio.sleep(0.1)
 
 
 def fresh_topics(settings: Settings, *names: str) -> list[str]:

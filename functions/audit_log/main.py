@@ -6,9 +6,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, recent_audit
 
-app = FunctionApp("audit-log", {"POST /audit/recent": recent_audit})
+app = FunctionApp("audit-log", {"POST /audit/recent": recent_audit}, provider=resources)
 
 
 @functions_framework.aio.http

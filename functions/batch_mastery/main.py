@@ -6,11 +6,13 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, batch_status, submit_batch
 
 app = FunctionApp(
     "batch-mastery",
     {"POST /batch/mastery": submit_batch, "GET /batch/mastery/{batch_id}": batch_status},
+    provider=resources,
 )
 
 

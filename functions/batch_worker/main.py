@@ -6,9 +6,12 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, batch_event
 
-app = FunctionApp("batch-worker", {"POST /": batch_event}, uses_kafka=True, uses_auth=False)
+app = FunctionApp(
+    "batch-worker", {"POST /": batch_event}, uses_kafka=True, uses_auth=False, provider=resources
+)
 
 
 @functions_framework.aio.http

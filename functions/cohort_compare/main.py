@@ -6,9 +6,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, compare_cohort
 
-app = FunctionApp("cohort-compare", {"POST /analytics/compare": compare_cohort})
+app = FunctionApp("cohort-compare", {"POST /analytics/compare": compare_cohort}, provider=resources)
 
 
 @functions_framework.aio.http

@@ -6,9 +6,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, erase_student
 
-app = FunctionApp("gdpr-erase", {"POST /gdpr/erase": erase_student})
+app = FunctionApp("gdpr-erase", {"POST /gdpr/erase": erase_student}, provider=resources)
 
 
 @functions_framework.aio.http

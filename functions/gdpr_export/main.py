@@ -6,9 +6,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, export_student
 
-app = FunctionApp("gdpr-export", {"POST /gdpr/export": export_student})
+app = FunctionApp("gdpr-export", {"POST /gdpr/export": export_student}, provider=resources)
 
 
 @functions_framework.aio.http

@@ -6,9 +6,14 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, mastery_history_report
 
-app = FunctionApp("mastery-history", {"POST /analytics/mastery-history": mastery_history_report})
+app = FunctionApp(
+    "mastery-history",
+    {"POST /analytics/mastery-history": mastery_history_report},
+    provider=resources,
+)
 
 
 @functions_framework.aio.http

@@ -6,9 +6,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, query_mastery
 
-app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery})
+app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=resources)
 
 
 @functions_framework.aio.http

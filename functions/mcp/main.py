@@ -6,16 +6,13 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.mcp import MCP_PATH, McpEndpoint
 from mastery.web import FunctionApp
 
 _endpoint = McpEndpoint()
 # Each tool call is a data access of its own: the endpoint audits those, not the request.
-app = FunctionApp(
-    "mcp",
-    {f"POST {MCP_PATH}": _endpoint},
-    audits_requests=False,
-)
+app = FunctionApp("mcp", {f"POST {MCP_PATH}": _endpoint}, audits_requests=False, provider=resources)
 
 
 @functions_framework.aio.http

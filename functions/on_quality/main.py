@@ -6,6 +6,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.domain import Component
 from mastery.web import FunctionApp, event_handler
 
@@ -14,6 +15,7 @@ app = FunctionApp(
     {"POST /": event_handler(Component.QUALITY)},
     uses_kafka=True,
     uses_auth=False,
+    provider=resources,
 )
 
 

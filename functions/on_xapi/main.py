@@ -6,6 +6,7 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.topics import XAPI_TOPIC
 from mastery.web import FunctionApp
 from mastery.web.events import topic_handler
@@ -15,6 +16,7 @@ app = FunctionApp(
     "on-xapi",
     {"POST /xapi/statements": post_statements, "POST /": topic_handler(XAPI_TOPIC)},
     uses_kafka=True,
+    provider=resources,
 )
 
 

@@ -6,9 +6,12 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, predict_next_week
 
-app = FunctionApp("prediction", {"POST /predictions/next-week": predict_next_week})
+app = FunctionApp(
+    "prediction", {"POST /predictions/next-week": predict_next_week}, provider=resources
+)
 
 
 @functions_framework.aio.http

@@ -6,9 +6,10 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, process_intent
 
-app = FunctionApp("process", {"POST /process": process_intent})
+app = FunctionApp("process", {"POST /process": process_intent}, provider=resources)
 
 
 @functions_framework.aio.http

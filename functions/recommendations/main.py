@@ -6,9 +6,12 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mastery.bootstrap import resources
 from mastery.web import FunctionApp, recommend_adaptive
 
-app = FunctionApp("recommendations", {"POST /recommendations/adaptive": recommend_adaptive})
+app = FunctionApp(
+    "recommendations", {"POST /recommendations/adaptive": recommend_adaptive}, provider=resources
+)
 
 
 @functions_framework.aio.http

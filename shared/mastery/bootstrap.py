@@ -1,5 +1,7 @@
-"""Builds the process's clients from ``Settings``: the one place that opens connections.
+"""Builds the process's adapters from ``Settings``: the one place that opens connections.
 
+The composition root: it stands above everything it wires (``mastery.ports`` says what
+each part needs; the functions' ``main.py`` and the CLI hand these resources on).
 Nothing connects at import time; ``resources()`` builds everything on first use, once
 per process, inside the running event loop.
 """
@@ -14,33 +16,37 @@ from typing import TYPE_CHECKING
 import redis.exceptions
 
 from mastery import tracing
+from mastery.batch.runner import BatchRunner
 from mastery.errors import Misconfigured, Unavailable, root_cause, why
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import KafkaPublisher, probe, producer_config, reader_config
 from mastery.logs import logger
+from mastery.ports import utc_now
 from mastery.settings import Settings
 from mastery.store import RedisStore
+from mastery.store.batches import BatchStore
 from mastery.store.client import redis_client
 from mastery.store.ratelimit import RateLimiter
 from mastery.topics import AUDIT_TOPIC
 from mastery.web.auth import Authenticator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from datetime import datetime
-
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
     from mastery.domain import ScoringModel
+    from mastery.ports import Clock
 
 __all__ = ["Resources", "build", "close_resources", "preflight", "resources", "serve_metrics"]
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
+    """Every adapter of the process; each worker and handler declares the few it uses."""
+
     settings: Settings
+    clock: Clock
     model: ScoringModel
     redis: Redis | RedisCluster
     store: RedisStore
@@ -51,6 +57,8 @@ class Resources:
     rate_limiter: RateLimiter
     access_log: KafkaAccessLog
     """Opens its connection on first read: only the audit-log function pays for it."""
+    batches: BatchStore
+    runner: BatchRunner
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.publisher.close)
@@ -58,17 +66,19 @@ class Resources:
         await self.redis.aclose()
 
 
-def build(
-    settings: Settings, *, source: str = "mastery", clock: Callable[[], datetime] | None = None
-) -> Resources:
-    """Wire the clients for ``settings``; ``clock`` is injectable for tests."""
+def build(settings: Settings, *, source: str = "mastery", clock: Clock = utc_now) -> Resources:
+    """Wire the adapters for ``settings``; ``clock`` is injectable for tests."""
     model = settings.scoring_model()
     client = redis_client(settings)
     store = RedisStore(client, model, settings.audit_maxlen, settings.redis_timeout_ms / 1000)
     publisher = KafkaPublisher(producer_config(settings))
-    kwargs = {"clock": clock} if clock else {}
     ingestor = Ingestor(
-        store, publisher, model=model, source=source, xapi_tenants=settings.xapi_tenants, **kwargs
+        store,
+        publisher,
+        model=model,
+        clock=clock,
+        source=source,
+        xapi_tenants=settings.xapi_tenants,
     )
     secrets = settings.jwt_secrets()
     authenticator = (
@@ -77,6 +87,7 @@ def build(
             settings.jwt_leeway_s,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            clock=clock,
         )
         if secrets
         else None
@@ -88,8 +99,21 @@ def build(
         scan_max=settings.audit_scan_max,
         timeout_s=settings.kafka_timeout_ms / 1000,
     )
+    batches = BatchStore(store, settings.batch_ttl_s)
+    runner = BatchRunner(store, batches, model, settings.batch_chunk, clock)
     return Resources(
-        settings, model, client, store, publisher, ingestor, authenticator, limiter, access_log
+        settings=settings,
+        clock=clock,
+        model=model,
+        redis=client,
+        store=store,
+        publisher=publisher,
+        ingestor=ingestor,
+        authenticator=authenticator,
+        rate_limiter=limiter,
+        access_log=access_log,
+        batches=batches,
+        runner=runner,
     )
 
 

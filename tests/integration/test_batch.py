@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from mastery.batch.runner import batch_runner
+from mastery.batch.runner import BatchRunner
 from mastery.batch.worker import PriorityWorker
 from mastery.bootstrap import build
 from mastery.domain import Component, Observation
 from mastery.domain.batch import Priority, summarize
 from mastery.events.kafka import create_topics
 from mastery.store import keys
-from mastery.store.batches import BatchStore
 from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, with_dead_letters
 from mastery.web import batch_event, batch_status, erase_student, query_mastery, submit_batch
 from tests.helpers import headers_of, process_env, read_topic
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     import httpx
     from redis.asyncio import Redis
 
-    from mastery.batch.runner import BatchRunner
     from mastery.bootstrap import Resources
     from mastery.settings import Settings
 
@@ -122,6 +120,11 @@ async def _submit(
     location: str = resp.headers["location"]
     assert location == resp.json()["status_url"] == f"/batch/mastery/{resp.json()['batch_id']}"
     return location
+
+
+def _runner(res: Resources, **options: Any) -> BatchRunner:
+    """A runner over the test's stores, with its own chunk size, clock or observer."""
+    return BatchRunner(res.store, res.batches, res.model, **options)
 
 
 class _Worker:
@@ -287,7 +290,7 @@ async def test_a_running_low_batch_yields_to_a_high_one_and_resumes(
             high_url.append(await _submit(api, tenant, ids[:10], "high"))
         await asyncio.sleep(0.01)  # a slow low batch, so the high one arrives mid-way
 
-    runner = batch_runner(res, chunk=5, observer=observer)
+    runner = _runner(res, chunk=5, observer=observer)
     worker = _Worker(res, f"g-{tenant}", runner)
     try:
         low_doc = await _final(api, low, _admin(tenant))
@@ -298,44 +301,6 @@ async def test_a_running_low_batch_yields_to_a_high_one_and_resumes(
     assert high_doc["finished_at"] <= low_doc["finished_at"]
     assert (low_doc["succeeded"], low_doc["failed"]) == (400, 0)
     assert [r["student_id"] for r in low_doc["results"]] == ids
-
-
-async def test_the_deadline_turns_unfinished_students_into_timeouts(
-    res: Resources, api: httpx.AsyncClient, tenant: str
-) -> None:
-    ids = await _seed(res, tenant, 250)
-    url = await _submit(api, tenant, ids, deadline_s=60)
-    batch_id = url.rsplit("/", 1)[1]
-    chunks: list[int] = []
-    late = datetime.now(UTC) + timedelta(minutes=5)
-
-    def clock() -> datetime:  # the deadline passes once the first chunk is stored
-        return late if chunks else datetime.now(UTC)
-
-    async def observer(_: str, done: int) -> None:
-        chunks.append(done)
-
-    runner = batch_runner(res, chunk=100, clock=clock, observer=observer)
-    assert (await runner.run(tenant, batch_id)).value == "done"
-    doc = (await api.get(url, headers=_admin(tenant))).json()
-    assert chunks == [100]
-    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("done", 100, 150)
-    errors = [r.get("error") for r in doc["results"]]
-    assert errors == [None] * 100 + ["timeout"] * 150
-    assert doc["summary"]["count"] == 100
-
-
-async def test_a_batch_queued_past_its_deadline_fails_with_every_student_timed_out(
-    res: Resources, api: httpx.AsyncClient, tenant: str
-) -> None:
-    ids = await _seed(res, tenant, 5)
-    url = await _submit(api, tenant, ids, deadline_s=1)
-    runner = batch_runner(res, clock=lambda: datetime.now(UTC) + timedelta(seconds=2))
-    await runner.run(tenant, url.rsplit("/", 1)[1])
-    doc = (await api.get(url, headers=_admin(tenant))).json()
-    assert (doc["status"], doc["succeeded"], doc["failed"]) == ("failed", 0, 5)
-    assert "deadline" in doc["reason"]
-    assert {r["error"] for r in doc["results"]} == {"timeout"}
 
 
 async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
@@ -353,7 +318,7 @@ async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
                 resp = await gdpr.post("/gdpr/erase", json=body, headers=_admin(tenant))
                 assert resp.status_code == 200, resp.text
 
-    runner = batch_runner(res, chunk=10, observer=erase_after_the_first_chunk)
+    runner = _runner(res, chunk=10, observer=erase_after_the_first_chunk)
     assert (await runner.run(tenant, batch_id)).value == "done"
 
     doc = (await api.get(url, headers=_admin(tenant))).json()
@@ -369,7 +334,7 @@ async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
 async def test_results_of_students_erased_since_the_run_began_are_refused(
     res: Resources, tenant: str
 ) -> None:
-    batches, now = BatchStore(res.store), datetime.now(UTC)
+    batches, now = res.batches, datetime.now(UTC)
     await res.store.erase(tenant, "long-ago", now - timedelta(hours=1))
     await res.store.erase(tenant, "just-now", now)
     since = int(now.timestamp() * 1000) - 60_000
@@ -394,7 +359,7 @@ async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(
             crashed.set_result(None)
             raise asyncio.CancelledError  # dies mid-batch: no final status, no commit
 
-    first = _Worker(res, f"g-{tenant}", batch_runner(res, chunk=10, observer=crash_after_three))
+    first = _Worker(res, f"g-{tenant}", _runner(res, chunk=10, observer=crash_after_three))
     await asyncio.wait_for(crashed, 60)
     with pytest.raises(asyncio.CancelledError):
         await first.task
@@ -406,7 +371,7 @@ async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(
     async def count(_: str, done: int) -> None:
         redone.append(done)
 
-    second = _Worker(res, f"g-{tenant}", batch_runner(res, chunk=10, observer=count))
+    second = _Worker(res, f"g-{tenant}", _runner(res, chunk=10, observer=count))
     try:
         doc = await _final(api, url, _admin(tenant))
     finally:

@@ -28,6 +28,7 @@ from tests.helpers import (
     read_topic,
     record,
     resent_stream,
+    wait_committed,
 )
 
 if TYPE_CHECKING:
@@ -76,7 +77,8 @@ async def test_batches_apply_once_and_poison_flows_to_the_dlq(
     task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
     try:
         assert await _wait_for(redis, tenant, len(unique)) == len(unique)
-        await asyncio.sleep(0.5)  # anything extra would show up now
+        # Every record (poison too) applied and committed: no later apply can come.
+        await wait_committed(settings, topic, f"g-{tenant}", len(stream))
         assert await _applied(redis, tenant) == len(unique)
     finally:
         stop.set()
@@ -114,7 +116,7 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
     second = subprocess.Popen(argv, env=env)
     try:
         assert await _wait_for(redis, tenant, len(unique)) == len(unique)
-        await asyncio.sleep(1.0)
+        await wait_committed(settings, topic, f"g-{tenant}", len(stream))
         assert await _applied(redis, tenant) == len(unique)
     finally:
         second.send_signal(signal.SIGTERM)

@@ -27,15 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis as sync_redis
-from confluent_kafka import Consumer, TopicPartition
 
 from mastery.bootstrap import build
 from mastery.dev import servers
-from mastery.events.kafka import consumer_config
 from mastery.settings import Settings
 from mastery.store import keys
 from tests.conftest import JWT_SECRET
-from tests.helpers import fresh_topics, process_env, produce, resent_stream
+from tests.helpers import committed, fresh_topics, process_env, produce, resent_stream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -186,21 +184,6 @@ class _Consumers:
                 p.wait(10)
 
 
-def _committed(settings: Settings, topic: str, group: str) -> int:
-    """How many records the group has committed past, over every partition of ``topic``.
-
-    (Offsets start at 0 and have no gaps here; Tansu's high watermark can lag behind
-    the log's end, so it is not the measure.)
-    """
-    c = Consumer(consumer_config(settings, group))
-    try:
-        meta = c.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
-        return sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
-    finally:
-        c.close()
-
-
 async def _versions(settings: Settings, tenants: list[str]) -> dict[tuple[str, str], int]:
     res = build(settings, source="test")
     try:
@@ -257,7 +240,7 @@ async def test_a_failover_that_loses_writes_loses_no_event(
         produce(settings, stream[4 * cut :])
         if after_failover == "restarted":
             consumers.kill_and_restart(0)
-        _until(lambda: _committed(settings, topic, group) == len(stream), "the group", 120)
+        _until(lambda: committed(settings, topic, group) == len(stream), "the group", 120)
         # Commits in Kafka say nothing of what Redis lost: wait for the counts themselves.
         deadline = time.monotonic() + 60
         while (got := await _versions(settings, tenants)) != expected:

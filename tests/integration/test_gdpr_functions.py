@@ -9,8 +9,9 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.domain.batch import Priority
 from mastery.policy import Role
+from mastery.ports import BatchRecord
 from mastery.store import Outcome, RedisStore, keys
-from mastery.store.batches import BatchRecord, BatchStore
+from mastery.store.batches import BatchStore
 from mastery.web import erase_student
 from tests.helpers import event_data, keys_of_student, record
 from tests.integration.conftest import serve, token

@@ -147,6 +147,7 @@ async def test_rebuild_restores_what_was_lost(
             principal=admin,
             students=[_ERASED],
             status=200,
+            at=erased_at,
         )
         await res.publisher.publish([erased])
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -12,6 +13,7 @@ import pytest
 
 from mastery.web.auth import Authenticator, Principal, Role, authorize_student
 from mastery.web.problems import Problem
+from tests.fakes import FakeClock
 
 # 64 bytes: long enough for HS512 too, so PyJWT does not warn when signing the forged ones.
 _SECRET = "unit-test-secret-" + "x" * 47
@@ -217,13 +219,28 @@ def test_admin_reads_anyone(student_classes: set[str]) -> None:
 
 
 def test_a_cached_token_still_expires() -> None:
-    auth = Authenticator(_SECRET, leeway_s=0)
-    token = _token(_claims(exp=int(time.time()) + 1))
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    auth = Authenticator(_SECRET, leeway_s=0, clock=clock)
+    token = _token(_claims(exp=int(clock().timestamp()) + 1))
     assert auth.authenticate(f"Bearer {token}").subject == "teacher-1"
-    time.sleep(2.1)
+    clock.advance(timedelta(seconds=1))
     with pytest.raises(Problem) as caught:
         auth.authenticate(f"Bearer {token}")
     assert caught.value.status == 401
+    assert "expired" in caught.value.detail
+
+
+def test_every_time_claim_is_checked_against_the_injected_clock() -> None:
+    """A token of 2030 is good in 2030 and not before: no claim is read at the host's time."""
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    auth = Authenticator(_SECRET, leeway_s=0, clock=clock)
+    at = int(clock().timestamp())
+    token = _token(_claims(exp=at + 60, nbf=at, iat=at))
+    assert auth.authenticate(f"Bearer {token}").subject == "teacher-1"
+    early = Authenticator(_SECRET, leeway_s=0, clock=FakeClock(clock() - timedelta(seconds=1)))
+    with pytest.raises(Problem) as caught:
+        early.authenticate(f"Bearer {token}")
+    assert caught.value.detail == "invalid token"
 
 
 def test_the_cache_is_bounded_and_keyed_by_the_whole_token() -> None:

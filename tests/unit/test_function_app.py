@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -14,14 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mastery.errors import Unavailable
-from mastery.events.kafka import OutMessage
 from mastery.logs import logger
 from mastery.web import FunctionApp, Problem, json_response
+from tests.fakes import FakeClock, FakePublisher
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from mastery.web import Context
 
 
@@ -37,24 +35,12 @@ async def _echo(request: Request, ctx: Context) -> Response:
     return json_response({"correlation_id": ctx.correlation_id, "function": ctx.function})
 
 
-class _Publisher:
-    """An in-memory fake of the ``Publisher`` port; ``down`` makes every publish fail."""
-
-    def __init__(self, down: bool = False) -> None:
-        self.sent: list[OutMessage] = []
-        self.down = down
-
-    async def publish(self, messages: Sequence[OutMessage]) -> None:
-        if self.down:
-            raise Unavailable("kafka: down")
-        self.sent.extend(messages)
-
-
-_PUBLISHER = _Publisher()
+_PUBLISHER = FakePublisher()
+_CLOCK = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
 
 
 async def _provider(_: str) -> Any:
-    return SimpleNamespace(publisher=_PUBLISHER)
+    return SimpleNamespace(publisher=_PUBLISHER, clock=_CLOCK)
 
 
 def _client(app: FunctionApp) -> httpx.AsyncClient:
@@ -134,13 +120,15 @@ async def test_every_request_to_a_data_route_is_audited(app: FunctionApp) -> Non
     assert all(m.topic == "mastery.audit" for m in _PUBLISHER.sent)
     assert records[0]["function"] == "unit-fn"
     assert records[0]["route"] == "POST /echo"
+    assert records[0]["at"] == "2030-01-01T00:00:00+00:00"  # the injected clock's time
 
 
 async def test_no_audit_record_no_data() -> None:
-    down = _Publisher(down=True)
+    down = FakePublisher()
+    down.down = True
 
     async def provider(_: str) -> Any:
-        return SimpleNamespace(publisher=down)
+        return SimpleNamespace(publisher=down, clock=_CLOCK)
 
     app = FunctionApp("unit-fn", {"POST /echo": _echo}, provider=provider)
     async with _client(app) as c:

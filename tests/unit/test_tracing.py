@@ -6,26 +6,13 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mastery import tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    tracing.install(provider)
-    yield spans
-    tracing.install(None)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +70,7 @@ def test_off_a_span_costs_about_a_microsecond() -> None:
 
 
 def test_on_published_headers_carry_the_current_span_and_replace_older_ones(
-    exporter: InMemorySpanExporter,
+    spans: InMemorySpanExporter,
 ) -> None:
     old = [("ce_id", b"e1"), ("traceparent", PARENT.encode()), ("ce_traceparent", b"x")]
     parent = tracing.context_of(dict(old[1:2]))
@@ -96,12 +83,12 @@ def test_on_published_headers_carry_the_current_span_and_replace_older_ones(
     assert ("ce_id", b"e1") in headers
     written = dict(headers)["traceparent"].decode().split("-")
     assert written[1] == trace_id == PARENT.split("-")[1]
-    [finished] = exporter.get_finished_spans()
+    [finished] = spans.get_finished_spans()
     assert written[2] == format(finished.context.span_id, "016x")
 
 
 def test_on_http_prefers_traceparent_and_falls_back_to_the_delivered_events(
-    exporter: InMemorySpanExporter,
+    spans: InMemorySpanExporter,
 ) -> None:
     other = "00-11111111111111111111111111111111-2222222222222222-01"
     both = tracing.extract_http({"traceparent": PARENT, "ce-traceparent": other})
@@ -113,12 +100,12 @@ def test_on_http_prefers_traceparent_and_falls_back_to_the_delivered_events(
     assert tracing.extract_http({}) is None
 
 
-def test_a_batch_span_links_its_records_producers(exporter: InMemorySpanExporter) -> None:
+def test_a_batch_span_links_its_records_producers(spans: InMemorySpanExporter) -> None:
     contexts = [
         tracing.context_of({"traceparent": f"00-{i:032x}-{i:016x}-01".encode()})
         for i in range(1, 4)
     ]
     with tracing.span("batch", links=[*contexts, None]):
         pass
-    [span] = exporter.get_finished_spans()
+    [span] = spans.get_finished_spans()
     assert [link.context.trace_id for link in span.links] == [1, 2, 3]

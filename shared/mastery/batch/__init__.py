@@ -2,14 +2,13 @@
 
 from mastery.batch.evaluate import Result, error_result, evaluate, tally
 from mastery.batch.messages import batch_message, decode_batch
-from mastery.batch.runner import BatchRunner, RunOutcome, batch_runner
+from mastery.batch.runner import BatchRunner, RunOutcome
 
 __all__ = [
     "BatchRunner",
     "Result",
     "RunOutcome",
     "batch_message",
-    "batch_runner",
     "decode_batch",
     "error_result",
     "evaluate",

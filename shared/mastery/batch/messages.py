@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery.errors import InvalidEvent
-from mastery.events.kafka import OutMessage
 from mastery.events.models import ID_PATTERN
+from mastery.ports import OutMessage
 from mastery.topics import batch_topic
 
 if TYPE_CHECKING:

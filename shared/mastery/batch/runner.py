@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from contextlib import aclosing
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -22,18 +21,16 @@ from mastery import tracing
 from mastery.batch.evaluate import error_result, evaluate, tally
 from mastery.domain.batch import BatchStatus, StudentError
 from mastery.metrics import BATCH_DURATION, BATCH_STUDENTS, BATCHES, BATCHES_RUNNING
-from mastery.store.batches import BatchStore
+from mastery.ports import utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from mastery.batch.evaluate import Result
-    from mastery.bootstrap import Resources
     from mastery.domain import ScoringModel
-    from mastery.store import RedisStore
-    from mastery.store.batches import BatchRecord
+    from mastery.ports import BatchRecord, BatchRepository, Clock, StudentReads
 
-__all__ = ["BatchRunner", "RunOutcome", "batch_runner"]
+__all__ = ["BatchRunner", "RunOutcome"]
 
 
 class RunOutcome(StrEnum):
@@ -45,22 +42,24 @@ class RunOutcome(StrEnum):
 
 class BatchRunner:
     """Args:
+    states: where the students' states are read, a chunk at a time.
+    batches: the batch records and results.
     chunk: students per round trip (and per progress step).
-    clock: the time the deadline is checked against (injectable for tests).
+    clock: the time the deadline is checked against.
     observer: awaited after each chunk is stored, with the batch id and how many
         students this run has finished (progress logs, tests that crash a run mid-way).
     """
 
     def __init__(
         self,
-        store: RedisStore,
-        batches: BatchStore,
+        states: StudentReads,
+        batches: BatchRepository,
         model: ScoringModel,
         chunk: int = 250,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         observer: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
-        self._store = store
+        self._states = states
         self._batches = batches
         self._model = model
         self._chunk = chunk
@@ -128,7 +127,7 @@ class BatchRunner:
         chunks = [todo[i : i + self._chunk] for i in range(0, len(todo), self._chunk)]
         fresh: list[Result] = []
         position = 0
-        async with aclosing(self._store.read_ahead(tenant, chunks)) as reads:
+        async with aclosing(self._states.read_ahead(tenant, chunks)) as reads:
             async for part, states in reads:
                 if self._now_ms() >= record.deadline_at:
                     break
@@ -196,23 +195,3 @@ class BatchRunner:
             summary=summary.as_dict(),
             reason=reason,
         )
-
-
-def batch_runner(
-    res: Resources,
-    *,
-    chunk: int | None = None,
-    clock: Callable[[], datetime] | None = None,
-    observer: Callable[[str, int], Awaitable[None]] | None = None,
-) -> BatchRunner:
-    """The runner for a process's resources (chunk size and record retention from settings)."""
-    s = res.settings
-    batches = BatchStore(res.store, s.batch_ttl_s)
-    return BatchRunner(
-        res.store,
-        batches,
-        res.model,
-        chunk or s.batch_chunk,
-        clock or (lambda: datetime.now(UTC)),
-        observer,
-    )

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
@@ -26,7 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from mastery import tracing
 from mastery.batch.messages import decode_batch
-from mastery.batch.runner import BatchRunner, RunOutcome, batch_runner
+from mastery.batch.runner import BatchRunner, RunOutcome
 from mastery.domain.batch import Priority
 from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.consumer import commit_offsets
@@ -40,25 +39,39 @@ if TYPE_CHECKING:
 
     from confluent_kafka import Message
 
-    from mastery.bootstrap import Resources
+    from mastery.ports import Clock, Publisher
+    from mastery.settings import Settings
 
-__all__ = ["PriorityWorker"]
+__all__ = ["PriorityWorker", "WorkerResources"]
 
 _ORDER = tuple(Priority)  # high, normal, low
 _MAX_BUFFERED = 64  # per priority; its partitions are paused beyond this
 _PATIENCE = 40  # polls a lower batch waits for unread higher records that never come
 
 
+class WorkerResources(Protocol):
+    """What the worker uses: its settings, the runner, the clock and a publisher (DLQ)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def runner(self) -> BatchRunner: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def publisher(self) -> Publisher: ...
+
+
 class PriorityWorker:
     def __init__(
         self,
-        res: Resources,
+        res: WorkerResources,
         runner: BatchRunner | None = None,
         group: str | None = None,
         ready_file: Path | None = None,
     ) -> None:
         self._res = res
-        self._runner = runner or batch_runner(res)
+        self._runner = runner or res.runner
         self._group = group or res.settings.batch_group
         self._ready_file = ready_file
         prefix = res.settings.batch_topic_prefix
@@ -113,7 +126,7 @@ class PriorityWorker:
             tenant, batch_id = decode_batch(record)
         except InvalidEvent as exc:
             self._log.warning("dead-lettering a batch message", extra={"reason": exc.reason})
-            dead = dead_letter(record, exc.reason, datetime.now(UTC), "batch-worker")
+            dead = dead_letter(record, exc.reason, self._res.clock(), "batch-worker")
             await self._res.publisher.publish([dead])
             DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
             return True

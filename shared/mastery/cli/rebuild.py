@@ -12,7 +12,7 @@ order, so the command is safe to repeat, to interrupt, and to run beside live co
 (the events that arrive meanwhile are theirs).
 
 At the end it records, as the catch-all applied offsets of the ``mastery consume`` group
-(``mastery.store.offsets``), the offsets it read up to: the group goes on after them
+(``mastery.offsets``), the offsets it read up to: the group goes on after them
 (a consumer finding no applied offsets in Redis but commits in Kafka refuses to start,
 as Redis was emptied and a plain replay would not replay the erasures).
 
@@ -44,8 +44,7 @@ from mastery.errors import IgnoredEvent, InvalidEvent, OffsetsMoved
 from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import reader_config, to_record
-from mastery.store import OffsetBook
-from mastery.store.offsets import CATCH_ALL, partition_field
+from mastery.offsets import CATCH_ALL, OffsetBook, partition_field
 from mastery.topics import AUDIT_TOPIC, EVENT_TOPICS, LEVEL_CHANGED_TOPIC, XAPI_TOPIC
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ if TYPE_CHECKING:
 
     from mastery.bootstrap import Resources
     from mastery.events.codec import Record
-    from mastery.events.kafka import OutMessage, Publisher
+    from mastery.ports import OutMessage, Publisher
     from mastery.settings import Settings
 
 __all__ = ["SOURCES", "Erasure", "Tally", "erasures", "rebuild", "run"]

@@ -25,6 +25,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from mastery.errors import Unavailable
+from mastery.paging import FIRST_PAGE, GrowingPages
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AccessEntry", "AccessLog", "AccessScan", "KafkaAccessLog"]
 
-_FIRST_PAGE = 256
-_GROWTH = 4
 _BATCH = 1000
 
 
@@ -192,21 +191,16 @@ class KafkaAccessLog:
         self, consumer: Consumer, parts: dict[int, _Partition], q: _Query, deadline: float
     ) -> bool:
         """Read pages, newest first, until no partition wants more; False if the budget ran out."""
-        active, page, scanned = dict(parts), max(_FIRST_PAGE, q.limit), 0
+        active, pages = dict(parts), GrowingPages(max(FIRST_PAGE, q.limit), self._scan_max)
         while active:
-            budget = self._scan_max - scanned
-            if budget < len(active):
+            page = pages.next(len(active))
+            if not page:
                 return False
-            page = min(page, budget // len(active))
             for part in active.values():
                 part.older(page)
-            scanned += self._read(consumer, active, q, deadline)
-            times = sorted(
-                (e.timestamp_ms for x in parts.values() for e in x.entries), reverse=True
-            )
-            cutoff = times[q.limit - 1] if len(times) >= q.limit else None
+            pages.spent(self._read(consumer, active, q, deadline))
+            cutoff = _cutoff(parts.values(), q.limit)
             active = {p: part for p, part in active.items() if part.wants_more(q, cutoff)}
-            page *= _GROWTH
         return True
 
     def _bounds(self, consumer: Consumer, deadline: float) -> dict[int, tuple[int, int]]:

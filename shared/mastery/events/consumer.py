@@ -1,7 +1,7 @@
 """``mastery consume``: the Kafka-native trigger, applying messages in batches.
 
 Each batch: one ``Ingestor.apply`` (one Redis round trip per node), which also records,
-per tenant, the offsets up to which its events are applied (``mastery.store.offsets``).
+per tenant, the offsets up to which its events are applied (``mastery.offsets``).
 Those offsets in Redis, not the group's commits in Kafka, say where to resume: on
 assignment each partition starts at the lowest offset any tenant records for it (its
 start when Redis holds none), so a Redis that lost writes in a failover gets exactly
@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -42,8 +42,7 @@ from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
 from mastery.logs import logger
 from mastery.metrics import CONSUMER_LAG, CONSUMER_LAG_MESSAGES
-from mastery.store import OffsetBook
-from mastery.store.offsets import partition_field
+from mastery.offsets import OffsetBook, partition_field
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -52,10 +51,18 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from confluent_kafka import Message
 
-    from mastery.bootstrap import Resources
-    from mastery.events.ingest import Batch
+    from mastery.events.ingest import Batch, Ingestor
+    from mastery.ports import OffsetStore
+    from mastery.settings import Settings
 
-__all__ = ["commit_offsets", "consume", "next_batch", "next_offsets", "subscribe"]
+__all__ = [
+    "ConsumerResources",
+    "commit_offsets",
+    "consume",
+    "next_batch",
+    "next_offsets",
+    "subscribe",
+]
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
@@ -65,6 +72,17 @@ _ADVANCE_EVERY_S = 5.0
 
 Ends = dict[str, int]
 """Per partition field, the next offset after a batch."""
+
+
+class ConsumerResources(Protocol):
+    """What ``consume`` uses: its settings, the ingestor and where applied offsets are kept."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def ingestor(self) -> Ingestor: ...
+    @property
+    def store(self) -> OffsetStore: ...
 
 
 async def subscribe(
@@ -112,7 +130,7 @@ async def next_batch(consumer: AIOConsumer, size: int, idle_s: float = 0.1) -> l
 class _Position:
     """Where this consumer stands: the offsets book and the end of the last applied batch."""
 
-    def __init__(self, res: Resources, group: str) -> None:
+    def __init__(self, res: ConsumerResources, group: str) -> None:
         self.res = res
         self.book = OffsetBook(group)
         self.applied: Ends = {}
@@ -179,7 +197,7 @@ class _Position:
 
 
 async def consume(
-    res: Resources,
+    res: ConsumerResources,
     topics: Sequence[str],
     stop: asyncio.Event,
     group: str | None = None,
@@ -246,7 +264,7 @@ async def _drain(inflight: deque[asyncio.Task[None]], *, raising: bool = False) 
 
 
 async def _apply_in_order(
-    res: Resources,
+    res: ConsumerResources,
     consumer: AIOConsumer,
     position: _Position,
     messages: Sequence[Message],

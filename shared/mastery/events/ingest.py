@@ -9,8 +9,7 @@ anywhere before that redelivers, and redelivered events are recognised as duplic
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -18,41 +17,26 @@ from mastery import tracing
 from mastery.domain import DEFAULT_MODEL, Level
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import decode
-from mastery.events.kafka import OutMessage, dead_letter
+from mastery.events.kafka import dead_letter
 from mastery.events.notifications import level_changed
 from mastery.metrics import DEAD_LETTERS, EVENT_AGE, EVENTS, LEVEL_CHANGES, dlq_reason
-from mastery.store import Outcome
+from mastery.ports import Outcome, OutMessage, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
+    from datetime import datetime
 
     from opentelemetry.context import Context
 
     from mastery.domain import Observation, ScoringModel
     from mastery.events.codec import Record
-    from mastery.events.kafka import Publisher
-    from mastery.store import Applied, OffsetBook, Rejection
+    from mastery.offsets import OffsetBook
+    from mastery.ports import Applied, Clock, EventStore, Publisher, Rejection
 
-__all__ = ["Batch", "EventStore", "Ingestor", "Result", "audit_record"]
+__all__ = ["Batch", "Ingestor", "Result", "audit_record"]
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
-
-
-class EventStore(Protocol):
-    """Where events are applied (``mastery.store.RedisStore``)."""
-
-    async def apply(
-        self,
-        accepted: Sequence[tuple[Observation, bytes]],
-        rejected: Sequence[Rejection],
-        now: datetime,
-        offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
-    ) -> Applied: ...
-
-    async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]: ...
-
-    async def published(self, tenant: str, entry_ids: Sequence[str]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -78,7 +62,7 @@ class Ingestor:
         publisher: Publisher,
         *,
         model: ScoringModel = DEFAULT_MODEL,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         source: str = "mastery",
         xapi_tenants: Mapping[str, str] | None = None,
     ) -> None:
@@ -99,7 +83,7 @@ class Ingestor:
         """Apply a batch; one result per record, in order.
 
         ``offsets``: a consumer's book and the batch's end per partition, recorded with
-        the events (``mastery.store.offsets``).
+        the events (``mastery.offsets``).
         Raises:
             Unavailable: Redis or the broker is down; nothing is acknowledged, retry the batch.
             OffsetsMoved: the consumer's view of the applied offsets is stale.

@@ -8,8 +8,7 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -17,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from mastery import tracing
 from mastery.errors import Misconfigured, Unavailable
 from mastery.events.codec import Record
+from mastery.ports import OutMessage
 from mastery.topics import all_topics, dlq_topic, topic_config
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DLQ_HEADERS",
     "KafkaPublisher",
-    "OutMessage",
-    "Publisher",
     "admin_config",
     "consumer_config",
     "create_topics",
@@ -49,20 +47,6 @@ __all__ = [
 _EMBEDDED_GROUP_TIMINGS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 #: Tansu answers an empty fetch only when this runs out: short, or a trickle waits 500 ms.
 _EMBEDDED_FETCH = {"fetch.wait.max.ms": 10}
-
-
-@dataclass(frozen=True, slots=True)
-class OutMessage:
-    topic: str
-    value: bytes | None
-    key: bytes | None = None
-    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
-
-
-class Publisher(Protocol):
-    """Sends messages and returns once the broker has acknowledged every one."""
-
-    async def publish(self, messages: Sequence[OutMessage]) -> None: ...
 
 
 #: Headers ``dead_letter`` adds to the original record's.

@@ -15,7 +15,7 @@ import orjson
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import to_binary
 
-from mastery.events.kafka import OutMessage
+from mastery.ports import OutMessage
 from mastery.topics import LEVEL_CHANGED_TOPIC
 
 __all__ = ["LEVEL_CHANGED_TYPE", "level_changed"]

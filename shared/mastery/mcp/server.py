@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from mcp.server import ServerRequestContext
 
-    from mastery.bootstrap import Resources
+    from mastery.web.app import Services
     from mastery.web.auth import Principal
 
 __all__ = [
@@ -57,7 +57,7 @@ _log = logger(FUNCTION)
 class Caller:
     """Who calls: the verified principal, with the process's clients."""
 
-    resources: Resources
+    resources: Services
     principal: Principal
     correlation_id: str
 

@@ -17,7 +17,7 @@ from mastery.mcp.server import Caller, mcp_server, new_correlation_id
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
 
-    from mastery.bootstrap import Resources
+    from mastery.web.app import Services
     from mastery.web.auth import Principal
 
 __all__ = ["TOKEN_ENV", "serve_stdio", "verify"]
@@ -25,14 +25,14 @@ __all__ = ["TOKEN_ENV", "serve_stdio", "verify"]
 TOKEN_ENV = "MASTERY_MCP_TOKEN"
 
 
-def verify(res: Resources, token: str) -> Principal:
+def verify(res: Services, token: str) -> Principal:
     """The token's principal; ``Problem`` 401 when it does not verify."""
     if res.authenticator is None:
         raise Unavailable("MASTERY_JWT_SECRET is not configured")
     return res.authenticator.authenticate(f"Bearer {token}")
 
 
-async def serve_stdio(res: Resources, token: str) -> None:
+async def serve_stdio(res: Services, token: str) -> None:
     """Serve MCP on stdin/stdout until the host closes them."""
     verify(res, token)  # refuse to start with a token that is already bad
 

@@ -1,9 +1,10 @@
 """Redis adapters: the event store, its key layout, rate limits and retention checks."""
 
+from mastery.offsets import OffsetBook
+from mastery.ports import Applied, Note, Outcome, Rejection
 from mastery.store.connection import RedisConnection
 from mastery.store.erasure import AuditEntry
-from mastery.store.event_writes import UNKNOWN_TENANT, Applied, Note, Outcome, Rejection
-from mastery.store.offsets import OffsetBook
+from mastery.store.event_writes import UNKNOWN_TENANT
 from mastery.store.repository import RedisStore
 from mastery.store.student_reads import StudentDays
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mastery.paging import FIRST_PAGE, GrowingPages
 from mastery.store import keys
 
 if TYPE_CHECKING:
@@ -15,9 +16,6 @@ if TYPE_CHECKING:
     from mastery.store.connection import RedisConnection
 
 __all__ = ["OutcomeEntry", "OutcomeScan", "recent_outcomes"]
-
-_FIRST_PAGE = 256
-_GROWTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +64,11 @@ async def recent_outcomes(
     """
     key = keys.audit(tenant)
     newest, oldest = "+", "-" if since_ms is None else str(since_ms)
-    page = limit if student_id is None else max(limit, _FIRST_PAGE)
+    pages = GrowingPages(limit if student_id is None else max(limit, FIRST_PAGE), scan_max)
     found: list[OutcomeEntry] = []
-    scanned = 0
-    while True:
-        count = min(page, scan_max - scanned)
+    while count := pages.next():
         rows = await store.io(store.client.xrevrange(key, newest, oldest, count=count)) or []
-        scanned += len(rows)
+        pages.spent(len(rows))
         for raw_id, fields in rows:
             if raw_id is None:
                 continue
@@ -83,10 +79,8 @@ async def recent_outcomes(
                     return OutcomeScan(found, True)
         if len(rows) < count:
             return OutcomeScan(found, True)
-        if scanned >= scan_max:
-            return OutcomeScan(found, False)
         newest = f"({_text(rows[-1][0] or b'')}"
-        page *= _GROWTH
+    return OutcomeScan(found, False)
 
 
 def _entry(raw_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> OutcomeEntry:

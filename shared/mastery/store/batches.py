@@ -12,13 +12,13 @@ Both keys expire ``ttl_s`` (24 h) after the last write; the final write restarts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import orjson
 
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.policy import Role
+from mastery.ports import BatchRecord
 from mastery.store import keys
 from mastery.store.scripts import Script
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from mastery.store.connection import RedisConnection
 
-__all__ = ["BatchRecord", "BatchStore"]
+__all__ = ["BatchStore"]
 
 # Moves a queued batch to running; returns the status it had (nil: no such batch).
 _START = Script("""
@@ -65,46 +65,6 @@ return refused
 """)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
-    """One batch run. Times are epoch milliseconds.
-
-    ``role``, ``submitted_by`` and ``classes`` are the caller's at submission: the worker
-    applies the policy with them, so a teacher's batch reads the classes of the token
-    that submitted it.
-    """
-
-    batch_id: str
-    tenant: str
-    priority: Priority
-    student_ids: tuple[str, ...]
-    submitted_by: str
-    role: Role
-    classes: frozenset[str]
-    submitted_at: int
-    deadline_at: int
-    status: BatchStatus = BatchStatus.QUEUED
-    started_at: int | None = None
-    finished_at: int | None = None
-    succeeded: int | None = None
-    failed: int | None = None
-    summary: dict[str, object] | None = None
-    reason: str | None = None
-
-    def fields(self) -> dict[str, str | bytes]:
-        out: dict[str, str | bytes] = {
-            "status": self.status.value,
-            "priority": self.priority.value,
-            "student_ids": orjson.dumps(self.student_ids),
-            "submitted_by": self.submitted_by,
-            "role": self.role.value,
-            "classes": ",".join(sorted(self.classes)),
-            "submitted_at": str(self.submitted_at),
-            "deadline_at": str(self.deadline_at),
-        }
-        return out
-
-
 class BatchStore:
     """Batch records over the shared Redis connection (its timeouts and script loading)."""
 
@@ -116,7 +76,7 @@ class BatchStore:
     async def create(self, record: BatchRecord) -> None:
         key, live = keys.batch(record.tenant, record.batch_id), keys.batches(record.tenant)
         async with self._store.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=record.fields())
+            pipe.hset(key, mapping=_fields(record))
             pipe.expire(key, self._ttl_s)
             # The tenant's live batches, so an erasure can reach their results.
             pipe.zadd(live, {record.batch_id: record.submitted_at})
@@ -215,6 +175,20 @@ class BatchStore:
             pipe.expire(key, self._ttl_s)
             pipe.expire(results, self._ttl_s)
             await self._store.io(pipe.execute())
+
+
+def _fields(record: BatchRecord) -> dict[str, str | bytes]:
+    """A new record's hash fields (the run adds its own as it goes)."""
+    return {
+        "status": record.status.value,
+        "priority": record.priority.value,
+        "student_ids": orjson.dumps(record.student_ids),
+        "submitted_by": record.submitted_by,
+        "role": record.role.value,
+        "classes": ",".join(sorted(record.classes)),
+        "submitted_at": str(record.submitted_at),
+        "deadline_at": str(record.deadline_at),
+    }
 
 
 def _bytes(value: bytes | str) -> bytes:

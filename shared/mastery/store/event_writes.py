@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,9 +12,10 @@ from mastery.domain import DEFAULT_MODEL, Component
 from mastery.domain.days import day_number, score_units
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.errors import OffsetsMoved, Unavailable
+from mastery.offsets import CATCH_ALL
+from mastery.ports import Applied, Note, Outcome, Rejection
 from mastery.store import keys
 from mastery.store.connection import DOWN, RedisConnection
-from mastery.store.offsets import CATCH_ALL, OffsetBook
 from mastery.store.records import as_bytes
 from mastery.store.scripts import ADVANCE, APPLY
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
 
     from mastery.domain import Observation, ScoringModel
+    from mastery.offsets import OffsetBook
     from mastery.store.scripts import Script
 
 __all__ = ["UNKNOWN_TENANT", "Applied", "EventWrites", "Note", "Outcome", "Rejection"]
@@ -34,36 +35,6 @@ __all__ = ["UNKNOWN_TENANT", "Applied", "EventWrites", "Note", "Outcome", "Rejec
 _COMPONENTS = tuple(Component)
 #: Undecodable events name no tenant; their audit records go here.
 UNKNOWN_TENANT = CATCH_ALL
-
-
-class Outcome(StrEnum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    ERASED = "erased"  # refused: the student was erased after the event happened
-    REJECTED = "rejected"
-    IGNORED = "ignored"  # valid, but feeds no component (an unmapped xAPI verb): not stored
-    VOIDING = "voiding"  # an xAPI voiding statement: its target's effect removed (or barred)
-    VOIDED = "voided"  # refused: an xAPI statement voided before it arrived (or again)
-
-
-Rejection = tuple[str | None, str, bytes]
-"""(tenant if known, reason, audit record) of an event that will not be applied."""
-
-Note = tuple[str, str, bytes]
-"""A level change: (tenant, its entry id in the tenant's outbox, JSON)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What applying a batch did.
-
-    ``notes``: each level change, also kept in its tenant's outbox until published.
-    ``backlog``: tenants whose outbox holds older notes too (a publish was cut off).
-    """
-
-    outcomes: list[Outcome]
-    notes: list[Note]
-    backlog: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

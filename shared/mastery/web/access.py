@@ -7,12 +7,12 @@ the record cannot be written the caller gets a 503 instead of the data (fail clo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
 
-from mastery.events.kafka import OutMessage
+from mastery.ports import OutMessage
 from mastery.topics import AUDIT_TOPIC
 
 if TYPE_CHECKING:
@@ -39,12 +39,13 @@ def access_record(
     principal: Principal | None,
     students: Sequence[str],
     status: int,
+    at: datetime,
 ) -> OutMessage:
     """Who (subject, role, tenant) did what (function, route) to whom, with what outcome."""
     tenant = principal.tenant if principal else None
     doc = {
         "kind": "access",
-        "at": datetime.now(UTC),
+        "at": at,
         "function": function,
         "route": route,
         "correlation_id": correlation_id,

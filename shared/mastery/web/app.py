@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,12 +34,22 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
-    from mastery.bootstrap import Resources
-    from mastery.web.auth import Principal
+    from mastery.batch.runner import BatchRunner
+    from mastery.domain import ScoringModel
+    from mastery.events.access_log import AccessLog
+    from mastery.events.ingest import Ingestor
+    from mastery.events.kafka import KafkaPublisher
+    from mastery.ports import Clock
+    from mastery.settings import Settings
+    from mastery.store import RedisStore
+    from mastery.store.batches import BatchStore
+    from mastery.store.ratelimit import RateLimiter
+    from mastery.web.auth import Authenticator, Principal
 
 __all__ = [
     "Context",
     "FunctionApp",
+    "Services",
     "json_response",
     "read_body",
     "read_json",
@@ -53,11 +63,39 @@ _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _RETRY_AFTER = {"Retry-After": "1"}
 
 
+class Services(Protocol):
+    """What the HTTP functions use of the process's adapters (``mastery.bootstrap`` builds
+    them; a function's ``main.py`` hands them over as the app's ``provider``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def model(self) -> ScoringModel: ...
+    @property
+    def store(self) -> RedisStore: ...
+    @property
+    def publisher(self) -> KafkaPublisher: ...
+    @property
+    def ingestor(self) -> Ingestor: ...
+    @property
+    def authenticator(self) -> Authenticator | None: ...
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+    @property
+    def access_log(self) -> AccessLog: ...
+    @property
+    def batches(self) -> BatchStore: ...
+    @property
+    def runner(self) -> BatchRunner: ...
+
+
 @dataclass(slots=True)
 class Context:
     """Per-request handles for a handler, and what the access audit records of it."""
 
-    resources: Resources
+    resources: Services
     correlation_id: str
     function: str
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -99,7 +137,8 @@ class FunctionApp:
         audits_requests: whether the app writes one access record per request; ``False``
             for a function whose handler records each data access itself (``write_access``),
             as the MCP function does for each tool call of a request.
-        provider: where the process's clients come from (tests inject their own).
+        provider: where the process's adapters come from (``mastery.bootstrap.resources``
+            in a function's ``main.py``; tests inject their own).
     """
 
     def __init__(
@@ -107,10 +146,10 @@ class FunctionApp:
         name: str,
         routes: Mapping[str, Callable[[Request, Context], Awaitable[Response]]],
         *,
+        provider: Callable[[str], Awaitable[Services]],
         uses_kafka: bool = False,
         uses_auth: bool = True,
         audits_requests: bool = True,
-        provider: Callable[[str], Awaitable[Resources]] | None = None,
     ) -> None:
         self.name = name
         self._routes = Routes(routes)
@@ -120,7 +159,7 @@ class FunctionApp:
         self._uses_auth = uses_auth
         self._audits_requests = audits_requests
         self._log = logger(name)
-        self._resources = provider or _process_resources
+        self._resources = provider
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/") or "/"
@@ -260,15 +299,9 @@ async def write_access(ctx: Context, route: str, status: int) -> None:
         principal=ctx.caller,
         students=ctx.students,
         status=status,
+        at=ctx.resources.clock(),
     )
     await ctx.resources.publisher.publish([record])
-
-
-async def _process_resources(name: str) -> Resources:
-    # Imported here: bootstrap is the composition root and itself imports from mastery.web.
-    from mastery.bootstrap import resources
-
-    return await resources(name)
 
 
 async def _check(probe: Awaitable[None]) -> str:

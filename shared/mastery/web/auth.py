@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,10 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mastery.events.models import ID_PATTERN
 from mastery.policy import Action, Role, allowed, may_try
+from mastery.ports import utc_now
 from mastery.web.problems import Problem
 
 if TYPE_CHECKING:
     from collections.abc import Sequence, Set
+
+    from mastery.ports import Clock
 
 __all__ = ["Authenticator", "Principal", "Role", "authorize_student", "precheck"]
 
@@ -56,7 +58,8 @@ class Principal:
 class Authenticator:
     """Verifies ``Authorization: Bearer <jwt>``: HS256 only, ``exp`` required.
 
-    ``nbf`` and ``iat`` are honoured when present (with the same leeway as ``exp``);
+    ``nbf`` and ``iat`` are honoured when present (with the same leeway as ``exp``), all
+    three against ``clock``;
     ``iss`` and ``aud`` are required and checked when an issuer / audience is configured.
     During a key rollover several secrets verify: the current one first, then the
     previous ones.
@@ -74,11 +77,13 @@ class Authenticator:
         *,
         issuer: str | None = None,
         audience: str | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         self._secrets = [secrets] if isinstance(secrets, str) else list(secrets)
         if not self._secrets or not all(self._secrets):
             raise ValueError("at least one non-empty secret is needed")
         self._leeway = leeway_s
+        self._clock = clock
         self._issuer = issuer
         self._audience = audience
         self._required = [
@@ -96,7 +101,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "missing bearer token")
         cached = self._cache.get(token)
-        if cached is not None and time.time() < cached[1] + self._leeway:
+        if cached is not None and self._clock().timestamp() < cached[1] + self._leeway:
             self._cache.move_to_end(token)
             return cached[0]
         principal, expires = self._verify(token)
@@ -108,6 +113,7 @@ class Authenticator:
     def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = self._decode(token)
+            _check_times(claims, self._clock().timestamp(), self._leeway)
             parsed = _Claims.model_validate(claims)
         except jwt.ExpiredSignatureError:
             raise Problem(401, "token expired") from None
@@ -130,7 +136,13 @@ class Authenticator:
                     token,
                     secret,
                     algorithms=["HS256"],
-                    options={"require": self._required},
+                    # The times are checked against our clock (``_check_times``).
+                    options={
+                        "require": self._required,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                    },
                     leeway=self._leeway,
                     issuer=self._issuer,
                     audience=self._audience,
@@ -141,6 +153,28 @@ class Authenticator:
                 continue
             return claims
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
+    """``exp``, ``nbf`` and ``iat`` as PyJWT checks them, but at ``now``.
+
+    Raises:
+        jwt.ExpiredSignatureError: ``exp`` is ``leeway`` seconds or more in the past.
+        jwt.InvalidTokenError: a time is not an integer, or ``nbf``/``iat`` is in the future.
+    """
+    times = {}
+    for claim in ("exp", "nbf", "iat"):
+        if claim in claims:
+            try:
+                times[claim] = int(claims[claim])
+            except (ValueError, TypeError, OverflowError):
+                raise jwt.DecodeError(f"{claim} must be an integer") from None
+    if "iat" in times and times["iat"] > now + leeway:
+        raise jwt.ImmatureSignatureError("the token is not yet valid (iat)")
+    if "nbf" in times and times["nbf"] > now + leeway:
+        raise jwt.ImmatureSignatureError("the token is not yet valid (nbf)")
+    if "exp" in times and times["exp"] <= now - leeway:
+        raise jwt.ExpiredSignatureError("the token has expired")
 
 
 def precheck(principal: Principal, action: Action, student_id: str | None = None) -> None:

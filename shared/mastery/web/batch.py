@@ -21,14 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from mastery.batch.evaluate import evaluate, tally
 from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
-from mastery.batch.runner import batch_runner
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.kafka import dead_letter
 from mastery.events.models import ID_PATTERN
 from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
-from mastery.store.batches import BatchRecord, BatchStore
+from mastery.ports import BatchRecord
 from mastery.topics import batch_topic
 from mastery.web.app import json_response, read_body, read_limited
 from mastery.web.events import record_from_http
@@ -140,8 +139,7 @@ async def submit_batch(request: Request, ctx: Context) -> Response:
 
 async def _enqueue(ctx: Context, principal: Principal, body: BatchRequest) -> Response:
     res, settings = ctx.resources, ctx.resources.settings
-    batches = BatchStore(res.store, settings.batch_ttl_s)
-    now = datetime.now(UTC)
+    batches, now = res.batches, res.clock()
     now_ms = int(now.timestamp() * 1000)
     record = BatchRecord(
         batch_id=uuid.uuid4().hex,
@@ -186,7 +184,7 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     principal = await ctx.principal(request)
     _forbid_students(principal)
     batch_id = ctx.path_params.get("batch_id", "")
-    batches = BatchStore(ctx.resources.store, ctx.resources.settings.batch_ttl_s)
+    batches = ctx.resources.batches
     record, processed = (
         await batches.get_with_progress(principal.tenant, batch_id)
         if BATCH_ID.match(batch_id)
@@ -236,11 +234,11 @@ async def batch_event(request: Request, ctx: Context) -> Response:
     try:
         tenant, batch_id = decode_batch(record)
     except InvalidEvent as exc:
-        dead = dead_letter(record, exc.reason, datetime.now(UTC), ctx.function)
+        dead = dead_letter(record, exc.reason, res.clock(), ctx.function)
         await res.publisher.publish([dead])
         DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
         return json_response({"outcome": "rejected", "reason": exc.reason})
-    outcome = await batch_runner(res).run(tenant, batch_id)
+    outcome = await res.runner.run(tenant, batch_id)
     return json_response({"outcome": outcome.value, "batch_id": batch_id})
 
 

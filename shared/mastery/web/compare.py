@@ -7,7 +7,6 @@ comparison costs one Redis call whatever the school's size. Cohorts smaller than
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, model_validator
@@ -60,7 +59,7 @@ async def comparison_of(ctx: Context, principal: Principal, body: CompareRequest
 
     class_id = _class_of(principal, body, state.classes) if body.scope == "class" else None
     size, figures = await res.store.compare(
-        principal.tenant, class_id, body.student_id, datetime.now(UTC)
+        principal.tenant, class_id, body.student_id, res.clock()
     )
     if figures is None:  # indexed with their first event: only a race with expiry gets here
         raise Problem(404, "no cohort data for this student")

@@ -9,14 +9,12 @@ erasure interrupted after the atomic step is finished by sending it again.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mastery.domain import day_mastery, explain
 from mastery.policy import Action
-from mastery.store.batches import BatchStore
 from mastery.web.auth import authorize_student
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_document
@@ -45,7 +43,7 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
     return {
         "student_id": student,
         "tenant": principal.tenant,
-        "exported_at": datetime.now(UTC),
+        "exported_at": ctx.resources.clock(),
         "mastery": mastery_document(student, principal.tenant, state, explain(state, model))
         if state
         else None,
@@ -64,12 +62,11 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
 async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
     """Erase the student: keys and index entries atomically, then their event audit."""
     student = body.student_id
-    store, now = ctx.resources.store, datetime.now(UTC)
+    store, now = ctx.resources.store, ctx.resources.clock()
     deleted = await store.erase(principal.tenant, student, now)
     entries = await store.audit_entries(principal.tenant, student)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
-    batch_ttl_s = ctx.resources.settings.batch_ttl_s
-    batch_results = await BatchStore(store, batch_ttl_s).forget(principal.tenant, student)
+    batch_results = await ctx.resources.batches.forget(principal.tenant, student)
     return {
         "student_id": student,
         "tenant": principal.tenant,

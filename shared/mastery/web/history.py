@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -71,7 +70,7 @@ async def history_of(
     """The student's history over ``body.days`` by ``body.granularity``, and its state version."""
     found = await ctx.resources.store.days_of(principal.tenant, body.student_id)
     days = require_visible(principal, body.student_id, found)
-    today = datetime.now(UTC).date()
+    today = ctx.resources.clock().date()
     h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
     return h, days.version
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -36,7 +35,7 @@ async def prediction_of(ctx: Context, principal: Principal, body: StudentRequest
     found = await store.days_of(tenant, student, with_prediction=True)
     days = require_visible(principal, student, found)
     doc, entry = prediction_from(
-        days, student, tenant, datetime.now(UTC).date(), ctx.resources.model
+        days, student, tenant, ctx.resources.clock().date(), ctx.resources.model
     )
     if entry is not None:
         await store.cache_prediction(tenant, student, entry, CACHE_TTL_S)

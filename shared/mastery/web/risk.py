@@ -9,7 +9,6 @@ was made from the current state, and cached when it was not. Bounded: at most
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,7 +46,7 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
         raise Problem(403, "a teacher may look within their own classes only")
     candidates, complete = await _candidates(ctx, principal, body.class_id)
     res, tenant = ctx.resources, principal.tenant
-    today = datetime.now(UTC).date()
+    today = res.clock().date()
     flagged: list[dict[str, Any]] = []
     checked = 0
     chunk = max(1, res.settings.batch_chunk)

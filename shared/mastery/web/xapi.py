@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mastery.events.codec import JSON, Record
-from mastery.events.kafka import OutMessage
 from mastery.events.xapi import TENANT_HEADER
 from mastery.policy import Action
+from mastery.ports import OutMessage
 from mastery.store import Outcome
 from mastery.topics import XAPI_TOPIC
 from mastery.web.app import json_response, read_json

@@ -1,0 +1,148 @@
+"""``BatchRunner`` on in-memory fakes of its ports: order, resume, deadline, yielding.
+
+What only the real servers can show (results keyed by student in Redis, the erasure
+check in Lua, a worker killed mid-batch, the priority topics) stays in
+``tests/integration/test_batch.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from mastery.batch.runner import BatchRunner, RunOutcome
+from mastery.domain import DEFAULT_MODEL, Aggregate, Component, StudentState
+from mastery.domain.batch import BatchStatus, Priority
+from mastery.policy import Role
+from mastery.ports import BatchRecord
+from tests.fakes import FakeBatchRepository, FakeClock, FakeStudentReads
+
+NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+TENANT = "school-1"
+
+
+def _state(score: float) -> StudentState:
+    return StudentState({Component.QUIZ: Aggregate(score, 1.0, 1)}, classes=frozenset({"c1"}))
+
+
+def _setup(
+    students: int, *, chunk: int = 10, deadline_s: int = 60, missing: frozenset[str] = frozenset()
+) -> tuple[BatchRunner, FakeStudentReads, FakeBatchRepository, FakeClock, list[str]]:
+    ids = [f"s{i}" for i in range(students)]
+    reads = FakeStudentReads(
+        {(TENANT, s): _state(i / students) for i, s in enumerate(ids) if s not in missing}
+    )
+    batches = FakeBatchRepository()
+    batches.add(
+        BatchRecord(
+            batch_id="b1",
+            tenant=TENANT,
+            priority=Priority.NORMAL,
+            student_ids=tuple(ids),
+            submitted_by="a1",
+            role=Role.ADMIN,
+            classes=frozenset(),
+            submitted_at=NOW_MS,
+            deadline_at=NOW_MS + deadline_s * 1000,
+        )
+    )
+    clock = FakeClock(NOW)
+    runner = BatchRunner(reads, batches, DEFAULT_MODEL, chunk=chunk, clock=clock)
+    return runner, reads, batches, clock, ids
+
+
+def _results(batches: FakeBatchRepository, ids: list[str]) -> list[dict[str, object]]:
+    """The stored result of each of ``ids``, in that order."""
+    stored = batches.stored[TENANT, "b1"]
+    return [orjson.loads(stored[s]) for s in ids]
+
+
+async def test_every_student_gets_a_result_in_order_and_the_record_is_final() -> None:
+    runner, reads, batches, _, ids = _setup(25, missing=frozenset({"s7"}))
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    assert [len(r) for r in reads.reads] == [10, 10, 5]
+    results = _results(batches, ids)
+    assert [r["student_id"] for r in results] == ids
+    assert results[7]["error"] == "not_found"
+    record = batches.records[TENANT, "b1"]
+    assert (record.status, record.succeeded, record.failed) == (BatchStatus.DONE, 24, 1)
+    assert record.started_at == record.finished_at == NOW_MS
+    assert await runner.run(TENANT, "b1") is RunOutcome.ALREADY_FINAL
+
+
+async def test_an_unknown_batch_is_missing() -> None:
+    runner, *_ = _setup(1)
+    assert await runner.run(TENANT, "nope") is RunOutcome.MISSING
+
+
+async def test_a_resumed_run_reads_only_the_students_without_a_result() -> None:
+    runner, reads, batches, _, ids = _setup(30)
+    earlier = {s: orjson.dumps({"student_id": s, "earlier": True}) for s in ids[:12]}
+    batches.stored[TENANT, "b1"] = dict(earlier)
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    assert [s for chunk in reads.reads for s in chunk] == ids[12:]
+    results = _results(batches, ids)
+    assert [r["student_id"] for r in results] == ids
+    assert all(r.get("earlier") for r in results[:12])
+    record = batches.records[TENANT, "b1"]
+    assert (record.succeeded, record.failed) == (18, 12)  # the earlier 12 hold no mastery
+
+
+async def test_past_the_deadline_the_students_not_reached_time_out() -> None:
+    _, reads, batches, clock, ids = _setup(25, deadline_s=60)
+
+    async def late_after_the_first_chunk(_: str, done: int) -> None:
+        clock.advance(timedelta(seconds=61))
+
+    observer = late_after_the_first_chunk
+    runner = BatchRunner(reads, batches, DEFAULT_MODEL, chunk=10, clock=clock, observer=observer)
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    errors = [r.get("error") for r in _results(batches, ids)]
+    assert errors == [None] * 10 + ["timeout"] * 15
+    record = batches.records[TENANT, "b1"]
+    assert (record.status, record.succeeded, record.failed) == (BatchStatus.DONE, 10, 15)
+    assert record.summary is not None
+    assert record.summary["count"] == 10  # the summary is over the students with a score
+
+
+async def test_a_batch_queued_past_its_deadline_fails_without_reading_anyone() -> None:
+    runner, reads, batches, clock, ids = _setup(5, deadline_s=1)
+    clock.advance(timedelta(seconds=1))
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    assert reads.reads == []
+    assert {r["error"] for r in _results(batches, ids)} == {"timeout"}
+    record = batches.records[TENANT, "b1"]
+    assert record.status is BatchStatus.FAILED
+    assert record.reason is not None
+    assert "deadline" in record.reason
+
+
+async def test_a_run_yields_between_chunks_never_before_the_first_and_resumes() -> None:
+    runner, reads, batches, _, ids = _setup(30)
+    asked: list[int] = []
+
+    async def higher_batch_waiting() -> bool:
+        asked.append(len(reads.reads))
+        return True
+
+    assert await runner.run(TENANT, "b1", higher_batch_waiting) is RunOutcome.YIELDED
+    assert asked == [2]  # asked once the second chunk was read, before scoring it
+    assert sorted(batches.stored[TENANT, "b1"]) == sorted(ids[:10])
+    assert batches.records[TENANT, "b1"].status is BatchStatus.RUNNING
+
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    assert [r["student_id"] for r in _results(batches, ids)] == ids
+    assert batches.records[TENANT, "b1"].succeeded == 30
+
+
+async def test_a_student_erased_since_the_run_began_is_stored_as_not_found() -> None:
+    runner, _, batches, _, ids = _setup(12)
+    batches.erased_at[TENANT, "s3"] = NOW_MS  # erased as the run reads: refused
+    batches.erased_at[TENANT, "s5"] = NOW_MS - 3_600_000  # long before: its state is gone
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    results = _results(batches, ids)
+    assert results[3]["error"] == "not_found"
+    assert "result" in results[5]
+    assert batches.records[TENANT, "b1"].failed == 1

@@ -1,0 +1,117 @@
+"""``Ingestor`` on in-memory fakes of its ports: order of effects, outcomes, the outbox.
+
+What only the real servers can show (the apply script, at-most-once across restarts,
+the consumer's offsets) stays in ``tests/integration/test_ingest.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import orjson
+import pytest
+
+from mastery.domain import Component
+from mastery.errors import Unavailable
+from mastery.events.ingest import Ingestor
+from mastery.events.notifications import LEVEL_CHANGED_TOPIC
+from mastery.ports import Outcome
+from tests.fakes import FakeClock, FakeEventStore, FakePublisher
+from tests.helpers import event_data, record
+
+if TYPE_CHECKING:
+    from mastery.events.codec import Record
+
+NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
+TENANT = "school-1"
+
+
+def _ingestor(
+    log: list[str] | None = None,
+) -> tuple[Ingestor, FakeEventStore, FakePublisher]:
+    store, publisher = FakeEventStore(log), FakePublisher(log)
+    return Ingestor(store, publisher, clock=FakeClock(NOW), source="unit"), store, publisher
+
+
+def _good(student: str = "s1", event_id: str | None = None) -> Record:
+    data = event_data(TENANT, student, 0.8, at=NOW - timedelta(hours=1))
+    return record(Component.QUIZ, data, event_id=event_id)
+
+
+def _from_the_future() -> Record:
+    """Valid on the wire, refused by the model: it happens a day after the clock's now."""
+    return record(Component.QUIZ, event_data(TENANT, "s2", 0.5, at=NOW + timedelta(days=1)))
+
+
+def _note(student: str, version: int) -> bytes:
+    return orjson.dumps(
+        {
+            "tenant": TENANT,
+            "student_id": student,
+            "version": version,
+            "changed_at": int(NOW.timestamp() * 1000),
+            "old_level": "developing",
+            "new_level": "competent",
+        }
+    )
+
+
+async def test_dead_letters_are_published_before_anything_is_applied() -> None:
+    log: list[str] = []
+    ingestor, store, publisher = _ingestor(log)
+    results = await ingestor.ingest([_good(), _from_the_future()])
+    assert log == ["publish ['mastery.quiz.dlq']", "apply 1+1"]
+    [dead] = publisher.sent
+    assert dict(dead.headers)["dlq_reason"].decode().startswith("occurred_at")
+    assert [o for o, _ in results] == [Outcome.APPLIED, Outcome.REJECTED]
+    assert [r[1] for r in store.rejected] == [results[1][1]]  # audited with the same reason
+
+
+async def test_nothing_is_applied_while_the_dead_letter_cannot_be_published() -> None:
+    ingestor, store, publisher = _ingestor()
+    publisher.down = True
+    with pytest.raises(Unavailable):
+        await ingestor.ingest([_good(), _from_the_future()])
+    assert store.applied == []
+    assert store.rejected == []
+
+
+async def test_one_outcome_per_record_in_order_and_redelivery_is_a_duplicate() -> None:
+    ingestor, store, _ = _ingestor()
+    first, second = _good("s1", "e-1"), _good("s3", "e-2")
+    results = await ingestor.ingest([first, _from_the_future(), second])
+    assert [o for o, _ in results] == [Outcome.APPLIED, Outcome.REJECTED, Outcome.APPLIED]
+    assert results[0][1] is None
+    assert results[1][1] is not None
+    again = await ingestor.ingest([second])
+    assert again == [(Outcome.DUPLICATE, None)]
+    assert [o.event_id for o in store.applied] == ["e-1", "e-2"]
+    assert all(o.occurred_at == NOW - timedelta(hours=1) for o in store.applied)
+
+
+async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> None:
+    log: list[str] = []
+    ingestor, store, publisher = _ingestor(log)
+    store.changes = [(TENANT, "1-0", _note("s1", 2))]
+    await ingestor.ingest([_good()])
+    assert log == ["apply 1+0", f"publish ['{LEVEL_CHANGED_TOPIC}']"]
+    [change] = publisher.sent
+    assert dict(change.headers)["ce_id"] == f"{TENANT}:s1:2".encode()
+    assert store.outboxes[TENANT] == {}
+
+
+async def test_a_cut_off_publish_leaves_the_change_for_the_next_batch_to_publish() -> None:
+    ingestor, store, publisher = _ingestor()
+    store.changes = [(TENANT, "1-0", _note("s1", 2))]
+    publisher.down = True
+    with pytest.raises(Unavailable):
+        await ingestor.ingest([_good("s1")])
+    assert list(store.outboxes[TENANT]) == ["1-0"]  # applied, not yet published
+
+    publisher.down = False
+    store.changes = [(TENANT, "2-0", _note("s4", 1))]
+    await ingestor.ingest([_good("s4")])
+    ids = sorted(dict(m.headers)["ce_id"].decode() for m in publisher.sent)
+    assert ids == [f"{TENANT}:s1:2", f"{TENANT}:s4:1"]  # the backlog went with the new one
+    assert store.outboxes[TENANT] == {}
