@@ -61,7 +61,7 @@ class Increment:
 
 @dataclass(frozen=True, slots=True)
 class ScoringModel:
-    """Weights, levels and time windows; the defaults are DESIGN.md's."""
+    """Weights, levels and time windows; the defaults are the README's scoring model."""
 
     weights: Mapping[Component, float] = field(default_factory=lambda: _DEFAULT_WEIGHTS)
     level_floors: tuple[tuple[Level, float], ...] = _DEFAULT_FLOORS
