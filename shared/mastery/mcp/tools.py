@@ -23,13 +23,14 @@ from mastery.mcp.models import (
     RiskAnswer,
 )
 from mastery.policy import Action
-from mastery.web.compare import CompareRequest, comparison_of
-from mastery.web.history import HistoryRequest, history_document, history_of
+from mastery.web.compare import comparison_of
+from mastery.web.history import history_document, history_of
 from mastery.web.prediction import prediction_of
 from mastery.web.query import mastery_of
 from mastery.web.recommendations import recommendations_of
-from mastery.web.risk import RiskRequest, students_at_risk
-from mastery.web.student import StudentRequest, admit
+from mastery.web.requests import CompareRequest, HistoryRequest, RiskRequest, StudentRequest
+from mastery.web.risk import students_at_risk
+from mastery.web.student import admit
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

@@ -26,6 +26,7 @@ from mastery.logs import access_line, logger
 from mastery.metrics import READY, REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
+from mastery.web.openapi import document
 from mastery.web.problems import Problem, from_validation
 from mastery.web.routing import Routes
 
@@ -185,8 +186,6 @@ class FunctionApp:
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this function's routes."""
         if self._openapi is None:
-            from mastery.web.openapi import document  # the models of every handler: load once
-
             self._openapi = document(self.name, self._route_keys)
         return self._openapi
 

@@ -14,10 +14,9 @@ import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from mastery.batch.evaluate import evaluate, tally
 from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
@@ -32,7 +31,7 @@ from mastery.topics import batch_topic
 from mastery.web.app import json_response, read_body, read_limited
 from mastery.web.events import record_from_http
 from mastery.web.problems import Problem
-from mastery.web.student import INTEGER
+from mastery.web.requests import MAX_STUDENTS, BatchRequest
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -43,30 +42,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_STUDENTS", "SYNC_MAX", "batch_event", "batch_status", "submit_batch"]
 
-MAX_STUDENTS = 1000
 SYNC_MAX = 100
 _ID = re.compile(ID_PATTERN)
 _NAMED = 100  # at most this many offending ids are named in a 422
 # A full batch of the longest ids, whatever MASTERY_MAX_BODY_BYTES says for other bodies.
 _BATCH_BODY = MAX_STUDENTS * 70 + 4096
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    # Ids are checked by _check_ids (a 422 naming each bad one); the schema states the same.
-    student_ids: list[StrictStr] = Field(
-        min_length=1,
-        json_schema_extra={
-            "items": {"type": "string", "pattern": ID_PATTERN},
-            "maxItems": MAX_STUDENTS,
-            "uniqueItems": True,
-        },
-    )
-    priority: Priority = Priority.NORMAL
-    run_async: StrictBool = Field(False, alias="async")
-    deadline_s: Annotated[int, Field(ge=1, le=86_400), INTEGER] | None = None
-    """Seconds from submission after which unfinished students become ``timeout``."""
 
 
 def _check_ids(ids: list[str]) -> None:

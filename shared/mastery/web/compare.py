@@ -7,15 +7,13 @@ comparison costs one Redis call whatever the school's size. Cohorts smaller than
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import ConfigDict, model_validator
+from typing import TYPE_CHECKING, Any
 
 from mastery.domain.cohort import compare
-from mastery.events.models import EventId
 from mastery.policy import Role
 from mastery.web.problems import Problem
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import CompareRequest
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Set
@@ -23,30 +21,7 @@ if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["CompareRequest", "compare_cohort", "comparison_of"]
-
-
-class CompareRequest(StudentRequest):
-    # The validator below, for the OpenAPI document: a class_id only with scope "class".
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["scope"], "properties": {"scope": {"const": "class"}}},
-                {"properties": {"class_id": {"type": "null"}}},
-            ]
-        }
-    )
-
-    scope: Literal["class", "school"] = "school"
-    class_id: EventId | None = None
-    """For ``scope: class``: one of the student's classes (default: the first the caller
-    may see, by name)."""
-
-    @model_validator(mode="after")
-    def _class_needs_class_scope(self) -> CompareRequest:
-        if self.class_id is not None and self.scope != "class":
-            raise ValueError("class_id applies to scope 'class' only")
-        return self
+__all__ = ["compare_cohort", "comparison_of"]
 
 
 async def comparison_of(ctx: Context, principal: Principal, body: CompareRequest) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from mastery.policy import Action
 from mastery.web.auth import authorize_student
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_document
-from mastery.web.student import StudentRequest, student_endpoint
+from mastery.web.requests import StudentRequest
+from mastery.web.student import student_endpoint
 
 if TYPE_CHECKING:
     from mastery.domain import Aggregate, DaySnapshot, ScoringModel

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import Field
 from starlette.responses import Response
 
-from mastery.domain import Component, Granularity, mastery_history
+from mastery.domain import Component, mastery_history
 from mastery.web.app import json_response
-from mastery.web.student import (
-    JsonInt,
-    StudentRequest,
-    read_student_request,
-    require_visible,
-)
+from mastery.web.requests import HistoryRequest
+from mastery.web.student import read_student_request, require_visible
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -27,7 +22,6 @@ if TYPE_CHECKING:
     from mastery.web.auth import Principal
 
 __all__ = [
-    "HistoryRequest",
     "history_document",
     "history_of",
     "history_rows",
@@ -38,14 +32,6 @@ CSV = "text/csv; charset=utf-8"
 NDJSON = "application/x-ndjson"
 _NAMES = tuple((c, c.value) for c in Component)  # Enum.value is a slow descriptor
 _COLUMNS = ["student_id", "start", "end", "days", "mastery", *(name for _, name in _NAMES)]
-
-
-class HistoryRequest(StudentRequest):
-    """``{"student_id", "days": 7-90, "granularity": "day"|"week"|"month", "format": ...}``."""
-
-    days: JsonInt = Field(30, ge=7, le=90)
-    granularity: Granularity = Granularity.DAY
-    format: Literal["json", "csv", "ndjson"] = "json"
 
 
 async def mastery_history_report(request: Request, ctx: Context) -> Response:

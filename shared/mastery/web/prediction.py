@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mastery.domain import predict
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import StudentRequest
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from datetime import date

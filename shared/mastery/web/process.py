@@ -13,7 +13,7 @@ the envelope's members as extensions), so generic clients read them like any oth
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,9 +23,10 @@ from mastery.policy import Action
 from mastery.web.app import json_response, read_json, validate
 from mastery.web.prediction import prediction_of
 from mastery.web.problems import Problem
-from mastery.web.query import QueryRequest, mastery_of
+from mastery.web.query import mastery_of
 from mastery.web.recommendations import recommendations_of
-from mastery.web.student import StudentRequest, admit
+from mastery.web.requests import Intent, QueryRequest, StudentRequest
+from mastery.web.student import admit
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["INTENTS", "process_intent"]
 
-Intent = Literal["calculation", "prediction", "recommendations"]
 #: Each intent: the request its dedicated function takes, and the operation it runs.
 INTENTS: Mapping[
     str, tuple[type[StudentRequest], Callable[[Context, Principal, Any], Awaitable[dict[str, Any]]]]

@@ -6,17 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from mastery.documents import mastery_document
 from mastery.domain import explain
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import QueryRequest, StudentRequest
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["QueryRequest", "mastery_document", "mastery_of", "query_mastery"]
-
-
-class QueryRequest(StudentRequest):
-    """``{"student_id": "s1"}``."""
+__all__ = ["mastery_document", "mastery_of", "query_mastery"]
 
 
 async def mastery_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:

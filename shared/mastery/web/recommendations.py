@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from mastery.domain import explain, recommend
 from mastery.domain.recommendations import TARGET
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import StudentRequest
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from mastery.web.app import Context

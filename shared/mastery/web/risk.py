@@ -11,31 +11,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from mastery.events.models import EventId
 from mastery.policy import Action, Role, allowed, may_act
 from mastery.web.prediction import CACHE_TTL_S, prediction_from
 from mastery.web.problems import Problem
-from mastery.web.student import JsonInt
+from mastery.web.requests import RiskRequest
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["CANDIDATES_MAX", "RiskRequest", "students_at_risk"]
+__all__ = ["CANDIDATES_MAX", "students_at_risk"]
 
 #: Most students one request looks at (as many as a batch run takes).
 CANDIDATES_MAX = 1000
-
-
-class RiskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    class_id: EventId | None = None
-    """One class; default: every class of a teacher's token, or the whole school for an
-    admin (its ``CANDIDATES_MAX`` lowest-scoring students)."""
-    limit: JsonInt = Field(10, ge=1, le=100)
 
 
 async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest) -> dict[str, Any]:
