@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,7 +21,7 @@ from pydantic import (
 
 from mastery.domain.batch import Priority
 from mastery.domain.history import Granularity
-from mastery.events.models import ID_PATTERN, EventId
+from mastery.events.models import ID_PATTERN, EventId, Rfc3339
 from mastery.events.xapi import Statements
 
 __all__ = [
@@ -120,7 +119,7 @@ class AuditRequest(BaseModel):
     limit: JsonInt = Field(100, ge=1, le=1000)
     student_id: EventId | None = None
     """Only records naming this student (access records listing them, their events)."""
-    since: AwareDatetime | None = None
+    since: Rfc3339 | None = None
     """Only records from this time on (RFC 3339 with an offset)."""
 
 
