@@ -52,6 +52,7 @@ __all__ = [
     "FunctionApp",
     "Services",
     "json_response",
+    "model_response",
     "read_body",
     "read_json",
     "read_limited",
@@ -316,7 +317,15 @@ def _extra(correlation_id: str, exc: BaseException) -> dict[str, str]:
 
 
 def json_response(doc: object, status: int = 200) -> Response:
+    """The edge's own small documents (health, readiness, the OpenAPI document)."""
     return Response(orjson.dumps(doc), status, media_type="application/json")
+
+
+def model_response(doc: BaseModel, status: int = 200) -> Response:
+    """A documented answer, serialized by its model (``mastery.web.responses``): members
+    the handler left unset (optional ones it does not write) are omitted."""
+    body = doc.model_dump_json(by_alias=True, exclude_unset=True)
+    return Response(body, status, media_type="application/json")
 
 
 async def read_limited(request: Request, max_bytes: int) -> bytes:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from mastery.events.access_log import AccessScan
 from mastery.policy import Action
 from mastery.store.audit import OutcomeScan, recent_outcomes
-from mastery.web.app import json_response, read_body
+from mastery.web.app import model_response, read_body
 from mastery.web.auth import precheck
 from mastery.web.requests import AuditRequest
+from mastery.web.responses import AuditDocument
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -45,12 +46,12 @@ async def recent_audit(request: Request, ctx: Context) -> Response:
         key=lambda r: (r[0], r[1]),
         reverse=True,
     )
-    return json_response(
-        {
-            "tenant": principal.tenant,
-            "records": [doc for _, _, doc in merged[: body.limit]],
-            "complete": access.complete and events.complete,
-        }
+    return model_response(
+        AuditDocument(
+            tenant=principal.tenant,
+            records=[doc for _, _, doc in merged[: body.limit]],
+            complete=access.complete and events.complete,
+        )
     )
 
 
@@ -79,7 +80,7 @@ async def _events(ctx: Context, tenant: str, body: AuditRequest) -> OutcomeScan:
 def _event_record(entry: OutcomeEntry) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "kind": "event",
-        "at": datetime.fromtimestamp(entry.at_ms / 1000, UTC),
+        "at": datetime.fromtimestamp(entry.at_ms / 1000, UTC).isoformat(),
         "id": entry.id,
         "outcome": entry.outcome,
     }

@@ -14,7 +14,7 @@ import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 import orjson
 
@@ -28,10 +28,16 @@ from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.ports import BatchRecord
 from mastery.topics import batch_topic
-from mastery.web.app import json_response, read_body, read_limited
+from mastery.web.app import model_response, read_body, read_limited
 from mastery.web.events import record_from_http
 from mastery.web.problems import Problem
 from mastery.web.requests import MAX_STUDENTS, BatchRequest
+from mastery.web.responses import (
+    BatchAccepted,
+    BatchDone,
+    BatchStatusDocument,
+    EventOutcome,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -101,18 +107,18 @@ async def submit_batch(request: Request, ctx: Context) -> Response:
             model=res.model,
         )
         succeeded, failed, summary = tally(results, res.model)
-        return json_response(
-            {
-                "batch_id": None,
-                "tenant": principal.tenant,
-                "status": BatchStatus.DONE.value,
-                "priority": body.priority.value,
-                "total": len(ids),
-                "succeeded": succeeded,
-                "failed": failed,
-                "summary": summary.as_dict(),
-                "results": results,
-            }
+        return model_response(
+            BatchDone(
+                batch_id=None,
+                tenant=principal.tenant,
+                status=BatchStatus.DONE,
+                priority=body.priority,
+                total=len(ids),
+                succeeded=succeeded,
+                failed=failed,
+                summary=summary.as_dict(),
+                results=results,
+            )
         )
     return await _enqueue(ctx, principal, body)
 
@@ -144,16 +150,16 @@ async def _enqueue(ctx: Context, principal: Principal, body: BatchRequest) -> Re
             await batches.delete(record.tenant, record.batch_id)
         raise
     location = f"/batch/mastery/{record.batch_id}"
-    response = json_response(
-        {
-            "batch_id": record.batch_id,
-            "tenant": record.tenant,
-            "status": BatchStatus.QUEUED.value,
-            "priority": body.priority.value,
-            "total": len(record.student_ids),
-            "deadline_at": _iso(record.deadline_at),
-            "status_url": location,
-        },
+    response = model_response(
+        BatchAccepted(
+            batch_id=record.batch_id,
+            tenant=record.tenant,
+            status=BatchStatus.QUEUED,
+            priority=body.priority,
+            total=len(record.student_ids),
+            deadline_at=_iso(record.deadline_at),
+            status_url=location,
+        ),
         status=202,
     )
     response.headers["Location"] = location
@@ -178,31 +184,34 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     ):
         raise Problem(404, "no such batch (batches are kept 24 h)")
     total = len(record.student_ids)
-    doc: dict[str, object] = {
-        "batch_id": batch_id,
-        "tenant": principal.tenant,
-        "status": record.status.value,
-        "priority": record.priority.value,
-        "total": total,
-        "processed": processed,
-        "progress": round(processed / total, 4) if total else 1.0,
-        "submitted_at": _iso(record.submitted_at),
-        "started_at": _iso(record.started_at),
-        "finished_at": _iso(record.finished_at),
-        "deadline_at": _iso(record.deadline_at),
-    }
+    final: dict[str, Any] = {}
     if record.status.final:
         ctx.students.extend(record.student_ids)
         stored = await batches.results(principal.tenant, batch_id, record.student_ids)
-        doc |= {
+        final = {
             "succeeded": record.succeeded,
             "failed": record.failed,
             "summary": record.summary,
-            "results": [orjson.Fragment(r) for r in stored],
+            "results": [orjson.loads(r) for r in stored],
         }
         if record.reason:
-            doc["reason"] = record.reason
-    return json_response(doc)
+            final["reason"] = record.reason
+    return model_response(
+        BatchStatusDocument(
+            batch_id=batch_id,
+            tenant=principal.tenant,
+            status=record.status,
+            priority=record.priority,
+            total=total,
+            processed=processed,
+            progress=round(processed / total, 4) if total else 1.0,
+            submitted_at=_iso(record.submitted_at),
+            started_at=_iso(record.started_at),
+            finished_at=_iso(record.finished_at),
+            deadline_at=_iso(record.deadline_at),
+            **final,
+        )
+    )
 
 
 async def batch_event(request: Request, ctx: Context) -> Response:
@@ -217,10 +226,14 @@ async def batch_event(request: Request, ctx: Context) -> Response:
         dead = dead_letter(record, exc.reason, res.clock(), ctx.function)
         await res.publisher.publish([dead])
         DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
-        return json_response({"outcome": "rejected", "reason": exc.reason})
+        return model_response(EventOutcome(outcome="rejected", reason=exc.reason))
     outcome = await res.runner.run(tenant, batch_id)
-    return json_response({"outcome": outcome.value, "batch_id": batch_id})
+    return model_response(EventOutcome(outcome=outcome.value, batch_id=batch_id))
 
 
+@overload
+def _iso(ms: int) -> str: ...
+@overload
+def _iso(ms: int | None) -> str | None: ...
 def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms is not None else None

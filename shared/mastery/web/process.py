@@ -20,12 +20,18 @@ from pydantic import BaseModel, ConfigDict
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.policy import Action
-from mastery.web.app import json_response, read_json, validate
+from mastery.web.app import model_response, read_json, validate
 from mastery.web.prediction import prediction_of
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_of
 from mastery.web.recommendations import recommendations_of
 from mastery.web.requests import Intent, QueryRequest, StudentRequest
+from mastery.web.responses import (
+    MasteryDocument,
+    PredictionDocument,
+    ProcessDocument,
+    RecommendationsDocument,
+)
 from mastery.web.student import admit
 
 if TYPE_CHECKING:
@@ -40,8 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["INTENTS", "process_intent"]
 
 #: Each intent: the request its dedicated function takes, and the operation it runs.
+Answer = MasteryDocument | PredictionDocument | RecommendationsDocument
 INTENTS: Mapping[
-    str, tuple[type[StudentRequest], Callable[[Context, Principal, Any], Awaitable[dict[str, Any]]]]
+    str, tuple[type[StudentRequest], Callable[[Context, Principal, Any], Awaitable[Answer]]]
 ] = {
     "calculation": (QueryRequest, mastery_of),
     "prediction": (StudentRequest, prediction_of),
@@ -73,8 +80,8 @@ async def process_intent(request: Request, ctx: Context) -> Response:
         _log.warning("dependency unavailable", extra={"correlation_id": ctx.correlation_id})
         down = Problem(503, "a dependency is unavailable, retry later", headers=_RETRY)
         raise _enveloped(down, intent) from exc
-    return json_response(
-        {"intent": intent, "result": result, "error": None, "correlation_id": ctx.correlation_id}
+    return model_response(
+        ProcessDocument(intent=intent, result=result, error=None, correlation_id=ctx.correlation_id)
     )
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mastery.policy import Action
-from mastery.web.app import json_response, read_body
+from mastery.web.app import model_response, read_body
 from mastery.web.auth import authorize_student, precheck
 from mastery.web.problems import Problem
 from mastery.web.requests import StudentRequest
@@ -13,6 +13,7 @@ from mastery.web.requests import StudentRequest
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Set
 
+    from pydantic import BaseModel
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -54,14 +55,14 @@ async def read_student_request(
 
 def student_endpoint(
     model: type[R],
-    operation: Callable[[Context, Principal, R], Awaitable[dict[str, Any]]],
+    operation: Callable[[Context, Principal, R], Awaitable[BaseModel]],
     action: Action = Action.READ,
 ) -> Callable[[Request, Context], Awaitable[Response]]:
     """The HTTP handler of a per-student operation: admit the request, answer its document."""
 
     async def handle(request: Request, ctx: Context) -> Response:
         principal, body = await read_student_request(request, ctx, model, action)
-        return json_response(await operation(ctx, principal, body))
+        return model_response(await operation(ctx, principal, body))
 
     return handle
 
