@@ -28,7 +28,7 @@ from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.ports import BatchRecord
 from mastery.topics import batch_topic
-from mastery.web.app import model_response, read_body, read_limited
+from mastery.web.app import json_response, model_response, read_body, read_limited
 from mastery.web.events import record_from_http
 from mastery.web.problems import Problem
 from mastery.web.requests import MAX_STUDENTS, BatchRequest
@@ -186,32 +186,37 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     total = len(record.student_ids)
     final: dict[str, Any] = {}
     if record.status.final:
-        ctx.students.extend(record.student_ids)
-        stored = await batches.results(principal.tenant, batch_id, record.student_ids)
         final = {
             "succeeded": record.succeeded,
             "failed": record.failed,
             "summary": record.summary,
-            "results": [orjson.loads(r) for r in stored],
+            "results": [],  # spliced in below
         }
         if record.reason:
             final["reason"] = record.reason
-    return model_response(
-        BatchStatusDocument(
-            batch_id=batch_id,
-            tenant=principal.tenant,
-            status=record.status,
-            priority=record.priority,
-            total=total,
-            processed=processed,
-            progress=round(processed / total, 4) if total else 1.0,
-            submitted_at=_iso(record.submitted_at),
-            started_at=_iso(record.started_at),
-            finished_at=_iso(record.finished_at),
-            deadline_at=_iso(record.deadline_at),
-            **final,
-        )
+    answer = BatchStatusDocument(
+        batch_id=batch_id,
+        tenant=principal.tenant,
+        status=record.status,
+        priority=record.priority,
+        total=total,
+        processed=processed,
+        progress=round(processed / total, 4) if total else 1.0,
+        submitted_at=_iso(record.submitted_at),
+        started_at=_iso(record.started_at),
+        finished_at=_iso(record.finished_at),
+        deadline_at=_iso(record.deadline_at),
+        **final,
     )
+    if not record.status.final:
+        return model_response(answer)
+    ctx.students.extend(record.student_ids)
+    stored = await batches.results(principal.tenant, batch_id, record.student_ids)
+    # Each result is stored as JSON (the worker's mastery document or error): spliced in as
+    # it is, not parsed and serialized again (1000 results: 0.2 ms rather than 5-10 ms).
+    doc = answer.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    doc["results"] = [orjson.Fragment(r) for r in stored]
+    return json_response(doc)
 
 
 async def batch_event(request: Request, ctx: Context) -> Response:
