@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.policy import Action
@@ -25,7 +23,7 @@ from mastery.web.prediction import prediction_of
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_of
 from mastery.web.recommendations import recommendations_of
-from mastery.web.requests import Intent, QueryRequest, StudentRequest
+from mastery.web.requests import IntentEnvelope, QueryRequest, StudentRequest
 from mastery.web.responses import (
     MasteryDocument,
     PredictionDocument,
@@ -58,18 +56,12 @@ _log = logger("process")
 _RETRY = {"Retry-After": "1"}
 
 
-class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    intent: Intent
-
-
 async def process_intent(request: Request, ctx: Context) -> Response:
     intent: str | None = None
     try:
         principal = await ctx.principal(request)
         raw = await read_json(request, ctx.resources.settings.max_body_bytes)
-        intent = validate(_Envelope, raw).intent
+        intent = validate(IntentEnvelope, raw).intent
         model, operation = INTENTS[intent]
         body = validate(model, {k: v for k, v in raw.items() if k != "intent"})
         admit(ctx, principal, body, Action.READ)

@@ -32,6 +32,7 @@ __all__ = [
     "CompareRequest",
     "HistoryRequest",
     "Intent",
+    "IntentEnvelope",
     "JsonInt",
     "JsonRpcMessage",
     "ProcessRequest",
@@ -108,6 +109,14 @@ class CompareRequest(StudentRequest):
 
 class ProcessRequest(StudentRequest):
     """``POST /process``: an intent and the body its dedicated function takes."""
+
+    intent: Intent
+
+
+class IntentEnvelope(BaseModel):
+    """``POST /process`` read for its intent first; the rest is the intent's own request."""
+
+    model_config = ConfigDict(extra="allow")
 
     intent: Intent
 
