@@ -218,6 +218,8 @@ async def test_students_and_teachers_are_refused_and_the_refusal_is_audited(
         ({"kind": "secrets"}, "kind"),
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-01-01T00:00:00"}, "since"),  # no offset: ambiguous
+        ({"since": -8.2e-226}, "since"),  # a number is no RFC 3339 (pydantic: a Unix time)
+        ({"since": "1764417600"}, "since"),
         ({"student_id": "s{1}"}, "student_id"),
         ({"tenant": "elsewhere"}, "tenant"),  # the tenant comes from the token only
     ],

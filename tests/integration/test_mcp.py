@@ -24,6 +24,7 @@ from functions_framework.aio import create_asgi_app
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from prometheus_client import REGISTRY
 
 from mastery.bootstrap import build, close_resources
 from mastery.domain import Component
@@ -56,6 +57,8 @@ TOOLS = {
     "find_students_at_risk",
 }
 NOW = datetime.now(UTC)
+_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+_NOTIFY = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
 def bearer(sub: str, role: str, tenant: str, **claims: object) -> str:
@@ -405,3 +408,28 @@ async def test_a_body_over_the_limit_is_413_problem(app: Any, tenant: str) -> No
     assert resp.status_code == 413
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.headers["x-correlation-id"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "body", "status"),
+    [
+        ("application/json, text/event-stream", _LIST, 200),
+        ("application/json, text/event-stream", _NOTIFY, 202),
+        ("text/html", _LIST, 406),  # refused by the SDK's transport
+    ],
+)
+async def test_request_metrics_count_the_status_actually_sent(
+    app: Any, tenant: str, accept: str, body: dict[str, Any], status: int
+) -> None:
+    labels = {"function": "mcp", "route": "POST /mcp", "method": "POST", "status": str(status)}
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("mastery_requests_total", labels) or 0.0
+
+    before = count()
+    headers = {"authorization": f"Bearer {bearer('a1', 'admin', tenant)}", "accept": accept}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=body, headers=headers)
+    assert resp.status_code == status
+    assert resp.headers["x-correlation-id"]
+    assert count() == before + 1

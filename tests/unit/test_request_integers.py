@@ -6,11 +6,8 @@ import pytest
 from pydantic import BaseModel
 
 from mastery.web.app import validate
-from mastery.web.audit import AuditRequest
-from mastery.web.batch import BatchRequest
-from mastery.web.history import HistoryRequest
 from mastery.web.problems import Problem
-from mastery.web.risk import RiskRequest
+from mastery.web.requests import AuditRequest, BatchRequest, HistoryRequest, RiskRequest
 
 CASES: list[tuple[type[BaseModel], dict[str, object], str]] = [
     (AuditRequest, {}, "limit"),

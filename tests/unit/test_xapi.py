@@ -109,6 +109,8 @@ def test_statements_that_feed_nothing_are_ignored(change: Any) -> None:
         (lambda s: s["actor"]["account"].update(homePage="https://unknown.example"), "tenant"),
         (lambda s: s["actor"]["account"].update(name="a b"), "account.name"),
         (lambda s: s.update(timestamp="2026-11-29T12:00:00"), "timestamp"),
+        (lambda s: s.update(timestamp=1764417600), "timestamp"),
+        (lambda s: s.update(stored="1764417600"), "stored"),
     ],
 )
 def test_malformed_statements_are_refused_with_a_reason(change: Any, reason: str) -> None:

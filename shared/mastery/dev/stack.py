@@ -69,7 +69,8 @@ class Stack:
         settings = Settings(
             redis_url=self.env["REDIS_URL"],
             kafka_bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"],
-            kafka_embedded=self.env.get("MASTERY_KAFKA_EMBEDDED", "false"),
+            # the environment's text, parsed as Settings parses the environment
+            kafka_embedded=self.env.get("MASTERY_KAFKA_EMBEDDED", "false"),  # type: ignore[arg-type]
         )
         try:
             wait_for_redis(settings.redis_url, **redis_options(settings))

@@ -20,6 +20,7 @@ __all__ = [
     "LearningEvent",
     "QualityEvent",
     "QuizEvent",
+    "Rfc3339",
     "event_model",
 ]
 
@@ -39,6 +40,12 @@ def _rfc3339(value: object) -> object:
     return value
 
 
+#: A date-time as the API documents it: RFC 3339 text with an offset, nothing else
+#: (pydantic's ``AwareDatetime`` alone also takes a number, or a number in a string, as a
+#: Unix time). Every date-time an event or a request body carries.
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
 class LearningEvent(BaseModel):
     """Fields common to the four event types."""
 
@@ -46,7 +53,7 @@ class LearningEvent(BaseModel):
 
     student_id: EventId
     tenant: EventId
-    occurred_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+    occurred_at: Rfc3339
     score: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     class_id: EventId | None = None
     area: _Area | None = None

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,7 +31,7 @@ from pydantic import (
 
 from mastery.domain import Component, Observation
 from mastery.errors import IgnoredEvent, InvalidEvent
-from mastery.events.models import ID_PATTERN
+from mastery.events.models import ID_PATTERN, Rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -207,8 +206,8 @@ class Statement(_Strict):
     object: Activity | StatementRef | Agent | Group | SubStatement
     result: Result | None = None
     context: Context | None = None
-    timestamp: AwareDatetime | None = None
-    stored: AwareDatetime | None = None
+    timestamp: Rfc3339 | None = None
+    stored: Rfc3339 | None = None
     authority: Agent | Group | None = None
     version: Annotated[StrictStr, Field(pattern=r"^1\.0(\.\d+)?$")] | None = None
     attachments: list[dict[str, Any]] | None = None

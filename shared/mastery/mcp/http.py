@@ -29,7 +29,7 @@ from mastery.web.problems import Problem
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
     from starlette.requests import Request
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message
 
     from mastery.web.app import Context
 
@@ -68,7 +68,7 @@ class McpEndpoint:
         state = request.scope.setdefault("state", {})
         state[_CALLER] = Caller(ctx.resources, principal, ctx.correlation_id)
         manager = await self._start(ctx.resources.settings.max_body_bytes)
-        return _Delegated(manager.handle_request)
+        return await _answer(manager.handle_request, request)
 
     async def _start(self, max_body_bytes: int) -> StreamableHTTPSessionManager:
         if self._manager is None:
@@ -94,46 +94,32 @@ class McpEndpoint:
             await asyncio.Event().wait()  # until the process ends
 
 
-class _Delegated(Response):
-    """The answer another ASGI app gives to the same request, plus this response's headers
-    (correlation id and the like, set by ``FunctionApp``).
+async def _answer(app: ASGIApp, request: Request) -> Response:
+    """What ``app`` answers ``request``, in full: the SDK answers JSON (``json_response``),
+    never a stream, so the answer is a plain ``Response`` whose real status ``FunctionApp``
+    counts, logs and traces like any other.
 
     The SDK answers a request it cannot take (not JSON-RPC, wrong content type or
-    ``Accept``) with a 4xx of its own form; that answer is turned into a problem+json
+    ``Accept``, too large) with a 4xx of its own form; that answer becomes a problem+json
     like every other error of the HTTP surface (a client has no JSON-RPC id to match it
     with anyway).
     """
+    start: Message = {}
+    body: list[bytes] = []
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-        self.status_code = 200  # what metrics see; the app decides the real one
-        self.background = None
-        self.raw_headers = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        extra = self.raw_headers
-        refused: int | None = None
-        body: list[bytes] = []
-
-        async def relay(message: Message) -> None:
-            nonlocal refused
-            if message["type"] == "http.response.start":
-                if message["status"] < 400:
-                    message = {**message, "headers": [*message.get("headers", []), *extra]}
-                    await send(message)
-                else:
-                    refused = message["status"]
-                return
-            if refused is None:
-                await send(message)
-                return
+    async def collect(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
             body.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                problem = Problem(refused, _reason(b"".join(body), refused)).response()
-                problem.raw_headers.extend(extra)
-                await problem(scope, receive, send)
 
-        await self._app(scope, receive, relay)
+    await app(request.scope, request.receive, collect)
+    status, content = start["status"], b"".join(body)
+    if status >= 400:
+        raise Problem(status, _reason(content, status))
+    response = Response(content, status)
+    response.raw_headers = list(start.get("headers", []))
+    return response
 
 
 def _reason(body: bytes, status: int) -> str:

@@ -23,13 +23,14 @@ from mastery.mcp.models import (
     RiskAnswer,
 )
 from mastery.policy import Action
-from mastery.web.compare import CompareRequest, comparison_of
-from mastery.web.history import HistoryRequest, history_document, history_of
+from mastery.web.compare import comparison_of
+from mastery.web.history import history_document, history_of
 from mastery.web.prediction import prediction_of
 from mastery.web.query import mastery_of
 from mastery.web.recommendations import recommendations_of
-from mastery.web.risk import RiskRequest, students_at_risk
-from mastery.web.student import StudentRequest, admit
+from mastery.web.requests import CompareRequest, HistoryRequest, RiskRequest, StudentRequest
+from mastery.web.risk import students_at_risk
+from mastery.web.student import admit
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -61,7 +62,7 @@ class ToolSpec:
 
 async def _mastery(ctx: Context, p: Principal, args: StudentRequest) -> MasteryAnswer:
     admit(ctx, p, args, Action.READ)
-    return MasteryAnswer.model_validate(await mastery_of(ctx, p, args))
+    return MasteryAnswer.model_validate((await mastery_of(ctx, p, args)).model_dump())
 
 
 def _mastery_summary(a: MasteryAnswer) -> str:
@@ -77,7 +78,7 @@ async def _prediction(ctx: Context, p: Principal, args: StudentRequest) -> Predi
     admit(ctx, p, args, Action.READ)
     doc = await prediction_of(ctx, p, args)
     return PredictionAnswer.model_validate(
-        {**doc, "days_with_data": doc["history"]["days_with_data"]}
+        {**doc.model_dump(by_alias=True), "days_with_data": doc.history.days_with_data}
     )
 
 
@@ -94,7 +95,9 @@ def _prediction_summary(a: PredictionAnswer) -> str:
 
 async def _recommend(ctx: Context, p: Principal, args: StudentRequest) -> RecommendationsAnswer:
     admit(ctx, p, args, Action.READ)
-    return RecommendationsAnswer.model_validate(await recommendations_of(ctx, p, args))
+    return RecommendationsAnswer.model_validate(
+        (await recommendations_of(ctx, p, args)).model_dump()
+    )
 
 
 def _recommend_summary(a: RecommendationsAnswer) -> str:
@@ -118,7 +121,7 @@ async def _history(ctx: Context, p: Principal, args: HistoryArguments) -> Histor
     values: list[float | None] = [None] * (_period(h.end, h.start, h.granularity) + 1)
     for b in h.buckets:
         values[_period(b.start, h.start, h.granularity)] = round(b.mastery, 2)
-    return HistoryAnswer.model_validate({**doc, "mastery": values})
+    return HistoryAnswer.model_validate({**doc.model_dump(by_alias=True), "mastery": values})
 
 
 def _period(day: date, start: date, granularity: Granularity) -> int:
@@ -143,7 +146,7 @@ def _history_summary(a: HistoryAnswer) -> str:
 
 async def _compare(ctx: Context, p: Principal, args: CompareRequest) -> ComparisonAnswer:
     admit(ctx, p, args, Action.READ)
-    return ComparisonAnswer.model_validate(await comparison_of(ctx, p, args))
+    return ComparisonAnswer.model_validate((await comparison_of(ctx, p, args)).model_dump())
 
 
 def _compare_summary(a: ComparisonAnswer) -> str:

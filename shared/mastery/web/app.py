@@ -26,6 +26,7 @@ from mastery.logs import access_line, logger
 from mastery.metrics import READY, REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
+from mastery.web.openapi import document
 from mastery.web.problems import Problem, from_validation
 from mastery.web.routing import Routes
 
@@ -51,6 +52,7 @@ __all__ = [
     "FunctionApp",
     "Services",
     "json_response",
+    "model_response",
     "read_body",
     "read_json",
     "read_limited",
@@ -185,8 +187,6 @@ class FunctionApp:
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this function's routes."""
         if self._openapi is None:
-            from mastery.web.openapi import document  # the models of every handler: load once
-
             self._openapi = document(self.name, self._route_keys)
         return self._openapi
 
@@ -317,7 +317,15 @@ def _extra(correlation_id: str, exc: BaseException) -> dict[str, str]:
 
 
 def json_response(doc: object, status: int = 200) -> Response:
+    """The edge's own small documents (health, readiness, the OpenAPI document)."""
     return Response(orjson.dumps(doc), status, media_type="application/json")
+
+
+def model_response(doc: BaseModel, status: int = 200) -> Response:
+    """A documented answer, serialized by its model (``mastery.web.responses``): members
+    the handler left unset (optional ones it does not write) are omitted."""
+    body = doc.model_dump_json(by_alias=True, exclude_unset=True)
+    return Response(body, status, media_type="application/json")
 
 
 async def read_limited(request: Request, max_bytes: int) -> bytes:

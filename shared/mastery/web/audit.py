@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from mastery.events.access_log import AccessScan
-from mastery.events.models import EventId
 from mastery.policy import Action
 from mastery.store.audit import OutcomeScan, recent_outcomes
-from mastery.web.app import json_response, read_body
+from mastery.web.app import model_response, read_body
 from mastery.web.auth import precheck
-from mastery.web.student import JsonInt
+from mastery.web.requests import AuditRequest
+from mastery.web.responses import AuditDocument
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -28,18 +26,7 @@ if TYPE_CHECKING:
     from mastery.store.audit import OutcomeEntry
     from mastery.web.app import Context
 
-__all__ = ["AuditRequest", "recent_audit"]
-
-
-class AuditRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["access", "events", "all"] = "all"
-    limit: JsonInt = Field(100, ge=1, le=1000)
-    student_id: EventId | None = None
-    """Only records naming this student (access records listing them, their events)."""
-    since: AwareDatetime | None = None
-    """Only records from this time on (RFC 3339 with an offset)."""
+__all__ = ["recent_audit"]
 
 
 async def recent_audit(request: Request, ctx: Context) -> Response:
@@ -59,12 +46,12 @@ async def recent_audit(request: Request, ctx: Context) -> Response:
         key=lambda r: (r[0], r[1]),
         reverse=True,
     )
-    return json_response(
-        {
-            "tenant": principal.tenant,
-            "records": [doc for _, _, doc in merged[: body.limit]],
-            "complete": access.complete and events.complete,
-        }
+    return model_response(
+        AuditDocument(
+            tenant=principal.tenant,
+            records=[doc for _, _, doc in merged[: body.limit]],
+            complete=access.complete and events.complete,
+        )
     )
 
 
@@ -93,7 +80,7 @@ async def _events(ctx: Context, tenant: str, body: AuditRequest) -> OutcomeScan:
 def _event_record(entry: OutcomeEntry) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "kind": "event",
-        "at": datetime.fromtimestamp(entry.at_ms / 1000, UTC),
+        "at": datetime.fromtimestamp(entry.at_ms / 1000, UTC).isoformat(),
         "id": entry.id,
         "outcome": entry.outcome,
     }

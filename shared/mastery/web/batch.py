@@ -14,10 +14,9 @@ import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any, overload
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from mastery.batch.evaluate import evaluate, tally
 from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
@@ -29,10 +28,16 @@ from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.ports import BatchRecord
 from mastery.topics import batch_topic
-from mastery.web.app import json_response, read_body, read_limited
+from mastery.web.app import json_response, model_response, read_body, read_limited
 from mastery.web.events import record_from_http
 from mastery.web.problems import Problem
-from mastery.web.student import INTEGER
+from mastery.web.requests import MAX_STUDENTS, BatchRequest
+from mastery.web.responses import (
+    BatchAccepted,
+    BatchDone,
+    BatchStatusDocument,
+    EventOutcome,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -43,30 +48,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_STUDENTS", "SYNC_MAX", "batch_event", "batch_status", "submit_batch"]
 
-MAX_STUDENTS = 1000
 SYNC_MAX = 100
 _ID = re.compile(ID_PATTERN)
 _NAMED = 100  # at most this many offending ids are named in a 422
 # A full batch of the longest ids, whatever MASTERY_MAX_BODY_BYTES says for other bodies.
 _BATCH_BODY = MAX_STUDENTS * 70 + 4096
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    # Ids are checked by _check_ids (a 422 naming each bad one); the schema states the same.
-    student_ids: list[StrictStr] = Field(
-        min_length=1,
-        json_schema_extra={
-            "items": {"type": "string", "pattern": ID_PATTERN},
-            "maxItems": MAX_STUDENTS,
-            "uniqueItems": True,
-        },
-    )
-    priority: Priority = Priority.NORMAL
-    run_async: StrictBool = Field(False, alias="async")
-    deadline_s: Annotated[int, Field(ge=1, le=86_400), INTEGER] | None = None
-    """Seconds from submission after which unfinished students become ``timeout``."""
 
 
 def _check_ids(ids: list[str]) -> None:
@@ -121,18 +107,18 @@ async def submit_batch(request: Request, ctx: Context) -> Response:
             model=res.model,
         )
         succeeded, failed, summary = tally(results, res.model)
-        return json_response(
-            {
-                "batch_id": None,
-                "tenant": principal.tenant,
-                "status": BatchStatus.DONE.value,
-                "priority": body.priority.value,
-                "total": len(ids),
-                "succeeded": succeeded,
-                "failed": failed,
-                "summary": summary.as_dict(),
-                "results": results,
-            }
+        return model_response(
+            BatchDone(
+                batch_id=None,
+                tenant=principal.tenant,
+                status=BatchStatus.DONE,
+                priority=body.priority,
+                total=len(ids),
+                succeeded=succeeded,
+                failed=failed,
+                summary=summary.as_dict(),
+                results=results,
+            )
         )
     return await _enqueue(ctx, principal, body)
 
@@ -164,16 +150,16 @@ async def _enqueue(ctx: Context, principal: Principal, body: BatchRequest) -> Re
             await batches.delete(record.tenant, record.batch_id)
         raise
     location = f"/batch/mastery/{record.batch_id}"
-    response = json_response(
-        {
-            "batch_id": record.batch_id,
-            "tenant": record.tenant,
-            "status": BatchStatus.QUEUED.value,
-            "priority": body.priority.value,
-            "total": len(record.student_ids),
-            "deadline_at": _iso(record.deadline_at),
-            "status_url": location,
-        },
+    response = model_response(
+        BatchAccepted(
+            batch_id=record.batch_id,
+            tenant=record.tenant,
+            status=BatchStatus.QUEUED,
+            priority=body.priority,
+            total=len(record.student_ids),
+            deadline_at=_iso(record.deadline_at),
+            status_url=location,
+        ),
         status=202,
     )
     response.headers["Location"] = location
@@ -198,30 +184,38 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     ):
         raise Problem(404, "no such batch (batches are kept 24 h)")
     total = len(record.student_ids)
-    doc: dict[str, object] = {
-        "batch_id": batch_id,
-        "tenant": principal.tenant,
-        "status": record.status.value,
-        "priority": record.priority.value,
-        "total": total,
-        "processed": processed,
-        "progress": round(processed / total, 4) if total else 1.0,
-        "submitted_at": _iso(record.submitted_at),
-        "started_at": _iso(record.started_at),
-        "finished_at": _iso(record.finished_at),
-        "deadline_at": _iso(record.deadline_at),
-    }
+    final: dict[str, Any] = {}
     if record.status.final:
-        ctx.students.extend(record.student_ids)
-        stored = await batches.results(principal.tenant, batch_id, record.student_ids)
-        doc |= {
+        final = {
             "succeeded": record.succeeded,
             "failed": record.failed,
             "summary": record.summary,
-            "results": [orjson.Fragment(r) for r in stored],
+            "results": [],  # spliced in below
         }
         if record.reason:
-            doc["reason"] = record.reason
+            final["reason"] = record.reason
+    answer = BatchStatusDocument(
+        batch_id=batch_id,
+        tenant=principal.tenant,
+        status=record.status,
+        priority=record.priority,
+        total=total,
+        processed=processed,
+        progress=round(processed / total, 4) if total else 1.0,
+        submitted_at=_iso(record.submitted_at),
+        started_at=_iso(record.started_at),
+        finished_at=_iso(record.finished_at),
+        deadline_at=_iso(record.deadline_at),
+        **final,
+    )
+    if not record.status.final:
+        return model_response(answer)
+    ctx.students.extend(record.student_ids)
+    stored = await batches.results(principal.tenant, batch_id, record.student_ids)
+    # Each result is stored as JSON (the worker's mastery document or error): spliced in as
+    # it is, not parsed and serialized again (1000 results: 0.2 ms rather than 5-10 ms).
+    doc = answer.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    doc["results"] = [orjson.Fragment(r) for r in stored]
     return json_response(doc)
 
 
@@ -237,10 +231,14 @@ async def batch_event(request: Request, ctx: Context) -> Response:
         dead = dead_letter(record, exc.reason, res.clock(), ctx.function)
         await res.publisher.publish([dead])
         DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
-        return json_response({"outcome": "rejected", "reason": exc.reason})
+        return model_response(EventOutcome(outcome="rejected", reason=exc.reason))
     outcome = await res.runner.run(tenant, batch_id)
-    return json_response({"outcome": outcome.value, "batch_id": batch_id})
+    return model_response(EventOutcome(outcome=outcome.value, batch_id=batch_id))
 
 
+@overload
+def _iso(ms: int) -> str: ...
+@overload
+def _iso(ms: int | None) -> str | None: ...
 def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms is not None else None

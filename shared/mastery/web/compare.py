@@ -7,15 +7,14 @@ comparison costs one Redis call whatever the school's size. Cohorts smaller than
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import ConfigDict, model_validator
+from typing import TYPE_CHECKING
 
 from mastery.domain.cohort import compare
-from mastery.events.models import EventId
 from mastery.policy import Role
 from mastery.web.problems import Problem
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import CompareRequest
+from mastery.web.responses import CohortFigures, CompareDocument
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Set
@@ -23,33 +22,12 @@ if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["CompareRequest", "compare_cohort", "comparison_of"]
+__all__ = ["compare_cohort", "comparison_of"]
 
 
-class CompareRequest(StudentRequest):
-    # The validator below, for the OpenAPI document: a class_id only with scope "class".
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["scope"], "properties": {"scope": {"const": "class"}}},
-                {"properties": {"class_id": {"type": "null"}}},
-            ]
-        }
-    )
-
-    scope: Literal["class", "school"] = "school"
-    class_id: EventId | None = None
-    """For ``scope: class``: one of the student's classes (default: the first the caller
-    may see, by name)."""
-
-    @model_validator(mode="after")
-    def _class_needs_class_scope(self) -> CompareRequest:
-        if self.class_id is not None and self.scope != "class":
-            raise ValueError("class_id applies to scope 'class' only")
-        return self
-
-
-async def comparison_of(ctx: Context, principal: Principal, body: CompareRequest) -> dict[str, Any]:
+async def comparison_of(
+    ctx: Context, principal: Principal, body: CompareRequest
+) -> CompareDocument:
     """The student next to their cohort's statistics."""
     if principal.role is Role.TEACHER and body.class_id not in (None, *principal.classes):
         raise Problem(403, "a teacher may compare within their own classes only")
@@ -64,25 +42,28 @@ async def comparison_of(ctx: Context, principal: Principal, body: CompareRequest
     if figures is None:  # indexed with their first event: only a race with expiry gets here
         raise Problem(404, "no cohort data for this student")
     result = compare(size, figures, res.settings.min_cohort)
-    doc: dict[str, object] = {
-        "student_id": body.student_id,
-        "tenant": principal.tenant,
-        "scope": body.scope,
-        "class_id": class_id,
-        "cohort_size": size,
-        "student": dict(result.student),
-        "cohort": None,
-    }
     if result.metrics is None:
-        doc["message"] = (
-            f"cohort smaller than {result.minimum} students: statistics withheld for privacy"
-        )
+        cohort = None
+        withheld = {
+            "message": f"cohort smaller than {result.minimum} students: "
+            "statistics withheld for privacy"
+        }
     else:
-        doc["cohort"] = {
-            m: {"mean": c.mean, "median": c.median, "percentile": c.percentile}
+        cohort = {
+            m: CohortFigures(mean=c.mean, median=c.median, percentile=c.percentile)
             for m, c in result.metrics.items()
         }
-    return doc
+        withheld = {}
+    return CompareDocument(
+        student_id=body.student_id,
+        tenant=principal.tenant,
+        scope=body.scope,
+        class_id=class_id,
+        cohort_size=size,
+        student=dict(result.student),
+        cohort=cohort,
+        **withheld,
+    )
 
 
 compare_cohort = student_endpoint(CompareRequest, comparison_of)

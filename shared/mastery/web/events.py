@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from mastery.events.codec import Record
 from mastery.topics import event_topic
-from mastery.web.app import json_response, read_limited
+from mastery.web.app import model_response, read_limited
+from mastery.web.responses import EventOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -67,10 +68,8 @@ def topic_handler(topic: str) -> Callable[[Request, Context], Awaitable[Response
         body = await read_limited(request, ctx.resources.settings.max_body_bytes)
         record = record_from_http(dict(request.headers), body, topic)
         [(outcome, reason)] = await ctx.resources.ingestor.ingest([record])
-        doc: dict[str, str] = {"outcome": outcome.value}
-        if reason:
-            doc["reason"] = reason
-        return json_response(doc)
+        reasons = {"reason": reason} if reason else {}
+        return model_response(EventOutcome(outcome=outcome.value, **reasons))
 
     return handle
 

@@ -9,7 +9,7 @@ erasure interrupted after the atomic step is finished by sending it again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -18,7 +18,17 @@ from mastery.policy import Action
 from mastery.web.auth import authorize_student
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_document
-from mastery.web.student import StudentRequest, student_endpoint
+from mastery.web.requests import StudentRequest
+from mastery.web.responses import Aggregate as AggregateDocument
+from mastery.web.responses import (
+    Aggregates,
+    ErasureDocument,
+    ExportDocument,
+    ExportedDay,
+    ExportedEvent,
+    MasteryDocument,
+)
+from mastery.web.student import student_endpoint
 
 if TYPE_CHECKING:
     from mastery.domain import Aggregate, DaySnapshot, ScoringModel
@@ -29,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["erase_student", "erasure_of", "export_of", "export_student"]
 
 
-async def export_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
+async def export_of(ctx: Context, principal: Principal, body: StudentRequest) -> ExportDocument:
     """Everything held about the student."""
     student = body.student_id
     store, model = ctx.resources.store, ctx.resources.model
@@ -40,26 +50,28 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
     events = await store.audit_entries(principal.tenant, student)
     if state is None and not history and not events:
         raise Problem(404, "no data held for this student")
-    return {
-        "student_id": student,
-        "tenant": principal.tenant,
-        "exported_at": ctx.resources.clock(),
-        "mastery": mastery_document(student, principal.tenant, state, explain(state, model))
+    return ExportDocument(
+        student_id=student,
+        tenant=principal.tenant,
+        exported_at=ctx.resources.clock().isoformat(),
+        mastery=MasteryDocument.model_validate(
+            mastery_document(student, principal.tenant, state, explain(state, model))
+        )
         if state
         else None,
-        "classes": sorted(state.classes) if state else [],
-        "aggregates": {
-            "components": {c.value: _aggregate(a) for c, a in state.components.items()},
-            "areas": {f"{c}:{area}": _aggregate(a) for (c, area), a in state.areas.items()},
-        }
+        classes=sorted(state.classes) if state else [],
+        aggregates=Aggregates(
+            components={c.value: _aggregate(a) for c, a in state.components.items()},
+            areas={f"{c}:{area}": _aggregate(a) for (c, area), a in state.areas.items()},
+        )
         if state
         else None,
-        "history": [_day(d, model) for d in history],
-        "events": [_audit(entry) for entry in events],
-    }
+        history=[_day(d, model) for d in history],
+        events=[_audit(entry) for entry in events],
+    )
 
 
-async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
+async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -> ErasureDocument:
     """Erase the student: keys and index entries atomically, then their event audit."""
     student = body.student_id
     store, now = ctx.resources.store, ctx.resources.clock()
@@ -67,36 +79,38 @@ async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -
     entries = await store.audit_entries(principal.tenant, student)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
     batch_results = await ctx.resources.batches.forget(principal.tenant, student)
-    return {
-        "student_id": student,
-        "tenant": principal.tenant,
-        "erased_at": now,
-        "keys_deleted": deleted,
-        "audit_entries_removed": redacted,
-        "batch_results_removed": batch_results,
-    }
+    return ErasureDocument(
+        student_id=student,
+        tenant=principal.tenant,
+        erased_at=now.isoformat(),
+        keys_deleted=deleted,
+        audit_entries_removed=redacted,
+        batch_results_removed=batch_results,
+    )
 
 
 export_student = student_endpoint(StudentRequest, export_of, Action.EXPORT)
 erase_student = student_endpoint(StudentRequest, erasure_of, Action.ERASE)
 
 
-def _aggregate(agg: Aggregate) -> dict[str, float | int]:
-    return {"weighted_sum": agg.weighted_sum, "weight": agg.weight, "events": agg.count}
+def _aggregate(agg: Aggregate) -> AggregateDocument:
+    return AggregateDocument(weighted_sum=agg.weighted_sum, weight=agg.weight, events=agg.count)
 
 
-def _day(snapshot: DaySnapshot, model: ScoringModel) -> dict[str, object]:
-    return {
-        "date": snapshot.day.isoformat(),
-        "mastery": round(day_mastery(snapshot, model), 4),
-        "components": {c.value: v for c, v in snapshot.scores.items()},
-    }
+def _day(snapshot: DaySnapshot, model: ScoringModel) -> ExportedDay:
+    return ExportedDay(
+        date=snapshot.day.isoformat(),
+        mastery=round(day_mastery(snapshot, model), 4),
+        components={c.value: v for c, v in snapshot.scores.items()},
+    )
 
 
-def _audit(entry: AuditEntry) -> dict[str, object]:
+def _audit(entry: AuditEntry) -> ExportedEvent:
     entry_id, fields = entry
-    doc: dict[str, object] = {"audit_id": entry_id, "outcome": fields.get("outcome")}
-    if "reason" in fields:
-        doc["reason"] = fields["reason"]
-    doc["event"] = orjson.loads(fields["event"]) if "event" in fields else None
-    return doc
+    reason = {"reason": fields["reason"]} if "reason" in fields else {}
+    return ExportedEvent(
+        audit_id=entry_id,
+        outcome=fields.get("outcome"),
+        **reason,
+        event=orjson.loads(fields["event"]) if "event" in fields else None,
+    )

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import Field
 from starlette.responses import Response
 
-from mastery.domain import Component, Granularity, mastery_history
-from mastery.web.app import json_response
-from mastery.web.student import (
-    JsonInt,
-    StudentRequest,
-    read_student_request,
-    require_visible,
-)
+from mastery.domain import Component, mastery_history
+from mastery.web.app import model_response
+from mastery.web.requests import HistoryRequest
+from mastery.web.responses import Bucket as BucketDocument
+from mastery.web.responses import HistoryDocument, HistorySummary
+from mastery.web.student import read_student_request, require_visible
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -27,7 +24,6 @@ if TYPE_CHECKING:
     from mastery.web.auth import Principal
 
 __all__ = [
-    "HistoryRequest",
     "history_document",
     "history_of",
     "history_rows",
@@ -38,14 +34,6 @@ CSV = "text/csv; charset=utf-8"
 NDJSON = "application/x-ndjson"
 _NAMES = tuple((c, c.value) for c in Component)  # Enum.value is a slow descriptor
 _COLUMNS = ["student_id", "start", "end", "days", "mastery", *(name for _, name in _NAMES)]
-
-
-class HistoryRequest(StudentRequest):
-    """``{"student_id", "days": 7-90, "granularity": "day"|"week"|"month", "format": ...}``."""
-
-    days: JsonInt = Field(30, ge=7, le=90)
-    granularity: Granularity = Granularity.DAY
-    format: Literal["json", "csv", "ndjson"] = "json"
 
 
 async def mastery_history_report(request: Request, ctx: Context) -> Response:
@@ -61,7 +49,7 @@ async def mastery_history_report(request: Request, ctx: Context) -> Response:
     if body.format == "ndjson":
         lines = b"".join(orjson.dumps(r) + b"\n" for r in history_rows(body.student_id, h))
         return _attachment(lines, NDJSON, body.student_id, "ndjson")
-    return json_response(history_document(body.student_id, principal.tenant, h, version))
+    return model_response(history_document(body.student_id, principal.tenant, h, version))
 
 
 async def history_of(
@@ -75,32 +63,32 @@ async def history_of(
     return h, days.version
 
 
-def history_document(student_id: str, tenant: str, h: History, version: int) -> dict[str, Any]:
+def history_document(student_id: str, tenant: str, h: History, version: int) -> HistoryDocument:
     """The JSON answer."""
-    summary = h.summary
-    return {
-        "student_id": student_id,
-        "tenant": tenant,
-        "from": h.start.isoformat(),
-        "to": h.end.isoformat(),
-        "granularity": h.granularity.value,
-        "series": [_bucket(b) for b in h.buckets],
-        "summary": {
-            "count": summary.count,
-            "min": summary.min,
-            "max": summary.max,
-            "mean": summary.mean,
-            "stdev": summary.stdev,
-            "first": summary.first,
-            "last": summary.last,
-            "change": summary.change,
-        }
-        if summary
+    s = h.summary
+    return HistoryDocument(
+        student_id=student_id,
+        tenant=tenant,
+        from_=h.start.isoformat(),
+        to=h.end.isoformat(),
+        granularity=h.granularity,
+        series=[_bucket(b) for b in h.buckets],
+        summary=HistorySummary(
+            count=s.count,
+            min=s.min,
+            max=s.max,
+            mean=s.mean,
+            stdev=s.stdev,
+            first=s.first,
+            last=s.last,
+            change=s.change,
+        )
+        if s
         else None,
-        "trend": h.trend.value,
-        "slope_per_day": h.slope_per_day,
-        "version": version,
-    }
+        trend=h.trend,
+        slope_per_day=h.slope_per_day,
+        version=version,
+    )
 
 
 def history_rows(student_id: str, h: History) -> list[dict[str, Any]]:
@@ -118,14 +106,14 @@ def history_rows(student_id: str, h: History) -> list[dict[str, Any]]:
     ]
 
 
-def _bucket(b: Bucket) -> dict[str, Any]:
-    return {
-        "start": b.start.isoformat(),
-        "end": b.end.isoformat(),
-        "days": b.days,
-        "mastery": b.mastery,
-        "components": {name: b.components.get(c) for c, name in _NAMES},
-    }
+def _bucket(b: Bucket) -> BucketDocument:
+    return BucketDocument(
+        start=b.start.isoformat(),
+        end=b.end.isoformat(),
+        days=b.days,
+        mastery=b.mastery,
+        components={name: b.components.get(c) for c, name in _NAMES},
+    )
 
 
 def _attachment(body: bytes, media_type: str, student_id: str, ext: str) -> Response:

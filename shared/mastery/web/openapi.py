@@ -10,19 +10,23 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from mastery.batch.messages import BATCH_ID
-from mastery.events.xapi import Statements
 from mastery.web import responses as r
-from mastery.web.audit import AuditRequest
-from mastery.web.batch import BatchRequest
-from mastery.web.compare import CompareRequest
-from mastery.web.history import HistoryRequest
 from mastery.web.problems import PROBLEM_JSON
-from mastery.web.query import QueryRequest
-from mastery.web.student import StudentRequest
+from mastery.web.requests import (
+    AuditRequest,
+    BatchRequest,
+    CompareRequest,
+    HistoryRequest,
+    JsonRpcMessage,
+    ProcessRequest,
+    QueryRequest,
+    Statements,
+    StudentRequest,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,23 +37,6 @@ TITLE = "Mastery Engine"
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
 _BEARER = "bearerAuth"
-
-
-class ProcessRequest(StudentRequest):
-    """``POST /process``: an intent and the body its dedicated function takes."""
-
-    intent: Literal["calculation", "prediction", "recommendations"]
-
-
-class JsonRpcMessage(BaseModel):
-    """``POST /mcp``: one JSON-RPC 2.0 message of the MCP Streamable HTTP transport."""
-
-    model_config = ConfigDict(extra="allow")
-
-    jsonrpc: Literal["2.0"]
-    method: str
-    id: Any = None
-    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
 from mastery.domain import predict
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import StudentRequest
+from mastery.web.responses import PredictionDocument
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from datetime import date
@@ -28,7 +31,9 @@ __all__ = [
 CACHE_TTL_S = 3600
 
 
-async def prediction_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
+async def prediction_of(
+    ctx: Context, principal: Principal, body: StudentRequest
+) -> PredictionDocument:
     """The 7-day prediction, from the cache when it was made from this state (``prediction``)."""
     tenant, student = principal.tenant, body.student_id
     store = ctx.resources.store
@@ -44,26 +49,27 @@ async def prediction_of(ctx: Context, principal: Principal, body: StudentRequest
 
 def prediction_from(
     days: StudentDays, student_id: str, tenant: str, today: date, model: ScoringModel
-) -> tuple[dict[str, Any], bytes | None]:
+) -> tuple[PredictionDocument, bytes | None]:
     """The answer for ``days`` (read with their cached prediction), and a cache entry to
     store when the cached one was missing or stale (``None`` when it served)."""
-    doc = _from_cache(days.cached_prediction, days.version, today)
-    if doc is not None:
-        return {**doc, "cached": True}, None
+    cached = _from_cache(days.cached_prediction, days.version, today)
+    if cached is not None:
+        return cached, None
     made = predict(days.activity, today, model)
     doc = prediction_document(student_id, tenant, days.version, made, model)
     entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
-    return {**doc, "cached": False}, orjson.dumps(entry)
+    return PredictionDocument.model_validate({**doc, "cached": False}), orjson.dumps(entry)
 
 
 predict_next_week = student_endpoint(StudentRequest, prediction_of)
 
 
-def _from_cache(entry: bytes | None, version: int, today: date) -> dict[str, Any] | None:
-    """The cached document if it was made from this state version today, else ``None``.
+def _from_cache(entry: bytes | None, version: int, today: date) -> PredictionDocument | None:
+    """The cached answer if it was made from this state version today, else ``None``.
 
     The day matters too: the same history predicts from a different "today" tomorrow.
-    An entry that does not parse is a miss, and gets overwritten.
+    An entry that does not parse, or not as the answer (made by another release), is a
+    miss, and gets overwritten.
     """
     if entry is None:
         return None
@@ -77,15 +83,17 @@ def _from_cache(entry: bytes | None, version: int, today: date) -> dict[str, Any
         and parsed.get("day") == today.isoformat()
         and isinstance(parsed.get("doc"), dict)
     ):
-        doc: dict[str, Any] = parsed["doc"]
-        return doc
+        try:
+            return PredictionDocument.model_validate({**parsed["doc"], "cached": True})
+        except ValidationError:
+            return None
     return None
 
 
 def prediction_document(
     student_id: str, tenant: str, version: int, p: Prediction, model: ScoringModel
 ) -> dict[str, Any]:
-    """The response body, less ``cached``."""
+    """The answer's members but ``cached``: what the cache keeps."""
     return {
         "student_id": student_id,
         "tenant": tenant,

@@ -13,19 +13,24 @@ the envelope's members as extensions), so generic clients read them like any oth
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any
 
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.policy import Action
-from mastery.web.app import json_response, read_json, validate
+from mastery.web.app import model_response, read_json, validate
 from mastery.web.prediction import prediction_of
 from mastery.web.problems import Problem
-from mastery.web.query import QueryRequest, mastery_of
+from mastery.web.query import mastery_of
 from mastery.web.recommendations import recommendations_of
-from mastery.web.student import StudentRequest, admit
+from mastery.web.requests import IntentEnvelope, QueryRequest, StudentRequest
+from mastery.web.responses import (
+    MasteryDocument,
+    PredictionDocument,
+    ProcessDocument,
+    RecommendationsDocument,
+)
+from mastery.web.student import admit
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -38,10 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["INTENTS", "process_intent"]
 
-Intent = Literal["calculation", "prediction", "recommendations"]
 #: Each intent: the request its dedicated function takes, and the operation it runs.
+Answer = MasteryDocument | PredictionDocument | RecommendationsDocument
 INTENTS: Mapping[
-    str, tuple[type[StudentRequest], Callable[[Context, Principal, Any], Awaitable[dict[str, Any]]]]
+    str, tuple[type[StudentRequest], Callable[[Context, Principal, Any], Awaitable[Answer]]]
 ] = {
     "calculation": (QueryRequest, mastery_of),
     "prediction": (StudentRequest, prediction_of),
@@ -51,18 +56,12 @@ _log = logger("process")
 _RETRY = {"Retry-After": "1"}
 
 
-class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    intent: Intent
-
-
 async def process_intent(request: Request, ctx: Context) -> Response:
     intent: str | None = None
     try:
         principal = await ctx.principal(request)
         raw = await read_json(request, ctx.resources.settings.max_body_bytes)
-        intent = validate(_Envelope, raw).intent
+        intent = validate(IntentEnvelope, raw).intent
         model, operation = INTENTS[intent]
         body = validate(model, {k: v for k, v in raw.items() if k != "intent"})
         admit(ctx, principal, body, Action.READ)
@@ -73,8 +72,8 @@ async def process_intent(request: Request, ctx: Context) -> Response:
         _log.warning("dependency unavailable", extra={"correlation_id": ctx.correlation_id})
         down = Problem(503, "a dependency is unavailable, retry later", headers=_RETRY)
         raise _enveloped(down, intent) from exc
-    return json_response(
-        {"intent": intent, "result": result, "error": None, "correlation_id": ctx.correlation_id}
+    return model_response(
+        ProcessDocument(intent=intent, result=result, error=None, correlation_id=ctx.correlation_id)
     )
 
 

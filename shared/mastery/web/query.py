@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mastery.documents import mastery_document
 from mastery.domain import explain
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import QueryRequest, StudentRequest
+from mastery.web.responses import MasteryDocument
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["QueryRequest", "mastery_document", "mastery_of", "query_mastery"]
+__all__ = ["mastery_document", "mastery_of", "query_mastery"]
 
 
-class QueryRequest(StudentRequest):
-    """``{"student_id": "s1"}``."""
-
-
-async def mastery_of(ctx: Context, principal: Principal, body: StudentRequest) -> dict[str, Any]:
+async def mastery_of(ctx: Context, principal: Principal, body: StudentRequest) -> MasteryDocument:
     """The student's explained score (intent ``calculation``)."""
     found = await ctx.resources.store.load(principal.tenant, body.student_id)
     state = require_visible(principal, body.student_id, found)
     report = explain(state, ctx.resources.model)
-    return mastery_document(body.student_id, principal.tenant, state, report)
+    doc = mastery_document(body.student_id, principal.tenant, state, report)
+    return MasteryDocument.model_validate(doc)
 
 
 query_mastery = student_endpoint(QueryRequest, mastery_of)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mastery.domain import explain, recommend
 from mastery.domain.recommendations import TARGET
-from mastery.web.student import StudentRequest, require_visible, student_endpoint
+from mastery.web.requests import StudentRequest
+from mastery.web.responses import Recommendation, RecommendationsDocument
+from mastery.web.student import require_visible, student_endpoint
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
@@ -17,7 +19,7 @@ __all__ = ["recommend_adaptive", "recommendations_of"]
 
 async def recommendations_of(
     ctx: Context, principal: Principal, body: StudentRequest
-) -> dict[str, Any]:
+) -> RecommendationsDocument:
     """What to study first (intent ``recommendations``)."""
     found = await ctx.resources.store.load(principal.tenant, body.student_id)
     state = require_visible(principal, body.student_id, found)
@@ -28,28 +30,28 @@ async def recommendations_of(
         if items
         else f"nothing below {TARGET:.2f}: every component and area is on target"
     )
-    return {
-        "student_id": body.student_id,
-        "tenant": principal.tenant,
-        "mastery": explain(state, model).mastery,
-        "target": TARGET,
-        "message": message,
-        "recommendations": [
-            {
-                "component": r.component.value,
-                "area": r.area,
-                "action": r.action.value,
-                "priority": r.priority.value,
-                "estimated_minutes": r.estimated_minutes,
-                "reason": r.reason,
-                "score": r.score,
-                "observed": r.observed,
-                "impact": r.impact,
-            }
+    return RecommendationsDocument(
+        student_id=body.student_id,
+        tenant=principal.tenant,
+        mastery=explain(state, model).mastery,
+        target=TARGET,
+        message=message,
+        recommendations=[
+            Recommendation(
+                component=r.component.value,
+                area=r.area,
+                action=r.action.value,
+                priority=r.priority.value,
+                estimated_minutes=r.estimated_minutes,
+                reason=r.reason,
+                score=r.score,
+                observed=r.observed,
+                impact=r.impact,
+            )
             for r in items
         ],
-        "version": state.version,
-    }
+        version=state.version,
+    )
 
 
 recommend_adaptive = student_endpoint(StudentRequest, recommendations_of)

@@ -1,8 +1,11 @@
 """The documents the HTTP functions answer, as pydantic models: the OpenAPI document's schemas.
 
-Each model states exactly the members its handler writes (``extra="forbid"`` becomes
-``additionalProperties: false``), so a response that drifts from its model fails the
-schema-driven fuzzing in ``tests/e2e/test_openapi_fuzz.py``.
+Each handler builds its answer as one of these and ``model_response`` serializes it, so
+the bytes sent are the model's: a handler that drifts from its model is a type error
+(mypy, the pydantic plugin types the constructors) or a validation error at
+construction, not a finding of the schema-driven fuzzing. ``extra="forbid"`` becomes
+``additionalProperties: false``; optional members a handler does not write are left
+unset, and omitted.
 """
 
 from __future__ import annotations
@@ -209,7 +212,8 @@ class Aggregates(_Doc):
 class ExportedDay(_Doc):
     date: str
     mastery: float
-    components: dict[str, float]
+    components: dict[str, float | None]
+    """Each component's score at the day's end; ``null`` while it has no event yet."""
 
 
 class ExportedEvent(_Doc):

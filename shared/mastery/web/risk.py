@@ -11,31 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from mastery.events.models import EventId
 from mastery.policy import Action, Role, allowed, may_act
 from mastery.web.prediction import CACHE_TTL_S, prediction_from
 from mastery.web.problems import Problem
-from mastery.web.student import JsonInt
+from mastery.web.requests import RiskRequest
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
+    from mastery.web.responses import PredictionDocument
 
-__all__ = ["CANDIDATES_MAX", "RiskRequest", "students_at_risk"]
+__all__ = ["CANDIDATES_MAX", "students_at_risk"]
 
 #: Most students one request looks at (as many as a batch run takes).
 CANDIDATES_MAX = 1000
-
-
-class RiskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    class_id: EventId | None = None
-    """One class; default: every class of a teacher's token, or the whole school for an
-    admin (its ``CANDIDATES_MAX`` lowest-scoring students)."""
-    limit: JsonInt = Field(10, ge=1, le=100)
 
 
 async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest) -> dict[str, Any]:
@@ -47,7 +36,7 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
     candidates, complete = await _candidates(ctx, principal, body.class_id)
     res, tenant = ctx.resources, principal.tenant
     today = res.clock().date()
-    flagged: list[dict[str, Any]] = []
+    flagged: list[PredictionDocument] = []
     checked = 0
     chunk = max(1, res.settings.batch_chunk)
     for start in range(0, len(candidates), chunk):
@@ -64,19 +53,19 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
             doc, entry = prediction_from(days, student, tenant, today, res.model)
             if entry is not None:
                 stale.append((student, entry))
-            if doc["intervention_needed"]:
+            if doc.intervention_needed:
                 flagged.append(doc)
         await res.store.cache_predictions(tenant, stale, CACHE_TTL_S)
-    flagged.sort(key=lambda d: (d["predicted_mastery"], d["slope_per_day"], d["student_id"]))
+    flagged.sort(key=lambda d: (d.predicted_mastery, d.slope_per_day, d.student_id))
     shown = flagged[: body.limit]
-    ctx.students.extend(d["student_id"] for d in shown)
+    ctx.students.extend(d.student_id for d in shown)
     return {
         "tenant": tenant,
         "class_id": body.class_id,
         "checked": checked,
         "flagged": len(flagged),
         "complete": complete,
-        "students": shown,
+        "students": [d.model_dump(by_alias=True) for d in shown],
     }
 
 

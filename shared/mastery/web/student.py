@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from mastery.events.models import EventId
 from mastery.policy import Action
-from mastery.web.app import json_response, read_body
+from mastery.web.app import model_response, read_body
 from mastery.web.auth import authorize_student, precheck
 from mastery.web.problems import Problem
+from mastery.web.requests import StudentRequest
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Set
 
+    from pydantic import BaseModel
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -22,39 +21,11 @@ if TYPE_CHECKING:
     from mastery.web.auth import Principal
 
 __all__ = [
-    "INTEGER",
-    "JsonInt",
-    "StudentRequest",
     "admit",
     "read_student_request",
     "require_visible",
     "student_endpoint",
 ]
-
-
-def _json_integer(value: Any) -> Any:
-    """A JSON number, as JSON Schema's ``integer`` takes it: ``28`` and ``28.0``, not
-    ``true`` (lax pydantic reads it as 1) nor ``"28"``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be an integer")  # pydantic reports a ValueError as a 422
-    return value
-
-
-#: What refuses the values JSON Schema's ``integer`` does not take (lax ``int`` takes
-#: booleans and numeric strings, ``strict`` refuses ``28.0``). An optional bounded integer
-#: puts its bounds first, so that the schema keeps them: ``Annotated[int, Field(ge=1),
-#: INTEGER] | None``.
-INTEGER = BeforeValidator(_json_integer)
-#: The integer of every request model.
-JsonInt = Annotated[int, INTEGER]
-
-
-class StudentRequest(BaseModel):
-    """A body naming one student: ``{"student_id": "s1"}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    student_id: EventId = Field(examples=["s1"])
 
 
 class _Classed(Protocol):
@@ -84,14 +55,14 @@ async def read_student_request(
 
 def student_endpoint(
     model: type[R],
-    operation: Callable[[Context, Principal, R], Awaitable[dict[str, Any]]],
+    operation: Callable[[Context, Principal, R], Awaitable[BaseModel]],
     action: Action = Action.READ,
 ) -> Callable[[Request, Context], Awaitable[Response]]:
     """The HTTP handler of a per-student operation: admit the request, answer its document."""
 
     async def handle(request: Request, ctx: Context) -> Response:
         principal, body = await read_student_request(request, ctx, model, action)
-        return json_response(await operation(ctx, principal, body))
+        return model_response(await operation(ctx, principal, body))
 
     return handle
 

@@ -26,9 +26,10 @@ from mastery.policy import Action
 from mastery.ports import OutMessage
 from mastery.store import Outcome
 from mastery.topics import XAPI_TOPIC
-from mastery.web.app import json_response, read_json
+from mastery.web.app import model_response, read_json
 from mastery.web.auth import precheck
 from mastery.web.problems import Problem
+from mastery.web.responses import StatementIds
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -66,7 +67,7 @@ async def post_statements(request: Request, ctx: Context) -> Response:
     ctx.students.extend(sorted({obs.student_id for obs, _ in batch.accepted}))
     await ctx.resources.publisher.publish([_message(r, principal.tenant) for r in records])
     await ingestor.apply(batch)
-    return json_response([r.headers["ce_id"].decode() for r in records])
+    return model_response(StatementIds([r.headers["ce_id"].decode() for r in records]))
 
 
 def _message(record: Record, tenant: str) -> OutMessage:
