@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -10,6 +11,7 @@ import jwt
 import pytest
 
 from mastery.bootstrap import Resources, build
+from mastery.domain import Component, Observation, StudentState
 from mastery.web import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.integration.conftest import serve
@@ -25,8 +27,9 @@ def _instance(res: Resources) -> httpx.AsyncClient:
     return serve("mastery-query", {"POST /mastery/query": query_mastery}, res)
 
 
-def _headers(sub: str, role: str, tenant: str) -> dict[str, str]:
-    claims = {"sub": sub, "role": role, "tenant": tenant, "exp": int(time.time()) + 300}
+def _headers(sub: str, role: str, tenant: str, classes: list[str] | None = None) -> dict[str, str]:
+    claims: dict[str, Any] = {"sub": sub, "role": role, "tenant": tenant}
+    claims |= {"exp": int(time.time()) + 300, **({"classes": classes} if classes else {})}
     return {"authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
 
 
@@ -81,3 +84,55 @@ async def test_unauthenticated_requests_are_not_counted(
     for _ in range(10):
         assert (await _ask(instances[0], {"authorization": "Bearer junk"})).status_code == 401
     assert (await _ask(instances[0], _headers("s9", "student", tenant), "s9")).status_code == 404
+
+
+async def test_refused_requests_count_and_the_limit_comes_first(
+    instances: list[httpx.AsyncClient], tenant: str
+) -> None:
+    student = _headers("s1", "student", tenant)
+    invalid = [
+        await instances[0].post("/mastery/query", json={"student_id": 7}, headers=student),
+        await _ask(instances[1], student, "s2"),  # another student's data: 403
+    ]
+    assert [a.status_code for a in invalid] == [422, 403]
+    assert [a.headers["ratelimit-remaining"] for a in invalid] == ["4", "3"]
+    for _ in range(3):
+        await _ask(instances[0], student)
+    # past the limit, a bad body and a forbidden student are 429 too, as a good request is
+    late = [
+        await instances[0].post("/mastery/query", json={"student_id": 7}, headers=student),
+        await _ask(instances[1], student, "s2"),
+        await _ask(instances[0], student),
+    ]
+    assert [a.status_code for a in late] == [429, 429, 429]
+
+
+async def test_the_query_reads_the_state_in_the_rate_limit_call(
+    settings: Settings, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res = build(settings)
+    now = datetime.now(UTC)
+    obs = Observation("e1", tenant, "s1", Component.QUIZ, 0.8, now, class_id="c1")
+    await res.store.apply([(obs, b"{}")], [], now)
+    reads: list[str] = []
+    load = res.store.load
+
+    async def counted(tenant: str, student: str) -> StudentState | None:
+        reads.append(student)
+        return await load(tenant, student)
+
+    monkeypatch.setattr(res.store, "load", counted)
+    try:
+        async with _instance(res) as client:
+            own = await _ask(client, _headers("s1", "student", tenant))
+            teacher = await _ask(client, _headers("t1", "teacher", tenant, ["c1"]), "s1")
+            outsider = await _ask(client, _headers("t2", "teacher", tenant, ["c2"]), "s1")
+            nobody = await _ask(client, _headers("s9", "student", tenant), "s9")
+    finally:
+        await res.aclose()
+    assert own.status_code == 200
+    assert own.json()["components"]["quiz"]["score"] == 0.8
+    assert teacher.json() == own.json()
+    assert outsider.status_code == 403  # decided on the classes of the state read along
+    assert nobody.status_code == 404
+    assert reads == []  # no second round trip: the state came with the rate limit's answer

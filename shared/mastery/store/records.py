@@ -14,7 +14,15 @@ from mastery.store import keys
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["SCORE_FIELDS", "about", "as_bytes", "parse_days", "parse_scores", "parse_state"]
+__all__ = [
+    "SCORE_FIELDS",
+    "about",
+    "as_bytes",
+    "held_state",
+    "parse_days",
+    "parse_scores",
+    "parse_state",
+]
 
 _COMPONENTS = tuple(Component)
 #: The state fields scoring reads, in the order ``parse_scores`` expects them.
@@ -39,6 +47,11 @@ def about(record: str, student: str) -> bool:
         return bool(orjson.loads(record).get("student_id") == student)
     except orjson.JSONDecodeError:
         return False
+
+
+def held_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState | None:
+    """A state hash as HGETALL answers it: ``None`` when no state is held."""
+    return parse_state(raw) if raw else None
 
 
 def parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:

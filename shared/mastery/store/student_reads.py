@@ -12,7 +12,7 @@ from mastery.domain.cohort import MetricFigures
 from mastery.domain.days import end_of_day
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
-from mastery.store.records import SCORE_FIELDS, as_bytes, parse_days, parse_scores, parse_state
+from mastery.store.records import SCORE_FIELDS, as_bytes, held_state, parse_days, parse_scores
 from mastery.store.scripts import COMPARE, SCORES
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class StudentReads(RedisConnection):
         """The student's state, ``None`` when nothing is held for them."""
         with tracing.span("redis state read", kind=tracing.SpanKind.CLIENT):
             raw = await self.io(self._redis.hgetall(keys.state(tenant, student)))
-        return parse_state(raw) if raw else None
+        return held_state(raw)
 
     async def load_many(self, tenant: str, students: Sequence[str]) -> list[StudentState | None]:
         """Each student's scoring state (``None``: nothing held), in order, in one call.

@@ -107,6 +107,7 @@ class Context:
     """The students whose data the request asks for (the handler names them)."""
     path_params: dict[str, str] = field(default_factory=dict)
     """``{name}`` segments of the matched route, unvalidated."""
+    _prefetched: dict[str, dict[bytes | str, bytes | str]] = field(default_factory=dict)
 
     def authenticate(self, request: Request) -> Principal:
         """The verified caller (401 problem otherwise), not yet counted against its rate limit."""
@@ -119,11 +120,25 @@ class Context:
     async def principal(self, request: Request) -> Principal:
         """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
         principal = self.authenticate(request)
-        res = self.resources
-        self.response_headers.update(
-            await enforce_rate_limit(principal, res.rate_limiter, res.settings)
-        )
+        await self.count(principal)
         return principal
+
+    async def count(self, principal: Principal, read: str | None = None) -> None:
+        """Count the request against ``principal``'s rate limit (429 problem past it).
+
+        ``read``: a hash of the caller's tenant the handler will read; it is read in the
+        same Redis call and kept for ``prefetched``.
+        """
+        res = self.resources
+        headers, fields = await enforce_rate_limit(principal, res.rate_limiter, res.settings, read)
+        self.response_headers.update(headers)
+        if read is not None and fields is not None:
+            self._prefetched[read] = fields
+
+    def prefetched(self, key: str) -> dict[bytes | str, bytes | str] | None:
+        """The hash ``key`` as ``count(..., read=key)`` read it (``{}``: none held), once;
+        ``None`` when it was not read along."""
+        return self._prefetched.pop(key, None)
 
 
 class FunctionApp:

@@ -19,9 +19,10 @@ __all__ = ["enforce_rate_limit"]
 
 
 async def enforce_rate_limit(
-    principal: Principal, limiter: RateLimiter, settings: Settings
-) -> dict[str, str]:
-    """Count the request; the ``RateLimit-*`` headers to send, or a 429 problem.
+    principal: Principal, limiter: RateLimiter, settings: Settings, read: str | None = None
+) -> tuple[dict[str, str], dict[bytes | str, bytes | str] | None]:
+    """Count the request: the ``RateLimit-*`` headers to send and the hash named by
+    ``read`` (read in the same Redis call; ``None`` without one), or a 429 problem.
 
     Limits are per caller (tenant, role, subject), per minute, shared by every instance.
     """
@@ -31,7 +32,7 @@ async def enforce_rate_limit(
         Role.ADMIN: settings.rate_limit_admin,
     }[principal.role]
     key = keys.rate_limit(principal.tenant, principal.role.value, principal.subject)
-    decision = await limiter.hit(key, limit)
+    decision = await limiter.hit(key, limit, read)
     headers = {
         "RateLimit-Limit": str(decision.limit),
         "RateLimit-Remaining": str(decision.remaining),
@@ -46,4 +47,4 @@ async def enforce_rate_limit(
             f"rate limit of {limit} requests a minute exceeded",
             headers={**headers, "Retry-After": retry},
         )
-    return headers
+    return headers, decision.read
