@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 
 from bench._harness import Row, progress
 from mastery.domain import Component, Observation
-from mastery.events.codec import Record
 from mastery.events.ingest import audit_record
+from mastery.ports import Record
 from mastery.store import RedisStore, keys
 from mastery.topics import event_topic
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from mastery.domain import Component
-from mastery.events.codec import AVRO, Record, encode
+from mastery.events.codec import AVRO, encode
 from mastery.events.kafka import consumer_config, create_topics, producer_config
+from mastery.ports import Record
 from mastery.store import keys
 from mastery.topics import event_topic, with_dead_letters
 

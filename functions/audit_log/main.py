@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, recent_audit
+from mastery.web.app import FunctionApp
+from mastery.web.audit import recent_audit
 
 app = FunctionApp("audit-log", {"POST /audit/recent": recent_audit}, provider=resources)
 

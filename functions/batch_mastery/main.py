@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, batch_status, submit_batch
+from mastery.web.app import FunctionApp
+from mastery.web.batch import batch_status, submit_batch
 
 app = FunctionApp(
     "batch-mastery",

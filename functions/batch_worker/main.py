@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, batch_event
+from mastery.web.app import FunctionApp
+from mastery.web.batch import batch_event
 
 app = FunctionApp(
     "batch-worker", {"POST /": batch_event}, uses_kafka=True, uses_auth=False, provider=resources

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, compare_cohort
+from mastery.web.app import FunctionApp
+from mastery.web.compare import compare_cohort
 
 app = FunctionApp("cohort-compare", {"POST /analytics/compare": compare_cohort}, provider=resources)
 

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, erase_student
+from mastery.web.app import FunctionApp
+from mastery.web.gdpr import erase_student
 
 app = FunctionApp("gdpr-erase", {"POST /gdpr/erase": erase_student}, provider=resources)
 

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, export_student
+from mastery.web.app import FunctionApp
+from mastery.web.gdpr import export_student
 
 app = FunctionApp("gdpr-export", {"POST /gdpr/export": export_student}, provider=resources)
 

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, mastery_history_report
+from mastery.web.app import FunctionApp
+from mastery.web.history import mastery_history_report
 
 app = FunctionApp(
     "mastery-history",

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, query_mastery
+from mastery.web.app import FunctionApp
+from mastery.web.query import query_mastery
 
 app = FunctionApp("mastery-query", {"POST /mastery/query": query_mastery}, provider=resources)
 

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from mastery.bootstrap import resources
 from mastery.mcp import MCP_PATH, McpEndpoint
-from mastery.web import FunctionApp
+from mastery.web.app import FunctionApp
 
 _endpoint = McpEndpoint()
 # Each tool call is a data access of its own: the endpoint audits those, not the request.

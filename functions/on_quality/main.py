@@ -8,7 +8,8 @@ from starlette.responses import Response
 
 from mastery.bootstrap import resources
 from mastery.domain import Component
-from mastery.web import FunctionApp, event_handler
+from mastery.web.app import FunctionApp
+from mastery.web.events import event_handler
 
 app = FunctionApp(
     "on-quality",

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from mastery.bootstrap import resources
 from mastery.topics import XAPI_TOPIC
-from mastery.web import FunctionApp
+from mastery.web.app import FunctionApp
 from mastery.web.events import topic_handler
 from mastery.web.xapi import post_statements
 

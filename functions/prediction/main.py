@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, predict_next_week
+from mastery.web.app import FunctionApp
+from mastery.web.prediction import predict_next_week
 
 app = FunctionApp(
     "prediction", {"POST /predictions/next-week": predict_next_week}, provider=resources

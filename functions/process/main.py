@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, process_intent
+from mastery.web.app import FunctionApp
+from mastery.web.process import process_intent
 
 app = FunctionApp("process", {"POST /process": process_intent}, provider=resources)
 

@@ -7,7 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mastery.bootstrap import resources
-from mastery.web import FunctionApp, recommend_adaptive
+from mastery.web.app import FunctionApp
+from mastery.web.recommendations import recommend_adaptive
 
 app = FunctionApp(
     "recommendations", {"POST /recommendations/adaptive": recommend_adaptive}, provider=resources

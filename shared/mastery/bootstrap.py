@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import redis.exceptions
 
 from mastery import tracing
-from mastery.batch.runner import BatchRunner
 from mastery.errors import Misconfigured, Unavailable, root_cause, why
-from mastery.events.access_log import KafkaAccessLog
-from mastery.events.ingest import Ingestor
 from mastery.events.kafka import KafkaPublisher, probe, producer_config, reader_config
 from mastery.logs import logger
 from mastery.ports import utc_now
 from mastery.settings import Settings
 from mastery.store import RedisStore
-from mastery.store.batches import BatchStore
 from mastery.store.client import redis_client
 from mastery.store.ratelimit import RateLimiter
 from mastery.topics import AUDIT_TOPIC
@@ -35,86 +31,98 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
+    from mastery.batch.runner import BatchRunner
     from mastery.domain import ScoringModel
+    from mastery.events.access_log import KafkaAccessLog
+    from mastery.events.ingest import Ingestor
     from mastery.ports import Clock
+    from mastery.store.batches import BatchStore
 
 __all__ = ["Resources", "build", "close_resources", "preflight", "resources", "serve_metrics"]
 
 
-@dataclass(frozen=True, slots=True)
 class Resources:
-    """Every adapter of the process; each worker and handler declares the few it uses."""
+    """Every adapter of the process; each worker and handler declares the few it uses.
 
-    settings: Settings
-    clock: Clock
-    model: ScoringModel
-    redis: Redis | RedisCluster
-    store: RedisStore
-    publisher: KafkaPublisher
-    ingestor: Ingestor
-    authenticator: Authenticator | None
-    """``None`` when no JWT secret is configured: authenticated routes answer 503."""
-    rate_limiter: RateLimiter
-    access_log: KafkaAccessLog
-    """Opens its connection on first read: only the audit-log function pays for it."""
-    batches: BatchStore
-    runner: BatchRunner
+    Those only some functions use (the ingest path, the batch runner, the access-log
+    reader) are built, and their modules imported, on first use: a function's cold start
+    pays only for its own.
+    """
+
+    def __init__(self, settings: Settings, *, source: str, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.source = source
+        self.model: ScoringModel = settings.scoring_model()
+        self.redis: Redis | RedisCluster = redis_client(settings)
+        self.store = RedisStore(
+            self.redis, self.model, settings.audit_maxlen, settings.redis_timeout_ms / 1000
+        )
+        self.publisher = KafkaPublisher(producer_config(settings))
+        secrets = settings.jwt_secrets()
+        self.authenticator: Authenticator | None = (
+            Authenticator(
+                secrets,
+                settings.jwt_leeway_s,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                clock=clock,
+            )
+            if secrets
+            else None
+        )
+        """``None`` when no JWT secret is configured: authenticated routes answer 503."""
+        self.rate_limiter = RateLimiter(self.store)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        from mastery.events.ingest import Ingestor
+
+        return Ingestor(
+            self.store,
+            self.publisher,
+            model=self.model,
+            clock=self.clock,
+            source=self.source,
+            xapi_tenants=self.settings.xapi_tenants,
+        )
+
+    @cached_property
+    def access_log(self) -> KafkaAccessLog:
+        """Opens its connection on first read: only the audit-log function pays for it."""
+        from mastery.events.access_log import KafkaAccessLog
+
+        s = self.settings
+        return KafkaAccessLog(
+            reader_config(s),
+            AUDIT_TOPIC,
+            scan_max=s.audit_scan_max,
+            timeout_s=s.kafka_timeout_ms / 1000,
+        )
+
+    @cached_property
+    def batches(self) -> BatchStore:
+        from mastery.store.batches import BatchStore
+
+        return BatchStore(self.store, self.settings.batch_ttl_s)
+
+    @cached_property
+    def runner(self) -> BatchRunner:
+        from mastery.batch.runner import BatchRunner
+
+        s = self.settings
+        return BatchRunner(self.store, self.batches, self.model, s.batch_chunk, self.clock)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.publisher.close)
-        await asyncio.to_thread(self.access_log.close)
+        if "access_log" in self.__dict__:  # built: it may hold a connection
+            await asyncio.to_thread(self.access_log.close)
         await self.redis.aclose()
 
 
 def build(settings: Settings, *, source: str = "mastery", clock: Clock = utc_now) -> Resources:
     """Wire the adapters for ``settings``; ``clock`` is injectable for tests."""
-    model = settings.scoring_model()
-    client = redis_client(settings)
-    store = RedisStore(client, model, settings.audit_maxlen, settings.redis_timeout_ms / 1000)
-    publisher = KafkaPublisher(producer_config(settings))
-    ingestor = Ingestor(
-        store,
-        publisher,
-        model=model,
-        clock=clock,
-        source=source,
-        xapi_tenants=settings.xapi_tenants,
-    )
-    secrets = settings.jwt_secrets()
-    authenticator = (
-        Authenticator(
-            secrets,
-            settings.jwt_leeway_s,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            clock=clock,
-        )
-        if secrets
-        else None
-    )
-    limiter = RateLimiter(store)
-    access_log = KafkaAccessLog(
-        reader_config(settings),
-        AUDIT_TOPIC,
-        scan_max=settings.audit_scan_max,
-        timeout_s=settings.kafka_timeout_ms / 1000,
-    )
-    batches = BatchStore(store, settings.batch_ttl_s)
-    runner = BatchRunner(store, batches, model, settings.batch_chunk, clock)
-    return Resources(
-        settings=settings,
-        clock=clock,
-        model=model,
-        redis=client,
-        store=store,
-        publisher=publisher,
-        ingestor=ingestor,
-        authenticator=authenticator,
-        rate_limiter=limiter,
-        access_log=access_log,
-        batches=batches,
-        runner=runner,
-    )
+    return Resources(settings, source=source, clock=clock)
 
 
 async def preflight(res: Resources, timeout_s: float = 10.0) -> None:

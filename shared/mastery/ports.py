@@ -33,6 +33,7 @@ __all__ = [
     "OutMessage",
     "Outcome",
     "Publisher",
+    "Record",
     "Rejection",
     "StudentReads",
     "utc_now",
@@ -53,7 +54,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# -- publishing -------------------------------------------------------------------------
+# -- records in, messages out ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record, however it reached us (consumer, KafkaSource, kafka-connector)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass(frozen=True, slots=True)

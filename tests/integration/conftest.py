@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from mastery.bootstrap import build, close_resources
 from mastery.events.kafka import create_topics
-from mastery.web import FunctionApp
+from mastery.web.app import FunctionApp
 from tests.conftest import JWT_SECRET
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from mastery.bootstrap import Resources
     from mastery.settings import Settings
-    from mastery.web import Context
+    from mastery.web.app import Context
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
 JSON = {"content-type": "application/json"}

@@ -16,8 +16,8 @@ import pytest
 
 from mastery.bootstrap import build
 from mastery.domain import Component
-from mastery.events.codec import Record
 from mastery.events.consumer import consume
+from mastery.ports import Record
 from mastery.store import keys
 from tests.helpers import event_data, fresh_topics, produce, record
 from tests.integration.conftest import token

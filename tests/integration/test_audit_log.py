@@ -8,7 +8,6 @@ hold other tests' records too, which must never show.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,8 @@ from mastery.errors import Unavailable
 from mastery.events.access_log import KafkaAccessLog
 from mastery.events.kafka import create_topics, producer_config, reader_config
 from mastery.topics import AUDIT_TOPIC
-from mastery.web import query_mastery, recent_audit
+from mastery.web.audit import recent_audit
+from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, fresh_topics, record
 from tests.integration.conftest import serve
@@ -244,10 +244,11 @@ async def test_an_empty_or_missing_topic_answers_at_once(
         log.close()
         assert (scan.entries, scan.complete) == ([], True)
 
-    blank = dataclasses.replace(res, access_log=KafkaAccessLog(reader_config(settings), empty))
+    blank = build(settings)
+    blank.access_log = KafkaAccessLog(reader_config(settings), empty)  # built on first use
     async with serve("audit-log", AUDIT, blank) as audit:
         resp = await _audit(audit, tenant)
-    blank.access_log.close()
+    await blank.aclose()
     assert resp.status_code == 200
     assert resp.json() == {"tenant": tenant, "records": [], "complete": True}
 

@@ -27,7 +27,9 @@ from mastery.domain.batch import Priority, summarize
 from mastery.events.kafka import create_topics
 from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, with_dead_letters
-from mastery.web import batch_event, batch_status, erase_student, query_mastery, submit_batch
+from mastery.web.batch import batch_event, batch_status, submit_batch
+from mastery.web.gdpr import erase_student
+from mastery.web.query import query_mastery
 from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
 

@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 from mastery.bootstrap import build
 from mastery.cli.rebuild import rebuild
 from mastery.domain import Component
-from mastery.events.codec import Record
 from mastery.events.consumer import consume
 from mastery.events.kafka import create_topics
+from mastery.ports import Record
 from mastery.store import UNKNOWN_TENANT, keys
 from mastery.topics import dlq_topic
 from tests.helpers import (

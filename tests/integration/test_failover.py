@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from mastery.events.codec import Record
+    from mastery.ports import Record
 
 TENANTS = 6
 STUDENTS = 30

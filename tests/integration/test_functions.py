@@ -16,7 +16,8 @@ from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
 from mastery.topics import AUDIT_TOPIC, dlq_topic, event_topic
-from mastery.web import event_handler, query_mastery
+from mastery.web.events import event_handler
+from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, headers_of, read_to_end, read_topic, record
 from tests.integration.conftest import JSON, serve, token

@@ -12,7 +12,7 @@ from mastery.policy import Role
 from mastery.ports import BatchRecord
 from mastery.store import Outcome, RedisStore, keys
 from mastery.store.batches import BatchStore
-from mastery.web import erase_student
+from mastery.web.gdpr import erase_student
 from tests.helpers import event_data, keys_of_student, record
 from tests.integration.conftest import serve, token
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
-    from mastery.events.codec import Record
+    from mastery.ports import Record
     from mastery.settings import Settings
 
 

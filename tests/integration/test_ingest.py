@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 
 from mastery.bootstrap import build
 from mastery.domain import Component
-from mastery.events.codec import JSON, Record
+from mastery.events.codec import JSON
+from mastery.ports import Record
 from mastery.store import Outcome, keys
 from mastery.topics import dlq_topic
 from tests.helpers import event_data, fresh_topics, headers_of, read_topic, record

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
     from redis.asyncio import Redis
 
-    from mastery.events.codec import Record
+    from mastery.ports import Record
     from mastery.settings import Settings
 
 LEVEL_SCHEMA = fastavro.parse_schema(

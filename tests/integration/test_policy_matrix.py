@@ -29,7 +29,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, may_act, may_try
 from mastery.registry import FUNCTIONS
-from mastery.web import query_mastery
+from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, record, xapi_statement
 from tests.integration.conftest import FUNCTIONS_DIR, serve

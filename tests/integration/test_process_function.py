@@ -11,7 +11,7 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.topics import AUDIT_TOPIC
-from mastery.web import process_intent
+from mastery.web.process import process_intent
 from tests.helpers import event_data, read_to_end, record
 from tests.integration.conftest import serve, token
 

@@ -12,7 +12,7 @@ import pytest
 
 from mastery.bootstrap import Resources, build
 from mastery.domain import Component, Observation, StudentState
-from mastery.web import query_mastery
+from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.integration.conftest import serve
 

@@ -24,8 +24,8 @@ from mastery.bootstrap import build
 from mastery.cli import main
 from mastery.dev import servers
 from mastery.domain import Component
-from mastery.events.codec import Record
 from mastery.events.kafka import create_topics, to_record
+from mastery.ports import Record
 from mastery.settings import Settings
 from mastery.topics import (
     AUDIT_TOPIC,

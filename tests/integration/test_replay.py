@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from mastery.cli import main
 from mastery.domain import Component
-from mastery.events.codec import Record
 from mastery.events.kafka import DLQ_HEADERS, dead_letter
+from mastery.ports import Record
 from mastery.topics import dlq_topic
 from tests.helpers import event_data, fresh_topics, headers_of, produce, read_to_end, record
 

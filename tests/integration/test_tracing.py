@@ -19,7 +19,8 @@ from mastery.domain import Component
 from mastery.events.consumer import consume
 from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, dlq_topic, event_topic
-from mastery.web import event_handler, query_mastery
+from mastery.web.events import event_handler
+from mastery.web.query import query_mastery
 from tests.helpers import event_data, fresh_topics, headers_of, produce, read_to_end, record
 from tests.integration.conftest import serve, token
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from redis.asyncio import Redis
 
-    from mastery.events.codec import Record
+    from mastery.ports import Record
     from mastery.settings import Settings
 
 

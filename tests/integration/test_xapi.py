@@ -13,12 +13,12 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.domain.days import day_number
-from mastery.events.codec import Record
 from mastery.events.kafka import to_record
 from mastery.events.xapi import QUALITY
+from mastery.ports import Record
 from mastery.store import Outcome, keys
 from mastery.topics import XAPI_TOPIC, dlq_topic
-from mastery.web import query_mastery
+from mastery.web.query import query_mastery
 from mastery.web.xapi import post_statements
 from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token

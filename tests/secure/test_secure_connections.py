@@ -22,12 +22,10 @@ from mastery.errors import Misconfigured
 from mastery.events.kafka import create_topics, probe
 from mastery.store.client import redis_client
 from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, event_topic, with_dead_letters
-from mastery.web import (
-    compare_cohort,
-    erase_student,
-    query_mastery,
-    submit_batch,
-)
+from mastery.web.batch import submit_batch
+from mastery.web.compare import compare_cohort
+from mastery.web.gdpr import erase_student
+from mastery.web.query import query_mastery
 from tests.helpers import event_data, produce, record
 from tests.integration.conftest import serve, token
 from tests.secure.conftest import ROOT

@@ -12,7 +12,7 @@ from mastery.batch.messages import batch_message, decode_batch
 from mastery.domain import DEFAULT_MODEL, Level
 from mastery.domain.batch import Priority, summarize
 from mastery.errors import InvalidEvent
-from mastery.events.codec import Record
+from mastery.ports import Record
 from mastery.topics import priority_of
 from mastery.web.routing import Routes
 

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from mastery.domain import Component, Observation
 from mastery.errors import InvalidEvent
-from mastery.events.codec import AVRO, JSON, Record, decode, encode
-from mastery.events.models import ID_PATTERN
+from mastery.events.codec import AVRO, JSON, decode, encode
 from mastery.events.schemas import parsed_schema
+from mastery.fields import ID_PATTERN
+from mastery.ports import Record
 from mastery.topics import event_topic
 
 _NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -16,11 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mastery.logs import logger
-from mastery.web import FunctionApp, Problem, json_response
+from mastery.web.app import FunctionApp, json_response
+from mastery.web.problems import Problem
 from tests.fakes import FakeClock, FakePublisher
 
 if TYPE_CHECKING:
-    from mastery.web import Context
+    from mastery.web.app import Context
 
 
 async def _boom(request: Request, ctx: Context) -> Response:

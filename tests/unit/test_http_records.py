@@ -12,7 +12,8 @@ import pytest
 
 from mastery.domain import Component, Observation
 from mastery.errors import InvalidEvent
-from mastery.events.codec import AVRO, JSON, Record, decode, encode
+from mastery.events.codec import AVRO, JSON, decode, encode
+from mastery.ports import Record
 from mastery.web.events import record_from_http
 
 _NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from tests.fakes import FakeClock, FakeEventStore, FakePublisher
 from tests.helpers import event_data, record
 
 if TYPE_CHECKING:
-    from mastery.events.codec import Record
+    from mastery.ports import Record
 
 NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
 TENANT = "school-1"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
-from mastery.events.models import ID_PATTERN
+from mastery.fields import ID_PATTERN
 from mastery.store import keys
 from mastery.store.records import parse_days as _parse_days
 from mastery.store.records import parse_state as _parse_state

@@ -11,8 +11,9 @@ import pytest
 
 from mastery.domain import Component
 from mastery.errors import IgnoredEvent, InvalidEvent
-from mastery.events.codec import Record, decode
+from mastery.events.codec import decode
 from mastery.events.xapi import CONSISTENCY, QUALITY, statement_id
+from mastery.ports import Record
 from mastery.topics import XAPI_TOPIC
 from tests.helpers import xapi_statement, xapi_voiding
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery.errors import InvalidEvent
-from mastery.events.models import ID_PATTERN
+from mastery.fields import ID_PATTERN
 from mastery.ports import OutMessage
 from mastery.topics import batch_topic
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from mastery.domain.batch import Priority
-    from mastery.events.codec import Record
+    from mastery.ports import Record
 
 __all__ = ["BATCH_ID", "CE_TYPE", "batch_message", "decode_batch"]
 

@@ -51,8 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from mastery.bootstrap import Resources
-    from mastery.events.codec import Record
-    from mastery.ports import OutMessage, Publisher
+    from mastery.ports import OutMessage, Publisher, Record
     from mastery.settings import Settings
 
 __all__ = ["SOURCES", "Erasure", "Tally", "erasures", "rebuild", "run"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from mastery.domain import ScoringModel
-    from mastery.events.codec import Record
+    from mastery.ports import Record
     from mastery.settings import Settings
 
 __all__ = ["Replayed", "plan", "read_dlq", "send"]

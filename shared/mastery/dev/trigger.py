@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mastery.bootstrap import Resources
-    from mastery.events.codec import Record
+    from mastery.ports import Record
 
 __all__ = ["http_headers", "run_trigger"]
 

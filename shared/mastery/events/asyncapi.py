@@ -13,10 +13,10 @@ import orjson
 
 from mastery.domain import Component
 from mastery.events.kafka import DLQ_HEADERS
-from mastery.events.models import ID_PATTERN
 from mastery.events.notifications import LEVEL_CHANGED_TYPE
 from mastery.events.schemas import cloudevent_type, raw_schema, schema_dir
 from mastery.events.xapi import TENANT_HEADER, Statement
+from mastery.fields import ID_PATTERN
 from mastery.topics import (
     AUDIT_TOPIC,
     BATCH_PREFIX,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import fastavro
@@ -17,16 +16,19 @@ from pydantic import ValidationError
 
 from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
 from mastery.errors import InvalidEvent
-from mastery.events.models import ID_PATTERN, event_model
+from mastery.events.models import event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
 from mastery.events.xapi import TENANT_HEADER, observation_of, parse_statement, statement_id
+from mastery.fields import ID_PATTERN
 from mastery.topics import XAPI_TOPIC
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-__all__ = ["AVRO", "JSON", "Record", "decode", "encode"]
+    from mastery.ports import Record
+
+__all__ = ["AVRO", "JSON", "decode", "encode"]
 
 AVRO = "application/avro"
 JSON = "application/json"
@@ -34,18 +36,6 @@ _STRUCTURED = "application/cloudevents+json"
 _AVRO_TYPES = frozenset({AVRO, "avro/binary", "application/vnd.apache.avro+binary"})
 _MAX_ID = 128
 _ID = re.compile(ID_PATTERN)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A Kafka record, however it reached us (consumer, KafkaSource, kafka-connector)."""
-
-    topic: str
-    value: bytes | None
-    key: bytes | None = None
-    headers: Mapping[str, bytes] = field(default_factory=dict)
-    partition: int = -1
-    offset: int = -1
 
 
 def decode(

@@ -29,9 +29,8 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
 
     from mastery.domain import Observation, ScoringModel
-    from mastery.events.codec import Record
     from mastery.offsets import OffsetBook
-    from mastery.ports import Applied, Clock, EventStore, Publisher, Rejection
+    from mastery.ports import Applied, Clock, EventStore, Publisher, Record, Rejection
 
 __all__ = ["Batch", "Ingestor", "Result", "audit_record"]
 

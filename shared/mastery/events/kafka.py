@@ -15,8 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from mastery import tracing
 from mastery.errors import Misconfigured, Unavailable
-from mastery.events.codec import Record
-from mastery.ports import OutMessage
+from mastery.ports import OutMessage, Record
 from mastery.topics import all_topics, dlq_topic, topic_config
 
 if TYPE_CHECKING:

@@ -5,45 +5,23 @@ A unit test proves the field names, types and optionality agree with the schemas
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mastery.domain import Component
+from mastery.fields import EventId, Rfc3339
 
 __all__ = [
-    "ID_PATTERN",
     "CompletionEvent",
     "ConsistencyEvent",
-    "EventId",
     "LearningEvent",
     "QualityEvent",
     "QuizEvent",
-    "Rfc3339",
     "event_model",
 ]
 
-#: Ids end up inside Redis key names: no braces, colons or spaces, bounded length.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
-EventId = Annotated[str, Field(pattern=ID_PATTERN)]
 _Area = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$")]
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
-
-
-def _rfc3339(value: object) -> object:
-    """Only RFC 3339 text: pydantic alone would also take epoch numbers in a string."""
-    if not isinstance(value, str) or not _RFC3339.match(value):
-        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-14T09:30:00Z")
-    return value
-
-
-#: A date-time as the API documents it: RFC 3339 text with an offset, nothing else
-#: (pydantic's ``AwareDatetime`` alone also takes a number, or a number in a string, as a
-#: Unix time). Every date-time an event or a request body carries.
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class LearningEvent(BaseModel):

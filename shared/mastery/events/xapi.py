@@ -31,7 +31,7 @@ from pydantic import (
 
 from mastery.domain import Component, Observation
 from mastery.errors import IgnoredEvent, InvalidEvent
-from mastery.events.models import ID_PATTERN, Rfc3339
+from mastery.fields import ID_PATTERN, Rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

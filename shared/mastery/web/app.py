@@ -26,7 +26,6 @@ from mastery.logs import access_line, logger
 from mastery.metrics import READY, REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
 from mastery.web.limits import enforce_rate_limit
-from mastery.web.openapi import document
 from mastery.web.problems import Problem, from_validation
 from mastery.web.routing import Routes
 
@@ -202,6 +201,10 @@ class FunctionApp:
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this function's routes."""
         if self._openapi is None:
+            # Every function's models: loaded on the first GET /openapi.json, not at start
+            # (a cold start pays only for what the function itself validates).
+            from mastery.web.openapi import document
+
             self._openapi = document(self.name, self._route_keys)
         return self._openapi
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mastery.events.models import ID_PATTERN
+from mastery.fields import ID_PATTERN
 from mastery.policy import Action, Role, allowed, may_try
 from mastery.ports import utc_now
 from mastery.web.problems import Problem

@@ -23,7 +23,7 @@ from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.kafka import dead_letter
-from mastery.events.models import ID_PATTERN
+from mastery.fields import ID_PATTERN
 from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.ports import BatchRecord

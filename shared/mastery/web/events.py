@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mastery.events.codec import Record
+from mastery.ports import Record
 from mastery.topics import event_topic
 from mastery.web.app import model_response, read_limited
 from mastery.web.responses import EventOutcome

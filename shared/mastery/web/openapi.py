@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from mastery.batch.messages import BATCH_ID
+from mastery.events.xapi import Statements
 from mastery.web import responses as r
 from mastery.web.problems import PROBLEM_JSON
 from mastery.web.requests import (
@@ -24,7 +25,6 @@ from mastery.web.requests import (
     JsonRpcMessage,
     ProcessRequest,
     QueryRequest,
-    Statements,
     StudentRequest,
 )
 

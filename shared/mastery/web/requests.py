@@ -21,8 +21,7 @@ from pydantic import (
 
 from mastery.domain.batch import Priority
 from mastery.domain.history import Granularity
-from mastery.events.models import ID_PATTERN, EventId, Rfc3339
-from mastery.events.xapi import Statements
+from mastery.fields import ID_PATTERN, EventId, Rfc3339
 
 __all__ = [
     "INTEGER",
@@ -38,7 +37,6 @@ __all__ = [
     "ProcessRequest",
     "QueryRequest",
     "RiskRequest",
-    "Statements",
     "StudentRequest",
 ]
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mastery.events.codec import JSON, Record
+from mastery.events.codec import JSON
 from mastery.events.xapi import TENANT_HEADER
 from mastery.policy import Action
-from mastery.ports import OutMessage
+from mastery.ports import OutMessage, Record
 from mastery.store import Outcome
 from mastery.topics import XAPI_TOPIC
 from mastery.web.app import model_response, read_json
