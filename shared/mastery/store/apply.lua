@@ -52,6 +52,13 @@ local outcomes, students, order, expiring, voidable = {}, {}, {}, {}, {}
 local erased_at = {}
 local tombstones = redis.call('EXISTS', TK.erased) == 1  -- whether the tenant has any
 
+-- Add to a student's sums of one prefix (a component, or 'a:<component>:<area>').
+local function add_sum(sums, p, wv, w, n)
+  local s = sums[p]
+  if s then s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + n
+  else sums[p] = {wv, w, n} end
+end
+
 -- Gather one event's increment into its student's sums and day additions (read and
 -- written once per student below). A voiding gathers the voided statement's increment
 -- negated (n = -1), so the sums, counts and day records lose exactly what it added.
@@ -63,19 +70,14 @@ local function gather(state, days, student, c, area, w, wv, class, day, units, n
     students[state] = st
     order[#order + 1] = state
   end
-  local prefixes = {c}
-  if area ~= '' then prefixes[2] = 'a:' .. c .. ':' .. area end
-  for _, p in ipairs(prefixes) do
-    local s = st.sums[p]
-    if not s then s = {0, 0, 0}; st.sums[p] = s end
-    s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + n
-  end
+  add_sum(st.sums, c, wv, w, n)
+  if area ~= '' then add_sum(st.sums, 'a:' .. c .. ':' .. area, wv, w, n) end
   if class ~= '' then st.classes[class] = true end
   local adds = st.day_adds[day]
   if not adds then adds = {}; st.day_adds[day] = adds end
   local j = comp_index[c]
-  local a = adds[j] or {0, 0}
-  adds[j] = {a[1] + n, a[2] + units}
+  local a = adds[j]
+  if a then a[1], a[2] = a[1] + n, a[2] + units else adds[j] = {n, units} end
   if at > st.last then st.last = at end
   st.n = st.n + 1
   st.cause = cause
