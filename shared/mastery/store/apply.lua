@@ -9,11 +9,14 @@
 --       highest first, the tenant prefix, the offset marks as JSON (offsets.lua; [] when
 --       the events do not come from a consumer), then one JSON array with an array per
 --       event: [state_i, days_i, seen_i, event_hash, seen_expire_at, occurred_at_s,
---        component, area, weight, weight*score, class_id, audit_record, student_id,
+--        component, area, weight, weight*score, class_id, student_id,
 --        event_id, day (mastery.domain.days.day_number), score units (score_units),
 --        xapi_i (an xAPI statement's student xapi hash, 0 for a native event),
---        voided (a voiding: the event_hash of the statement it voids, else '')]
---       (one JSON argument instead of 14 per event: packing arguments dominated the cost)
+--        voided (a voiding: the event_hash of the statement it voids, else '')],
+--       then each event's audit record (ARGV[18..], in the same order)
+--       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
+--       the audit records are arguments of their own: inside the JSON, cjson unescaping
+--       them cost ~2 us per event, as much as all the other fields)
 -- Returns {outcomes, changes, outbox_length}, or {'moved', field, stored} when the
 -- applied offsets are not what the caller expects (then nothing was written):
 --   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
@@ -36,7 +39,7 @@ local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
 local weights = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
 local levels, prefix = cjson.decode(ARGV[14]), ARGV[15]
 local marks, events = cjson.decode(ARGV[16]), cjson.decode(ARGV[17])
-local OFFSETS, FIRST = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1
+local OFFSETS, FIRST, AUDIT = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1, 17
 local tenant = string.sub(prefix, 4, -3)
 
 local moved = offsets_moved(OFFSETS, marks)
@@ -49,6 +52,13 @@ local outcomes, students, order, expiring, voidable = {}, {}, {}, {}, {}
 local erased_at = {}
 local tombstones = redis.call('EXISTS', TK.erased) == 1  -- whether the tenant has any
 
+-- Add to a student's sums of one prefix (a component, or 'a:<component>:<area>').
+local function add_sum(sums, p, wv, w, n)
+  local s = sums[p]
+  if s then s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + n
+  else sums[p] = {wv, w, n} end
+end
+
 -- Gather one event's increment into its student's sums and day additions (read and
 -- written once per student below). A voiding gathers the voided statement's increment
 -- negated (n = -1), so the sums, counts and day records lose exactly what it added.
@@ -60,19 +70,14 @@ local function gather(state, days, student, c, area, w, wv, class, day, units, n
     students[state] = st
     order[#order + 1] = state
   end
-  local prefixes = {c}
-  if area ~= '' then prefixes[2] = 'a:' .. c .. ':' .. area end
-  for _, p in ipairs(prefixes) do
-    local s = st.sums[p]
-    if not s then s = {0, 0, 0}; st.sums[p] = s end
-    s[1], s[2], s[3] = s[1] + wv, s[2] + w, s[3] + n
-  end
+  add_sum(st.sums, c, wv, w, n)
+  if area ~= '' then add_sum(st.sums, 'a:' .. c .. ':' .. area, wv, w, n) end
   if class ~= '' then st.classes[class] = true end
   local adds = st.day_adds[day]
   if not adds then adds = {}; st.day_adds[day] = adds end
   local j = comp_index[c]
-  local a = adds[j] or {0, 0}
-  adds[j] = {a[1] + n, a[2] + units}
+  local a = adds[j]
+  if a then a[1], a[2] = a[1] + n, a[2] + units else adds[j] = {n, units} end
   if at > st.last then st.last = at end
   st.n = st.n + 1
   st.cause = cause
@@ -88,23 +93,23 @@ local function voided(xkey, id)
 end
 
 local function void(xkey, e, state, days)
-  local entry = redis.call('HGET', xkey, e[18])
+  local entry = redis.call('HGET', xkey, e[17])
   if entry and string.sub(entry, 1, 1) == 'v' then return 'duplicate' end
-  local day = e[15]
+  local day = e[14]
   if entry then
     local j, units, w, wv
     j, day, units, w, wv = struct.unpack('<BHI4dd', entry, 2)
     local area = string.sub(entry, 2 + ENTRY)
-    gather(state, days, e[13], comps[j], area, -w, -wv, '', day, -units, -1, 0, e[14])
+    gather(state, days, e[12], comps[j], area, -w, -wv, '', day, -units, -1, 0, e[13])
   end
-  redis.call('HSET', xkey, e[18], 'v' .. struct.pack('<H', day))
+  redis.call('HSET', xkey, e[17], 'v' .. struct.pack('<H', day))
   return 'voiding'
 end
 
-for _, e in ipairs(events) do
+for i, e in ipairs(events) do
   local state, days, seen = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]]
-  local student = e[13]
-  local xkey = e[17] > 0 and KEYS[FIRST + e[17]] or nil
+  local student = e[12]
+  local xkey = e[16] > 0 and KEYS[FIRST + e[16]] or nil
   if erased_at[state] == nil then
     erased_at[state] = tombstones
       and tonumber(redis.call('ZSCORE', TK.erased, student) or '-1') or -1
@@ -112,23 +117,23 @@ for _, e in ipairs(events) do
   local outcome = 'duplicate'
   if e[6] * 1000 <= erased_at[state] then
     outcome = 'erased'
-  elseif xkey and e[18] == '' and voided(xkey, e[4]) then
+  elseif xkey and e[17] == '' and voided(xkey, e[4]) then
     outcome = 'voided'
   elseif redis.call('SADD', seen, e[4]) == 1 then
     expiring[seen] = e[5]
     if xkey then voidable[xkey] = true end
-    if e[18] ~= '' then
+    if e[17] ~= '' then
       outcome = void(xkey, e, state, days)
     else
       outcome = 'applied'
-      gather(state, days, student, e[7], e[8], e[9], e[10], e[11], e[15], e[16], 1, e[6], e[14])
+      gather(state, days, student, e[7], e[8], e[9], e[10], e[11], e[14], e[15], 1, e[6], e[13])
       if xkey then
-        local entry = struct.pack('<BHI4dd', comp_index[e[7]], e[15], e[16], e[9], e[10])
+        local entry = struct.pack('<BHI4dd', comp_index[e[7]], e[14], e[15], e[9], e[10])
         redis.call('HSET', xkey, e[4], 'a' .. entry .. e[8])
       end
     end
   end
-  redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', e[12])
+  redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', ARGV[AUDIT + i])
   outcomes[#outcomes + 1] = outcome
 end
 
@@ -306,7 +311,7 @@ local function update_days(blob, day_adds)
   return string.sub(out, first)
 end
 
-local deltas, touched, changes = {}, {}, {}
+local deltas, pending, changes, active, joined = {}, pending_sets(), {}, {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
   local fields = {'last_at', 'classes', 'version'}
@@ -379,14 +384,26 @@ for _, state in ipairs(order) do
   local v = component_units(val)
   -- Cohort indexes: the student's units in the tenant and in each of their classes.
   local new_units = index_units(v)
-  tenant_set(st.student, old_units, new_units, deltas)
+  tenant_set(st.student, old_units, new_units, deltas, pending)
   for class in string.gmatch(classes, '[^,]+') do
-    class_set(prefix, class, st.student, new_units, touched)
+    class_set(prefix, class, st.student, new_units, pending)
   end
   if classes ~= old_classes then
-    redis.call('HSET', TK.classes, st.student, classes)
+    joined[#joined + 1] = st.student
+    joined[#joined + 1] = classes
   end
-  redis.call('ZADD', TK.active, math.floor(now_ms / 1000), st.student)
+  active[#active + 1] = math.floor(now_ms / 1000)
+  active[#active + 1] = st.student
+end
+
+-- The cohort indexes, the students' classes and the active set, one command per key
+-- (before the prune, which must see this call's students as active).
+flush_sets(pending, ttl)
+for i = 1, #joined, 2000 do
+  redis.call('HSET', TK.classes, unpack(joined, i, math.min(i + 1999, #joined)))
+end
+for i = 1, #active, 2000 do
+  redis.call('ZADD', TK.active, unpack(active, i, math.min(i + 1999, #active)))
 end
 
 -- Students whose data expired leave the indexes; tenant-wide keys live while it is active.
@@ -400,6 +417,5 @@ if #order > 0 then  -- the tenant's five sorted sets and their sums
   for i = 1, #METRICS do redis.call('EXPIRE', TK.index[i], ttl) end
   redis.call('EXPIRE', TK.sum, ttl)
 end
-for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 offsets_set(OFFSETS, marks, ttl)
 return {outcomes, changes, redis.call('XLEN', TK.outbox)}

@@ -24,19 +24,43 @@ local function add_delta(deltas, i, d)
 end
 
 -- Put a student's units (one per METRICS entry) in the tenant index; old: theirs, or nil.
-local function tenant_set(student, old, new, deltas)
+-- The writes are gathered in ``pending`` and sent by flush_sets, one command per key.
+local function tenant_set(student, old, new, deltas, pending)
   for i = 1, #METRICS do
     if old == nil or old[i] ~= new[i] then
-      redis.call('ZADD', TK.index[i], new[i], student)
+      local z = pending.index[i]
+      z[#z + 1] = new[i]
+      z[#z + 1] = student
       add_delta(deltas, i, new[i] - (old and old[i] or 0))
     end
   end
 end
 
-local function class_set(prefix, class, student, new, touched)
+local function class_set(prefix, class, student, new, pending)
   local key = class_key(prefix, class)
-  redis.call('HSET', key, student, table.concat(new, ','))
-  touched[key] = true
+  local h = pending.classes[key]
+  if not h then h = {}; pending.classes[key] = h end
+  h[#h + 1] = student
+  h[#h + 1] = table.concat(new, ',')
+end
+
+local function pending_sets()
+  return {index = {{}, {}, {}, {}, {}}, classes = {}}
+end
+
+-- One ZADD per tenant index and one HSET per class index for a call's students (in
+-- chunks: unpack is bounded by Lua's stack), each class index's TTL renewed.
+local function flush_sets(pending, ttl)
+  local function send(command, key, flat)
+    for i = 1, #flat, 2000 do
+      redis.call(command, key, unpack(flat, i, math.min(i + 1999, #flat)))
+    end
+  end
+  for i = 1, #METRICS do send('ZADD', TK.index[i], pending.index[i]) end
+  for key, flat in pairs(pending.classes) do
+    send('HSET', key, flat)
+    redis.call('EXPIRE', key, ttl)
+  end
 end
 
 -- Remove a student from every index they are in: when erased, or when their data expired.

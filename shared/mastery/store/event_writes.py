@@ -221,6 +221,7 @@ class EventWrites(RedisConnection):
 
         ttl = self._ttl_s
         events: list[list[object]] = []
+        records: list[bytes] = []
         for slot in slots:
             obs, record = accepted[slot]
             s = obs.student_id
@@ -229,6 +230,7 @@ class EventWrites(RedisConnection):
             # A bucket must outlive the window of its newest possible event.
             expire_at = (bucket + 1) * keys.SEEN_BUCKET_DAYS * 86400 + ttl
             inc = self._model.increment(obs)
+            records.append(record)
             events.append(
                 [
                     ref(keys.state(tenant, s)),
@@ -242,7 +244,6 @@ class EventWrites(RedisConnection):
                     inc.weight,
                     inc.weighted_value,
                     obs.class_id or "",
-                    record.decode(),
                     s,
                     obs.event_id,
                     day_number(at),
@@ -264,6 +265,7 @@ class EventWrites(RedisConnection):
             keys.tenant_prefix(tenant),
             orjson.dumps(marks),
             orjson.dumps(events),
+            *records,
         ]
         return _Call(tenant, APPLY, [*key_list, *index], args, slots)
 
