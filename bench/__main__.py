@@ -1,6 +1,6 @@
-"""``python -m bench [query|consumer|latency|memory|cohort|backtest|batch|mcp ...]``: run them.
+"""``python -m bench [NAME ...]``: run the benchmarks named (``BENCHMARKS``), or all of them.
 
-With no names, runs them all. The markdown table goes to stdout and to
+The markdown table goes to stdout and to
 ``bench/results/latest.md``; progress goes to stderr.
 """
 
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import backtest, batch, cohort, consumer, latency, mcp, memory, query
+from bench import backtest, batch, cohort, coldstart, consumer, latency, mcp, memory, query, scale
 from bench._harness import ROOT, Row, Stack, machine_cpu_seconds, progress
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "backtest": backtest.run,
     "batch": batch.run,
     "mcp": mcp.run,
+    "coldstart": coldstart.run,
+    "scale": scale.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 
