@@ -104,7 +104,7 @@ async def run(stack: Stack) -> list[Row]:
             f"Redis used_memory with 1M students ({key_count:,} keys)",
             f"{large_memory / 2**20:,.0f} MiB ({large_memory / LARGE:,.0f} B/student)",
             f"{small_memory / 2**20:,.0f} MiB with 10k ({small_memory / SMALL:,.0f} B/student)",
-            f"{large_memory / small_memory:.0f}x",
+            f"{(large_memory / LARGE) / (small_memory / SMALL):.2f}x per student",
         ),
     ]
 
