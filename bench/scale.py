@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bench._harness import Row, percentile, pinned, progress
+from bench._harness import Row, cpu_marks, other_cpu, percentile, pinned, progress
 from bench.query import QUERY, RATE, _check_answers, _open_loop, _request, _serve, _token
 from mastery.domain import Component, Observation
 from mastery.store import RedisStore, keys
@@ -37,6 +37,7 @@ QUERIED = 1000  # distinct students each measurement cycles through
 BATCH = 1000  # events per script call (one tenant's)
 CALLS_PER_PIPELINE = 5  # script calls (tenants' batches) per apply, i.e. per round trip
 IN_FLIGHT = 2  # pipelines outstanding: Python builds one while Redis runs the other
+MAX_SEND_LAG_MS = 10
 
 
 def _tenant(n: int) -> str:
@@ -61,21 +62,29 @@ async def run(stack: Stack) -> list[Row]:
         # 10k: students spread over the one school; 1M: spread over all 100 schools.
         small_ids = [(n * (SMALL // QUERIED)) for n in range(QUERIED)]
         large_ids = [(n * (LARGE // QUERIED) + 7) for n in range(QUERIED)]
-        small = await _measure(stack, port, small_ids, gen_cpus, f"{SMALL:,}")
+        small, small_other = await _measure(stack, port, small_ids, gen_cpus, f"{SMALL:,}")
         progress(f"scale: seeding up to {LARGE:,} students")
         seed_rate = await _seed(store, client, SMALL, LARGE)
         large_memory = await _used_memory(client)
         key_count = int(await client.dbsize())
-        large = await _measure(stack, port, large_ids, gen_cpus, f"{LARGE:,}")
+        large, large_other = await _measure(stack, port, large_ids, gen_cpus, f"{LARGE:,}")
     finally:
         for proc in servers:
             stack.stop(proc)
         progress("scale: flushing Redis")
-        await client.flushall()
+        await client.flushall(asynchronous=True)  # freed in the background: 1.4 GB takes seconds
         await client.aclose()
     p95s = [percentile(r.latencies, 95) * 1e3 for r in (small, large)]
     ratio = p95s[1] / p95s[0]
     lag = max(percentile(r.send_lag, 99) for r in (small, large)) * 1e3
+    # A generator that sent late (another process on its CPU) measured itself, not the
+    # server: the comparison is then void rather than met or not.
+    void = lag > MAX_SEND_LAG_MS
+    target = (
+        f"<= 1.2x (void: generator late, P99 send lag > {MAX_SEND_LAG_MS} ms)"
+        if void
+        else "<= 1.2x"
+    )
     return [
         Row(
             "scale",
@@ -89,15 +98,16 @@ async def run(stack: Stack) -> list[Row]:
             f"{p95s[1]:.2f} ms",
             f"{p95s[0]:.2f} ms ({QUERIED:,} among 10k, same process)",
             f"{ratio:.2f}x",
-            "<= 1.2x",
-            ratio <= 1.2,
+            target,
+            None if void else ratio <= 1.2,
         ),
         Row(
             "scale",
-            "  P50 / P99 (1M | 10k); generator P99 send lag",
-            f"{_ms(large, 50)} / {_ms(large, 99)} ms",
-            f"{_ms(small, 50)} / {_ms(small, 99)} ms",
-            f"lag {lag:.2f} ms",
+            "  P50 / P99 ms; generator P99 send lag ms; other processes' CPU, % of all",
+            f"{_ms(large, 50)} / {_ms(large, 99)}; lag {_ms(large, 99, 'send_lag')}; "
+            f"other {large_other:.0%}",
+            f"{_ms(small, 50)} / {_ms(small, 99)}; lag {_ms(small, 99, 'send_lag')}; "
+            f"other {small_other:.0%} (10k)",
         ),
         Row(
             "scale",
@@ -109,14 +119,17 @@ async def run(stack: Stack) -> list[Row]:
     ]
 
 
-def _ms(result: OpenLoopResult, q: int) -> str:
-    return f"{percentile(result.latencies, q) * 1e3:.2f}"
+def _ms(result: OpenLoopResult, q: int, series: str = "latencies") -> str:
+    return f"{percentile(getattr(result, series), q) * 1e3:.2f}"
 
 
 async def _measure(
     stack: Stack, port: int, ids: list[int], gen_cpus: set[int] | None, label: str
-) -> OpenLoopResult:
-    """One unmeasured open-loop round (new tokens, new rate-limit keys), then the measured one."""
+) -> tuple[OpenLoopResult, float]:
+    """One unmeasured open-loop round (new tokens, new rate-limit keys), then the measured one.
+
+    Returns its result and the share of all CPUs other processes took during it.
+    """
     tokens = [_token(_student(n), _tenant(n)) for n in ids]
     bodies = [f'{{"student_id":"{_student(n)}"}}'.encode() for n in ids]
     await _check_answers(port, tokens[0], bodies[0])
@@ -126,7 +139,9 @@ async def _measure(
     try:
         progress(f"scale: open loop {RATE} req/s, {label} students (one unmeasured round first)")
         await _open_loop(port, requests, gen_cpus)
-        return await _open_loop(port, requests, gen_cpus)
+        before = cpu_marks(stack)
+        result = await _open_loop(port, requests, gen_cpus)
+        return result, other_cpu(before, cpu_marks(stack))[0]
     finally:
         if stack.redis_proc:
             os.sched_setaffinity(stack.redis_proc.pid, os.sched_getaffinity(0))
