@@ -1,6 +1,6 @@
-"""``python -m bench [query|consumer|latency|memory|cohort|backtest|batch|mcp ...]``: run them.
+"""``python -m bench [NAME ...]``: run the benchmarks named (``BENCHMARKS``), or all of them.
 
-With no names, runs them all. The markdown table goes to stdout and to
+The markdown table goes to stdout and to
 ``bench/results/latest.md``; progress goes to stderr.
 """
 
@@ -16,8 +16,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import backtest, batch, cohort, consumer, latency, mcp, memory, query
-from bench._harness import ROOT, Row, Stack, machine_cpu_seconds, progress
+from bench import backtest, batch, cohort, coldstart, consumer, latency, mcp, memory, query, scale
+from bench._harness import ROOT, Row, Stack, cpu_marks, other_cpu, progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "backtest": backtest.run,
     "batch": batch.run,
     "mcp": mcp.run,
+    "coldstart": coldstart.run,
+    "scale": scale.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 
@@ -68,13 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         with Stack() as stack:
             for name in names:
                 progress(f"{name}: start")
-                t, busy, stolen, own = _cpu_marks(stack)
+                before = cpu_marks(stack)
                 rows += asyncio.run(BENCHMARKS[name](stack))
-                t2, busy2, stolen2, own2 = _cpu_marks(stack)
-                capacity = (t2 - t) * len(os.sched_getaffinity(0)) / 100
-                foreign = max(0.0, busy2 - busy - (own2 - own)) / capacity
-                noise.append(f"{name} {foreign:.0f}%/{(stolen2 - stolen) / capacity:.0f}%")
-                progress(f"{name}: done in {t2 - t:.0f}s")
+                after = cpu_marks(stack)
+                foreign, stolen = other_cpu(before, after)
+                noise.append(f"{name} {foreign * 100:.0f}%/{stolen * 100:.0f}%")
+                progress(f"{name}: done in {after[0] - before[0]:.0f}s")
     except KeyboardInterrupt:
         progress("interrupted: servers stopped")
         return 130
@@ -98,11 +99,6 @@ def _span(text: str) -> tuple[float, float]:
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
-
-
-def _cpu_marks(stack: Stack) -> tuple[float, float, float, float]:
-    busy, stolen = machine_cpu_seconds()
-    return time.monotonic(), busy, stolen, stack.own_cpu_seconds()
 
 
 def _report(rows: list[Row], names: list[str], seconds: float, noise: list[str]) -> str:

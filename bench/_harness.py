@@ -43,9 +43,11 @@ __all__ = [
     "ROOT",
     "Row",
     "Stack",
+    "cpu_marks",
     "cpu_seconds",
     "machine_cpu_seconds",
     "median",
+    "other_cpu",
     "percentile",
     "pinned",
     "progress",
@@ -112,6 +114,22 @@ def machine_cpu_seconds() -> tuple[float, float]:
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     tick = os.sysconf("SC_CLK_TCK")
     return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def cpu_marks(stack: Stack) -> tuple[float, float, float, float]:
+    """(wall, machine busy, machine stolen, the stack's own CPU) seconds, for ``other_cpu``."""
+    busy, stolen = machine_cpu_seconds()
+    return time.monotonic(), busy, stolen, stack.own_cpu_seconds()
+
+
+def other_cpu(
+    before: tuple[float, float, float, float], after: tuple[float, float, float, float]
+) -> tuple[float, float]:
+    """Shares of all CPUs that other processes took / the hypervisor stole between two marks."""
+    t, busy, stolen, own = before
+    t2, busy2, stolen2, own2 = after
+    capacity = (t2 - t) * len(os.sched_getaffinity(0))
+    return max(0.0, busy2 - busy - (own2 - own)) / capacity, (stolen2 - stolen) / capacity
 
 
 def pinned() -> tuple[set[int], set[int]] | None:
@@ -264,15 +282,33 @@ class Stack:
             self._children.remove(proc)
 
     def own_cpu_seconds(self) -> float:
-        """CPU time of the bench and everything it started, reaped or alive."""
+        """CPU time of the bench and everything it started, reaped or alive.
+
+        Alive: every process of each child's process group, with what its reaped children
+        took (a gunicorn worker is the arbiter's child, not the bench's).
+        """
         t = os.times()
-        alive = sum(cpu_seconds(p.pid) for p in self._children if p.poll() is None)
+        groups = {p.pid for p in self._children if p.poll() is None}
+        alive = sum(cpu for group, cpu in _group_cpu_seconds() if group in groups)
         return t.user + t.system + t.children_user + t.children_system + alive
 
     def close(self) -> None:
         for proc in reversed(list(self._children)):
             self.stop(proc)
         self._tmp.cleanup()
+
+
+def _group_cpu_seconds() -> list[tuple[int, float]]:
+    """(process group, user + system CPU of the process and its reaped children) per process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        found.append((int(fields[2]), sum(int(f) for f in fields[11:15]) / tick))
+    return found
 
 
 def _child_setup(cpus: set[int] | None) -> Callable[[], None]:

@@ -271,8 +271,8 @@ async def _seed_history(store: RedisStore, students: list[str]) -> None:
         await store.apply(batch, [], now)
 
 
-def _token(student: str) -> str:
-    claims = {"sub": student, "role": "student", "tenant": TENANT, "exp": int(time.time()) + 3600}
+def _token(student: str, tenant: str = TENANT) -> str:
+    claims = {"sub": student, "role": "student", "tenant": tenant, "exp": int(time.time()) + 3600}
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
@@ -294,14 +294,7 @@ async def _serve(
 ) -> int:
     """Start a function and wait until it answers; returns its port."""
     port = free_port()
-    argv: list[str | Path] = [BIN / "functions-framework", "--asgi", "--target", "handler"]
-    argv += ["--source", source]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    # The load cycles through 1,000 students far faster than 50 requests a minute each:
-    # lift the per-caller limit so every request is served. The limit is still checked
-    # (one GCRA call per request), so its cost is in the figures.
-    env = stack.env(PORT=str(port), MASTERY_RATE_LIMIT_STUDENT="100000000", **extra_env)
-    proc = stack.spawn(name, argv, env=env, cpus=cpus)
+    proc = _spawn_function(stack, name, source, port, cpus, **extra_env)
     servers.append(proc)
     probe = "/ready" if name != "hello" else "/"
     deadline = time.monotonic() + 60
@@ -317,6 +310,20 @@ async def _serve(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} not ready:\n{stack.log_tail(name)}")
             await asyncio.sleep(0.1)
+
+
+def _spawn_function(
+    stack: Stack, name: str, source: Path, port: int, cpus: set[int] | None, **extra_env: str
+) -> Popen[bytes]:
+    """A ``functions-framework --asgi`` process serving ``source``'s ``handler`` on ``port``."""
+    argv: list[str | Path] = [BIN / "functions-framework", "--asgi", "--target", "handler"]
+    argv += ["--source", source]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    # The load cycles through 1,000 students far faster than 50 requests a minute each:
+    # lift the per-caller limit so every request is served. The limit is still checked
+    # (one GCRA call per request), so its cost is in the figures.
+    env = stack.env(PORT=str(port), MASTERY_RATE_LIMIT_STUDENT="100000000", **extra_env)
+    return stack.spawn(name, argv, env=env, cpus=cpus)
 
 
 async def _check_answers(port: int, token: str, body: bytes) -> None:
