@@ -14,7 +14,9 @@ from mastery.domain import Component, Observation
 from mastery.errors import InvalidEvent
 from mastery.events.codec import AVRO, JSON, decode, encode
 from mastery.ports import Record
+from mastery.topics import XAPI_TOPIC
 from mastery.web.events import record_from_http
+from tests.helpers import xapi_statement
 
 _NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 _AT = _NOW - timedelta(minutes=30)
@@ -162,6 +164,32 @@ def test_connector_partition_and_offset(
     record = record_from_http(headers, b"", "mastery.quiz")
     assert (record.partition, record.offset) == expected
     assert record.headers == {}
+
+
+# -- a plain record (an xAPI statement) through Knative's KafkaSource -----------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "kafkaheader"])  # the dispatcher / the older Go adapter
+def test_kafkasource_extensions_give_back_the_tenant_header(prefix: str) -> None:
+    """KafkaSource makes a CloudEvent of a plain record, its headers extensions named
+    lower-case ``[a-z0-9]`` only: the tenant must still come from ``mastery_tenant``, not
+    from the ``homePage`` mapping (which may name another tenant, or none)."""
+    statement = xapi_statement("s1", "scored", at=_NOW, home_page="https://unmapped.example")
+    headers = {
+        "ce-id": "partition:0/offset:12",  # made up by the dispatcher
+        "ce-type": "dev.knative.kafka.event",
+        "ce-source": "/apis/v1/namespaces/mastery/kafkasources/on-xapi#mastery.xapi",
+        "ce-specversion": "1.0",
+        f"ce-{prefix}masterytenant": "school-a",
+        f"ce-{prefix}contenttype": "application/json",
+        "content-type": "application/octet-stream",
+    }
+    record = record_from_http(headers, orjson.dumps(statement), XAPI_TOPIC)
+    assert record.headers["mastery_tenant"] == b"school-a"
+    assert record.headers["content-type"] == b"application/json"
+    observation = decode(record, _NOW, xapi_tenants={})
+    assert (observation.tenant, observation.student_id) == ("school-a", "s1")
+    assert observation.event_id == statement["id"]  # the statement's, not the made-up one
 
 
 # -- defaults --------------------------------------------------------------------------------

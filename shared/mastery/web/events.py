@@ -7,14 +7,22 @@ Kafka-native consumer:
 - the kafka-connector form: the raw record as body, ``X-Topic``, ``X-Kafka-Key`` and
   each record header as ``X-Kafka-<name>``.
 
+A plain Kafka record (not a CloudEvent: an xAPI statement on ``mastery.xapi``) reaches
+the function from KafkaSource as a CloudEvent the dispatcher makes up, its record headers
+turned into extensions: lower-cased and stripped to ``[a-z0-9]`` (``mastery_tenant`` ->
+``ce-masterytenant``), or, by the older Go adapter, also prefixed ``kafkaheader``. The
+headers the engine reads are restored from those.
+
 A bad event is answered 200 once it is in the DLQ (retrying cannot fix it); Redis or the
 broker being down is 503, so the trigger retries.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
+from mastery.events.xapi import TENANT_HEADER
 from mastery.ports import Record
 from mastery.topics import event_topic
 from mastery.web.app import model_response, read_limited
@@ -33,6 +41,12 @@ __all__ = ["event_handler", "record_from_http", "topic_handler"]
 
 _KAFKA_HEADER = "x-kafka-"
 _CONNECTOR_HEADERS = frozenset({"x-kafka-key", "x-kafka-partition", "x-kafka-offset"})
+#: KafkaSource's extension name of a record header the engine reads -> the header.
+_EXTENSION_HEADERS = {
+    prefix + re.sub("[^a-z0-9]", "", name): name
+    for name in (TENANT_HEADER, "content-type")
+    for prefix in ("", "kafkaheader")
+}
 
 
 def record_from_http(headers: dict[str, str], body: bytes, default_topic: str) -> Record:
@@ -42,7 +56,8 @@ def record_from_http(headers: dict[str, str], body: bytes, default_topic: str) -
     kafka_headers: dict[str, bytes] = {}
     for name, value in headers.items():
         if name.startswith("ce-"):
-            kafka_headers[f"ce_{name[3:]}"] = value.encode()
+            restored = _EXTENSION_HEADERS.get(name[3:])
+            kafka_headers[restored or f"ce_{name[3:]}"] = value.encode()
         elif name.startswith(_KAFKA_HEADER) and name not in _CONNECTOR_HEADERS:
             kafka_headers[name[len(_KAFKA_HEADER) :]] = value.encode()
     if "content-type" in headers and "content-type" not in kafka_headers:
