@@ -12,7 +12,11 @@ import pytest
 
 from mastery.bootstrap import Resources, build
 from mastery.domain import Component, Observation, StudentState
-from mastery.web.query import query_mastery
+from mastery.web.compare import compare_cohort, comparison_of
+from mastery.web.query import mastery_of, query_mastery
+from mastery.web.recommendations import recommend_adaptive, recommendations_of
+from mastery.web.requests import CompareRequest, QueryRequest, StudentRequest
+from mastery.web.student import student_endpoint
 from tests.conftest import JWT_SECRET
 from tests.integration.conftest import serve
 
@@ -107,9 +111,30 @@ async def test_refused_requests_count_and_the_limit_comes_first(
     assert [a.status_code for a in late] == [429, 429, 429]
 
 
-async def test_the_query_reads_the_state_in_the_rate_limit_call(
-    settings: Settings, tenant: str, monkeypatch: pytest.MonkeyPatch
+_READ_ALONG = {  # the endpoints whose state is read in the rate limit's Redis call
+    "/mastery/query": ("mastery-query", query_mastery, QueryRequest, mastery_of, {}),
+    "/analytics/compare": (
+        "cohort-compare",
+        compare_cohort,
+        CompareRequest,
+        comparison_of,
+        {"scope": "school"},
+    ),
+    "/recommendations/adaptive": (
+        "recommendations",
+        recommend_adaptive,
+        StudentRequest,
+        recommendations_of,
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("path", list(_READ_ALONG))
+async def test_the_state_is_read_in_the_rate_limit_call(
+    settings: Settings, tenant: str, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
+    name, handler, model, operation, extra = _READ_ALONG[path]
     res = build(settings)
     now = datetime.now(UTC)
     obs = Observation("e1", tenant, "s1", Component.QUIZ, 0.8, now, class_id="c1")
@@ -121,17 +146,25 @@ async def test_the_query_reads_the_state_in_the_rate_limit_call(
         reads.append(student)
         return await load(tenant, student)
 
+    async def ask(headers: dict[str, str], student: str = "s1") -> httpx.Response:
+        return await client.post(path, json={"student_id": student, **extra}, headers=headers)
+
     monkeypatch.setattr(res.store, "load", counted)
     try:
-        async with _instance(res) as client:
-            own = await _ask(client, _headers("s1", "student", tenant))
-            teacher = await _ask(client, _headers("t1", "teacher", tenant, ["c1"]), "s1")
-            outsider = await _ask(client, _headers("t2", "teacher", tenant, ["c2"]), "s1")
-            nobody = await _ask(client, _headers("s9", "student", tenant), "s9")
+        plain = student_endpoint(model, operation)  # the same operation, reading on its own
+        async with serve(name, {f"POST {path}": plain}, res) as client:
+            read_after = await ask(_headers("s1", "student", tenant))
+        assert reads == ["s1"]
+        reads.clear()
+        async with serve(name, {f"POST {path}": handler}, res) as client:
+            own = await ask(_headers("s1", "student", tenant))
+            teacher = await ask(_headers("t1", "teacher", tenant, ["c1"]))
+            outsider = await ask(_headers("t2", "teacher", tenant, ["c2"]))
+            nobody = await ask(_headers("s9", "student", tenant), "s9")
     finally:
         await res.aclose()
-    assert own.status_code == 200
-    assert own.json()["components"]["quiz"]["score"] == 0.8
+    assert own.status_code == 200, own.text
+    assert own.json() == read_after.json()  # the state read along parses the same
     assert teacher.json() == own.json()
     assert outsider.status_code == 403  # decided on the classes of the state read along
     assert nobody.status_code == 404

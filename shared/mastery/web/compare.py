@@ -14,7 +14,7 @@ from mastery.policy import Role
 from mastery.web.problems import Problem
 from mastery.web.requests import CompareRequest
 from mastery.web.responses import CohortFigures, CompareDocument
-from mastery.web.student import require_visible, student_endpoint
+from mastery.web.student import require_visible, student_endpoint, student_state
 
 if TYPE_CHECKING:
     from collections.abc import Set
@@ -32,7 +32,7 @@ async def comparison_of(
     if principal.role is Role.TEACHER and body.class_id not in (None, *principal.classes):
         raise Problem(403, "a teacher may compare within their own classes only")
     res = ctx.resources
-    found = await res.store.load(principal.tenant, body.student_id)
+    found = await student_state(ctx, principal, body.student_id)
     state = require_visible(principal, body.student_id, found)
 
     class_id = _class_of(principal, body, state.classes) if body.scope == "class" else None
@@ -66,7 +66,7 @@ async def comparison_of(
     )
 
 
-compare_cohort = student_endpoint(CompareRequest, comparison_of)
+compare_cohort = student_endpoint(CompareRequest, comparison_of, read_state=True)
 
 
 def _class_of(principal: Principal, body: CompareRequest, student_classes: Set[str]) -> str:

@@ -6,11 +6,9 @@ from typing import TYPE_CHECKING
 
 from mastery.documents import mastery_document
 from mastery.domain import explain
-from mastery.store import keys
-from mastery.store.records import held_state
 from mastery.web.requests import QueryRequest, StudentRequest
 from mastery.web.responses import MasteryDocument
-from mastery.web.student import require_visible, student_endpoint
+from mastery.web.student import require_visible, student_endpoint, student_state
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
@@ -21,9 +19,7 @@ __all__ = ["mastery_document", "mastery_of", "query_mastery"]
 
 async def mastery_of(ctx: Context, principal: Principal, body: StudentRequest) -> MasteryDocument:
     """The student's explained score (intent ``calculation``)."""
-    tenant, student = principal.tenant, body.student_id
-    read = ctx.prefetched(keys.state(tenant, student))
-    found = await ctx.resources.store.load(tenant, student) if read is None else held_state(read)
+    found = await student_state(ctx, principal, body.student_id)
     state = require_visible(principal, body.student_id, found)
     report = explain(state, ctx.resources.model)
     doc = mastery_document(body.student_id, principal.tenant, state, report)

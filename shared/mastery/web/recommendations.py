@@ -8,7 +8,7 @@ from mastery.domain import explain, recommend
 from mastery.domain.recommendations import TARGET
 from mastery.web.requests import StudentRequest
 from mastery.web.responses import Recommendation, RecommendationsDocument
-from mastery.web.student import require_visible, student_endpoint
+from mastery.web.student import require_visible, student_endpoint, student_state
 
 if TYPE_CHECKING:
     from mastery.web.app import Context
@@ -21,7 +21,7 @@ async def recommendations_of(
     ctx: Context, principal: Principal, body: StudentRequest
 ) -> RecommendationsDocument:
     """What to study first (intent ``recommendations``)."""
-    found = await ctx.resources.store.load(principal.tenant, body.student_id)
+    found = await student_state(ctx, principal, body.student_id)
     state = require_visible(principal, body.student_id, found)
     model = ctx.resources.model
     items = recommend(state, model)
@@ -54,4 +54,4 @@ async def recommendations_of(
     )
 
 
-recommend_adaptive = student_endpoint(StudentRequest, recommendations_of)
+recommend_adaptive = student_endpoint(StudentRequest, recommendations_of, read_state=True)

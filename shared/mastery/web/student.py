@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mastery.policy import Action
 from mastery.store import keys
+from mastery.store.records import held_state
 from mastery.web.app import model_response, read_body
 from mastery.web.auth import authorize_student, precheck
 from mastery.web.problems import Problem
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from mastery.domain import StudentState
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
@@ -26,6 +28,7 @@ __all__ = [
     "read_student_request",
     "require_visible",
     "student_endpoint",
+    "student_state",
 ]
 
 
@@ -68,6 +71,15 @@ async def read_student_request(
     state = keys.state(principal.tenant, body.student_id) if read_state else None
     await ctx.count(principal, read=state)
     return principal, body
+
+
+async def student_state(ctx: Context, principal: Principal, student: str) -> StudentState | None:
+    """The student's state (``None``: nothing held): the one read along with the rate limit
+    (an endpoint made with ``read_state``), else read now."""
+    read = ctx.prefetched(keys.state(principal.tenant, student))
+    if read is None:
+        return await ctx.resources.store.load(principal.tenant, student)
+    return held_state(read)
 
 
 def student_endpoint(
