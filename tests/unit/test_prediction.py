@@ -197,3 +197,49 @@ def test_a_record_after_today_moves_today_forward() -> None:
     p = predict([ahead], TODAY, DEFAULT_MODEL)
     assert p.history_to == TODAY + timedelta(days=1)
     assert p.horizon == TODAY + timedelta(days=8)
+
+
+def test_a_noisy_flat_student_is_forecast_near_where_they_are() -> None:
+    """A flat skill under heavy event noise: where recent scores stand is noise, so the
+    forecast barely moves from the current mastery (a move its own noise explains is not
+    made), while the last value is what the coming week most likely keeps."""
+    for seed in range(20):
+        rng = random.Random(seed)
+        days = [
+            DayActivity(
+                TODAY - timedelta(days=back),
+                {
+                    c: DayMean(1, round(min(1.0, max(0.0, 0.6 + rng.gauss(0, 0.3))) * 10000))
+                    for c in rng.sample(list(Component), rng.randint(1, 3))
+                },
+            )
+            for back in range(28)
+            if rng.random() < 0.5
+        ]
+        p = predict(days, TODAY)
+        assert abs(p.predicted - p.current) <= 0.003, seed  # was up to 0.011
+        assert p.trend is Trend.STABLE
+
+
+def test_the_scatter_of_day_means_estimates_one_events_sd() -> None:
+    """Successive day means of n events differ by sd² (1/n1 + 1/n2) on average: the
+    estimate is one event's sd, not sd/√2."""
+    from mastery.domain.prediction import _scatter
+
+    rng = random.Random(11)
+    points = []
+    for x in range(2000):
+        n = rng.randint(1, 4)
+        points.append((x, n, 0.5 + sum(rng.gauss(0, 0.2) for _ in range(n)) / n))
+    assert _scatter([points]) == pytest.approx(0.2, rel=0.05)
+
+
+def test_a_clearly_declining_student_is_declining_and_flagged_with_the_signal() -> None:
+    """Scores falling 0.03 a day for two weeks on every component: the forecast falls,
+    the trend says so, and the flag names the fall (the forecast is still above 0.4)."""
+    p = predict(_days(lambda b: 0.9 if b >= 14 else 0.9 - 0.03 * (14 - b), range(30)), TODAY)
+    assert p.trend is Trend.DECLINING
+    assert p.predicted < p.current - 0.03
+    assert p.predicted > DEFAULT_FORECAST.flag_below
+    assert p.intervention_reason is not None
+    assert p.intervention_reason.startswith("expected to fall")

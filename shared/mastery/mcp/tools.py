@@ -210,8 +210,8 @@ TOOLS: Mapping[str, ToolSpec] = {
             "improving/declining/stable beyond +-0.002 a day), forecast change per day, "
             "confidence 0-1 (falls with the forecast's uncertainty) and whether an "
             "intervention is needed (at confidence >= 0.2, when the forecast is below 0.40 "
-            "or the expected fall is 0.06 or more in the week, each by twice its "
-            "uncertainty; the reason names the signal). Use it before "
+            "by 2 times its uncertainty, or the expected fall is 0.06 or more in the week "
+            "by 2.25 times its own; the reason names the signal). Use it before "
             "deciding to step in." + _SCOPE,
             StudentRequest,
             PredictionAnswer,
