@@ -15,6 +15,7 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.settings import Settings
+from mastery.store.client import WaitingPool
 from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
 from tests.helpers import event_data, record
@@ -82,3 +83,27 @@ async def test_no_connection_within_the_deadline_is_503_with_retry_after(
     assert waited.headers["content-type"] == "application/problem+json"
     assert int(waited.headers["retry-after"]) >= 1
     assert freed.status_code == 200, freed.text
+
+
+async def test_waiters_are_served_in_arrival_order(single_redis_url: str) -> None:
+    """A request arriving as a connection is released does not take it from one waiting
+    longer (which would then queue again at the back: a burst's tail starves)."""
+    pool = WaitingPool.from_url(single_redis_url, max_connections=1)
+    order: list[str] = []
+
+    async def take(name: str, hold_s: float) -> None:
+        connection = await pool.get_connection()
+        order.append(name)
+        await asyncio.sleep(hold_s)
+        await pool.release(connection)
+
+    try:
+        held = await pool.get_connection()
+        first = asyncio.create_task(take("first", 0.01))
+        await asyncio.sleep(0.01)  # first is waiting for the one connection
+        await pool.release(held)  # wakes first, which has not run yet ...
+        await take("late", 0)  # ... when a newcomer asks
+        await first
+    finally:
+        await pool.aclose()
+    assert order == ["first", "late"]

@@ -25,42 +25,59 @@ class WaitingPool(ConnectionPool):
 
     redis-py's ``BlockingConnectionPool`` waits too, but every checkout pays for an
     ``asyncio.wait_for`` (20-50 us here, more than a third of a round trip); this one
-    costs nothing until the pool is full. The wait has no bound of its own: the caller's
+    costs nothing until the pool is full. Waiters are served in arrival order: while any
+    wait (or one woken has not yet taken its connection), a newcomer queues behind them,
+    and a waiter that still finds none goes back to the front. So under a burst no request
+    starves while later ones are served. The wait has no bound of its own: the caller's
     deadline (``RedisConnection.io``) ends it, with a 503.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._woken = 0  # woken waiters that have not yet taken a connection
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        while True:
+        if not self._waiters and not self._woken:
             try:
-                connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
-                    *args, **kwargs
-                )
-                return connection
+                return await self._take(*args, **kwargs)
             except MaxConnectionsError:
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                try:
-                    await waiter
-                except BaseException:  # the caller's deadline, or its cancellation
-                    if waiter.done() and not waiter.cancelled():
-                        self._wake()  # woken but leaving: the next waiter takes the turn
-                    else:
-                        waiter.cancel()
-                    raise
+                pass
+        queue = self._waiters.append
+        while True:
+            waiter = asyncio.get_running_loop().create_future()
+            queue(waiter)
+            try:
+                await waiter
+            except BaseException:  # the caller's deadline, or its cancellation
+                if waiter.done() and not waiter.cancelled():
+                    self._woken -= 1
+                    self._wake()  # woken but leaving: the next waiter takes the turn
+                else:
+                    waiter.cancel()
+                raise
+            self._woken -= 1
+            try:
+                return await self._take(*args, **kwargs)
+            except MaxConnectionsError:
+                queue = self._waiters.appendleft  # its turn stays first
 
     async def release(self, connection: AbstractConnection) -> None:
         await super().release(connection)
         self._wake()
+
+    async def _take(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
+            *args, **kwargs
+        )
+        return connection
 
     def _wake(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 return
 
 
