@@ -15,7 +15,6 @@ own, so each event takes the apply path, never the duplicate one; the counts are
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,9 +26,11 @@ from bench._harness import (
     BIN,
     ROOT,
     Row,
+    cpu_marks,
     cpu_seconds,
     group_cpu_seconds,
     median,
+    other_cpu,
     pinned,
     progress,
     spread,
@@ -70,23 +71,28 @@ DRAIN_TIMEOUT = 300.0
 
 @dataclass(frozen=True, slots=True)
 class _Cpu:
-    """CPU seconds a set of processes used over ``events`` events and ``wall`` seconds."""
+    """CPU seconds a set of processes used over ``events`` events and ``wall`` seconds, and
+    the share of all CPUs that other processes took meanwhile (``others``)."""
 
     seconds: dict[str, float]
     events: int
     wall: float
+    others: float = 0.0
 
     def __add__(self, other: _Cpu) -> _Cpu:
         names = self.seconds.keys() | other.seconds.keys()
         seconds = {n: self.seconds.get(n, 0.0) + other.seconds.get(n, 0.0) for n in names}
-        return _Cpu(seconds, self.events + other.events, self.wall + other.wall)
+        wall = self.wall + other.wall
+        others = (self.others * self.wall + other.others * other.wall) / wall
+        return _Cpu(seconds, self.events + other.events, wall, others)
 
     def text(self) -> str:
-        """Busiest first: share of one core and microseconds per event."""
+        """Busiest first: share of one core and microseconds per event; then the others'."""
         busiest = sorted(self.seconds.items(), key=lambda kv: -kv[1])
-        return ", ".join(
+        mine = ", ".join(
             f"{name} {s / self.wall:.0%} ({s / self.events * 1e6:,.0f} us)" for name, s in busiest
         )
+        return f"{mine}; other processes {self.others:.0%} of all CPUs"
 
 
 async def run(stack: Stack) -> list[Row]:
@@ -208,19 +214,21 @@ async def _drain(
     return cpu
 
 
-_Mark = tuple[float, dict[str, float]]
+_Mark = tuple[tuple[float, float, float, float], dict[str, float]]
 
 
 def _mark(stack: Stack, procs: dict[str, Popen[bytes]]) -> _Mark:
-    """Now, and the CPU seconds of ``procs`` (their process groups) and the stack's servers."""
+    """The machine's marks (``cpu_marks``), and the CPU seconds of ``procs`` (their process
+    groups) and the stack's servers."""
     seconds = {name: group_cpu_seconds(p.pid) for name, p in procs.items()}
     servers = {name: cpu_seconds(pid) for name, pid in stack.server_pids().items()}
-    return time.monotonic(), seconds | servers
+    return cpu_marks(stack), seconds | servers
 
 
 def _since(mark: _Mark, stack: Stack, procs: dict[str, Popen[bytes]], events: int) -> _Cpu:
-    (t0, start), (t1, end) = mark, _mark(stack, procs)
-    return _Cpu({name: end[name] - s for name, s in start.items()}, events, t1 - t0)
+    (before, start), (after, end) = mark, _mark(stack, procs)
+    seconds = {name: end[name] - s for name, s in start.items()}
+    return _Cpu(seconds, events, after[0] - before[0], other_cpu(before, after)[0])
 
 
 def _wrk_line(event: KafkaEvent) -> str:
