@@ -91,18 +91,21 @@ async def test_each_record_is_retried_until_accepted_in_flight_at_a_time_then_co
         finally:
             busy[0] -= 1
 
-    res = build(settings, source="test")
+    # Batches of 5: several in flight, each committed after its records are accepted.
+    res = build(settings.model_copy(update={"batch_size": 5}), source="test")
     stop = asyncio.Event()
     async with _serving(handler) as sink:
         task = asyncio.create_task(run_trigger(res, topic, sink, stop, retries=2, in_flight=4))
         try:
             await wait_committed(settings, topic, f"mastery-trigger-{topic}", len(records))
+            when_committed = sorted(accepted)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
             await res.aclose()
 
-    assert sorted(accepted) == sorted(bodies)  # each once, after its refusal
+    assert when_committed == sorted(bodies)  # each once, after its refusal, before the commit
+    assert sorted(accepted) == sorted(bodies)
     assert refused == set(bodies)
     assert 1 <= busy[1] <= 4
     assert await asyncio.to_thread(read_to_end, settings, dlq_topic(topic)) == []
