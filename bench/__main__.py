@@ -16,7 +16,19 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench import backtest, batch, cohort, coldstart, consumer, latency, mcp, memory, query, scale
+from bench import (
+    backtest,
+    batch,
+    cohort,
+    coldstart,
+    consumer,
+    handler,
+    latency,
+    mcp,
+    memory,
+    query,
+    scale,
+)
 from bench._harness import ROOT, Row, Stack, cpu_marks, other_cpu, progress
 
 if TYPE_CHECKING:
@@ -33,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[Stack], Coroutine[Any, Any, list[Row]]]] = {
     "mcp": mcp.run,
     "coldstart": coldstart.run,
     "scale": scale.run,
+    "handler": handler.run,
 }
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 

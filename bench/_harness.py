@@ -35,7 +35,7 @@ from mastery.events.kafka import create_topics, wait_for_broker
 from mastery.settings import Settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
     "BIN",
@@ -45,6 +45,7 @@ __all__ = [
     "Stack",
     "cpu_marks",
     "cpu_seconds",
+    "group_cpu_seconds",
     "machine_cpu_seconds",
     "median",
     "other_cpu",
@@ -106,6 +107,11 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU time of a process group's live processes (a function: gunicorn and its worker)."""
+    return sum(cpu for g, cpu in _group_cpu_seconds() if g == group)
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -195,6 +201,17 @@ class Stack:
             pids["tansu"] = self._tansu.pid
         return pids
 
+    @contextlib.contextmanager
+    def redis_on(self, cpus: set[int] | None) -> Iterator[None]:
+        """redis-server pinned to ``cpus`` (``None``: left alone) for the block, then unpinned."""
+        if cpus and self.redis_proc:
+            os.sched_setaffinity(self.redis_proc.pid, cpus)
+        try:
+            yield
+        finally:
+            if cpus and self.redis_proc:
+                os.sched_setaffinity(self.redis_proc.pid, os.sched_getaffinity(0))
+
     def fresh_kafka(self) -> str:
         """Replace the broker with an empty one (memory storage); returns its bootstrap."""
         if self._tansu is not None:
@@ -259,6 +276,13 @@ class Stack:
                 raise RuntimeError(f"{name} never got ready:\n{self.log_tail(name)}")
             time.sleep(0.005)
         return time.monotonic()
+
+    def exited(self, proc: subprocess.Popen[bytes]) -> str | None:
+        """``None`` while ``proc`` runs; once it exited, its name, status and last lines."""
+        if proc.poll() is None:
+            return None
+        name = self._names.get(proc.pid, "child")
+        return f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}"
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         """The end of a child's output, for error messages."""

@@ -11,30 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, TopicPartition
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from bench._events import create_event_topics, learning_event, produce_all
+from bench._events import (
+    audited,
+    backlog,
+    create_event_topics,
+    produce_all,
+    sum_versions,
+    wait_until_audited,
+)
 from bench._harness import BIN, Row, cpu_seconds, median, progress, spread
 from mastery.bootstrap import build
 from mastery.dev.servers import free_cluster_port, start_redis_cluster, stop
 from mastery.domain import Component
 from mastery.events.kafka import consumer_config, to_record
-from mastery.store import keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
-    from subprocess import Popen
 
-    from bench._events import KafkaEvent
     from bench._harness import Stack
 
 __all__ = ["run"]
@@ -54,7 +56,8 @@ async def run(stack: Stack) -> list[Row]:
     settings = stack.settings()
     topics = create_event_topics(settings, Component)
     progress(f"consumer: encoding and producing {EVENTS:,} events to {len(topics)} topics")
-    await asyncio.to_thread(produce_all, settings, _events())
+    events = backlog(EVENTS, list(Component), students=STUDENTS, tenants=TENANTS, prefix="tp")
+    await asyncio.to_thread(produce_all, settings, events)
 
     client = Redis.from_url(stack.redis_url)
     batched: list[Drain] = []
@@ -101,27 +104,6 @@ async def run(stack: Stack) -> list[Row]:
     ]
 
 
-def _events() -> list[KafkaEvent]:
-    rng = random.Random(2)
-    now = datetime.now(UTC)
-    components = list(Component)
-    events = []
-    for i in range(EVENTS):
-        n = rng.randrange(STUDENTS)
-        events.append(
-            learning_event(
-                components[i % len(components)],
-                event_id=f"tp-{i}",
-                tenant=f"school-{n % TENANTS}",
-                student=f"s{n}",
-                score=round(rng.random(), 3),
-                occurred_at=now - timedelta(seconds=rng.randrange(86_400)),
-                class_id=f"c{n % 50}",
-            )
-        )
-    return events
-
-
 @dataclass(frozen=True, slots=True)
 class Drain:
     rate: float  # events/s
@@ -161,12 +143,14 @@ async def _batched(
         start = await asyncio.to_thread(stack.wait_for_file, ready, proc)
         pids = {"mastery consume": proc.pid, **stack.server_pids()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        done = await _wait_for_count(client, EVENTS, proc, stack)
+        done = await wait_until_audited(
+            client, EVENTS, TENANTS, TIMEOUT, lambda: stack.exited(proc)
+        )
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
         stack.stop(proc)
     stats = await client.info("commandstats") if isinstance(client, Redis) else {}
-    versions = await _sum_versions(client)
+    versions = await sum_versions(client, STUDENTS, TENANTS)
     if versions != EVENTS:
         raise RuntimeError(f"mastery consume applied {versions} events, expected {EVENTS}")
     elapsed = done - start
@@ -212,38 +196,6 @@ async def _naive(stack: Stack, client: Redis, topics: list[str], group: str) -> 
     finally:
         await asyncio.to_thread(consumer.close)
         await res.aclose()
-    if applied < NAIVE_EVENTS or not assigned or await _audited(client) != applied:
+    if applied < NAIVE_EVENTS or not assigned or await audited(client, TENANTS) != applied:
         raise RuntimeError(f"naive consumer applied {applied} of {NAIVE_EVENTS} in {TIMEOUT}s")
     return applied / (done - assigned[0])
-
-
-async def _wait_for_count(
-    client: Redis | RedisCluster, expected: int, proc: Popen[bytes], stack: Stack
-) -> float:
-    """The moment the audit streams hold ``expected`` entries (poll every 10 ms)."""
-    deadline = time.monotonic() + TIMEOUT
-    while (count := await _audited(client)) < expected:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(
-                f"mastery consume processed {count} of {expected}:\n"
-                f"{stack.log_tail('mastery-consume')}"
-            )
-        await asyncio.sleep(0.01)
-    return time.monotonic()
-
-
-async def _audited(client: Redis | RedisCluster) -> int:
-    async with client.pipeline(transaction=False) as pipe:
-        for t in range(TENANTS):
-            pipe.xlen(keys.audit(f"school-{t}"))
-        return sum(await pipe.execute())
-
-
-async def _sum_versions(client: Redis | RedisCluster) -> int:
-    total = 0
-    for first in range(0, STUDENTS, 5000):
-        async with client.pipeline(transaction=False) as pipe:
-            for n in range(first, min(first + 5000, STUDENTS)):
-                pipe.hget(keys.state(f"school-{n % TENANTS}", f"s{n}"), "version")
-            total += sum(int(v or 0) for v in await pipe.execute())
-    return total

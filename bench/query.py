@@ -17,8 +17,9 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -42,7 +43,6 @@ from mastery.domain import Component, Observation
 from mastery.store import RedisStore
 
 if TYPE_CHECKING:
-    from pathlib import Path
     from subprocess import Popen
 
     from bench._harness import Stack
@@ -202,15 +202,15 @@ async def _closed_loop(
     wrk = _ensure_wrk()
     if not wrk:
         return Row("query", "closed loop, req/s", "skipped: wrk unavailable")
-    (stack.workdir / "requests.tsv").write_text(  # what bench/query.lua sends
+    (stack.workdir / QUERY_LOAD.data).write_text(  # what bench/query.lua sends
         "".join(f"{t}\t{b.decode()}\n" for t, b in zip(tokens, bodies, strict=True))
     )
     progress(f"query: wrk, {WRK_ROUNDS} rounds of {WRK_SECONDS}s hello-world then query")
     hello: list[float] = []
     query: list[float] = []
     for r in range(WRK_ROUNDS):
-        hello.append(await _wrk(stack, wrk, f"hello-{r}", hello_port, cpus))
-        query.append(await _wrk(stack, wrk, f"query-{r}", query_port, cpus))
+        hello.append((await _wrk(stack, wrk, f"hello-{r}", hello_port, cpus)).rps)
+        query.append((await _wrk(stack, wrk, f"query-{r}", query_port, cpus)).rps)
     ratio = median(query) / median(hello)
     return Row(
         "query",
@@ -350,22 +350,43 @@ def _ensure_wrk() -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class WrkLoad:
+    """What wrk sends: to ``path``, the requests ``script`` builds from the file ``data``."""
+
+    path: str
+    script: Path
+    data: str  # a file name in the stack's workdir
+
+
+#: What ``_closed_loop`` writes: a student's token and query body per line.
+QUERY_LOAD = WrkLoad(PATH, ROOT / "bench" / "query.lua", "requests.tsv")
+
+
+@dataclass(frozen=True, slots=True)
 class _WrkRun:
     rps: float
     p99_ms: float
     errors: int  # non-2xx answers and socket errors
+    requests: int  # answered
     output: str
 
 
 async def _wrk_run(
-    stack: Stack, wrk: str, log: str, port: int, cpus: set[int] | None, seconds: int, c: int
+    stack: Stack,
+    wrk: str,
+    log: str,
+    port: int,
+    cpus: set[int] | None,
+    seconds: int,
+    c: int,
+    load: WrkLoad = QUERY_LOAD,
 ) -> _WrkRun:
-    url = f"http://127.0.0.1:{port}{PATH}"
-    script = ROOT / "bench" / "query.lua"
+    """One wrk run; the script gets the data file and the run's name (``log``) as arguments."""
+    url = f"http://127.0.0.1:{port}{load.path}"
     threads = WRK_THREADS if c <= WRK_CONNECTIONS else 2
-    argv = [wrk, f"-t{threads}", f"-c{c}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
-    requests = stack.workdir / "requests.tsv"  # written by _closed_loop
-    proc = stack.spawn(log, [*argv, "-s", script, url, "--", requests], cpus=cpus)
+    argv: list[str | Path] = [wrk, f"-t{threads}", f"-c{c}", f"-d{seconds}s", "--timeout", "10s"]
+    argv += ["--latency", "-s", load.script, url, "--", stack.workdir / load.data, log]
+    proc = stack.spawn(log, argv, cpus=cpus)
     await asyncio.to_thread(proc.wait)
     output = stack.log_tail(log, 100)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
@@ -379,18 +400,29 @@ async def _wrk_run(
     errors = int(non2xx.group(1)) if non2xx else 0
     errors += sum(int(g) for g in sockets.groups()) if sockets else 0
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return _WrkRun(float(rps.group(1)), float(p99.group(1)) * scale, errors, output)
+    answered = re.search(r"(\d+) requests in", output)
+    count = int(answered.group(1)) if answered else 0
+    return _WrkRun(float(rps.group(1)), float(p99.group(1)) * scale, errors, count, output)
 
 
-async def _wrk(stack: Stack, wrk: str, name: str, port: int, cpus: set[int] | None) -> float:
-    """Requests/s of a closed-loop wrk run, after a warm-up run; raises on any error answer."""
-    result = 0.0
+async def _wrk(
+    stack: Stack,
+    wrk: str,
+    name: str,
+    port: int,
+    cpus: set[int] | None,
+    load: WrkLoad = QUERY_LOAD,
+) -> _WrkRun:
+    """A closed-loop wrk run, after a warm-up run; raises on any error answer.
+
+    Its ``requests`` count both runs' answers."""
+    answered = 0
     for seconds, log in ((WRK_WARMUP_SECONDS, f"wrk-{name}-warmup"), (WRK_SECONDS, f"wrk-{name}")):
-        run = await _wrk_run(stack, wrk, log, port, cpus, seconds, WRK_CONNECTIONS)
+        run = await _wrk_run(stack, wrk, log, port, cpus, seconds, WRK_CONNECTIONS, load)
         if run.errors:
             raise RuntimeError(f"wrk against {name} failed:\n{run.output}")
-        result = run.rps
-    return result
+        answered += run.requests
+    return replace(run, requests=answered)
 
 
 async def _burst(stack: Stack, query_port: int, cpus: set[int] | None) -> Row:

@@ -6,6 +6,7 @@ from it, and can be told to fail the way the real adapter fails (``Unavailable``
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ class FakeEventStore:
 
     ``changes`` are the notes the next ``apply`` reports (as the script would for the
     events that moved a level); ``backlog`` tenants' outboxes hold older notes too.
+    ``paused``: each ``apply`` waits until it is set (a slow Redis); ``poison``: event ids
+    whose ``apply`` raises ``ValueError`` (a bug one event triggers).
     """
 
     def __init__(self, log: list[str] | None = None) -> None:
@@ -66,6 +69,8 @@ class FakeEventStore:
         self.outboxes: dict[str, dict[str, bytes]] = {}
         self.changes: list[Note] = []
         self.down = False
+        self.paused: asyncio.Event | None = None
+        self.poison: set[str] = set()
         self._seen: set[str] = set()
         self._log = log
 
@@ -76,8 +81,12 @@ class FakeEventStore:
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
     ) -> Applied:
+        if self.paused is not None:
+            await self.paused.wait()
         if self.down:
             raise Unavailable("redis: down")
+        if poisoned := self.poison & {obs.event_id for obs, _ in accepted}:
+            raise ValueError(f"poison {sorted(poisoned)}")
         if self._log is not None:
             self._log.append(f"apply {len(accepted)}+{len(rejected)}")
         outcomes = []

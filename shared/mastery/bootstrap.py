@@ -85,6 +85,7 @@ class Resources:
             clock=self.clock,
             source=self.source,
             xapi_tenants=self.settings.xapi_tenants,
+            group_max=self.settings.batch_size,
         )
 
     @cached_property

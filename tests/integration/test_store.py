@@ -192,10 +192,12 @@ async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> N
     assert orjson.loads(entries[0][1][b"event"])["event_id"] == "e-1"
 
 
-async def test_script_is_reloaded_after_a_flush(redis: Redis, tenant: str) -> None:
+@pytest.mark.parametrize("tenants", [1, 2], ids=["one call, alone", "two calls, pipelined"])
+async def test_script_is_reloaded_after_a_flush(redis: Redis, tenant: str, tenants: int) -> None:
     store = RedisStore(redis)
     await redis.script_flush()
-    assert await _apply(store, [_obs(tenant, "s1", 1)]) == [Outcome.APPLIED]
+    events = [_obs(f"{tenant}-{t}", "s1", 1) for t in range(tenants)]
+    assert await _apply(store, events) == [Outcome.APPLIED] * tenants
 
 
 async def test_unknown_student_has_no_state(redis: Redis, tenant: str) -> None:

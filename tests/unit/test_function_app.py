@@ -170,3 +170,15 @@ async def test_the_access_line_follows_the_log_level(app: FunctionApp) -> None:
     finally:
         log.setLevel("INFO")
     assert "request" not in stream.getvalue()
+
+
+async def _params(request: Request, ctx: Context) -> Response:
+    return json_response(ctx.path_params)
+
+
+async def test_path_segments_keep_the_characters_a_url_escapes() -> None:
+    app = FunctionApp("unit-fn", {"GET /things/{id}": _params}, provider=_provider)
+    async with _client(app) as c:
+        resp = await c.get("/things/a%3Fb%23c%5Cd")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"id": "a%3Fb%23c%5Cd"}

@@ -6,6 +6,7 @@ the consumer's offsets) stays in ``tests/integration/test_ingest.py``.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -115,3 +116,85 @@ async def test_a_cut_off_publish_leaves_the_change_for_the_next_batch_to_publish
     ids = sorted(dict(m.headers)["ce_id"].decode() for m in publisher.sent)
     assert ids == [f"{TENANT}:s1:2", f"{TENANT}:s4:1"]  # the backlog went with the new one
     assert store.outboxes[TENANT] == {}
+
+
+async def _settle(*calls: asyncio.Task[object]) -> list[object]:
+    """Each call's result, or the exception it raised."""
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+def _deliver(ingestor: Ingestor, record: Record) -> asyncio.Task[object]:
+    """One HTTP delivery, started: it runs until it waits (for Redis, or for its group)."""
+    return asyncio.create_task(ingestor.ingest_one(record))
+
+
+async def test_deliveries_arriving_while_a_group_is_applied_go_together_in_the_next() -> None:
+    log: list[str] = []
+    ingestor, store, _ = _ingestor(log)
+    store.paused = asyncio.Event()
+    first = _deliver(ingestor, _good("s1", "e1"))
+    await asyncio.sleep(0)  # in Redis
+    later = [_deliver(ingestor, _good(s, e)) for s, e in (("s2", "e2"), ("s3", "e3"), ("s3", "e2"))]
+    await asyncio.sleep(0)  # waiting for their turn
+    assert log == []
+    store.paused.set()
+    results = await _settle(first, *later)
+    assert log == ["apply 1+0", "apply 3+0"]
+    assert [o for o, _ in results] == [  # type: ignore[misc]
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,  # e2 again, in the same group
+    ]
+    assert await ingestor.ingest_one(_good("s4", "e4")) == (Outcome.APPLIED, None)  # alone
+
+
+async def test_an_unavailable_store_fails_every_delivery_of_the_group_then_recovers() -> None:
+    ingestor, store, _ = _ingestor()
+    store.paused = asyncio.Event()
+    first = _deliver(ingestor, _good("s1", "e1"))
+    await asyncio.sleep(0)
+    later = [_deliver(ingestor, _good(s, e)) for s, e in (("s2", "e2"), ("s3", "e3"))]
+    await asyncio.sleep(0)
+    store.down = True
+    store.paused.set()
+    results = await _settle(first, *later)
+    assert all(isinstance(r, Unavailable) for r in results), results
+    store.down = False
+    assert await ingestor.ingest_one(_good("s2", "e2")) == (Outcome.APPLIED, None)
+    assert [o.event_id for o in store.applied] == ["e2"]
+
+
+async def test_an_error_one_record_causes_fails_only_its_own_delivery() -> None:
+    ingestor, store, _ = _ingestor()
+    store.paused = asyncio.Event()
+    store.poison = {"e2"}
+    first = _deliver(ingestor, _good("s1", "e1"))
+    await asyncio.sleep(0)
+    later = [_deliver(ingestor, _good(s, e)) for s, e in (("s2", "e2"), ("s3", "e3"))]
+    await asyncio.sleep(0)
+    store.paused.set()
+    results = await _settle(first, *later)
+    assert results[0] == results[2] == (Outcome.APPLIED, None)
+    assert isinstance(results[1], ValueError)
+    assert [o.event_id for o in store.applied] == ["e1", "e3"]
+
+
+async def test_a_delivery_cancelled_while_leading_its_group_leaves_no_one_waiting() -> None:
+    ingestor, store, _ = _ingestor()
+    store.paused = asyncio.Event()
+    first = _deliver(ingestor, _good("s1", "e1"))
+    await asyncio.sleep(0)
+    second, third = (_deliver(ingestor, _good(s, e)) for s, e in (("s2", "e2"), ("s3", "e3")))
+    await asyncio.sleep(0)
+    first.cancel()  # its request gone while its group is in Redis: the next one leads
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # second now leads [second, third], in Redis
+    second.cancel()  # and is gone too: third is answered 503, not left waiting
+    fourth = _deliver(ingestor, _good("s4", "e4"))
+    store.paused.set()
+    results = await _settle(first, second, third, fourth)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert isinstance(results[2], Unavailable)
+    assert results[3] == (Outcome.APPLIED, None)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 PACKAGE = ROOT / "shared" / "mastery"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 #: Modules that run only with an extra installed (they say so when it is missing).
-_EXTRA_ONLY = {"mastery/dev/servers.py": "local"}
+_EXTRA_ONLY = {"mastery/dev/servers.py": "local", "mastery/dev/trigger.py": "local"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -54,7 +54,10 @@ def consume(
 @_ready_file
 def trigger(topic: str, sink: str, ready_file: Path | None) -> None:
     """Deliver TOPIC's records to SINK as CloudEvents (a local KafkaSource)."""
-    from mastery.dev.trigger import run_trigger
+    try:
+        from mastery.dev.trigger import run_trigger
+    except ModuleNotFoundError as exc:  # aiohttp: the `local` extra, not in the image
+        raise click.ClickException(f"mastery trigger needs the local extra: {exc}") from exc
 
     _serve(lambda res, stop: run_trigger(res, topic, sink, stop, ready_file), f"trigger-{topic}")
 

@@ -8,6 +8,7 @@ anywhere before that redelivers, and redelivered events are recognised as duplic
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import orjson
 
 from mastery import tracing
 from mastery.domain import DEFAULT_MODEL, Level
-from mastery.errors import IgnoredEvent, InvalidEvent
+from mastery.errors import IgnoredEvent, InvalidEvent, Unavailable
 from mastery.events.codec import decode
 from mastery.events.kafka import dead_letter
 from mastery.events.notifications import level_changed
@@ -23,7 +24,7 @@ from mastery.metrics import DEAD_LETTERS, EVENT_AGE, EVENTS, LEVEL_CHANGES, dlq_
 from mastery.ports import Outcome, OutMessage, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from datetime import datetime
 
     from opentelemetry.context import Context
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from mastery.offsets import OffsetBook
     from mastery.ports import Applied, Clock, EventStore, Publisher, Record, Rejection
 
-__all__ = ["Batch", "Ingestor", "Result", "audit_record"]
+__all__ = ["Batch", "GroupCommit", "Ingestor", "Result", "audit_record"]
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
@@ -64,6 +65,7 @@ class Ingestor:
         clock: Clock = utc_now,
         source: str = "mastery",
         xapi_tenants: Mapping[str, str] | None = None,
+        group_max: int = 1000,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -71,6 +73,16 @@ class Ingestor:
         self._clock = clock
         self._source = source
         self._xapi_tenants = dict(xapi_tenants or {})
+        self._one = GroupCommit(self.ingest, group_max)
+
+    async def ingest_one(self, record: Record) -> Result:
+        """Apply one record delivered alone (an HTTP request): grouped with the records
+        that arrive while an earlier group is in Redis (``GroupCommit``).
+
+        Raises:
+            Unavailable: Redis or the broker is down; nothing is acknowledged, retry it.
+        """
+        return await self._one(record)
 
     async def ingest(
         self,
@@ -172,6 +184,107 @@ class Ingestor:
             by_tenant.setdefault(tenant, []).append(entry)
         for tenant, entries in by_tenant.items():
             await self._store.published(tenant, entries)
+
+
+class GroupCommit:
+    """Records that come one at a time (one per HTTP delivery), applied in groups.
+
+    While a group is being applied, the records that arrive wait; when it is done, the
+    first of them leads the next group, which takes every record waiting (up to ``most``):
+    one Redis round trip, and one script call per tenant, for the group instead of one
+    per record. No timer: a record that finds nothing in flight goes at once, alone, so
+    an idle handler adds no wait. Each caller returns its own record's result from its
+    own request (the leader's request span parents the group's apply span, which links
+    every record's producer).
+
+    Failure: ``Unavailable`` (Redis or the broker down) reaches every caller of the group,
+    none of which was acknowledged: each answers 503 and is retried, and what was
+    applied comes back as a duplicate. Any other error is retried record by record, so
+    only the callers whose record causes it see it.
+    """
+
+    def __init__(self, ingest: Callable[[Sequence[Record]], Awaitable[list[Result]]], most: int):
+        self._ingest = ingest
+        self._most = most
+        self._waiting: list[tuple[Record, asyncio.Future[Result | None]]] = []
+        self._busy = False
+
+    async def __call__(self, record: Record) -> Result:
+        mine: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((record, mine))
+        if self._busy:
+            try:
+                answer = await mine  # the result, or None: lead the next group
+            except asyncio.CancelledError:
+                if _leads(mine):  # given the lead, gone before taking it
+                    self._hand_over()
+                raise
+            if answer is not None:
+                return answer
+        self._busy = True
+        group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+        try:
+            results = await self._apply([r for r, _ in group])
+        except BaseException as exc:  # Unavailable, or this request cancelled
+            reason = exc if isinstance(exc, Unavailable) else None
+            for _, theirs in group[1:]:
+                if not theirs.done():
+                    theirs.set_exception(_unavailable(reason))
+            raise
+        finally:
+            self._hand_over()
+        for (_, theirs), result in zip(group[1:], results[1:], strict=True):
+            if theirs.done():  # its caller is gone
+                continue
+            if isinstance(result, Exception):
+                theirs.set_exception(result)
+            else:
+                theirs.set_result(result)
+        if isinstance(results[0], Exception):
+            raise results[0]
+        return results[0]
+
+    async def _apply(self, records: list[Record]) -> list[Result | Exception]:
+        """Each record's result, or the error it alone causes."""
+        try:
+            return list(await self._ingest(records))
+        except Unavailable:
+            raise
+        except Exception:
+            if len(records) == 1:
+                raise
+        answers: list[Result | Exception] = []
+        for record in records:  # which one fails: each again, alone
+            try:
+                answers += await self._ingest([record])
+            except Unavailable:
+                raise
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    def _hand_over(self) -> None:
+        """The first caller still waiting leads the next group; none: not busy."""
+        while self._waiting and self._waiting[0][1].done():  # cancelled: its caller is gone
+            self._waiting.pop(0)
+        if self._waiting:
+            self._waiting[0][1].set_result(None)
+        else:
+            self._busy = False
+
+
+def _leads(turn: asyncio.Future[Result | None]) -> bool:
+    """Whether a waiting caller was told to lead the next group (not answered, not gone)."""
+    return turn.done() and not turn.cancelled() and turn.exception() is None and not turn.result()
+
+
+def _unavailable(cause: Unavailable | None) -> Unavailable:
+    """What each caller of a group that failed raises (its own instance, for its traceback)."""
+    if cause is None:
+        return Unavailable("the request applying this record's group was cancelled")
+    error = Unavailable(str(cause))
+    error.__cause__ = cause
+    return error
 
 
 def audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:

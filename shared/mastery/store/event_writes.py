@@ -62,6 +62,16 @@ class EventWrites(RedisConnection):
         self._model = model
         self._audit_maxlen = audit_maxlen
         self._ttl_s = int(model.window.total_seconds())
+        #: The apply script's arguments after ``now`` that only the model fixes.
+        self._settled: tuple[Any, ...] = (
+            self._ttl_s,
+            model.window.days,
+            audit_maxlen,
+            int(DECAY_ORIGIN.timestamp()),
+            *(c.value for c in _COMPONENTS),
+            *(repr(model.weights[c]) for c in _COMPONENTS),
+            orjson.dumps([[level.value, floor] for level, floor in model.level_floors]),
+        )
 
     async def apply(
         self,
@@ -175,7 +185,12 @@ class EventWrites(RedisConnection):
         Plain EVALSHA: redis-py's Script objects add a SCRIPT EXISTS round trip. A call
         that meets NOSCRIPT (Redis restarted, or a replica was promoted) is sent again
         alone once its script is loaded; the others have run and are not repeated.
+        A single call (one event over HTTP) goes without a pipeline: same round trip,
+        ~10 us less of redis-py.
         """
+        if len(calls) == 1 and not rejected:
+            [c] = calls
+            return [await self.run(c.script, c.key_list, c.args)]
         async with self.pipeline(transaction=False) as pipe:
             for c in calls:
                 pipe.execute_command("EVALSHA", c.script.sha, len(c.key_list), *c.key_list, *c.args)
@@ -255,13 +270,7 @@ class EventWrites(RedisConnection):
         marks = offsets[0].marks(tenant, offsets[1]) if offsets else []
         args: list[Any] = [
             int(now.timestamp() * 1000),
-            ttl,
-            self._model.window.days,
-            self._audit_maxlen,
-            int(DECAY_ORIGIN.timestamp()),
-            *(c.value for c in _COMPONENTS),
-            *(repr(self._model.weights[c]) for c in _COMPONENTS),
-            orjson.dumps([[level.value, floor] for level, floor in self._model.level_floors]),
+            *self._settled,
             keys.tenant_prefix(tenant),
             orjson.dumps(marks),
             orjson.dumps(events),

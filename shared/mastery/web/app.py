@@ -178,7 +178,7 @@ class FunctionApp:
         self._resources = provider
 
     async def __call__(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/") or "/"
+        path = _url_path(request).rstrip("/") or "/"
         if path == "/health":
             return json_response({"status": "ok", "function": self.name})
         if path == "/metrics":
@@ -320,6 +320,13 @@ async def write_access(ctx: Context, route: str, status: int) -> None:
         at=ctx.resources.clock(),
     )
     await ctx.resources.publisher.publish([record])
+
+
+def _url_path(request: Request) -> str:
+    """``request.url.path``, without building the URL (its host parsing is ~8 us a request):
+    the scope's path with the characters a URL would escape escaped."""
+    path: str = request.scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
 
 
 async def _check(probe: Awaitable[None]) -> str:
