@@ -45,7 +45,7 @@ from bench.query import (
     _serve,
     _wrk,
 )
-from mastery.dev.trigger import http_headers
+from mastery.dev.trigger import IN_FLIGHT, http_headers
 from mastery.domain import Component
 from mastery.topics import event_topic
 
@@ -124,10 +124,11 @@ async def run(stack: Stack) -> list[Row]:
         Row("handler", "  CPU under wrk: share of a core (per event)", under_wrk.text()),
         Row(
             "handler",
-            f"`make run`'s trigger (`mastery trigger`) -> on-quiz, {DRAIN_EVENTS // 1000}k events "
-            f"from Kafka, events/s end to end, median of {DRAIN_ROUNDS}",
+            f"`make run`'s trigger (`mastery trigger`, {IN_FLIGHT} in flight) -> on-quiz, "
+            f"{DRAIN_EVENTS // 1000}k events from Kafka, events/s end to end, "
+            f"median of {DRAIN_ROUNDS}",
             spread(rates),
-            f"{median(handler):,.0f} (on-quiz under wrk, above)",
+            f"{median(handler):,.0f} (on-quiz under wrk -c{WRK_CONNECTIONS}, above)",
             f"{versus:.2f}x",
             ">= 1.0x the handler's own rate",
             versus >= 1.0,

@@ -134,17 +134,23 @@ async def test_deliveries_arriving_while_a_group_is_applied_go_together_in_the_n
     store.paused = asyncio.Event()
     first = _deliver(ingestor, _good("s1", "e1"))
     await asyncio.sleep(0)  # in Redis
-    later = [_deliver(ingestor, _good(s, e)) for s, e in (("s2", "e2"), ("s3", "e3"), ("s3", "e2"))]
+    pairs = [("s2", "e2"), ("s3", "e3"), ("s3", "e2"), ("s5", "e5"), ("s6", "e6"), ("s7", "e7")]
+    later = [_deliver(ingestor, _good(s, e)) for s, e in pairs]
     await asyncio.sleep(0)  # waiting for their turn
     assert log == []
     store.paused.set()
     results = await _settle(first, *later)
-    assert log == ["apply 1+0", "apply 3+0"]
+    # Six waiting: a group takes half of those inside (the other half is answered and
+    # read meanwhile), then the rest.
+    assert log == ["apply 1+0", "apply 3+0", "apply 3+0"]
     assert [o for o, _ in results] == [  # type: ignore[misc]
         Outcome.APPLIED,
         Outcome.APPLIED,
         Outcome.APPLIED,
         Outcome.DUPLICATE,  # e2 again, in the same group
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
     ]
     assert await ingestor.ingest_one(_good("s4", "e4")) == (Outcome.APPLIED, None)  # alone
 
@@ -185,13 +191,13 @@ async def test_a_delivery_cancelled_while_leading_its_group_leaves_no_one_waitin
     store.paused = asyncio.Event()
     first = _deliver(ingestor, _good("s1", "e1"))
     await asyncio.sleep(0)
-    second, third = (_deliver(ingestor, _good(s, e)) for s, e in (("s2", "e2"), ("s3", "e3")))
+    pairs = [("s2", "e2"), ("s3", "e3"), ("s4", "e4")]
+    second, third, fourth = (_deliver(ingestor, _good(s, e)) for s, e in pairs)
     await asyncio.sleep(0)
     first.cancel()  # its request gone while its group is in Redis: the next one leads
     await asyncio.sleep(0)
-    await asyncio.sleep(0)  # second now leads [second, third], in Redis
+    await asyncio.sleep(0)  # second now leads [second, third] (half of the three), in Redis
     second.cancel()  # and is gone too: third is answered 503, not left waiting
-    fourth = _deliver(ingestor, _good("s4", "e4"))
     store.paused.set()
     results = await _settle(first, second, third, fourth)
     assert isinstance(results[0], asyncio.CancelledError)

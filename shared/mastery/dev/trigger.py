@@ -45,7 +45,10 @@ __all__ = ["Sink", "http_headers", "run_trigger"]
 
 T = TypeVar("T")
 
-IN_FLIGHT = 32
+#: Deliveries in flight. The handler applies what arrives while a group is in Redis as
+#: the next group (``GroupCommit``), so more in flight means bigger groups: 64 drained
+#: 10-25 % more events/s than 32 on the handler bench, 128 no more than 64.
+IN_FLIGHT = 64
 #: Back-off before the first retry; it doubles before each next one, up to ``_MAX_WAIT_S``.
 _FIRST_WAIT_S = 0.2
 _MAX_WAIT_S = 5.0

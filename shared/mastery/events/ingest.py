@@ -190,12 +190,16 @@ class GroupCommit:
     """Records that come one at a time (one per HTTP delivery), applied in groups.
 
     While a group is being applied, the records that arrive wait; when it is done, the
-    first of them leads the next group, which takes every record waiting (up to ``most``):
-    one Redis round trip, and one script call per tenant, for the group instead of one
-    per record. No timer: a record that finds nothing in flight goes at once, alone, so
-    an idle handler adds no wait. Each caller returns its own record's result from its
-    own request (the leader's request span parents the group's apply span, which links
-    every record's producer).
+    first of them leads the next group, which takes the records waiting: one Redis round
+    trip, and one script call per tenant, for the group instead of one per record. No
+    timer: a record that finds nothing in flight goes at once, alone, so an idle handler
+    adds no wait. A group takes at most half of the callers inside (rounded up; and at
+    most ``most``): while it is in Redis the handler answers and reads the other half.
+    Taking them all, a steady load (a trigger's N deliveries in flight) splits into a
+    group of N-1 and one of 1, and the handler idles through the big one's round trip
+    (wrk -c32: 5-10 % fewer events/s than with the halves). Each caller returns its own
+    record's result from its own request (the leader's request span parents the group's
+    apply span, which links every record's producer).
 
     Failure: ``Unavailable`` (Redis or the broker down) reaches every caller of the group,
     none of which was acknowledged: each answers 503 and is retried, and what was
@@ -208,8 +212,16 @@ class GroupCommit:
         self._most = most
         self._waiting: list[tuple[Record, asyncio.Future[Result | None]]] = []
         self._busy = False
+        self._inside = 0
 
     async def __call__(self, record: Record) -> Result:
+        self._inside += 1
+        try:
+            return await self._take_part(record)
+        finally:
+            self._inside -= 1
+
+    async def _take_part(self, record: Record) -> Result:
         mine: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((record, mine))
         if self._busy:
@@ -222,7 +234,8 @@ class GroupCommit:
             if answer is not None:
                 return answer
         self._busy = True
-        group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+        take = min(self._most, (self._inside + 1) // 2)
+        group, self._waiting = self._waiting[:take], self._waiting[take:]
         try:
             results = await self._apply([r for r, _ in group])
         except BaseException as exc:  # Unavailable, or this request cancelled
