@@ -89,11 +89,17 @@ async def run(stack: Stack) -> list[Row]:
             spread(rates),
             f"{spread(naive)} (one Redis round trip per event)",
             f"{ratio:.1f}x",
-            ">= 30,000 events/s",
-            median(rates) >= 30_000,
+            ">= 30,000 events/s and >= 10x",
+            median(rates) >= 30_000 and ratio >= 10,
         ),
         Row("consumer", "  CPU per event while draining (median run)", typical.cpu),
-        Row("consumer", "  Redis per event: apply script, of which its commands", typical.redis),
+        Row(
+            "consumer",
+            "  Redis per event: apply script, of which its commands",
+            typical.redis,
+            target="<= 25 us",
+            met=typical.script_us <= 25,
+        ),
         Row(
             "consumer",
             f"  same, on a 3-master Redis Cluster (loopback, this machine), median of {ROUNDS}",
@@ -109,6 +115,7 @@ class Drain:
     rate: float  # events/s
     cpu: str  # CPU per event of each process, busiest first
     redis: str  # apply script time per event and its commands' share
+    script_us: float  # the apply script's time per event (cmdstat_evalsha)
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +170,7 @@ async def _batched(
         if k.startswith("cmdstat_") and k[8:] not in _OURS | {"evalsha", "script|load"}
     )
     redis = f"{script / EVENTS:.1f} us, of which commands {calls / EVENTS:.1f} us (rest: Lua)"
-    return Drain(EVENTS / elapsed, f"{usage} (wall {elapsed:.1f} s)", redis)
+    return Drain(EVENTS / elapsed, f"{usage} (wall {elapsed:.1f} s)", redis, script / EVENTS)
 
 
 async def _naive(stack: Stack, client: Redis, topics: list[str], group: str) -> float:
