@@ -16,6 +16,7 @@ from the unique events alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -177,6 +178,18 @@ class _Consumers:
         self.procs[i].wait(10)
         self.procs[i] = subprocess.Popen(self._argv, env=self._env)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Both stopped (SIGSTOP) meanwhile: what Redis holds changes only by the failover.
+        Seconds: inside the group's session timeout, so as a rule no rebalance follows."""
+        for p in self.procs:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for p in self.procs:
+                p.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -229,10 +242,13 @@ async def test_a_failover_that_loses_writes_loses_no_event(
         held_at = failing_redis.hold_back()
         produce(settings, stream[2 * cut : 4 * cut])
         _until(lambda: failing_redis.repl_offset() > held_at + 500_000, "writes to the master")
-        # ...then lose them: the master dies, the replica takes over without them.
-        before = sum((await _versions(settings, tenants)).values())
-        failing_redis.fail_over()
-        after = sum((await _versions(settings, tenants)).values())
+        # ...then lose them: the master dies, the replica takes over without them. The
+        # consumers are held still across it, or what they apply meanwhile (to the old
+        # master, then the new one) would blur how much the failover took.
+        with consumers.paused():
+            before = sum((await _versions(settings, tenants)).values())
+            failing_redis.fail_over()
+            after = sum((await _versions(settings, tenants)).values())
         assert after < before, "the failover must lose applied events for this to prove anything"
 
         if after_failover == "restarted":  # a rebalance: they resume from the offsets in Redis
