@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -18,7 +20,6 @@ from mastery.events.kafka import wait_for_broker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
 __all__ = [
     "die_with_parent",
@@ -44,10 +45,31 @@ def die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port below the kernel's ephemeral range: a server started on it a
+    few seconds later cannot find it taken by a client socket opened meanwhile (the
+    stack's own connections get their source ports from that range)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10_000, low - 100)  # room for a range above it
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below it: any port the kernel gives
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives client sockets (Linux; 32768 elsewhere)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return max(low, 11_000)
 
 
 def free_cluster_port() -> int:
