@@ -7,7 +7,6 @@ indexes are built as in production, then runs the same open-loop load against
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -50,40 +49,37 @@ async def run(stack: Stack) -> list[Row]:
 
     students = [f"s{i}" for i in range(0, STUDENTS, STUDENTS // QUERIED)]
     tokens = [_token(s) for s in students]
-    if gen_cpus and stack.redis_proc:
-        os.sched_setaffinity(stack.redis_proc.pid, gen_cpus)
     servers: list[Popen[bytes]] = []
     latencies = {}
-    try:
-        ports = {
-            d: await _serve(
-                stack, servers, d.replace("_", "-"), FUNCTIONS / d / "main.py", server_cpus
-            )
-            for d in {d for d, _, _ in TARGETS.values()}
-        }
-        for name, (directory, path, extra) in TARGETS.items():
-            port = ports[directory]
-            requests = [
-                http_request(
-                    "POST",
-                    f"127.0.0.1:{port}",
-                    path,
-                    {"Authorization": f"Bearer {t}", "Content-Type": "application/json"},
-                    orjson.dumps({"student_id": s, **extra}),
+    with stack.redis_on(gen_cpus):
+        try:
+            ports = {
+                d: await _serve(
+                    stack, servers, d.replace("_", "-"), FUNCTIONS / d / "main.py", server_cpus
                 )
-                for s, t in zip(students, tokens, strict=True)
-            ]
-            await _check(port, path, tokens[0], {"student_id": students[0], **extra})
-            progress(f"cohort: open loop {RATE} req/s, {name} (one unmeasured round first)")
-            # The first round on a process that has only answered a health check showed
-            # P95s of a few hundred ms (cold caches under load); the steady state counts.
-            await _open_loop(port, requests, gen_cpus)
-            latencies[name] = (await _open_loop(port, requests, gen_cpus)).latencies
-    finally:
-        for proc in servers:
-            stack.stop(proc)
-        if stack.redis_proc:
-            os.sched_setaffinity(stack.redis_proc.pid, os.sched_getaffinity(0))
+                for d in {d for d, _, _ in TARGETS.values()}
+            }
+            for name, (directory, path, extra) in TARGETS.items():
+                port = ports[directory]
+                requests = [
+                    http_request(
+                        "POST",
+                        f"127.0.0.1:{port}",
+                        path,
+                        {"Authorization": f"Bearer {t}", "Content-Type": "application/json"},
+                        orjson.dumps({"student_id": s, **extra}),
+                    )
+                    for s, t in zip(students, tokens, strict=True)
+                ]
+                await _check(port, path, tokens[0], {"student_id": students[0], **extra})
+                progress(f"cohort: open loop {RATE} req/s, {name} (one unmeasured round first)")
+                # The first round on a process that has only answered a health check showed
+                # P95s of a few hundred ms (cold caches under load); the steady state counts.
+                await _open_loop(port, requests, gen_cpus)
+                latencies[name] = (await _open_loop(port, requests, gen_cpus)).latencies
+        finally:
+            for proc in servers:
+                stack.stop(proc)
 
     base = percentile(latencies["query"], 95) * 1e3
     rows = [

@@ -82,25 +82,26 @@ async def run(stack: Stack) -> list[Row]:
     tokens = [_token(s) for s in students]
     bodies = [orjson.dumps({"student_id": s}) for s in students]
 
-    if gen_cpus and stack.redis_proc:
-        os.sched_setaffinity(stack.redis_proc.pid, gen_cpus)
     servers: list[Popen[bytes]] = []
-    try:
-        hello_port = await _serve(stack, servers, "hello", HELLO, server_cpus)
-        query_port = await _serve(stack, servers, "mastery-query", QUERY, server_cpus)
-        await _check_answers(query_port, tokens[0], bodies[0])
-        rows = [await _closed_loop(stack, hello_port, query_port, tokens, bodies, gen_cpus)]
-        rows.append(await _burst(stack, query_port, gen_cpus))
-        progress(f"query: open loop {RATE} req/s for {OPEN_SECONDS}s x2")
-        pairs = list(zip(tokens, bodies, strict=True))
-        hello = await _open_loop(hello_port, [_request(hello_port, *p) for p in pairs], gen_cpus)
-        query = await _open_loop(query_port, [_request(query_port, *p) for p in pairs], gen_cpus)
-        analytics = await _analytics(stack, servers, tokens, students, server_cpus, gen_cpus)
-    finally:
-        for proc in servers:
-            stack.stop(proc)
-        if stack.redis_proc:
-            os.sched_setaffinity(stack.redis_proc.pid, os.sched_getaffinity(0))
+    with stack.redis_on(gen_cpus):
+        try:
+            hello_port = await _serve(stack, servers, "hello", HELLO, server_cpus)
+            query_port = await _serve(stack, servers, "mastery-query", QUERY, server_cpus)
+            await _check_answers(query_port, tokens[0], bodies[0])
+            rows = [await _closed_loop(stack, hello_port, query_port, tokens, bodies, gen_cpus)]
+            rows.append(await _burst(stack, query_port, gen_cpus))
+            progress(f"query: open loop {RATE} req/s for {OPEN_SECONDS}s x2")
+            pairs = list(zip(tokens, bodies, strict=True))
+            hello = await _open_loop(
+                hello_port, [_request(hello_port, *p) for p in pairs], gen_cpus
+            )
+            query = await _open_loop(
+                query_port, [_request(query_port, *p) for p in pairs], gen_cpus
+            )
+            analytics = await _analytics(stack, servers, tokens, students, server_cpus, gen_cpus)
+        finally:
+            for proc in servers:
+                stack.stop(proc)
     for q in (50, 95, 99):
         mine, base = percentile(query.latencies, q) * 1e3, percentile(hello.latencies, q) * 1e3
         rows.append(

@@ -10,7 +10,6 @@ grew to 1M; Redis is flushed at the end.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -138,17 +137,12 @@ async def _measure(
     bodies = [f'{{"student_id":"{_student(n)}"}}'.encode() for n in ids]
     await _check_answers(port, tokens[0], bodies[0])
     requests = [_request(port, t, b) for t, b in zip(tokens, bodies, strict=True)]
-    if gen_cpus and stack.redis_proc:
-        os.sched_setaffinity(stack.redis_proc.pid, gen_cpus)
-    try:
+    with stack.redis_on(gen_cpus):
         progress(f"scale: open loop {RATE} req/s, {label} students (one unmeasured round first)")
         await _open_loop(port, requests, gen_cpus, RATE)
         before = cpu_marks(stack)
         result = await _open_loop(port, requests, gen_cpus, RATE)
         return result, other_cpu(before, cpu_marks(stack))[0]
-    finally:
-        if stack.redis_proc:
-            os.sched_setaffinity(stack.redis_proc.pid, os.sched_getaffinity(0))
 
 
 async def _seed(store: RedisStore, client: Redis, first: int, end: int) -> float:
