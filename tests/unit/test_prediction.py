@@ -166,6 +166,29 @@ def test_a_component_without_events_lately_does_not_move() -> None:
     assert p.predicted == pytest.approx(p.current)
 
 
+def _without(c: Component, days: list[DayActivity]) -> list[DayActivity]:
+    return [DayActivity(d.day, {k: m for k, m in d.events.items() if k is not c}) for d in days]
+
+
+def test_a_component_not_yet_practised_is_expected_to_arrive_where_the_others_stand() -> None:
+    """Mastery counts a component without events as 0: a student practising daily on the
+    other three will likely start it, scoring near their level, so the forecast rises by
+    part of its weight times that level (not all: it may be one they skip)."""
+    days = _without(Component.QUALITY, _days(lambda _: 0.6, range(10), n=1))
+    p = predict(days, TODAY)
+    assert p.current == pytest.approx(0.8 * 0.6)
+    assert p.current + 0.02 < p.predicted < p.current + 0.2 * 0.6
+    assert p.trend is Trend.IMPROVING
+
+
+def test_a_component_a_busy_student_never_touched_is_less_expected_than_a_new_students() -> None:
+    """The same three components at the same level: after 30 days of daily practice the
+    fourth is likely skipped on purpose; after 3 days it is likely still to come."""
+    new = predict(_without(Component.QUALITY, _days(lambda _: 0.6, range(3))), TODAY)
+    busy = predict(_without(Component.QUALITY, _days(lambda _: 0.6, range(30))), TODAY)
+    assert new.predicted - new.current > 2 * (busy.predicted - busy.current) > 0
+
+
 def test_noisier_scores_give_lower_confidence() -> None:
     rng = random.Random(3)
     calm = predict(_days(lambda _: 0.6 + rng.gauss(0, 0.02), range(21)), TODAY)
