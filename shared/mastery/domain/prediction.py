@@ -238,7 +238,8 @@ def _outlooks(
                 if (m := d.events.get(c)) is not None
             ]
     levels = _levels(points, f)
-    arrival = _arrival(ordered, levels, (today - first_day).days + 1, f)
+    unseen = len(nows) < len(Component)  # only then is an arrival to expect
+    arrival = _arrival(ordered, levels, (today - first_day).days + 1, f) if unseen else (0.0, 0.0)
     out: dict[Component, _Outlook] = {}
     for c in Component:
         if c not in nows:
@@ -276,9 +277,8 @@ def _arrival(
     """
     if not levels:
         return 0.0, 0.0
-    events = sum(m.count for d in ordered for m in d.events.values())
-    mean_rate = events / len(Component) / span
-    rate = f.arrival_shape / (f.arrival_shape / mean_rate + span)
+    per_component = sum(m.count for d in ordered for m in d.events.values()) / len(Component)
+    rate = per_component / span * f.arrival_shape / (f.arrival_shape + per_component)
     chance = 1.0 - math.exp(-rate * f.horizon_days)
     level = math.fsum(v[0] for v in levels.values()) / len(levels)
     noise = next(iter(levels.values()))[2]
