@@ -314,8 +314,8 @@ def rows_of(result: Backtest, label: str) -> list[Row]:
         Row(
             "backtest",
             "  intervention flags (at risk: ends < 0.40 or falls >= 0.07 in the week)",
-            f"precision {precision:.0%} of {result.flagged:,}",
-            f"recall {recall:.0%} of {result.at_risk:,}",
+            f"precision {precision:.1%} of {result.flagged:,}",
+            f"recall {recall:.1%} of {result.at_risk:,}",
             "",
             ">= 90 % / >= 50 %",
             precision >= 0.9 and recall >= 0.5,
