@@ -24,9 +24,9 @@ from bench._harness import JWT_SECRET, Row, progress
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.events.codec import encode
-from mastery.events.kafka import Record
 from mastery.mcp import Caller, call_tool
 from mastery.policy import Role
+from mastery.ports import Record
 from mastery.topics import event_topic
 from mastery.web.auth import Principal
 
