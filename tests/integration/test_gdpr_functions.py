@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+import orjson
 
 from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.domain.batch import Priority
 from mastery.policy import Role
-from mastery.ports import BatchRecord
+from mastery.ports import BatchRecord, Record
 from mastery.store import Outcome, RedisStore, keys
 from mastery.store.batches import BatchStore
+from mastery.topics import XAPI_TOPIC
 from mastery.web.gdpr import erase_student
-from tests.helpers import event_data, keys_of_student, record
+from tests.helpers import event_data, keys_of_student, record, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
@@ -23,7 +28,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
-    from mastery.ports import Record
     from mastery.settings import Settings
 
 
@@ -76,6 +80,68 @@ async def test_export_holds_state_history_and_event_audit(
         "/gdpr/export", json={"student_id": "s1"}, headers=token("a", "admin", "elsewhere")
     )
     assert resp.status_code == 404  # another tenant's admin: nothing, not "forbidden"
+
+
+def _digest(event_id: str) -> str:
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+async def test_export_holds_what_is_kept_to_count_each_event_once_and_batch_results(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """Beyond state, history and audit: each xAPI statement's record (what it added, or
+    that it was voided), the hash of every event id seen, and results of batch runs."""
+    home = f"https://{tenant}.lms.example"
+    at = datetime.now(UTC) - timedelta(days=1)
+    kept = xapi_statement("s1", "scored", scaled=0.6, home_page=home, at=at)
+    voided = xapi_statement("s1", "scored", scaled=0.2, home_page=home, at=at)
+    voiding = xapi_voiding("s1", str(voided["id"]), home_page=home)
+    mapped = settings.model_copy(update={"xapi_tenants": {home: tenant}})
+    statements = [
+        Record(XAPI_TOPIC, orjson.dumps(s), b"k", {"content-type": b"application/json"})
+        for s in (kept, voided, voiding)
+    ]
+    plain = [
+        record(Component.QUIZ, event_data(tenant, "s1", 0.5, class_id="c1"), event_id=f"plain-{i}")
+        for i in range(2)
+    ]
+    assert await _ingest(mapped, statements) == [Outcome.APPLIED] * 2 + [Outcome.VOIDING]
+    await _ingest(settings, plain)
+    batches = BatchStore(RedisStore(redis))
+    now_ms = int(time.time() * 1000)
+    await batches.create(
+        BatchRecord(
+            "b1", tenant, Priority.NORMAL, ("s1",), "a", Role.ADMIN, frozenset(), now_ms, now_ms
+        )
+    )
+    await batches.save_results(tenant, "b1", {"s1": b'{"mastery": 0.5}'})
+
+    resp = await client("gdpr-export").post(
+        "/gdpr/export", json={"student_id": "s1"}, headers=token("s1", "student", tenant)
+    )
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    assert sorted(doc["xapi_statements"], key=lambda r: r["voided"]) == [
+        {
+            "statement_hash": _digest(str(kept["id"])),
+            "date": at.date().isoformat(),
+            "voided": False,
+            "component": "quiz",
+            "score": 0.6,
+            "area": None,
+        },
+        {
+            "statement_hash": _digest(str(voided["id"])),
+            "date": at.date().isoformat(),
+            "voided": True,
+            "component": None,
+            "score": None,
+            "area": None,
+        },
+    ]
+    ids = [str(s["id"]) for s in (kept, voided, voiding)] + ["plain-0", "plain-1"]
+    assert doc["event_id_hashes"] == sorted(map(_digest, ids))
+    assert doc["batch_results"] == {"b1": {"mastery": 0.5}}
 
 
 async def test_erasure_removes_everything_and_replays_bring_nothing_back(

@@ -5,6 +5,7 @@ from mastery.ports import Applied, Note, Outcome, Rejection
 from mastery.store.connection import RedisConnection
 from mastery.store.erasure import AuditEntry
 from mastery.store.event_writes import UNKNOWN_TENANT
+from mastery.store.records import StatementRecord
 from mastery.store.repository import RedisStore
 from mastery.store.student_reads import StudentDays
 
@@ -18,5 +19,6 @@ __all__ = [
     "RedisConnection",
     "RedisStore",
     "Rejection",
+    "StatementRecord",
     "StudentDays",
 ]

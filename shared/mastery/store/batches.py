@@ -86,13 +86,18 @@ class BatchStore:
 
     async def forget(self, tenant: str, student: str) -> int:
         """Remove ``student``'s results from every live batch (erasure); how many went."""
-        ids = await self._store.io(self._redis.zrange(keys.batches(tenant), 0, -1))
+        ids = await self._live(tenant)
         if not ids:
             return 0
         async with self._store.pipeline(transaction=False) as pipe:
             for batch_id in ids:
-                pipe.hdel(keys.batch_results(tenant, _text(cast("bytes", batch_id))), student)
+                pipe.hdel(keys.batch_results(tenant, batch_id), student)
             return sum(await self._store.io(pipe.execute()))
+
+    async def _live(self, tenant: str) -> list[str]:
+        """The ids of the tenant's batches whose results are kept."""
+        ids = await self._store.io(self._redis.zrange(keys.batches(tenant), 0, -1))
+        return [_text(cast("bytes", i)) for i in ids or ()]
 
     async def delete(self, tenant: str, batch_id: str) -> None:
         key = keys.batch(tenant, batch_id)
@@ -140,6 +145,17 @@ class BatchStore:
         key_list = [keys.batch_results(tenant, batch_id), keys.erased(tenant)]
         refused = await self._store.run(_SAVE, key_list, args)
         return [_text(s) for s in refused]
+
+    async def results_of(self, tenant: str, student: str) -> dict[str, bytes]:
+        """``student``'s result in every live batch, by batch id (GDPR export)."""
+        ids = await self._live(tenant)
+        if not ids:
+            return {}
+        async with self._store.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hget(keys.batch_results(tenant, batch_id), student)
+            found = await self._store.io(pipe.execute())
+        return {i: _bytes(r) for i, r in zip(ids, found, strict=True) if r is not None}
 
     async def results(self, tenant: str, batch_id: str, order: Sequence[str]) -> list[bytes]:
         """The stored results of ``order``'s students, in that order (missing ones left out)."""

@@ -1,4 +1,5 @@
-"""Erasing a student: every key, every cohort index, a tombstone, their audit entries."""
+"""A student's GDPR rights in the store: erasing every key, cohort index entry and audit
+entry (with a tombstone), and reading what an export holds beyond the state and days."""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ from typing import TYPE_CHECKING
 
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
-from mastery.store.records import about, as_bytes
+from mastery.store.records import StatementRecord, about, as_bytes, parse_statements
 from mastery.store.scripts import ERASE
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-__all__ = ["AuditEntry", "Erasure"]
+__all__ = ["AuditEntry", "Bookkeeping", "Erasure"]
 
 AuditEntry = tuple[str, dict[str, str]]
 """An event-audit stream entry: its id and fields (``outcome``, ``event``, ``reason``)."""
 
+Bookkeeping = tuple[list[StatementRecord], list[int]]
+"""What the store keeps to count each event once: the xAPI statements' records (what each
+added, to undo it on voiding) and the event-id hashes (``keys.event_hash``)."""
+
 
 class Erasure(RedisConnection):
-    """GDPR erasure of one student, and the audit entries it must redact."""
+    """GDPR: erasure of one student and the audit entries it must redact; the reads an
+    export adds to the state and days."""
 
     _ttl_s: int
 
@@ -38,6 +44,16 @@ class Erasure(RedisConnection):
         ]
         args = (keys.tenant_prefix(tenant), student, int(now_s * 1000), self._ttl_s)
         return int(await self.run(ERASE, key_list, args))
+
+    async def bookkeeping(self, tenant: str, student: str, now: datetime) -> Bookkeeping:
+        """The student's xAPI statement records and seen event-id hashes, one round trip."""
+        async with self.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.xapi(tenant, student))
+            for key in keys.seen_keys(tenant, student, now.timestamp(), self._ttl_s):
+                pipe.smembers(key)
+            statements, *buckets = await self.io(pipe.execute())
+        hashes = [int(h) for bucket in buckets for h in bucket]
+        return parse_statements(statements or {}), hashes
 
     async def audit_entries(self, tenant: str, student: str, page: int = 1000) -> list[AuditEntry]:
         """The tenant's event-audit entries about ``student``, oldest first.

@@ -63,6 +63,7 @@ __all__ = [
     "rate_limit",
     "seen",
     "seen_bucket",
+    "seen_keys",
     "state",
     "student_keys",
     "student_prefix",
@@ -82,6 +83,12 @@ DAY_HEADER = struct.Struct("<BH")
 DAY_COMPONENT = struct.Struct("<HI")
 DAY_TRAILER = struct.Struct("<B")
 SEEN_BUCKET_DAYS = 30
+#: An applied xAPI statement's entry in the student's ``xapi`` hash (apply.lua): ``a``,
+#: then its component's index (1-based, ``Component`` order), day number, score units,
+#: weight and weight x score, then its area; a voided one's: ``v``, then ``XAPI_VOIDED``
+#: (the day). Field ``_p`` is the day the hash was last pruned.
+XAPI_APPLIED = struct.Struct("<BHIdd")
+XAPI_VOIDED = struct.Struct("<H")
 #: The cohort metrics, in the order cohort.lua's METRICS lists them.
 METRICS = ("mastery", "completion", "quiz", "quality", "consistency")
 
@@ -112,15 +119,20 @@ def seen(tenant: str, student: str, bucket: int) -> str:
 
 def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[str]:
     """Every key that can hold the student's data at ``now_s`` (erasure deletes these)."""
-    oldest = seen_bucket(int((now_s - ttl_s) // 86400)) - 1  # buckets outlive their days
-    newest = seen_bucket(int(now_s // 86400) + 1)  # events may be minutes in the future
     return [
         state(tenant, student),
         days(tenant, student),
         prediction(tenant, student),
         xapi(tenant, student),
-        *(seen(tenant, student, b) for b in range(oldest, newest + 1)),
+        *seen_keys(tenant, student, now_s, ttl_s),
     ]
+
+
+def seen_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[str]:
+    """The student's seen-id buckets that can exist at ``now_s``."""
+    oldest = seen_bucket(int((now_s - ttl_s) // 86400)) - 1  # buckets outlive their days
+    newest = seen_bucket(int(now_s // 86400) + 1)  # events may be minutes in the future
+    return [seen(tenant, student, b) for b in range(oldest, newest + 1)]
 
 
 def tenant_prefix(tenant: str) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import orjson
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
+from mastery.domain.days import UNITS
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.store import keys
 
@@ -16,12 +18,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCORE_FIELDS",
+    "StatementRecord",
     "about",
     "as_bytes",
     "held_state",
     "parse_days",
     "parse_scores",
     "parse_state",
+    "parse_statements",
 ]
 
 _COMPONENTS = tuple(Component)
@@ -116,3 +120,42 @@ def parse_days(blob: bytes) -> list[DayActivity]:
         pos += keys.DAY_TRAILER.size  # the mask again, for apply.lua
         out.append(DayActivity(origin + timedelta(days=day), events))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRecord:
+    """What the store keeps of one xAPI statement, so that a voiding can undo it: what it
+    added (component, score, area), or that it was voided (``voided``; then the day only)."""
+
+    statement_hash: int  # keys.event_hash of the statement id
+    day: date
+    voided: bool
+    component: Component | None = None
+    score: float | None = None
+    area: str | None = None
+
+
+def parse_statements(raw: dict[bytes, bytes]) -> list[StatementRecord]:
+    """The entries of a student's ``xapi`` hash (``keys.XAPI_APPLIED``), oldest day first."""
+    origin = DECAY_ORIGIN.date()
+    out = []
+    for field, value in raw.items():
+        if field == b"_p":
+            continue
+        if value[:1] == b"v":
+            (day,) = keys.XAPI_VOIDED.unpack_from(value, 1)
+            out.append(StatementRecord(int(field), origin + timedelta(days=day), voided=True))
+            continue
+        j, day, units, _, _ = keys.XAPI_APPLIED.unpack_from(value, 1)
+        area = value[1 + keys.XAPI_APPLIED.size :].decode()
+        out.append(
+            StatementRecord(
+                int(field),
+                origin + timedelta(days=day),
+                voided=False,
+                component=_COMPONENTS[j - 1],
+                score=units / UNITS,
+                area=area or None,
+            )
+        )
+    return sorted(out, key=lambda r: (r.day, r.statement_hash))

@@ -1,10 +1,12 @@
 """``POST /gdpr/export`` and ``POST /gdpr/erase``: a student's rights over their data.
 
-Export gives everything held about the student: state, daily history, and the audit of
-their events. Erasure deletes every key of the student and their cohort index entries
-in one atomic script, leaves a tombstone (a replayed older event is refused, not
-re-applied), then removes their entries from the event audit. Both are idempotent; an
-erasure interrupted after the atomic step is finished by sending it again.
+Export gives everything held about the student: state, daily history, the audit of their
+events, what is kept to count each event once (xAPI statement records, event-id hashes)
+and their results in batch runs still kept. Erasure deletes every key of the student and
+their cohort index entries in one atomic script, leaves a tombstone (a replayed older
+event is refused, not re-applied), then removes their entries from the event audit and
+their batch results. Both are idempotent; an erasure interrupted after the atomic step
+is finished by sending it again.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from mastery.web.responses import (
     ExportDocument,
     ExportedDay,
     ExportedEvent,
+    ExportedStatement,
     MasteryDocument,
 )
 from mastery.web.student import student_endpoint
 
 if TYPE_CHECKING:
     from mastery.domain import Aggregate, DaySnapshot, ScoringModel
-    from mastery.store import AuditEntry
+    from mastery.store import AuditEntry, StatementRecord
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
@@ -48,7 +51,9 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
         authorize_student(principal, student, state.classes, Action.EXPORT)
     history = await store.history(principal.tenant, student)
     events = await store.audit_entries(principal.tenant, student)
-    if state is None and not history and not events:
+    statements, hashes = await store.bookkeeping(principal.tenant, student, ctx.resources.clock())
+    batch_results = await ctx.resources.batches.results_of(principal.tenant, student)
+    if not (state or history or events or statements or hashes or batch_results):
         raise Problem(404, "no data held for this student")
     return ExportDocument(
         student_id=student,
@@ -68,6 +73,9 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
         else None,
         history=[_day(d, model) for d in history],
         events=[_audit(entry) for entry in events],
+        xapi_statements=[_statement(r) for r in statements],
+        event_id_hashes=sorted(map(_hex, hashes)),
+        batch_results={batch: orjson.loads(r) for batch, r in batch_results.items()},
     )
 
 
@@ -114,3 +122,19 @@ def _audit(entry: AuditEntry) -> ExportedEvent:
         **reason,
         event=orjson.loads(fields["event"]) if "event" in fields else None,
     )
+
+
+def _statement(record: StatementRecord) -> ExportedStatement:
+    return ExportedStatement(
+        statement_hash=_hex(record.statement_hash),
+        date=record.day.isoformat(),
+        voided=record.voided,
+        component=record.component.value if record.component else None,
+        score=record.score,
+        area=record.area,
+    )
+
+
+def _hex(event_hash: int) -> str:
+    """``keys.event_hash`` as the digest's hex (it is the digest read as a signed integer)."""
+    return event_hash.to_bytes(8, "big", signed=True).hex()

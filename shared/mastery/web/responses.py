@@ -223,6 +223,18 @@ class ExportedEvent(_Doc):
     event: Any
 
 
+class ExportedStatement(_Doc):
+    """What is kept of one xAPI statement so that a voiding can undo it."""
+
+    statement_hash: str
+    """BLAKE2b-64 of the statement id, hex: what the store keys it by."""
+    date: str
+    voided: bool
+    component: str | None = None
+    score: float | None = None
+    area: str | None = None
+
+
 class ExportDocument(_Doc):
     """``POST /gdpr/export``: everything held about the student."""
 
@@ -234,6 +246,11 @@ class ExportDocument(_Doc):
     aggregates: Aggregates | None
     history: list[ExportedDay]
     events: list[ExportedEvent]
+    xapi_statements: list[ExportedStatement]
+    event_id_hashes: list[str]
+    """BLAKE2b-64 of each event id seen (hex), kept to count each event once."""
+    batch_results: dict[str, Any]
+    """The student's result in each batch run still kept (24 h), by batch id."""
 
 
 class ErasureDocument(_Doc):
