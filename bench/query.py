@@ -98,7 +98,9 @@ async def run(stack: Stack) -> list[Row]:
             query = await _open_loop(
                 query_port, [_request(query_port, *p) for p in pairs], gen_cpus
             )
-            analytics = await _analytics(stack, servers, tokens, students, server_cpus, gen_cpus)
+            one_at_a_time, analytics = await _analytics(
+                stack, servers, tokens, students, server_cpus, gen_cpus
+            )
         finally:
             for proc in servers:
                 stack.stop(proc)
@@ -130,6 +132,7 @@ async def run(stack: Stack) -> list[Row]:
                 mine < target,
             )
         )
+    rows.append(one_at_a_time)
     return rows
 
 
@@ -140,21 +143,18 @@ async def _analytics(
     students: list[str],
     server_cpus: set[int] | None,
     gen_cpus: set[int] | None,
-) -> list[tuple[str, OpenLoopResult, int]]:
-    """The cached prediction and the 90-day history, measured like the query above."""
+) -> tuple[Row, list[tuple[str, OpenLoopResult, int]]]:
+    """Predictions one at a time, made and then cached; the cached prediction and the
+    90-day history open loop, measured like the query above."""
     predict_port = await _serve(stack, servers, "prediction", PREDICTION, server_cpus)
     history_port = await _serve(stack, servers, "mastery-history", HISTORY, server_cpus)
     bodies = [orjson.dumps({"student_id": s}) for s in students]
-    progress(f"query: warming {len(students)} cached predictions")
+    progress(f"query: {len(students)} predictions one at a time, then again from the cache")
+    url = f"http://127.0.0.1:{predict_port}{PREDICT_PATH}"
+    pairs = list(zip(tokens, bodies, strict=True))
     async with httpx.AsyncClient() as http:
-        for token, body in zip(tokens, bodies, strict=True):
-            url = f"http://127.0.0.1:{predict_port}{PREDICT_PATH}"
-            answer = await http.post(url, content=body, headers=_headers(token))
-            if answer.status_code != 200:
-                raise RuntimeError(f"prediction answered {answer.status_code}: {answer.text}")
-        again = await http.post(url, content=bodies[-1], headers=_headers(tokens[-1]))
-        if again.json().get("cached") is not True:
-            raise RuntimeError(f"prediction not served from cache: {again.text}")
+        made = sorted([await _predict(http, url, *p, cached=False) for p in pairs])
+        kept = sorted([await _predict(http, url, *p, cached=True) for p in pairs])
     predictions = [
         http_request("POST", f"127.0.0.1:{predict_port}", PREDICT_PATH, _headers(t), b)
         for t, b in zip(tokens, bodies, strict=True)
@@ -181,7 +181,15 @@ async def _analytics(
     progress(f"query: open loop {HISTORY_RATE} req/s for {OPEN_SECONDS}s x2, 90-day history")
     await _open_loop(history_port, histories, gen_cpus, HISTORY_RATE)
     history = await _open_loop(history_port, histories, gen_cpus, HISTORY_RATE)
-    return [
+    one_at_a_time = Row(
+        "query",
+        f"prediction, one request at a time ({len(students):,} students, {HISTORY_DAYS} days "
+        "each): made (not cached), P50 / P95",
+        f"{percentile(made, 50) * 1e3:.2f} / {percentile(made, 95) * 1e3:.2f} ms",
+        f"{percentile(kept, 50) * 1e3:.2f} / {percentile(kept, 95) * 1e3:.2f} ms (cached)",
+        f"{(percentile(made, 95) - percentile(kept, 95)) * 1e3:+.2f} ms at P95",
+    )
+    return one_at_a_time, [
         (f"cached prediction at {RATE} req/s", cached, 5),
         (
             f"history at {HISTORY_RATE} req/s, {HISTORY_DAYS} days by day, JSON "
@@ -190,6 +198,20 @@ async def _analytics(
             10,
         ),
     ]
+
+
+async def _predict(
+    http: httpx.AsyncClient, url: str, token: str, body: bytes, *, cached: bool
+) -> float:
+    """One prediction's latency (s), checked: 200, and served from the cache or not."""
+    started = time.perf_counter()
+    answer = await http.post(url, content=body, headers=_headers(token))
+    took = time.perf_counter() - started
+    if answer.status_code != 200 or answer.json().get("cached") is not cached:
+        raise RuntimeError(
+            f"prediction answered {answer.status_code} (cached: {cached}?): {answer.text}"
+        )
+    return took
 
 
 async def _closed_loop(
