@@ -209,7 +209,7 @@ async def _predict(
     took = time.perf_counter() - started
     if answer.status_code != 200 or answer.json().get("cached") is not cached:
         raise RuntimeError(
-            f"prediction answered {answer.status_code} (cached: {cached}?): {answer.text}"
+            f"prediction answered {answer.status_code}, expected cached={cached}: {answer.text}"
         )
     return took
 
