@@ -24,7 +24,8 @@ from mastery.store.client import redis_client
 from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, event_topic, with_dead_letters
 from mastery.web.batch import submit_batch
 from mastery.web.compare import compare_cohort
-from mastery.web.gdpr import erase_student
+from mastery.web.gdpr import erase_student, export_student
+from mastery.web.history import mastery_history_report
 from mastery.web.query import query_mastery
 from tests.helpers import event_data, produce, record
 from tests.integration.conftest import serve, token
@@ -79,6 +80,8 @@ async def test_events_flow_over_sasl_ssl_into_a_tls_redis_as_the_acl_user(
                 "POST /mastery/query": query_mastery,
                 "POST /analytics/compare": compare_cohort,
                 "POST /gdpr/erase": erase_student,
+                "POST /gdpr/export": export_student,
+                "POST /analytics/mastery-history": mastery_history_report,
                 "POST /batch/mastery": submit_batch,
             },
             res,
@@ -118,6 +121,21 @@ async def test_events_flow_over_sasl_ssl_into_a_tls_redis_as_the_acl_user(
                 for _ in range(3)
             ]
             assert codes == [200, 200, 429]
+
+            # history, made then served from its cache (GET / SET of the entry)
+            histories = [
+                await fn.post(
+                    "/analytics/mastery-history", json={"student_id": "s5"}, headers=admin
+                )
+                for _ in range(2)
+            ]
+            assert [h.status_code for h in histories] == [200, 200], histories[0].text
+            assert histories[1].content == histories[0].content
+
+            # export (the seen-id buckets read back, the xAPI records, batch results)
+            exported = await fn.post("/gdpr/export", json={"student_id": "s5"}, headers=admin)
+            assert exported.status_code == 200, exported.text
+            assert len(exported.json()["event_id_hashes"]) == 1
 
             # erasure (the erase script, the audit trimmed by XDEL)
             erased = await fn.post("/gdpr/erase", json={"student_id": "s5"}, headers=admin)
