@@ -249,6 +249,36 @@ async def test_history_in_every_format(
     assert sum(b["days"] for b in monthly.json()["series"]) == 4
 
 
+async def test_the_json_history_is_served_from_its_cache_until_state_day_or_range_change(
+    client: Callable[[str], httpx.AsyncClient], res: Resources, redis: Redis, tenant: str
+) -> None:
+    """The answer is kept after a line naming the state version, day and range it was
+    made for; a different range or a new event is answered afresh (and kept instead)."""
+    await _events(res, tenant, "s1", dict.fromkeys(Component, 0.5), days_ago=2)
+    fn = client("mastery-history")
+    body = {"student_id": "s1", "days": 30}
+    first = await fn.post(HISTORY, json=body, headers=_auth(tenant))
+    assert first.status_code == 200, first.text
+    entry = await redis.get(keys.history(tenant, "s1"))
+    tag = f"{first.json()['version']} {NOW.date().isoformat()} 30 day\n".encode()
+    assert entry == tag + first.content
+    assert 0 < await redis.ttl(keys.history(tenant, "s1")) <= 3600
+
+    await redis.set(keys.history(tenant, "s1"), tag + b'{"from":"the cache"}', ex=60)
+    cached = await fn.post(HISTORY, json=body, headers=_auth(tenant))
+    assert (cached.status_code, cached.json()) == (200, {"from": "the cache"})
+    assert cached.headers["content-type"] == first.headers["content-type"]
+
+    weekly = await fn.post(HISTORY, json={**body, "granularity": "week"}, headers=_auth(tenant))
+    assert weekly.json()["granularity"] == "week"  # another range: made, and kept instead
+    assert (await redis.get(keys.history(tenant, "s1"))).startswith(tag.replace(b"day", b"week"))
+    await redis.set(keys.history(tenant, "s1"), tag + b'{"from":"the cache"}', ex=60)
+    await _events(res, tenant, "s1", {Component.QUIZ: 0.9})
+    fresh = await fn.post(HISTORY, json=body, headers=_auth(tenant))
+    assert fresh.json()["version"] == first.json()["version"] + 1
+    assert len(fresh.json()["series"]) == 2  # today's event: a day of its own
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -156,6 +156,11 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     )
     assert predicted.status_code == 200
     assert await redis.exists(keys.prediction(tenant, "s1"))  # a cached prediction, too
+    history = await client("mastery-history").post(
+        "/analytics/mastery-history", json={"student_id": "s1"}, headers=admin
+    )
+    assert history.status_code == 200
+    assert await redis.exists(keys.history(tenant, "s1"))  # and a cached history
     batches = BatchStore(RedisStore(redis))
     now_ms = int(time.time() * 1000)
     await batches.create(

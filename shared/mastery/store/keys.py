@@ -9,6 +9,8 @@ slot (docs/redis-cluster.md gives the trade-off).
     m:{<tenant>}:s:<student>:seen:<n>   set of 64-bit event-id hashes, 30-day bucket n
     m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state version
                                         and day it was made for), TTL 1 hour
+    m:{<tenant>}:s:<student>:history    string: the last JSON history answered, after a line
+                                        naming its state version, day and range, TTL 1 hour
     m:{<tenant>}:s:<student>:xapi       hash: xAPI statement id hash (event_hash) -> what it
                                         added, packed (apply.lua), or a voided mark: what a
                                         voiding subtracts, and the ids voided (window long)
@@ -57,6 +59,7 @@ __all__ = [
     "days",
     "erased",
     "event_hash",
+    "history",
     "offsets",
     "outbox",
     "prediction",
@@ -109,6 +112,10 @@ def prediction(tenant: str, student: str) -> str:
     return f"m:{{{tenant}}}:s:{student}:prediction"
 
 
+def history(tenant: str, student: str) -> str:
+    return f"m:{{{tenant}}}:s:{student}:history"
+
+
 def xapi(tenant: str, student: str) -> str:
     return f"m:{{{tenant}}}:s:{student}:xapi"
 
@@ -123,6 +130,7 @@ def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[st
         state(tenant, student),
         days(tenant, student),
         prediction(tenant, student),
+        history(tenant, student),
         xapi(tenant, student),
         *seen_keys(tenant, student, now_s, ttl_s),
     ]

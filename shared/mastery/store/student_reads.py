@@ -16,7 +16,7 @@ from mastery.store.records import SCORE_FIELDS, as_bytes, held_state, parse_days
 from mastery.store.scripts import COMPARE, SCORES
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator, Callable, Sequence
     from datetime import datetime
 
     from mastery.domain import DayActivity, DaySnapshot, StudentState
@@ -28,14 +28,14 @@ __all__ = ["StudentDays", "StudentReads"]
 class StudentDays:
     """What answers built on the day records need, read at one instant.
 
-    ``classes`` decide who may see them; ``cached_prediction`` is the raw cache entry,
-    if one was asked for and exists (its validity is the caller's to judge).
+    ``classes`` decide who may see them; ``cached`` is the raw entry of the answer cache
+    asked for, if it exists (its validity is the caller's to judge).
     """
 
     version: int
     classes: frozenset[str]
     packed_days: bytes
-    cached_prediction: bytes | None = None
+    cached: bytes | None = None
 
     @property
     def activity(self) -> list[DayActivity]:
@@ -125,34 +125,35 @@ class StudentReads(RedisConnection):
         return end_of_day(parse_days(as_bytes(blob)))
 
     async def days_of(
-        self, tenant: str, student: str, *, with_prediction: bool = False
+        self, tenant: str, student: str, *, cache: Callable[[str, str], str] | None = None
     ) -> StudentDays | None:
-        """Version, classes and day records (and the cached prediction), one round trip.
+        """Version, classes and day records (and an answer cache's entry: ``cache`` is
+        its key, ``keys.prediction`` or ``keys.history``), one round trip.
 
-        MULTI/EXEC, so no event is applied between reading the version and the days: a
-        prediction made from them belongs to exactly that version. ``None`` when nothing
-        is held for the student.
+        MULTI/EXEC, so no event is applied between reading the version and the days: an
+        answer made from them belongs to exactly that version. ``None`` when nothing is
+        held for the student.
         """
-        [days] = await self._days([student], tenant, with_prediction=with_prediction)
+        [days] = await self._days([student], tenant, cache)
         return days
 
     async def days_of_many(self, tenant: str, students: Sequence[str]) -> list[StudentDays | None]:
-        """``days_of(..., with_prediction=True)`` for each student, in one MULTI/EXEC (the
+        """``days_of(..., cache=keys.prediction)`` for each student, in one MULTI/EXEC (the
         tenant's keys share a slot), so each one's version, days and prediction belong
         together."""
-        return await self._days(students, tenant, with_prediction=True) if students else []
+        return await self._days(students, tenant, keys.prediction) if students else []
 
     async def _days(
-        self, students: Sequence[str], tenant: str, *, with_prediction: bool
+        self, students: Sequence[str], tenant: str, cache: Callable[[str, str], str] | None
     ) -> list[StudentDays | None]:
         async with self.pipeline(transaction=True) as pipe:
             for student in students:
                 pipe.hmget(keys.state(tenant, student), ["version", "classes"])
                 pipe.get(keys.days(tenant, student))
-                if with_prediction:
-                    pipe.get(keys.prediction(tenant, student))
+                if cache:
+                    pipe.get(cache(tenant, student))
             replies = await self.io(pipe.execute())
-        per = 3 if with_prediction else 2
+        per = 3 if cache else 2
         out: list[StudentDays | None] = []
         for i in range(len(students)):
             (version, classes), blob, *cached = replies[per * i : per * i + per]
@@ -165,7 +166,7 @@ class StudentReads(RedisConnection):
                     version=int(version),
                     classes=frozenset(names.split(",")) if names else frozenset(),
                     packed_days=as_bytes(blob),
-                    cached_prediction=(as_bytes(cached[0]) or None) if cached else None,
+                    cached=(as_bytes(cached[0]) or None) if cached else None,
                 )
             )
         return out
@@ -181,18 +182,19 @@ class StudentReads(RedisConnection):
         names = await self.io(self._redis.zrange(key, 0, count - 1))
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
-    async def cache_prediction(self, tenant: str, student: str, entry: bytes, ttl_s: int) -> None:
-        """Store a prediction entry for ``ttl_s`` seconds, replacing any older one.
+    async def cache(self, key: str, entry: bytes, ttl_s: int) -> None:
+        """Store an answer cache's entry (``keys.prediction``, ``keys.history``) for
+        ``ttl_s`` seconds, replacing any older one.
 
         A plain SET: two requests racing for different versions can leave the older
         one, which the next reader sees as stale (its version differs) and recomputes.
         """
-        await self.io(self._redis.set(keys.prediction(tenant, student), entry, ex=ttl_s))
+        await self.io(self._redis.set(key, entry, ex=ttl_s))
 
     async def cache_predictions(
         self, tenant: str, entries: Sequence[tuple[str, bytes]], ttl_s: int
     ) -> None:
-        """``cache_prediction`` for several students, in one round trip."""
+        """``cache`` of several students' predictions, in one round trip."""
         if not entries:
             return
         async with self.pipeline(transaction=False) as pipe:

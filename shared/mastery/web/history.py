@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from mastery.domain import Component, mastery_history
+from mastery.store import keys
 from mastery.web.app import model_response
 from mastery.web.requests import HistoryRequest
 from mastery.web.responses import Bucket as BucketDocument
@@ -30,6 +31,7 @@ __all__ = [
     "mastery_history_report",
 ]
 
+CACHE_TTL_S = 3600
 CSV = "text/csv; charset=utf-8"
 NDJSON = "application/x-ndjson"
 _NAMES = tuple((c, c.value) for c in Component)  # Enum.value is a slow descriptor
@@ -38,7 +40,9 @@ _COLUMNS = ["student_id", "start", "end", "days", "mastery", *(name for _, name 
 
 async def mastery_history_report(request: Request, ctx: Context) -> Response:
     principal, body = await read_student_request(request, ctx, HistoryRequest)
-    h, version = await history_of(ctx, principal, body)
+    if body.format == "json":
+        return await _json_answer(ctx, principal, body)
+    h, _ = await history_of(ctx, principal, body)
     if body.format == "csv":
         rows = history_rows(body.student_id, h)
         out = io.StringIO()
@@ -46,10 +50,25 @@ async def mastery_history_report(request: Request, ctx: Context) -> Response:
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
         return _attachment(out.getvalue().encode(), CSV, body.student_id, "csv")
-    if body.format == "ndjson":
-        lines = b"".join(orjson.dumps(r) + b"\n" for r in history_rows(body.student_id, h))
-        return _attachment(lines, NDJSON, body.student_id, "ndjson")
-    return model_response(history_document(body.student_id, principal.tenant, h, version))
+    lines = b"".join(orjson.dumps(r) + b"\n" for r in history_rows(body.student_id, h))
+    return _attachment(lines, NDJSON, body.student_id, "ndjson")  # format ndjson
+
+
+async def _json_answer(ctx: Context, principal: Principal, body: HistoryRequest) -> Response:
+    """The JSON answer, from the cache when it was made from this state version, today,
+    for this range (``keys.history``: the last one asked, after a line naming those)."""
+    tenant, student = principal.tenant, body.student_id
+    store = ctx.resources.store
+    found = await store.days_of(tenant, student, cache=keys.history)
+    days = require_visible(principal, student, found)
+    today = ctx.resources.clock().date()
+    tag = f"{days.version} {today.isoformat()} {body.days} {body.granularity}\n".encode()
+    if days.cached is not None and days.cached.startswith(tag):
+        return Response(days.cached[len(tag) :], 200, media_type="application/json")
+    h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
+    answer = model_response(history_document(student, tenant, h, days.version))
+    await store.cache(keys.history(tenant, student), tag + answer.body, CACHE_TTL_S)
+    return answer
 
 
 async def history_of(

@@ -8,6 +8,7 @@ import orjson
 from pydantic import ValidationError
 
 from mastery.domain import predict
+from mastery.store import keys
 from mastery.web.requests import StudentRequest
 from mastery.web.responses import PredictionDocument
 from mastery.web.student import require_visible, student_endpoint
@@ -37,13 +38,13 @@ async def prediction_of(
     """The 7-day prediction, from the cache when it was made from this state (``prediction``)."""
     tenant, student = principal.tenant, body.student_id
     store = ctx.resources.store
-    found = await store.days_of(tenant, student, with_prediction=True)
+    found = await store.days_of(tenant, student, cache=keys.prediction)
     days = require_visible(principal, student, found)
     doc, entry = prediction_from(
         days, student, tenant, ctx.resources.clock().date(), ctx.resources.model
     )
     if entry is not None:
-        await store.cache_prediction(tenant, student, entry, CACHE_TTL_S)
+        await store.cache(keys.prediction(tenant, student), entry, CACHE_TTL_S)
     return doc
 
 
@@ -52,7 +53,7 @@ def prediction_from(
 ) -> tuple[PredictionDocument, bytes | None]:
     """The answer for ``days`` (read with their cached prediction), and a cache entry to
     store when the cached one was missing or stale (``None`` when it served)."""
-    cached = _from_cache(days.cached_prediction, days.version, today)
+    cached = _from_cache(days.cached, days.version, today)
     if cached is not None:
         return cached, None
     made = predict(days.activity, today, model)
