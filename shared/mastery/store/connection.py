@@ -33,6 +33,7 @@ DOWN = (
 
 
 _NOT_SINGLE = "redis: REDIS_URL names a Redis Cluster node: set MASTERY_REDIS_CLUSTER=true"
+_ACL = "the Redis user lacks a command the engine runs: docs/redis-acl.md has the rule"
 
 
 class RedisConnection:
@@ -80,7 +81,8 @@ class RedisConnection:
         await self.io(self._redis.ping())
 
     async def io(self, call: Awaitable[T]) -> T:
-        """Await one Redis call within the deadline; down or slow is ``Unavailable``.
+        """Await one Redis call within the deadline; down or slow is ``Unavailable``, a
+        command the ACL refuses (the user's rule lacks it) ``Misconfigured``.
 
         The deadline lives here rather than in redis-py's ``socket_timeout``, which wraps
         every read in ``asyncio.wait_for`` (a task per command, ~40 % of a round trip).
@@ -92,3 +94,14 @@ class RedisConnection:
             raise Unavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         except redis.exceptions.MovedError as exc:  # a cluster node, asked as a single one
             raise Misconfigured(_NOT_SINGLE) from exc
+        except redis.exceptions.ResponseError as exc:
+            if not _refused(exc):
+                raise
+            raise Misconfigured(f"redis: {exc} ({_ACL})") from exc
+
+
+def _refused(exc: redis.exceptions.ResponseError) -> bool:
+    """The ACL refused a command: a plain one (NOPERM), or one a script called."""
+    return isinstance(exc, redis.exceptions.NoPermissionError) or (
+        "can't run this command" in str(exc)
+    )
