@@ -18,9 +18,13 @@ from mastery.web.responses import HistoryDocument, HistorySummary
 from mastery.web.student import read_student_request, require_visible
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import date
+
     from starlette.requests import Request
 
     from mastery.domain import Bucket, History
+    from mastery.store import StudentDays
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
@@ -58,16 +62,13 @@ async def _json_answer(ctx: Context, principal: Principal, body: HistoryRequest)
     """The JSON answer, from the cache when it was made from this state version, today,
     for this range (``keys.history``: the last one asked, after a line naming those)."""
     tenant, student = principal.tenant, body.student_id
-    store = ctx.resources.store
-    found = await store.days_of(tenant, student, cache=keys.history)
-    days = require_visible(principal, student, found)
-    today = ctx.resources.clock().date()
+    days, today = await _visible_days(ctx, principal, body, cache=keys.history)
     tag = f"{days.version} {today.isoformat()} {body.days} {body.granularity}\n".encode()
     if days.cached is not None and days.cached.startswith(tag):
         return Response(days.cached[len(tag) :], 200, media_type="application/json")
     h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
     answer = model_response(history_document(student, tenant, h, days.version))
-    await store.cache(keys.history(tenant, student), tag + answer.body, CACHE_TTL_S)
+    await ctx.resources.store.cache(keys.history(tenant, student), tag + answer.body, CACHE_TTL_S)
     return answer
 
 
@@ -75,11 +76,21 @@ async def history_of(
     ctx: Context, principal: Principal, body: HistoryRequest
 ) -> tuple[History, int]:
     """The student's history over ``body.days`` by ``body.granularity``, and its state version."""
-    found = await ctx.resources.store.days_of(principal.tenant, body.student_id)
-    days = require_visible(principal, body.student_id, found)
-    today = ctx.resources.clock().date()
+    days, today = await _visible_days(ctx, principal, body)
     h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
     return h, days.version
+
+
+async def _visible_days(
+    ctx: Context,
+    principal: Principal,
+    body: HistoryRequest,
+    cache: Callable[[str, str], str] | None = None,
+) -> tuple[StudentDays, date]:
+    """The student's day records (and ``cache``'s entry), read only to be shown to a caller
+    who may see them (404 / 403 otherwise), and today's date."""
+    found = await ctx.resources.store.days_of(principal.tenant, body.student_id, cache=cache)
+    return require_visible(principal, body.student_id, found), ctx.resources.clock().date()
 
 
 def history_document(student_id: str, tenant: str, h: History, version: int) -> HistoryDocument:
