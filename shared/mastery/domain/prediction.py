@@ -56,6 +56,11 @@ class Forecast:
         threshold: a forecast move ``d`` is first cut to ``d · (1 - threshold · var(d) / d²)``,
             nothing when that is negative (a move its own noise explains is not made).
         shrink: what is left of it, ``d'``, is scaled by ``d'² / (d'² + shrink · var(d'))``.
+            Both chosen on the tuning seed after ``var(d)`` counted the shared slope's and
+            offset's errors once (they had been summed as if independent per component,
+            and 2 / 12 made up for it): the lowest overall error with every family at or
+            below the last value's (threshold 0.5-2, shrink 1-6): 1.25 / 1.5, 0.8569x
+            (0.8657x before); noisy plateaus 0.9998x bind it.
         min_noise: the raw scores' scatter (sd of one event) is taken as at least this.
         stable_slope: forecast change per day below which the trend is stable.
         flag_below: a forecast below this needs an intervention, when it stays below
@@ -66,10 +71,11 @@ class Forecast:
             tuning seed only (``python -m bench._flag_grid``, both in 0-3, step 0.25):
             the largest recall with precision >= 92 % (2 points above the 90 % target),
             ties to the higher precision. Re-run after each change to the predicted
-            error (it is what the margins multiply); last after the arrival of
-            components not practised yet: 1.0 / 2.25, 92.1 % / 66.3 % (the previous
-            2.0 / 2.25: 95.2 % / 53.7 %). ``below_margin`` is where the floor binds
-            (0.75: 91.0 % / 68.8 %); ``drop_margin`` moves recall < 1 point over 0-3.
+            error (it is what the margins multiply); last after the move's variance
+            counted the shared errors once: 1.0 / 2.0, 92.2 % / 66.8 % (after the
+            arrival of components not practised yet: 1.0 / 2.25, 92.1 % / 66.3 %).
+            ``below_margin`` is where the floor binds (0.75: 91.0 % / 69.2 %);
+            ``drop_margin`` moves recall < 1 point over 0-3.
         min_confidence: interventions are only flagged at this confidence or above.
         arrival_shape: how sure a component without events is to come at the student's
             mean rate per component (the shape of its Gamma prior, in events): after
@@ -91,17 +97,17 @@ class Forecast:
     rate_days: int = 14
     aim_days: float = 4.0
     slope_prior: float = 0.006
-    shrink: float = 12.0
+    shrink: float = 1.5
     min_noise: float = 0.05
     stable_slope: float = 0.002
     flag_below: float = 0.40
     below_margin: float = 1.0
     flag_drop: float = 0.06
-    drop_margin: float = 2.25
+    drop_margin: float = 2.0
     min_confidence: float = 0.2
     error_scale: float = 0.03
     idle_sd: float = 0.05
-    threshold: float = 2.0
+    threshold: float = 1.25
     arrival_shape: float = 2.0
 
 
@@ -137,12 +143,33 @@ class Prediction:
 class _Outlook:
     now: float  # the component's score at the end of today
     move: float  # expected change by the horizon (before shrinking)
-    move_var: float  # variance of ``move`` (where the raw scores stand and head)
+    move_var: float  # variance of ``move`` from the component's own line (its mean)
     new_var: float  # the new events' own noise in the horizon's score
     gap: float  # expected score of the new events minus ``now``
     # A component without events yet (``now`` is 0): its expected score at the horizon.
     arrival: float = 0.0
     arrival_var: float = 0.0
+    # How much of the errors every component's level shares ``move`` carries: of the
+    # slope's (its share times how far the slope is extrapolated) and of the recent offset's.
+    slope_lean: float = 0.0
+    off_lean: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """Where each component's raw scores will stand at ``aim_days``.
+
+    ``levels``: per component, that level, the variance of its own part (its line's
+    mean) and how many days its line is extrapolated from its mean. The slope and how far
+    the recent day means stand off the lines are the student's, shared by every
+    component: their variances are ``slope_var`` and ``off_var``, counted once in a move
+    made of several components. ``noise``: the scatter of one event's score.
+    """
+
+    levels: dict[Component, tuple[float, float, float]]
+    slope_var: float = 0.0
+    off_var: float = 0.0
+    noise: float = 0.0
 
 
 def predict(
@@ -165,8 +192,8 @@ def predict(
     horizon = today + timedelta(days=f.horizon_days)
     half_life = model.half_life / timedelta(days=1)
     first_day = ordered[0].day if ordered else today
-    outlooks = _outlooks(ordered, recent, today, first_day, half_life, f)
-    current = move = move_var = error2 = gap = arrival = 0.0
+    outlooks, reading = _outlooks(ordered, recent, today, first_day, half_life, f)
+    current = move = move_var = error2 = gap = arrival = slope_lean = off_lean = 0.0
     for c, o in outlooks.items():
         weight = model.weights[c]
         current += weight * o.now
@@ -175,6 +202,11 @@ def predict(
         error2 += weight**2 * (o.new_var + o.arrival_var)
         gap += weight * o.gap
         arrival += weight * o.arrival
+        slope_lean += weight * o.slope_lean
+        off_lean += weight * o.off_lean
+    # One slope and one recent offset for all components: their errors move every
+    # component's level the same way, so they do not average out over the components.
+    move_var += slope_lean**2 * reading.slope_var + off_lean**2 * reading.off_var
     # James-Stein, twice: the expected move is made as far as it stands out of its own
     # noise. First the positive part: a move within √threshold of its sd is not made at
     # all (on a flat skill where recent scores stand is noise that the coming events
@@ -216,7 +248,7 @@ def _outlooks(
     first_day: date,
     half_life: float,
     f: Forecast,
-) -> dict[Component, _Outlook]:
+) -> tuple[dict[Component, _Outlook], _Reading]:
     h = f.horizon_days
     rate_start = max(first_day, today - timedelta(days=f.rate_days - 1))
     rate_span = (today - rate_start).days + 1
@@ -238,9 +270,10 @@ def _outlooks(
                 for d in recent
                 if (m := d.events.get(c)) is not None
             ]
-    levels = _levels(points, f)
+    reading = _levels(points, f)
+    levels = reading.levels
     unseen = len(nows) < len(Component)  # only then is an arrival to expect
-    arrival = _arrival(ordered, levels, (today - first_day).days + 1, f) if unseen else (0.0, 0.0)
+    arrival = _arrival(ordered, reading, (today - first_day).days + 1, f) if unseen else (0.0, 0.0)
     out: dict[Component, _Outlook] = {}
     for c in Component:
         if c not in nows:
@@ -252,21 +285,26 @@ def _outlooks(
             out[c] = _Outlook(now, 0.0, 0.0, f.idle_sd**2, 0.0)
             continue
         rate = events / rate_span
-        level, level_var, noise = levels[c]
+        level, own_var, reach = levels[c]
         # Next week's events, at the rate, each faded to the horizon; today's sums fade a week.
         ahead = rate * ahead_fade
         share = ahead / (w * fade_h + ahead)  # of the horizon's mean
         gap = level - now
-        new_var = share**2 * noise**2 / max(1.0, rate * h)
-        out[c] = _Outlook(now, share * gap, share**2 * level_var, new_var, gap)
-    return out
+        new_var = share**2 * reading.noise**2 / max(1.0, rate * h)
+        out[c] = _Outlook(
+            now,
+            share * gap,
+            share**2 * own_var,
+            new_var,
+            gap,
+            slope_lean=share * reach,
+            off_lean=share,
+        )
+    return out, reading
 
 
 def _arrival(
-    ordered: Sequence[DayActivity],
-    levels: dict[Component, tuple[float, float, float]],
-    span: int,
-    f: Forecast,
+    ordered: Sequence[DayActivity], reading: _Reading, span: int, f: Forecast
 ) -> tuple[float, float]:
     """A component without events yet: its expected score at the horizon, and the variance.
 
@@ -276,21 +314,18 @@ def _arrival(
     where the student's other components stand (their mean level). Nothing is expected
     of a student without recent raw scores.
     """
+    levels = reading.levels
     if not levels:
         return 0.0, 0.0
     per_component = sum(m.count for d in ordered for m in d.events.values()) / len(Component)
     rate = per_component / span * f.arrival_shape / (f.arrival_shape + per_component)
     chance = 1.0 - math.exp(-rate * f.horizon_days)
     level = math.fsum(v[0] for v in levels.values()) / len(levels)
-    noise = next(iter(levels.values()))[2]
-    return chance * level, chance * (1.0 - chance) * level**2 + chance * noise**2
+    return chance * level, chance * (1.0 - chance) * level**2 + chance * reading.noise**2
 
 
-def _levels(
-    points: dict[Component, _Points], f: Forecast
-) -> dict[Component, tuple[float, float, float]]:
-    """Per component: where its raw scores will stand at ``aim_days``, the variance of
-    that, and the scatter of one event's score.
+def _levels(points: dict[Component, _Points], f: Forecast) -> _Reading:
+    """Per component: where its raw scores will stand at ``aim_days`` (``_Reading``).
 
     The student's components are taken to move together (one skill, four measures of
     it), each at its own level: one slope through all of them (each component's day
@@ -303,7 +338,7 @@ def _levels(
     """
     pts = {c: p for c, p in points.items() if p}
     if not pts:
-        return {}
+        return _Reading({})
     scatter = _scatter(pts.values())
     noise = max(f.min_noise, scatter) if scatter is not None else 0.15  # too few days: typical
     lines = {}
@@ -338,9 +373,8 @@ def _levels(
     out = {}
     for c, (mx, my, my_var) in lines.items():
         reach = f.aim_days - mx
-        level = min(1.0, max(0.0, my + slope * reach + off))
-        out[c] = (level, noise**2 * my_var + slope_var * reach**2 + off_var, noise)
-    return out
+        out[c] = (min(1.0, max(0.0, my + slope * reach + off)), noise**2 * my_var, reach)
+    return _Reading(out, slope_var, off_var, noise)
 
 
 def _scatter(series: Iterable[Sequence[tuple[int, int, float]]]) -> float | None:
