@@ -136,6 +136,7 @@ _REASONS = (
     ),
     ("too_old", re.compile(r"older than|before the window|outside the window")),
     ("in_future", re.compile(r"in the future")),
+    ("day_full", re.compile(r"a day record holds no more")),
 )
 
 

@@ -109,11 +109,14 @@ class Applied:
 
     ``notes``: each level change, also kept in its tenant's outbox until published.
     ``backlog``: tenants whose outbox holds older notes too (a publish was cut off).
+    ``refused``: events the store would not apply although they decoded (their outcome
+    is ``REJECTED``), by place in the batch, with the reason: dead-letter them.
     """
 
     outcomes: list[Outcome]
     notes: list[Note]
     backlog: frozenset[str]
+    refused: dict[int, str] = field(default_factory=dict)
 
 
 class EventStore(Protocol):

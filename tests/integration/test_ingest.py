@@ -9,7 +9,8 @@ import orjson
 from redis.asyncio import Redis
 
 from mastery.bootstrap import build
-from mastery.domain import Component
+from mastery.domain import Component, Observation
+from mastery.domain.days import DAY_MAX
 from mastery.events.codec import JSON
 from mastery.ports import Record
 from mastery.store import Outcome, keys
@@ -83,3 +84,60 @@ async def test_poison_messages_are_dead_lettered_with_reasons(
     assert [f[b"outcome"] for _, f in audit].count(b"duplicate") == 1
     rejected = [f for _, f in audit if f[b"outcome"] == b"rejected"]
     assert {orjson.loads(f[b"event"])["event_id"] for f in rejected} == {"p3", "p4", "p6"}
+
+
+async def test_an_event_past_a_full_day_record_is_dead_lettered_not_wrapped(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """A day record counts a component's events in 16 bits: the 65,536th of one student,
+    component and day is refused with the reason (audit and DLQ), not wrapped to 0, both
+    when that day is the newest record and when it is an older one (a backfill)."""
+    [topic] = fresh_topics(settings, "dayfull")
+    day = datetime.now(UTC) - timedelta(days=2, hours=1)
+    full = DAY_MAX - 1  # the batch below brings it to the limit and then past it
+    res = build(settings, source="test")
+    try:
+        prefill = [
+            Observation(f"pre-{i}", tenant, "s1", Component.QUIZ, 0.5, day) for i in range(full)
+        ]
+        for i in range(0, full, 5000):
+            chunk = prefill[i : i + 5000]
+            await res.store.apply([(o, b"{}") for o in chunk], [], datetime.now(UTC))
+
+        def quiz(event_id: str, at: datetime = day) -> Record:
+            return record(
+                Component.QUIZ, event_data(tenant, "s1", 0.9, at=at), event_id=event_id, topic=topic
+            )
+
+        newest = await res.ingestor.ingest([quiz("last"), quiz("over"), quiz("pre-7")])
+        later = await res.ingestor.ingest([quiz("today", datetime.now(UTC) - timedelta(hours=1))])
+        backfill = await res.ingestor.ingest([quiz("late")])  # the full day is an older one now
+        days = await res.store.days_of(tenant, "s1")
+    finally:
+        await res.aclose()
+
+    reason = (
+        f"the student already has {DAY_MAX} quiz events on this day: a day record holds no more"
+    )
+    assert newest == [
+        (Outcome.APPLIED, None),
+        (Outcome.REJECTED, reason),
+        (Outcome.DUPLICATE, None),
+    ]
+    assert later == [(Outcome.APPLIED, None)]
+    assert backfill == [(Outcome.REJECTED, reason)]
+
+    dead = read_topic(settings, dlq_topic(topic), expected=2)
+    assert sorted(headers_of(m)["ce_id"] for m in dead) == ["late", "over"]
+    assert {headers_of(m)["dlq_reason"] for m in dead} == {reason}
+    audit = await redis.xrange(keys.audit(tenant), "-", "+")
+    refused = [f for _, f in audit if f[b"outcome"] == b"rejected"]
+    assert [(orjson.loads(f[b"event"])["event_id"], f[b"reason"].decode()) for f in refused] == [
+        ("over", reason),
+        ("late", reason),
+    ]
+    assert days is not None
+    counts = [d.events[Component.QUIZ].count for d in days.activity]
+    assert counts == [DAY_MAX, 1]
+    assert days.activity[0].events[Component.QUIZ].units == full * 5000 + 9000
+    assert days.version == DAY_MAX + 1

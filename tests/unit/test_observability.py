@@ -231,6 +231,10 @@ def test_build_info_names_the_version() -> None:
         ("occurred_at 2099-01-01T00:00:00+00:00 is in the future", "in_future"),
         ("score: Input should be less than or equal to 1", "invalid_field"),
         ("malformed batch message: not JSON", "malformed"),
+        (
+            "the student already has 65535 quiz events on this day: a day record holds no more",
+            "day_full",
+        ),
     ],
 )
 def test_dead_letter_reasons_fall_into_a_few_classes(reason: str, label: str) -> None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mastery.domain.scoring import ScoringModel
 
 __all__ = [
+    "DAY_MAX",
     "UNITS",
     "DayActivity",
     "DayMean",
@@ -37,6 +38,9 @@ __all__ = [
 
 #: Scores are summed as integers of 1/10000.
 UNITS = 10000
+#: A day record counts at most this many events of one component (16 bits): apply.lua
+#: refuses a student's next one of that component and day (dead-lettered with the reason).
+DAY_MAX = 65535
 _ORIGIN = DECAY_ORIGIN.date()
 _ORIGIN_S = DECAY_ORIGIN.timestamp()
 _COMPONENTS = tuple(Component)

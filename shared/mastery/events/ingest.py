@@ -45,6 +45,8 @@ class Batch:
 
     now: datetime
     accepted: list[tuple[Observation, bytes]] = field(default_factory=list)
+    sources: list[Record] = field(default_factory=list)
+    """The record each accepted event came from (to dead-letter it if the store refuses it)."""
     rejected: list[Rejection] = field(default_factory=list)
     dead: list[OutMessage] = field(default_factory=list)
     slots: list[int | Result] = field(default_factory=list)
@@ -124,6 +126,7 @@ class Ingestor:
                 continue
             batch.slots.append(len(batch.accepted))
             batch.accepted.append((obs, audit_record(record, obs, now)))
+            batch.sources.append(record)
         return batch
 
     async def apply(
@@ -159,11 +162,22 @@ class Ingestor:
         await self._publisher.publish(batch.dead)
         with tracing.span("redis apply", kind=tracing.SpanKind.CLIENT):
             applied = await self._store.apply(batch.accepted, batch.rejected, batch.now, offsets)
+        # Refused by the store (audited there): dead-lettered before anything is
+        # acknowledged; a crash in between redelivers them, and they are refused again.
+        refused = applied.refused
+        if refused:
+            await self._publisher.publish(
+                [
+                    dead_letter(batch.sources[i], why, batch.now, self._source)
+                    for i, why in refused.items()
+                ]
+            )
         await self._notify(applied)
 
         outcomes = applied.outcomes
         results: list[Result] = [
-            (outcomes[slot], None) if isinstance(slot, int) else slot for slot in batch.slots
+            (outcomes[slot], refused.get(slot)) if isinstance(slot, int) else slot
+            for slot in batch.slots
         ]
         _count(results)
         _ages(batch, outcomes)

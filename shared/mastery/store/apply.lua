@@ -17,16 +17,19 @@
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
 --       the audit records are arguments of their own: inside the JSON, cjson unescaping
 --       them cost ~2 us per event, as much as all the other fields)
--- Returns {outcomes, changes, outbox_length}, or {'moved', field, stored} when the
--- applied offsets are not what the caller expects (then nothing was written):
+-- Returns {outcomes, changes, outbox_length, refused}, or {'moved', field, stored} when
+-- the applied offsets are not what the caller expects (then nothing was written):
 --   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
---     after the event happened: a replay or a late event must not bring data back);
+--     after the event happened: a replay or a late event must not bring data back), or
+--     'rejected' (the student's day record of that component and day is full, DAY_MAX:
+--     not applied, not marked seen, audited with the reason; the caller dead-letters it);
 --     for xAPI statements also 'voiding' (a voiding that took effect: its target's
 --     increment subtracted, or the target barred before it arrived) and 'voided' (a
 --     statement already voided: refused);
 --   changes: {outbox entry id, notification JSON} per student whose level this batch
 --     changed; each is also in the tenant's outbox until it has been published;
---   outbox_length: entries in the outbox, these included (more: a backlog to publish).
+--   outbox_length: entries in the outbox, these included (more: a backlog to publish);
+--   refused: per 'rejected' event, its place in the call (1-based) and the reason.
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
 -- this script only adds sums, so events commute and any order gives the same state (an
@@ -83,6 +86,137 @@ local function gather(state, days, student, c, area, w, wv, class, day, units, n
   st.cause = cause
 end
 
+-- Day records (mastery.store.records.parse_days reads them), oldest day first: per day
+-- '<BH' (a mask of the components with events that day, the day since the origin), then
+-- per component in the mask '<HI4' (events that day, the sum of their scores in units of
+-- 1/10000), then the mask again, so that the newest record can be read from the end.
+-- Days at or before the newest day less the window are dropped.
+local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}  -- bits set in a mask
+
+local function unpack_record(blob, pos)
+  local mask, day
+  mask, day, pos = struct.unpack('<BH', blob, pos)
+  local r = {}
+  for j = 1, #comps do
+    if math.floor(mask / 2 ^ (j - 1)) % 2 == 1 then
+      local n, u
+      n, u, pos = struct.unpack('<HI4', blob, pos)
+      r[j] = {n, u}
+    end
+  end
+  return day, r, pos + 1
+end
+
+local function pack_record(day, r)
+  local mask, body = 0, {}
+  for j = 1, #comps do
+    if r[j] then
+      mask = mask + 2 ^ (j - 1)
+      body[#body + 1] = struct.pack('<HI4', r[j][1], r[j][2])
+    end
+  end
+  if mask == 0 then return '' end  -- every event of the day voided: no record
+  return struct.pack('<BH', mask, day) .. table.concat(body) .. struct.pack('<B', mask)
+end
+
+-- Additions may be negative (a voiding): a component left with no events is dropped.
+local function add_to(r, adds)
+  for j, a in pairs(adds) do
+    local cur = r[j] or {0, 0}
+    r[j] = {cur[1] + a[1], cur[2] + a[2]}
+    if r[j][1] <= 0 then r[j] = nil end
+  end
+  return r
+end
+
+-- A student's day records, read once per call (by the first of their events checked, or
+-- by update_days), kept as read: the blob, its newest record's offset (0: none) and day.
+-- Nothing is parsed into tables before update_days: a call's students' tables would all
+-- stay alive till its end, and the collector's walks through them cost more than reading.
+local stored = {}  -- days key -> {blob, tail, last_day}
+
+local function stored_days(days)
+  local s = stored[days]
+  if not s then
+    s = {blob = redis.call('GET', days) or '', tail = 0, last_day = -1}
+    if #s.blob > 0 then
+      s.tail = #s.blob - 3 - 6 * POP[struct.unpack('<B', s.blob, #s.blob)]
+      s.last_day = select(2, struct.unpack('<BH', s.blob, s.tail))
+    end
+    stored[days] = s
+  end
+  return s
+end
+
+-- The offset of day's record (an older one than the newest: a backfill), or nil.
+local function record_at(blob, day)
+  local pos = 1
+  while pos <= #blob do
+    local mask, d = struct.unpack('<BH', blob, pos)
+    if d >= day then return d == day and pos or nil end
+    pos = pos + 4 + 6 * POP[mask]
+  end
+  return nil
+end
+
+-- The number of component j's events in the record at pos, read in place.
+local function count_at(blob, pos, j)
+  local mask = struct.unpack('<B', blob, pos)
+  if math.floor(mask / 2 ^ (j - 1)) % 2 == 0 then return 0 end
+  local at = pos + 3
+  for k = 1, j - 1 do
+    if math.floor(mask / 2 ^ (k - 1)) % 2 == 1 then at = at + 6 end
+  end
+  return (struct.unpack('<H', blob, at))
+end
+
+-- The records with a batch's additions (day -> component index -> {events, units}).
+-- Events of the newest day or later (the usual case) touch only the blob's tail; an
+-- older day (a backfill, a replay) rewrites it whole. Integer sums: any order, same blob.
+local function update_days(s, day_adds)
+  local days = {}
+  for day in pairs(day_adds) do days[#days + 1] = day end
+  table.sort(days)
+  local parts = {}
+  local blob, tail, last_day, last = s.blob, s.tail, -1, nil
+  if tail > 0 then last_day, last = unpack_record(blob, tail) end
+  if days[1] >= last_day then
+    if days[1] == last_day then
+      parts[1] = string.sub(blob, 1, tail - 1)
+    else
+      parts[1], last = blob, nil
+    end
+    for _, day in ipairs(days) do
+      local r = (day == last_day) and last or {}
+      parts[#parts + 1] = pack_record(day, add_to(r, day_adds[day]))
+    end
+  else
+    local recs, pos = {}, 1
+    while pos <= #blob do
+      local day, r
+      day, r, pos = unpack_record(blob, pos)
+      recs[day] = r
+    end
+    for day, adds in pairs(day_adds) do recs[day] = add_to(recs[day] or {}, adds) end
+    local all = {}
+    for day in pairs(recs) do all[#all + 1] = day end
+    table.sort(all)
+    for _, day in ipairs(all) do parts[#parts + 1] = pack_record(day, recs[day]) end
+  end
+  local out = table.concat(parts)
+  if out == '' then return out end
+  -- The newest record's day (a voiding may have emptied the newest day of the batch).
+  local newest_at = #out - 3 - 6 * POP[struct.unpack('<B', out, #out)]
+  local newest = select(2, struct.unpack('<BH', out, newest_at))
+  local first = 1
+  while first < #out do
+    local mask, day = struct.unpack('<BH', out, first)
+    if day > newest - window then break end
+    first = first + 4 + 6 * POP[mask]
+  end
+  return string.sub(out, first)
+end
+
 -- An applied xAPI statement's entry in its student's xapi hash: 'a', then '<BHI4dd' (its
 -- component's index, day, score units, weight, weight * score), then its area. A voided
 -- one's: 'v', then '<H' (its day, or the voiding's when it had not arrived): refused
@@ -106,6 +240,26 @@ local function void(xkey, e, state, days)
   return 'voiding'
 end
 
+-- A day record counts a component's events in 16 bits ('<HI4'): the event that would
+-- make it DAY_MAX + 1 is refused (the loop below), never wrapped.
+local DAY_MAX = 65535  -- mastery.domain.days.DAY_MAX
+
+-- Whether one more event of component j on day would overflow the student's day record:
+-- what it holds and what this call adds to it so far (at most #events, so a count further
+-- than that from the limit needs no look at the call's additions).
+local count = #events  -- (the length operator is a search in Lua 5.1)
+local function full(state, days, day, j)
+  local s = stored[days] or stored_days(days)
+  local pos = s.tail  -- the usual case: the newest day (or a later one: nothing held)
+  if day ~= s.last_day then pos = day < s.last_day and record_at(s.blob, day) or nil end
+  local n = pos and count_at(s.blob, pos, j) or 0
+  if n + count < DAY_MAX then return false end
+  local adds = students[state] and students[state].day_adds[day]
+  return n + (adds and adds[j] and adds[j][1] or 0) >= DAY_MAX
+end
+local DAY_FULL = 'the student already has %d %s events on this day: a day record holds no more'
+local refused = {}  -- per refused event: its place in the call, why
+
 for i, e in ipairs(events) do
   local state, days, seen = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]]
   local student = e[12]
@@ -124,6 +278,11 @@ for i, e in ipairs(events) do
     if xkey then voidable[xkey] = true end
     if e[17] ~= '' then
       outcome = void(xkey, e, state, days)
+    elseif full(state, days, e[14], comp_index[e[7]]) then
+      redis.call('SREM', seen, e[4])  -- not applied: a later delivery is checked afresh
+      outcome = 'rejected'
+      refused[#refused + 1] = i
+      refused[#refused + 1] = string.format(DAY_FULL, DAY_MAX, e[7])
     else
       outcome = 'applied'
       gather(state, days, student, e[7], e[8], e[9], e[10], e[11], e[14], e[15], 1, e[6], e[13])
@@ -133,7 +292,12 @@ for i, e in ipairs(events) do
       end
     end
   end
-  redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', ARGV[AUDIT + i])
+  if outcome == 'rejected' then
+    redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome,
+      'reason', refused[#refused], 'event', ARGV[AUDIT + i])
+  else
+    redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', ARGV[AUDIT + i])
+  end
   outcomes[#outcomes + 1] = outcome
 end
 
@@ -220,97 +384,6 @@ local function level_of(m)
   return levels[#levels][1]
 end
 
--- Day records (mastery.store.records.parse_days reads them), oldest day first: per day
--- '<BH' (a mask of the components with events that day, the day since the origin), then
--- per component in the mask '<HI4' (events that day, the sum of their scores in units of
--- 1/10000), then the mask again, so that the newest record can be read from the end.
--- Days at or before the newest day less the window are dropped.
-local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}  -- bits set in a mask
-
-local function unpack_record(blob, pos)
-  local mask, day
-  mask, day, pos = struct.unpack('<BH', blob, pos)
-  local r = {}
-  for j = 1, #comps do
-    if math.floor(mask / 2 ^ (j - 1)) % 2 == 1 then
-      local n, u
-      n, u, pos = struct.unpack('<HI4', blob, pos)
-      r[j] = {n, u}
-    end
-  end
-  return day, r, pos + 1
-end
-
-local function pack_record(day, r)
-  local mask, body = 0, {}
-  for j = 1, #comps do
-    if r[j] then
-      mask = mask + 2 ^ (j - 1)
-      body[#body + 1] = struct.pack('<HI4', r[j][1], r[j][2])
-    end
-  end
-  if mask == 0 then return '' end  -- every event of the day voided: no record
-  return struct.pack('<BH', mask, day) .. table.concat(body) .. struct.pack('<B', mask)
-end
-
--- Additions may be negative (a voiding): a component left with no events is dropped.
-local function add_to(r, adds)
-  for j, a in pairs(adds) do
-    local cur = r[j] or {0, 0}
-    r[j] = {cur[1] + a[1], cur[2] + a[2]}
-    if r[j][1] <= 0 then r[j] = nil end
-  end
-  return r
-end
-
--- The records with a batch's additions (day -> component index -> {events, units}).
--- Events of the newest day or later (the usual case) touch only the blob's tail; an
--- older day (a backfill, a replay) rewrites it whole. Integer sums: any order, same blob.
-local function update_days(blob, day_adds)
-  local days = {}
-  for day in pairs(day_adds) do days[#days + 1] = day end
-  table.sort(days)
-  local parts = {}
-  local tail = #blob > 0 and #blob - 3 - 6 * POP[struct.unpack('<B', blob, #blob)] or 0
-  local last_day, last = -1, nil
-  if tail > 0 then last_day, last = unpack_record(blob, tail) end
-  if days[1] >= last_day then
-    if days[1] == last_day then
-      parts[1] = string.sub(blob, 1, tail - 1)
-    else
-      parts[1], last = blob, nil
-    end
-    for _, day in ipairs(days) do
-      local r = (day == last_day) and last or {}
-      parts[#parts + 1] = pack_record(day, add_to(r, day_adds[day]))
-    end
-  else
-    local recs, pos = {}, 1
-    while pos <= #blob do
-      local day, r
-      day, r, pos = unpack_record(blob, pos)
-      recs[day] = r
-    end
-    for day, adds in pairs(day_adds) do recs[day] = add_to(recs[day] or {}, adds) end
-    local all = {}
-    for day in pairs(recs) do all[#all + 1] = day end
-    table.sort(all)
-    for _, day in ipairs(all) do parts[#parts + 1] = pack_record(day, recs[day]) end
-  end
-  local out = table.concat(parts)
-  if out == '' then return out end
-  -- The newest record's day (a voiding may have emptied the newest day of the batch).
-  local newest_at = #out - 3 - 6 * POP[struct.unpack('<B', out, #out)]
-  local newest = select(2, struct.unpack('<BH', out, newest_at))
-  local first = 1
-  while first < #out do
-    local mask, day = struct.unpack('<BH', out, first)
-    if day > newest - window then break end
-    first = first + 4 + 6 * POP[mask]
-  end
-  return string.sub(out, first)
-end
-
 local deltas, pending, changes, active, joined = {}, pending_sets(), {}, {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
@@ -377,7 +450,8 @@ for _, state in ipairs(order) do
 
   -- The day records get this batch's events, each in its own day (whatever the order
   -- they came in: integer sums commute); see update_days.
-  local records = update_days(redis.call('GET', st.days) or '', st.day_adds)
+  local records = update_days(stored_days(st.days), st.day_adds)
+  stored[st.days] = nil  -- done with: let the collector have it
   if records == '' then redis.call('DEL', st.days)
   else redis.call('SET', st.days, records, 'EX', ttl) end
 
@@ -418,4 +492,4 @@ if #order > 0 then  -- the tenant's five sorted sets and their sums
   redis.call('EXPIRE', TK.sum, ttl)
 end
 offsets_set(OFFSETS, marks, ttl)
-return {outcomes, changes, redis.call('XLEN', TK.outbox)}
+return {outcomes, changes, redis.call('XLEN', TK.outbox), refused}

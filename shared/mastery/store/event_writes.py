@@ -87,7 +87,8 @@ class EventWrites(RedisConnection):
         the batch's end per partition), each call also records the tenant's applied
         offsets, and the catch-all records them for the whole batch.
 
-        Returns the outcome of each accepted event, in order, and the level changes.
+        Returns the outcome of each accepted event, in order, the level changes, and the
+        events refused (``REJECTED``: a day record that holds no more, ``apply.lua``).
         Raises:
             Unavailable: Redis cannot be reached; retry the batch (what was applied comes
                 back as duplicates).
@@ -99,6 +100,7 @@ class EventWrites(RedisConnection):
         outcomes: list[Outcome] = [Outcome.DUPLICATE] * len(accepted)
         notes: list[Note] = []
         backlog: set[str] = set()
+        refused: dict[int, str] = {}
         moved: OffsetsMoved | None = None
         for call, reply in zip(calls, replies, strict=True):
             if _moved(call.tenant, reply):
@@ -108,15 +110,17 @@ class EventWrites(RedisConnection):
                 offsets[0].wrote(call.tenant, offsets[1])
             if call.script is ADVANCE:
                 continue
-            done, changes, outbox_length = reply
+            done, changes, outbox_length, why = reply
             for slot, outcome in zip(call.slots, done, strict=True):
                 outcomes[slot] = Outcome(as_bytes(outcome).decode())
+            for place, reason in zip(why[::2], why[1::2], strict=True):
+                refused[call.slots[place - 1]] = as_bytes(reason).decode()
             notes += [(call.tenant, as_bytes(i).decode(), as_bytes(n)) for i, n in changes]
             if outbox_length > len(changes):
                 backlog.add(call.tenant)
         if moved is not None:
             raise moved
-        return Applied(outcomes, notes, frozenset(backlog))
+        return Applied(outcomes, notes, frozenset(backlog), refused)
 
     async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
         """The tenant's oldest level-change notes not yet published: (entry id, JSON)."""
