@@ -247,13 +247,13 @@ local DAY_MAX = 65535  -- mastery.domain.days.DAY_MAX
 -- Whether one more event of component j on day would overflow the student's day record:
 -- what it holds and what this call adds to it so far (at most #events, so a count further
 -- than that from the limit needs no look at the call's additions).
-local count = #events  -- (the length operator is a search in Lua 5.1)
+local in_call = #events  -- (once: the length operator is a search in Lua 5.1)
 local function full(state, days, day, j)
   local s = stored[days] or stored_days(days)
   local pos = s.tail  -- the usual case: the newest day (or a later one: nothing held)
   if day ~= s.last_day then pos = day < s.last_day and record_at(s.blob, day) or nil end
   local n = pos and count_at(s.blob, pos, j) or 0
-  if n + count < DAY_MAX then return false end
+  if n + in_call < DAY_MAX then return false end
   local adds = students[state] and students[state].day_adds[day]
   return n + (adds and adds[j] and adds[j][1] or 0) >= DAY_MAX
 end
