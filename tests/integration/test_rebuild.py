@@ -24,6 +24,7 @@ from mastery.bootstrap import build
 from mastery.cli import main
 from mastery.dev import servers
 from mastery.domain import Component
+from mastery.domain.days import DAY_MAX
 from mastery.events.kafka import create_topics, to_record
 from mastery.ports import Record
 from mastery.settings import Settings
@@ -238,3 +239,33 @@ async def test_rebuild_restores_xapi_statements_posted_forwarded_and_voided(
     assert result.exit_code == 0, result.output
     assert "voiding" in result.output, result.output
     assert await _answers(client, tenant, ("x1", "x2")) == before
+
+
+async def test_rebuild_refuses_past_a_full_day_record_without_dead_lettering_again(
+    own_settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """The store refuses a student's 65,536th event of one component and day; a rebuild
+    refuses it again, counts it as skipped and does not dead-letter it a second time."""
+    at = datetime.now(UTC) - timedelta(days=1)
+    data = event_data(tenant, "busy", 0.5, at=at)
+    produce(own_settings, [record(Component.QUIZ, data) for _ in range(DAY_MAX + 1)])
+    dead_letters = len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ))))
+    env = {
+        "REDIS_URL": own_settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(own_settings.redis_cluster).lower(),
+        "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka_bootstrap_servers,
+    }
+    result = await _mastery(env, "rebuild", "--batch-size", "2000")
+    assert result.exit_code == 0, result.output
+    reason = (
+        f"the student already has {DAY_MAX} quiz events on this day: a day record holds no more"
+    )
+    assert f"skipped 1: {event_topic(Component.QUIZ)}: {reason}" in result.output, result.output
+    assert len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ)))) == dead_letters
+    res = build(own_settings, source="test")
+    try:
+        days = await res.store.days_of(tenant, "busy")
+    finally:
+        await res.aclose()
+    assert days is not None
+    assert [d.events[Component.QUIZ].count for d in days.activity] == [DAY_MAX]

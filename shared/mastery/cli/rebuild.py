@@ -45,7 +45,13 @@ from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
 from mastery.events.kafka import reader_config, to_record
 from mastery.offsets import CATCH_ALL, OffsetBook, partition_field
-from mastery.topics import AUDIT_TOPIC, EVENT_TOPICS, LEVEL_CHANGED_TOPIC, XAPI_TOPIC
+from mastery.topics import (
+    AUDIT_TOPIC,
+    DLQ_SUFFIX,
+    EVENT_TOPICS,
+    LEVEL_CHANGED_TOPIC,
+    XAPI_TOPIC,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -79,7 +85,7 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     """applied / duplicate / erased, as the ingest path answered."""
     refused: Counter[str] = field(default_factory=Counter)
-    """Records not fed, by the reason the engine refuses them now."""
+    """Records not applied, by the reason the engine refuses them now."""
 
     def lines(self) -> list[str]:
         outcomes = ", ".join(f"{n} {o}" for o, n in sorted(self.outcomes.items())) or "none"
@@ -93,7 +99,9 @@ class Tally:
 
 class _Unannounced:
     """The publisher the rebuild's ingest path uses: level changes caused by the records
-    being rebuilt are dropped, everything else goes to the real publisher."""
+    being rebuilt are dropped, and so are the dead letters of records the store refuses
+    again (a full day record: dead-lettered when they first came); everything else goes
+    to the real publisher."""
 
     def __init__(self, inner: Publisher) -> None:
         self._inner = inner
@@ -103,6 +111,8 @@ class _Unannounced:
         await self._inner.publish([m for m in messages if not self._replayed(m)])
 
     def _replayed(self, message: OutMessage) -> bool:
+        if message.topic.endswith(DLQ_SUFFIX):
+            return True  # only fed records reach the ingest path's dead letters
         if message.topic != LEVEL_CHANGED_TOPIC or message.value is None:
             return False
         return orjson.loads(message.value).get("cause_event_id") in self.replayed
@@ -156,8 +166,11 @@ async def rebuild(
                 continue
             fed.append(record)
         tally.read += len(records)
-        for outcome, _ in await ingestor.ingest(fed) if fed else ():
-            tally.outcomes[outcome.value] += 1
+        for outcome, reason in await ingestor.ingest(fed) if fed else ():
+            if reason is None:
+                tally.outcomes[outcome.value] += 1
+            else:  # refused by the store (a full day record), as when it first came
+                tally.refused[f"{topic}: {reason}"] += 1
     book = OffsetBook(group, await res.store.read_offsets(group))
     with contextlib.suppress(OffsetsMoved):  # a live consumer of the group wrote them
         await res.store.advance_offsets(book, {CATCH_ALL: ends})
