@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(
         100, gt=0, le=10_000, validation_alias="MASTERY_REDIS_MAX_CONNECTIONS"
     )
+    erasure_replicas: int = Field(0, ge=0, validation_alias="MASTERY_ERASURE_REPLICAS")
+    """Replicas that must hold an erasure before it is answered (``WAIT``; 0: none)."""
+    erasure_wait_ms: int = Field(2000, gt=0, validation_alias="MASTERY_ERASURE_WAIT_MS")
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
     xapi_tenants: dict[str, str] = Field(
         default_factory=dict, validation_alias="MASTERY_XAPI_TENANTS"

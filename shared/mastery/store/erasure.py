@@ -3,15 +3,19 @@ entry (with a tombstone), and reading what an export holds beyond the state and 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+
+from mastery.errors import Unavailable
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
 from mastery.store.records import StatementRecord, about, as_bytes, parse_statements
 from mastery.store.scripts import ERASE
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from datetime import datetime
 
 __all__ = ["AuditEntry", "Bookkeeping", "Erasure"]
@@ -44,6 +48,49 @@ class Erasure(RedisConnection):
         ]
         args = (keys.tenant_prefix(tenant), student, int(now_s * 1000), self._ttl_s)
         return int(await self.run(ERASE, key_list, args))
+
+    async def replicated(self, tenant: str, replicas: int, timeout_ms: int) -> int:
+        """How many replicas of the tenant's master hold everything written to it so far:
+        ``WAIT replicas timeout_ms``, at most ``replicas``.
+
+        ``WAIT`` counts the replicas that acknowledged its own connection's last write, so
+        one connection sends a write first: the tombstones' TTL, set again. A master
+        replicates in order, so a replica that has it has every earlier write of the
+        tenant too (the erasure's, whichever connection made them).
+
+        Raises:
+            Unavailable: Redis cannot be reached, or the tenant's slot moved; retry.
+        """
+        key = keys.erased(tenant)
+        commands = [("EXPIRE", key, self._ttl_s), ("WAIT", replicas, timeout_ms)]
+        conn, give_back = await self._connection_for(key)
+        answered = False
+        try:
+            acked = await self.io(_exchange(conn, commands))
+            answered = True
+        except redis.exceptions.ResponseError as exc:  # MOVED: the slot is elsewhere now
+            answered = True
+            raise Unavailable(f"redis: {exc}") from exc
+        finally:
+            if not answered:  # cut off mid-reply: the connection's stream is unusable
+                await conn.disconnect()
+            await give_back(conn)
+        return int(acked)
+
+    async def _connection_for(self, key: str) -> tuple[Any, Callable[[Any], Awaitable[None]]]:
+        """A connection of its own to the master serving ``key``, and how to give it back."""
+        client = self._redis
+        if not isinstance(client, RedisCluster):
+            pool = client.connection_pool
+            return await self.io(pool.get_connection()), pool.release  # type: ignore[no-untyped-call]
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise Unavailable("redis: no cluster node serves the tenant's slot")
+
+        async def give_back(conn: Any) -> None:
+            node.release(conn)
+
+        return node.acquire_connection(), give_back
 
     async def bookkeeping(self, tenant: str, student: str, now: datetime) -> Bookkeeping:
         """The student's xAPI statement records and seen event-id hashes, one round trip."""
@@ -79,3 +126,10 @@ class Erasure(RedisConnection):
         if not entry_ids:
             return 0
         return int(await self.io(self._redis.xdel(keys.audit(tenant), *entry_ids)))
+
+
+async def _exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
+    """Send ``commands`` on one connection, read every reply; the last one's value."""
+    await conn.send_packed_command(conn.pack_commands(commands))
+    replies = [await conn.read_response() for _ in commands]
+    return replies[-1]

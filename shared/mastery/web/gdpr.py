@@ -87,6 +87,7 @@ async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -
     entries = await store.audit_entries(principal.tenant, student)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
     batch_results = await ctx.resources.batches.forget(principal.tenant, student)
+    await _replicated(ctx, principal.tenant)
     return ErasureDocument(
         student_id=student,
         tenant=principal.tenant,
@@ -95,6 +96,24 @@ async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -
         audit_entries_removed=redacted,
         batch_results_removed=batch_results,
     )
+
+
+async def _replicated(ctx: Context, tenant: str) -> None:
+    """With ``MASTERY_ERASURE_REPLICAS``, answer only once that many replicas hold the
+    erasure: a failover to a replica that missed it would bring the student back."""
+    settings = ctx.resources.settings
+    wanted, wait_ms = settings.erasure_replicas, settings.erasure_wait_ms
+    if not wanted:
+        return
+    acked = await ctx.resources.store.replicated(tenant, wanted, wait_ms)
+    if acked < wanted:
+        raise Problem(
+            503,
+            f"the erasure is done, but {acked} of the {wanted} Redis replicas required "
+            f"(MASTERY_ERASURE_REPLICAS) confirmed it within {wait_ms} ms; send it again "
+            "(erasing again is harmless)",
+            headers={"Retry-After": "1"},
+        )
 
 
 export_student = student_endpoint(StudentRequest, export_of, Action.EXPORT)
