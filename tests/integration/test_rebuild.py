@@ -114,6 +114,15 @@ async def _answers(
     return answers
 
 
+def _env(settings: Settings) -> dict[str, str]:
+    """The command's environment: the test's Redis (either topology) and broker."""
+    return {
+        "REDIS_URL": settings.redis_url,
+        "MASTERY_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+    }
+
+
 async def _mastery(env: dict[str, str], *args: str) -> Result:
     """Run the command in a thread: it starts an event loop of its own."""
     return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
@@ -165,11 +174,7 @@ async def test_rebuild_restores_what_was_lost(
     lost = await _answers(client, tenant)
     assert lost[("mastery-query", "s1")][0] == 404
 
-    env = {
-        "REDIS_URL": own_settings.redis_url,
-        "MASTERY_REDIS_CLUSTER": str(own_settings.redis_cluster).lower(),
-        "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka_bootstrap_servers,
-    }
+    env = _env(own_settings)
     result = await _mastery(env, "rebuild", "--batch-size", "50")
     assert result.exit_code == 0, result.output
     total = len(_STUDENTS) * 10 * len(Component) + 2
@@ -229,12 +234,7 @@ async def test_rebuild_restores_xapi_statements_posted_forwarded_and_voided(
 
     assert await _delete_tenant(redis, tenant) > 0
     assert (await _answers(client, tenant, ("x1",)))[("mastery-query", "x1")][0] == 404
-    env = {
-        "REDIS_URL": own_settings.redis_url,
-        "MASTERY_REDIS_CLUSTER": str(own_settings.redis_cluster).lower(),
-        "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka_bootstrap_servers,
-        "MASTERY_XAPI_TENANTS": orjson.dumps(mapping).decode(),
-    }
+    env = {**_env(own_settings), "MASTERY_XAPI_TENANTS": orjson.dumps(mapping).decode()}
     result = await _mastery(env, "rebuild")
     assert result.exit_code == 0, result.output
     assert "voiding" in result.output, result.output
@@ -250,11 +250,7 @@ async def test_rebuild_refuses_past_a_full_day_record_without_dead_lettering_aga
     data = event_data(tenant, "busy", 0.5, at=at)
     produce(own_settings, [record(Component.QUIZ, data) for _ in range(DAY_MAX + 1)])
     dead_letters = len(read_to_end(own_settings, dlq_topic(event_topic(Component.QUIZ))))
-    env = {
-        "REDIS_URL": own_settings.redis_url,
-        "MASTERY_REDIS_CLUSTER": str(own_settings.redis_cluster).lower(),
-        "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka_bootstrap_servers,
-    }
+    env = _env(own_settings)
     result = await _mastery(env, "rebuild", "--batch-size", "2000")
     assert result.exit_code == 0, result.output
     reason = (
