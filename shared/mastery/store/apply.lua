@@ -93,6 +93,11 @@ end
 -- Days at or before the newest day less the window are dropped.
 local POP = {[0] = 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4}  -- bits set in a mask
 
+-- The offset of the newest record of a (non-empty) blob: read back from its trailing mask.
+local function newest_at(blob)
+  return #blob - 3 - 6 * POP[struct.unpack('<B', blob, #blob)]
+end
+
 local function unpack_record(blob, pos)
   local mask, day
   mask, day, pos = struct.unpack('<BH', blob, pos)
@@ -140,7 +145,7 @@ local function stored_days(days)
   if not s then
     s = {blob = redis.call('GET', days) or '', tail = 0, last_day = -1}
     if #s.blob > 0 then
-      s.tail = #s.blob - 3 - 6 * POP[struct.unpack('<B', s.blob, #s.blob)]
+      s.tail = newest_at(s.blob)
       s.last_day = select(2, struct.unpack('<BH', s.blob, s.tail))
     end
     stored[days] = s
@@ -206,8 +211,7 @@ local function update_days(s, day_adds)
   local out = table.concat(parts)
   if out == '' then return out end
   -- The newest record's day (a voiding may have emptied the newest day of the batch).
-  local newest_at = #out - 3 - 6 * POP[struct.unpack('<B', out, #out)]
-  local newest = select(2, struct.unpack('<BH', out, newest_at))
+  local newest = select(2, struct.unpack('<BH', out, newest_at(out)))
   local first = 1
   while first < #out do
     local mask, day = struct.unpack('<BH', out, first)
