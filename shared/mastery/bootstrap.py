@@ -20,7 +20,7 @@ from mastery.errors import Misconfigured, Unavailable, root_cause, why
 from mastery.events.kafka import KafkaPublisher, probe, producer_config, reader_config
 from mastery.logs import logger
 from mastery.ports import utc_now
-from mastery.settings import Settings
+from mastery.settings import Settings, load
 from mastery.store import RedisStore
 from mastery.store.client import redis_client
 from mastery.store.ratelimit import RateLimiter
@@ -157,21 +157,39 @@ _lock = asyncio.Lock()
 _resources: Resources | None = None
 
 
-async def resources(source: str = "mastery") -> Resources:
-    """The process-wide resources, built from the environment on first call.
+class _Provider:
+    """``resources``: the process's adapters, and the check a function makes as it starts."""
 
-    The first call also starts what the process reports through: tracing when the
-    ``OTEL_*`` variables ask for it, ``/metrics`` on ``MASTERY_METRICS_PORT`` when set.
-    """
-    global _resources
-    if _resources is None:
-        async with _lock:
-            if _resources is None:
-                settings = Settings()
-                tracing.configure(source)
-                serve_metrics(settings.metrics_port, source)
-                _resources = build(settings, source=source)
-    return _resources
+    def __init__(self) -> None:
+        self._settings: Settings | None = None  # read by ``check``, kept for the first call
+
+    def check(self, source: str) -> None:
+        """At a function's start (as its app is built, before any request): settings
+        that do not validate are one line in its log and exit status 2."""
+        try:
+            self._settings = load()
+        except Misconfigured as exc:
+            logger(source).critical(f"cannot start: {exc}")
+            raise SystemExit(2) from None
+
+    async def __call__(self, source: str = "mastery") -> Resources:
+        """The process-wide resources, built from the environment on first call.
+
+        The first call also starts what the process reports through: tracing when the
+        ``OTEL_*`` variables ask for it, ``/metrics`` on ``MASTERY_METRICS_PORT`` when set.
+        """
+        global _resources
+        if _resources is None:
+            async with _lock:
+                if _resources is None:
+                    settings = self._settings or load()
+                    tracing.configure(source)
+                    serve_metrics(settings.metrics_port, source)
+                    _resources = build(settings, source=source)
+        return _resources
+
+
+resources = _Provider()
 
 
 _metrics_ports: set[int] = set()

@@ -6,7 +6,8 @@ MasteryError
  ├── OffsetsMoved           a tenant's applied offsets in Redis are not what the consumer
  │                          wrote (a failover lost writes, or a rebalance): re-read them
  └── Unavailable            a dependency (Redis, Kafka) is down: retry later, 503 over HTTP
-      └── Misconfigured     it refuses our credentials or certificate: retrying will not help
+      └── Misconfigured     it refuses our credentials or certificate, or the settings do
+                            not validate: retrying will not help
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class OffsetsMoved(MasteryError):
 
 
 class Misconfigured(Unavailable):
-    """Redis or the broker answers but refuses us: a wrong password, an untrusted certificate."""
+    """Redis or the broker answers but refuses us (a wrong password, an untrusted
+    certificate), or a setting does not validate (``mastery.settings.load``)."""
 
 
 def root_cause(exc: BaseException) -> BaseException:

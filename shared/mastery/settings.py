@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from mastery.domain import ScoringModel
+from mastery.errors import Misconfigured
 from mastery.topics import BATCH_PREFIX
 
-__all__ = ["Settings"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Settings", "load"]
 
 
 class Settings(BaseSettings):
-    """Read once per process (``Settings()``); README lists every variable."""
+    """Read once per process (``load()``); README lists every variable."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
@@ -120,6 +124,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"librdkafka properties take scalar values: {', '.join(bad)}")
         return value
 
+    @model_validator(mode="after")
+    def _wait_within_deadline(self) -> Settings:
+        if self.erasure_replicas and self.erasure_wait_ms >= self.redis_timeout_ms:
+            raise ValueError(
+                "MASTERY_ERASURE_WAIT_MS must be below MASTERY_REDIS_TIMEOUT_MS: "
+                "the erasure's WAIT runs within the Redis call's deadline"
+            )
+        return self
+
     def jwt_secret_value(self) -> str | None:
         """The signing secret: ``MASTERY_JWT_SECRET``, else the mounted file (OpenFaaS secrets)."""
         return _secret(self.jwt_secret, self.jwt_secret_file)
@@ -150,6 +163,28 @@ class Settings(BaseSettings):
             half_life=timedelta(days=self.half_life_days),
             window=timedelta(days=self.retention_days),
         )
+
+
+def load(**values: Any) -> Settings:
+    """The settings from the environment (``values`` set some, by field name, before it).
+
+    Raises:
+        Misconfigured: one line naming each variable that does not validate, and why
+            (never its value: it may be a secret).
+    """
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(map(_problem, exc.errors(include_url=False)))
+        raise Misconfigured(f"configuration: {problems}") from None
+    except SettingsError as exc:  # a JSON-valued variable that is not JSON
+        raise Misconfigured(f"configuration: {exc}: {exc.__cause__}") from None
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """``VARIABLE: why``; our own checks' reasons without pydantic's "Value error, "."""
+    reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    return f"{'.'.join(map(str, error['loc']))}: {reason}" if error["loc"] else reason
 
 
 def _secret(value: SecretStr | None, file: Path | None) -> str | None:

@@ -36,9 +36,9 @@ def token(
     import jwt
 
     from mastery.dev.stack import DEV_JWT_SECRET
-    from mastery.settings import Settings
+    from mastery.settings import load
 
-    secret = Settings().jwt_secret_value()
+    secret = load().jwt_secret_value()
     if secret is None:
         if not dev_secret:
             raise click.ClickException(
@@ -130,7 +130,7 @@ def mcp(stdio: bool) -> None:
     from mastery.bootstrap import build
     from mastery.errors import Unavailable
     from mastery.mcp import TOKEN_ENV, serve_stdio
-    from mastery.settings import Settings
+    from mastery.settings import load
     from mastery.web.problems import Problem
 
     token = os.environ.get(TOKEN_ENV, "").strip()
@@ -138,7 +138,7 @@ def mcp(stdio: bool) -> None:
         raise click.ClickException(f"set {TOKEN_ENV} to the bearer token to act with")
 
     async def run() -> None:
-        res = build(Settings(), source="mcp")
+        res = build(load(), source="mcp")
         try:
             await serve_stdio(res, token)
         finally:

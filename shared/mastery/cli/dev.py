@@ -105,7 +105,7 @@ def produce(
 
     from mastery.events.codec import AVRO, JSON, encode
     from mastery.events.kafka import producer_config
-    from mastery.settings import Settings
+    from mastery.settings import load
     from mastery.topics import event_topic
 
     comp = Component(component)
@@ -121,7 +121,7 @@ def produce(
     value, headers = encode(
         comp, data, event_id=ce_id, content_type=AVRO if fmt == "avro" else JSON
     )
-    producer = Producer(producer_config(Settings()))
+    producer = Producer(producer_config(load()))
     producer.produce(event_topic(comp), value, student.encode(), headers=dict(headers))
     if producer.flush(10):
         raise click.ClickException("the broker did not acknowledge the event")

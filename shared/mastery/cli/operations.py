@@ -23,9 +23,9 @@ def replay(dlq: str, dry_run: bool, everything: bool) -> None:
     sent twice is a duplicate by its event id.
     """
     from mastery.cli.replay import plan, read_dlq, send
-    from mastery.settings import Settings
+    from mastery.settings import load
 
-    settings = Settings()
+    settings = load()
     model, now = settings.scoring_model(), datetime.now(UTC)
     try:
         items = [plan(record, now, model) for record in read_dlq(settings, dlq)]
@@ -72,12 +72,12 @@ def retention() -> None:
 @retention.command("check")
 def retention_check() -> None:
     """List every key without a TTL; exit 1 when there is one."""
-    from mastery.settings import Settings
+    from mastery.settings import load
     from mastery.store.client import redis_client
     from mastery.store.retention import keys_without_ttl
 
     async def run() -> list[str]:
-        client = redis_client(Settings())
+        client = redis_client(load())
         try:
             return await keys_without_ttl(client)
         finally:

@@ -272,10 +272,10 @@ def _marks(
 def run(batch_size: int, group: str, echo: Callable[[str], None]) -> None:
     """The command: build the clients from the environment, rebuild, report."""
     from mastery.bootstrap import build
-    from mastery.settings import Settings
+    from mastery.settings import load
 
     async def main() -> Tally:
-        res = build(Settings(), source="mastery-rebuild")
+        res = build(load(), source="mastery-rebuild")
         try:
             return await rebuild(res, group=group, batch_size=batch_size, report=echo)
         finally:

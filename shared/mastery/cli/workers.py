@@ -90,14 +90,14 @@ def _serve(run: object, source: str) -> None:
     from mastery import tracing
     from mastery.bootstrap import build, preflight, serve_metrics
     from mastery.errors import Misconfigured, Unavailable
-    from mastery.settings import Settings
+    from mastery.settings import load
 
     async def main_() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        settings = Settings()
+        settings = load()
         tracing.configure(source)
         serve_metrics(settings.metrics_port, source)
         res = build(settings, source=source)

@@ -30,7 +30,7 @@ from mastery.dev.servers import (
 from mastery.errors import Unavailable
 from mastery.events.kafka import create_topics, probe
 from mastery.registry import FUNCTIONS
-from mastery.settings import Settings
+from mastery.settings import load
 from mastery.store.client import redis_options
 
 __all__ = ["DEV_JWT_SECRET", "Stack"]
@@ -66,11 +66,11 @@ class Stack:
             self.env["MASTERY_KAFKA_EMBEDDED"] = "true"  # its timings, no idempotent producer
             self.spawn("tansu", tansu_argv(self.kafka_port))
         self.env.setdefault("MASTERY_JWT_SECRET", DEV_JWT_SECRET)
-        settings = Settings(
+        settings = load(
             redis_url=self.env["REDIS_URL"],
             kafka_bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"],
             # the environment's text, parsed as Settings parses the environment
-            kafka_embedded=self.env.get("MASTERY_KAFKA_EMBEDDED", "false"),  # type: ignore[arg-type]
+            kafka_embedded=self.env.get("MASTERY_KAFKA_EMBEDDED", "false"),
         )
         try:
             wait_for_redis(settings.redis_url, **redis_options(settings))

@@ -154,7 +154,9 @@ class FunctionApp:
             for a function whose handler records each data access itself (``write_access``),
             as the MCP function does for each tool call of a request.
         provider: where the process's adapters come from (``mastery.bootstrap.resources``
-            in a function's ``main.py``; tests inject their own).
+            in a function's ``main.py``; tests inject their own). One with a
+            ``check(name)`` has it called here, at the function's start: settings that do
+            not validate stop the process with one line, not a 500 on each request.
     """
 
     def __init__(
@@ -176,6 +178,8 @@ class FunctionApp:
         self._audits_requests = audits_requests
         self._log = logger(name)
         self._resources = provider
+        if (check := getattr(provider, "check", None)) is not None:
+            check(name)
 
     async def __call__(self, request: Request) -> Response:
         path = _url_path(request).rstrip("/") or "/"

@@ -1,0 +1,109 @@
+"""Settings that do not validate: one line naming each variable, at start-up, never a 500."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mastery.errors import Misconfigured
+from mastery.settings import load
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_bad_variable_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTERY_HALF_LIFE_DAYS", "-1")
+    monkeypatch.setenv("MASTERY_BATCH_SIZE", "many")
+    with pytest.raises(Misconfigured) as caught:
+        load()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("configuration: ")
+    assert "MASTERY_HALF_LIFE_DAYS: Input should be greater than 0" in message
+    assert "MASTERY_BATCH_SIZE: Input should be a valid integer" in message
+
+
+def test_a_rejected_value_is_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The value may be a secret (a librdkafka password among the pass-through properties)."""
+    monkeypatch.setenv("MASTERY_KAFKA_PROPERTIES", '{"sasl.password": ["hunter2"]}')
+    with pytest.raises(Misconfigured, match=r"take scalar values: sasl\.password") as caught:
+        load()
+    assert "hunter2" not in str(caught.value)
+    assert "Value error" not in str(caught.value)
+
+
+def test_a_json_variable_that_is_not_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTERY_XAPI_TENANTS", "school-a")
+    with pytest.raises(Misconfigured, match=r'"xapi_tenants".*Expecting value'):
+        load()
+
+
+@pytest.mark.parametrize(
+    ("replicas", "wait_ms", "valid"), [(1, 5000, False), (1, 4999, True), (0, 9000, True)]
+)
+def test_the_erasure_wait_must_end_within_the_redis_deadline(
+    monkeypatch: pytest.MonkeyPatch, replicas: int, wait_ms: int, valid: bool
+) -> None:
+    """A WAIT longer than the Redis call's deadline would time out as "unavailable"
+    instead of answering how many replicas hold the erasure; with no replicas to wait
+    for, the wait is never sent."""
+    monkeypatch.setenv("MASTERY_REDIS_TIMEOUT_MS", "5000")
+    monkeypatch.setenv("MASTERY_ERASURE_REPLICAS", str(replicas))
+    monkeypatch.setenv("MASTERY_ERASURE_WAIT_MS", str(wait_ms))
+    if valid:
+        assert load().erasure_wait_ms == wait_ms
+        return
+    with pytest.raises(Misconfigured, match="MASTERY_ERASURE_WAIT_MS must be below"):
+        load()
+
+
+def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env=os.environ | env, capture_output=True, text=True, timeout=60, cwd=_ROOT
+    )
+
+
+def test_a_function_stops_at_its_start_with_one_log_line() -> None:
+    """Not a process that answers 500 to every request: functions-framework loads the
+    function's module as it starts, and the app's provider checks the settings there."""
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--asgi",
+            "--target",
+            "handler",
+            "--source",
+            str(_ROOT / "functions" / "prediction" / "main.py"),
+            "--port",
+            "0",
+        ],
+        MASTERY_HALF_LIFE_DAYS="0",
+    )
+    assert done.returncode == 2
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout + done.stderr
+    assert lines[0]["level"] == "CRITICAL"
+    assert lines[0]["service"] == "prediction"
+    assert lines[0]["message"] == (
+        "cannot start: configuration: MASTERY_HALF_LIFE_DAYS: Input should be greater than 0"
+    )
+
+
+def test_a_command_stops_with_one_line_and_status_2() -> None:
+    done = _run(
+        [sys.executable, "-m", "mastery.cli", "consume", "mastery.quiz"],
+        MASTERY_TOPIC_PARTITIONS="none",
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "mastery consume: cannot start: configuration: "
+        "MASTERY_TOPIC_PARTITIONS: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    )
