@@ -4,6 +4,7 @@ flags (pure, no I/O)."""
 from __future__ import annotations
 
 import random
+import statistics
 from datetime import date, timedelta
 
 import pytest
@@ -223,9 +224,11 @@ def test_a_record_after_today_moves_today_forward() -> None:
 
 
 def test_a_noisy_flat_student_is_forecast_near_where_they_are() -> None:
-    """A flat skill under heavy event noise: where recent scores stand is noise, so the
-    forecast barely moves from the current mastery (a move its own noise explains is not
-    made), while the last value is what the coming week most likely keeps."""
+    """A flat skill under heavy event noise (sd 0.3): where recent scores stand is noise,
+    so the forecast barely moves from the current mastery, and only as far as the flat
+    reading of every event tells it the mean is off the skill (a line through the recent
+    scores moved it up to 0.011)."""
+    moves = []
     for seed in range(20):
         rng = random.Random(seed)
         days = [
@@ -240,8 +243,10 @@ def test_a_noisy_flat_student_is_forecast_near_where_they_are() -> None:
             if rng.random() < 0.5
         ]
         p = predict(days, TODAY)
-        assert abs(p.predicted - p.current) <= 0.003, seed  # was up to 0.011
+        moves.append(abs(p.predicted - p.current))
         assert p.trend is Trend.STABLE
+    assert max(moves) <= 0.006
+    assert statistics.fmean(moves) <= 0.002
 
 
 def test_the_scatter_of_day_means_estimates_one_events_sd() -> None:
