@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mastery.dev.servers import function_argv
 from mastery.errors import Misconfigured
 from mastery.settings import load
 
@@ -72,18 +73,7 @@ def test_a_function_stops_at_its_start_with_one_log_line() -> None:
     """Not a process that answers 500 to every request: functions-framework loads the
     function's module as it starts, and the app's provider checks the settings there."""
     done = _run(
-        [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            "--asgi",
-            "--target",
-            "handler",
-            "--source",
-            str(_ROOT / "functions" / "prediction" / "main.py"),
-            "--port",
-            "0",
-        ],
+        function_argv(_ROOT / "functions" / "prediction" / "main.py", 0),
         MASTERY_HALF_LIFE_DAYS="0",
     )
     assert done.returncode == 2

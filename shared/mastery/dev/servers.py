@@ -1,4 +1,4 @@
-"""Local servers for the dev stack, the tests and the benchmarks: redis-server and Tansu."""
+"""Local servers for the dev stack, the tests and the benchmarks: Redis, Tansu, functions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ __all__ = [
     "die_with_parent",
     "free_cluster_port",
     "free_port",
+    "function_argv",
     "redis_argv",
     "start_redis",
     "start_redis_cluster",
@@ -100,6 +102,12 @@ def redis_argv(port: int, workdir: Path, *, persist: bool = False) -> list[str]:
     )
     return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             *aof, "--dir", str(workdir)]  # fmt: skip
+
+
+def function_argv(source: Path, port: int) -> list[str]:
+    """One function's process, as its image runs it: functions-framework in ASGI mode."""
+    return [sys.executable, "-m", "functions_framework", "--asgi", "--target", "handler",
+            "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
 
 def tansu_argv(port: int) -> list[str]:

@@ -23,6 +23,7 @@ import click
 
 from mastery.dev.servers import (
     die_with_parent,
+    function_argv,
     redis_argv,
     tansu_argv,
     wait_for_redis,
@@ -88,20 +89,7 @@ class Stack:
             source = self.functions_dir / spec.directory / "main.py"
             self.spawn(
                 spec.name,
-                [
-                    sys.executable,
-                    "-m",
-                    "functions_framework",
-                    "--asgi",
-                    "--target",
-                    "handler",
-                    "--source",
-                    str(source),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
+                function_argv(source, port),
                 PORT=str(port),
             )
             bases[spec.name] = base
