@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -178,7 +179,10 @@ def load(**values: Any) -> Settings:
         problems = "; ".join(map(_problem, exc.errors(include_url=False)))
         raise Misconfigured(f"configuration: {problems}") from None
     except SettingsError as exc:  # a JSON-valued variable that is not JSON
-        raise Misconfigured(f"configuration: {exc}: {exc.__cause__}") from None
+        named = re.search(r'field "(\w+)"', str(exc))
+        field = Settings.model_fields.get(named[1]) if named else None
+        where = field.validation_alias if field else exc
+        raise Misconfigured(f"configuration: {where}: not valid JSON ({exc.__cause__})") from None
 
 
 def _problem(error: Mapping[str, Any]) -> str:
