@@ -78,7 +78,7 @@ class Forecast:
             read by two Kalman filters: 0.75 / 3.0, 92.0 % / 68.6 % (with the line
             before: 1.0 / 2.0, 92.2 % / 66.8 %). ``below_margin`` is where the floor
             binds (0.5: 90.1 % / 71.0 %); ``drop_margin`` moves recall < 1.5 points
-            over 0-3 (from 2.0 on, the fall signal adds no flag on the tuning seed).
+            over 0-3 (from 2.0 on, the fall signal catches no one the other misses).
         min_confidence: interventions are only flagged at this confidence or above.
         arrival_shape: how sure a component without events is to come at the student's
             mean rate per component (the shape of its Gamma prior, in events): after
