@@ -46,9 +46,13 @@ class Forecast:
         window_days: the prediction reports the days with events of the last this many
             days (``days_with_data``); without any, it has no confidence.
         horizon_days: how far ahead the prediction is.
-        rate_days: the event rate is that of the last this many days.
-        aim_days: next week's events are taken to score where the trend stands this many
-            days after today (the middle of the week ahead).
+        rate_days: the event rate is that of the last this many days (or of the days
+            since the student's first event, if fewer).
+        idle_days: a component without events in the last this many days is idle: none
+            are expected of it, its mean stays.
+        aim_days: next week's events are taken to score where the skill stands this many
+            days after today (2 was chosen over the week's middle, 4: a reading carried
+            further holds less).
         slope_prior: typical size of a real trend (mastery a day): the trend reading's
             slope starts flat within it.
         level_drift, slope_drift: how far the trend reading's level and slope may drift
@@ -63,7 +67,9 @@ class Forecast:
             or below the last value's), over level drift 5e-5-2e-4, slope drift
             1e-6-1e-5, flat prior 0.3-0.7, shrink 1-3 (and a threshold cut of 0-0.5,
             which only cost): 0.8440x (0.8569x with the line through the last 28 days
-            before); noisy plateaus 0.9979x.
+            before). Then, by the same rule, the event rate's window, ``aim_days`` and
+            ``shrink`` (28-90 days, 1-4 days, 0.5-2; ``idle_days`` kept at the old
+            window's 14): 60 / 2 / 0.75, 0.8376x; noisy plateaus 0.9995x bind it.
         min_noise: the raw scores' scatter (sd of one event) is taken as at least this.
         stable_slope: forecast change per day below which the trend is stable.
         flag_below: a forecast below this needs an intervention, when it stays below
@@ -74,11 +80,12 @@ class Forecast:
             tuning seed only (``python -m bench._flag_grid``, both in 0-3, step 0.25):
             the largest recall with precision >= 92 % (2 points above the 90 % target),
             ties to the higher precision. Re-run after each change to the predicted
-            error (it is what the margins multiply); last after the skill came to be
-            read by two Kalman filters: 0.75 / 3.0, 92.0 % / 68.6 % (with the line
-            before: 1.0 / 2.0, 92.2 % / 66.8 %). ``below_margin`` is where the floor
-            binds (0.5: 90.1 % / 71.0 %); ``drop_margin`` moves recall < 1.5 points
-            over 0-3 (from 2.0 on, the fall signal catches no one the other misses).
+            error (it is what the margins multiply); last after the event rate's window
+            and the shrink were re-chosen for the Kalman reading: 1.0 / 0.75, 92.3 % /
+            65.9 %. The precision-recall curve barely moved; the 0.25 step did: at
+            0.75 / 2.5, 68.7 % recall at a precision just under 92 % (with the 14-day
+            rate: 0.75 / 3.0, 92.0 % / 68.6 %). ``below_margin`` is where the floor
+            binds; ``drop_margin`` moves recall < 1.5 points over 0-3.
         min_confidence: interventions are only flagged at this confidence or above.
         arrival_shape: how sure a component without events is to come at the student's
             mean rate per component (the shape of its Gamma prior, in events): after
@@ -95,21 +102,22 @@ class Forecast:
 
     window_days: int = 28
     horizon_days: int = 7
-    rate_days: int = 14
-    aim_days: float = 4.0
+    rate_days: int = 60
+    idle_days: int = 14
+    aim_days: float = 2.0
     slope_prior: float = 0.006
     level_drift: float = 1e-4
     slope_drift: float = 3e-6
     flat_drift: float = 1e-6
     flat_prior: float = 0.5
     offset_prior: float = 0.06
-    shrink: float = 2.0
+    shrink: float = 0.75
     min_noise: float = 0.05
     stable_slope: float = 0.002
     flag_below: float = 0.40
-    below_margin: float = 0.75
+    below_margin: float = 1.0
     flag_drop: float = 0.06
-    drop_margin: float = 3.0
+    drop_margin: float = 0.75
     min_confidence: float = 0.2
     error_scale: float = 0.03
     idle_sd: float = 0.05
@@ -274,11 +282,10 @@ def _outlooks(
             out[c] = _Outlook(0.0, 0.0, 0.0, 0.0, 0.0, *arrival)
             continue
         now, w = nows[c]
-        events = sum(n for x, n, _ in points[c] if x > -f.rate_days)
-        if not events or c not in levels:  # lately nothing: none expected, the mean stays
-            out[c] = _Outlook(now, 0.0, 0.0, f.idle_sd**2, 0.0)
+        if c not in levels or all(x <= -f.idle_days for x, _, _ in points[c]):
+            out[c] = _Outlook(now, 0.0, 0.0, f.idle_sd**2, 0.0)  # lately nothing: none expected
             continue
-        rate = events / rate_span
+        rate = sum(n for x, n, _ in points[c] if x > -f.rate_days) / rate_span
         level, own_var = levels[c]
         # Next week's events, at the rate, each faded to the horizon; today's sums fade a week.
         ahead = rate * ahead_fade
