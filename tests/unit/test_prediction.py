@@ -77,7 +77,7 @@ def test_prediction_and_confidence_stay_in_range(days: list[DayActivity]) -> Non
     p = predict(days, TODAY)
     assert 0.0 <= p.predicted <= 1.0
     assert 0.0 <= p.confidence <= 1.0
-    assert p.days_with_data <= DEFAULT_FORECAST.window_days
+    assert p.days_with_data == len({d.day for d in days})  # every stored day is read
     if p.intervention_needed:
         assert p.confidence >= DEFAULT_FORECAST.min_confidence
 
@@ -209,11 +209,12 @@ def test_fewer_events_give_lower_confidence() -> None:
 def test_no_recent_data_keeps_the_last_score_with_no_confidence() -> None:
     old = DayActivity(TODAY - timedelta(days=45), dict.fromkeys(Component, DayMean(1, 3000)))
     p = predict([old], TODAY)
-    assert (p.predicted, p.current, p.confidence, p.days_with_data) == (0.3, 0.3, 0.0, 0)
-    assert p.history_from is None
+    assert (p.predicted, p.current, p.confidence, p.days_with_data) == (0.3, 0.3, 0.0, 1)
+    assert p.history_from == p.history_to == old.day  # what it was read from, if long ago
     assert not p.intervention_needed
     empty = predict([], TODAY)
     assert (empty.predicted, empty.confidence, empty.horizon) == (0.0, 0.0, TODAY + timedelta(7))
+    assert (empty.days_with_data, empty.history_from) == (0, None)
 
 
 def test_a_record_after_today_moves_today_forward() -> None:

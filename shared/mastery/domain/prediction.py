@@ -43,8 +43,8 @@ class Forecast:
     """How predictions are made; the values were chosen by ``bench backtest`` on its tuning seed.
 
     Attributes:
-        window_days: the prediction reports the days with events of the last this many
-            days (``days_with_data``); without any, it has no confidence.
+        window_days: a student without events in the last this many days gets no
+            confidence (and no intervention flag).
         horizon_days: how far ahead the prediction is.
         rate_days: the event rate is that of the last this many days (or of the days
             since the student's first event, if fewer).
@@ -131,8 +131,9 @@ DEFAULT_FORECAST = Forecast()
 class Prediction:
     """Mastery ``horizon`` days ahead, and what it was predicted from.
 
-    ``history_from``/``history_to`` are the first and last days with events in the window
-    (``None`` when there were none); ``current`` is mastery at the end of ``today`` as the
+    ``days_with_data``, ``history_from``/``history_to``: how many days with events it was
+    read from (every stored one) and the first and last (``None`` when there were none);
+    ``current`` is mastery at the end of ``today`` as the
     day records fold it; ``slope_per_day`` is the forecast change over the horizon, a day.
     """
 
@@ -196,8 +197,7 @@ def predict(
     ordered = sorted(days, key=lambda d: d.day)
     if ordered:
         today = max(today, ordered[-1].day)
-    start = today - timedelta(days=f.window_days - 1)
-    recent = [d for d in ordered if d.day >= start]
+    lately = bool(ordered) and (today - ordered[-1].day).days < f.window_days
     horizon = today + timedelta(days=f.horizon_days)
     half_life = model.half_life / timedelta(days=1)
     first_day = ordered[0].day if ordered else today
@@ -223,9 +223,9 @@ def predict(
     # The predicted error: the new events' noise (and the arrivals'), and what is unsure
     # about the move.
     error = math.sqrt(error2 + move_var * kept + (1.0 - kept) ** 2 * move**2)
-    confidence = 1.0 / (1.0 + (error / f.error_scale) ** 2) if recent else 0.0
+    confidence = 1.0 / (1.0 + (error / f.error_scale) ** 2) if lately else 0.0
     reason = None
-    if recent and confidence >= f.min_confidence:
+    if lately and confidence >= f.min_confidence:
         reason = _reason(predicted, error, move, math.sqrt(move_var), gap, f)
     return Prediction(
         predicted=_shown(predicted),
@@ -234,9 +234,9 @@ def predict(
         trend=trend_of(change / f.horizon_days, f.stable_slope),
         confidence=round(confidence, 3),
         intervention_reason=reason,
-        days_with_data=len(recent),
-        history_from=recent[0].day if recent else None,
-        history_to=recent[-1].day if recent else None,
+        days_with_data=len(ordered),
+        history_from=ordered[0].day if ordered else None,
+        history_to=ordered[-1].day if ordered else None,
         horizon=horizon,
     )
 

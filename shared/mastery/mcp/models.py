@@ -68,7 +68,9 @@ class PredictionAnswer(_Answer):
     confidence: float = Field(description="0-1; below 0.2 never flags an intervention")
     intervention_needed: bool
     intervention_reason: str | None
-    days_with_data: int = Field(description="days of the last 30 with events")
+    days_with_data: int = Field(
+        description="days with events the forecast was read from (the 90-day window)"
+    )
 
 
 class Recommendation(_Answer):
