@@ -267,6 +267,25 @@ def test_the_scatter_of_day_means_estimates_one_events_sd() -> None:
     assert _scatter([points]) == pytest.approx(0.2, rel=0.05)
 
 
+def test_component_offsets_come_from_same_day_contrasts_whatever_the_trend() -> None:
+    """Quiz scores stand 0.1 above completion and quality 0.05 below it, on a skill
+    rising 0.01 a day with a different mix of components each day: the offsets' contrasts
+    are exact (a trend does not leak in), and with a weak prior they sum to about none."""
+    from mastery.domain.prediction import Forecast, _offsets
+
+    true = {Component.COMPLETION: 0.0, Component.QUIZ: 0.1, Component.QUALITY: -0.05}
+    mixes = [(Component.COMPLETION, Component.QUIZ), (Component.QUIZ, Component.QUALITY)]
+    mixes.append((Component.COMPLETION, Component.QUALITY, Component.QUIZ))
+    days = [[(c, 1 + x % 2, 0.4 + 0.01 * x + true[c]) for c in mixes[x % 3]] for x in range(-20, 1)]
+    points = {c: [(0, 1, 0.5)] for c in true}
+    got = _offsets(points, days, 0.01, Forecast(offset_prior=10.0))
+    off = {c: o for c, (o, _) in got.items()}
+    assert off[Component.QUIZ] - off[Component.COMPLETION] == pytest.approx(0.1, abs=1e-5)
+    assert off[Component.QUALITY] - off[Component.COMPLETION] == pytest.approx(-0.05, abs=1e-5)
+    assert sum(off.values()) == pytest.approx(0.0, abs=1e-3)
+    assert all(0 < var < 0.01 for _, var in got.values())
+
+
 def test_a_clearly_declining_student_is_declining_and_flagged_with_the_signal() -> None:
     """Scores falling 0.03 a day for two weeks on every component: the forecast falls,
     the trend says so, and the flag names the fall (the forecast is still above 0.4)."""

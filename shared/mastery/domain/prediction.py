@@ -379,26 +379,41 @@ def _offsets(
 
     Read from the days with events of several components only, each day's own mean
     taken out (a same-day contrast holds no trend of the skill), shrunk towards none by a
-    prior sd of ``offset_prior``; the day means and the offsets are fitted in turn
-    (backfitting: four passes).
+    prior sd of ``offset_prior``: the least-squares offsets with every day's mean fitted
+    too, from their normal equations (``m · offsets = b``, the day means solved out).
     """
     ridge = noise2 / f.offset_prior**2
-    days = [(sum(n for _, n, _ in day), day) for day in shared_days]
-    info = dict.fromkeys(pts, 0.0)  # what the contrasts tell of each offset, in events
-    weight = dict.fromkeys(pts, ridge)
-    for events, day in days:
-        for c, n, _ in day:
-            info[c] += n * (events - n) / events
-            weight[c] += n
-    offsets = dict.fromkeys(pts, 0.0)
-    for _ in range(4 if days else 0):
-        num = dict.fromkeys(pts, 0.0)
-        for events, day in days:
-            mean = sum(n * (y - offsets[c]) for c, n, y in day) / events
-            for c, n, y in day:
-                num[c] += n * (y - mean)
-        offsets = {c: num[c] / weight[c] for c in pts}
-    return {c: (offsets[c], noise2 / (info[c] + ridge)) for c in pts}
+    at = {c: i for i, c in enumerate(pts)}
+    m = [[ridge if i == j else 0.0 for j in range(len(at))] for i in range(len(at))]
+    b = [0.0] * len(at)
+    for day in shared_days:
+        events = sum(n for _, n, _ in day)
+        mean = sum(n * y for _, n, y in day) / events
+        for c, n, y in day:
+            i = at[c]
+            b[i] += n * (y - mean)
+            m[i][i] += n
+            for other, n2, _ in day:
+                m[i][at[other]] -= n * n2 / events
+    variances = [noise2 / m[i][i] for i in range(len(at))]  # what the contrasts tell of each
+    offsets = _solve(m, b)
+    return {c: (offsets[i], variances[i]) for c, i in at.items()}
+
+
+def _solve(m: list[list[float]], b: list[float]) -> list[float]:
+    """``x`` with ``m · x = b``, ``m`` small and diagonally dominant (its rows above sum to
+    the ridge): Gaussian elimination without pivoting. ``m`` and ``b`` are consumed."""
+    k = len(b)
+    for i in range(k):
+        for r in range(i + 1, k):
+            q = m[r][i] / m[i][i]
+            for j in range(i, k):
+                m[r][j] -= q * m[i][j]
+            b[r] -= q * b[i]
+    x = [0.0] * k
+    for i in reversed(range(k)):
+        x[i] = (b[i] - math.fsum(m[i][j] * x[j] for j in range(i + 1, k))) / m[i][i]
+    return x
 
 
 def _track(
