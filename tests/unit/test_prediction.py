@@ -17,6 +17,7 @@ from mastery.domain import (
     Component,
     DayActivity,
     DayMean,
+    Forecast,
     Trend,
     end_of_day,
     fit_line,
@@ -271,7 +272,7 @@ def test_component_offsets_come_from_same_day_contrasts_whatever_the_trend() -> 
     """Quiz scores stand 0.1 above completion and quality 0.05 below it, on a skill
     rising 0.01 a day with a different mix of components each day: the offsets' contrasts
     are exact (a trend does not leak in), and with a weak prior they sum to about none."""
-    from mastery.domain.prediction import Forecast, _offsets
+    from mastery.domain.prediction import _offsets
 
     true = {Component.COMPLETION: 0.0, Component.QUIZ: 0.1, Component.QUALITY: -0.05}
     mixes = [(Component.COMPLETION, Component.QUIZ), (Component.QUIZ, Component.QUALITY)]

@@ -357,7 +357,8 @@ def _levels(points: dict[Component, _Points], f: Forecast) -> _Reading:
     tracks = ((1.0 - f.flat_prior, trend), (f.flat_prior, flat))
     top = max(loglik for _, (_, _, loglik) in tracks)
     odds = [prior * math.exp(loglik - top) for prior, (_, _, loglik) in tracks]
-    weights = [o / math.fsum(odds) for o in odds]
+    total = math.fsum(odds)
+    weights = [o / total for o in odds]
     skill = math.fsum(w * level for w, (_, (level, _, _)) in zip(weights, tracks, strict=True))
     skill_var = math.fsum(
         w * (var + (level - skill) ** 2)
