@@ -74,7 +74,7 @@ def create_app(
         try:
             upstream = await client.send(outgoing, stream=True)
         except httpx.TransportError:
-            return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
+            return Problem.unavailable("function not reachable").response()
         headers = {k: upstream.headers[k] for k in _FORWARD if k in upstream.headers}
         if upstream.headers.get("content-type", "").startswith("text/event-stream"):
             # Server-sent events (MCP may answer so): relay each as it comes.
@@ -85,7 +85,7 @@ def create_app(
         try:
             body = await upstream.aread()
         except httpx.TransportError:
-            return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
+            return Problem.unavailable("function not reachable").response()
         finally:
             await upstream.aclose()
         media = upstream.headers.get("content-type", "")
@@ -108,7 +108,7 @@ def create_app(
             results[name] = "ok" if path.exists() else "waiting for partition assignment"
         if all(v == "ok" for v in results.values()):
             return json_response({"status": "ready", "functions": results})
-        return Problem(503, "not ready", functions=results).response()
+        return Problem.unavailable("not ready", functions=results).response()
 
     async def openapi(_: Request) -> Response:
         """Every routed function's part, merged: the document of what this port serves."""
@@ -117,12 +117,10 @@ def create_app(
                 *(client.get(base + "/openapi.json", timeout=5) for base in set(routes.values()))
             )
         except httpx.TransportError:
-            return Problem(503, "function not reachable", headers={"Retry-After": "1"}).response()
+            return Problem.unavailable("function not reachable").response()
         parts = [a.json() for a in answers if a.status_code == 200]
         if len(parts) != len(answers):
-            return Problem(
-                503, "a function has no OpenAPI document", headers={"Retry-After": "1"}
-            ).response()
+            return Problem.unavailable("a function has no OpenAPI document").response()
         return json_response(merge(TITLE, parts, routes))
 
     async def health(_: Request) -> Response:

@@ -96,8 +96,7 @@ async def call_tool(caller: Caller, name: str, arguments: dict[str, Any]) -> typ
         result, status = _error(problem, ctx.correlation_id), problem.status
     except Unavailable as exc:
         _log.warning("dependency unavailable", extra=_extra(ctx, exc))
-        down = Problem(503, "a dependency is unavailable, retry later")
-        result, status = _error(down, ctx.correlation_id), 503
+        result, status = _error(Problem.unavailable(), ctx.correlation_id), 503
     except Exception as exc:
         _log.exception("unhandled error", extra=_extra(ctx, exc))
         result, status = _error(Problem(500, "internal error"), ctx.correlation_id), 500
@@ -105,7 +104,7 @@ async def call_tool(caller: Caller, name: str, arguments: dict[str, Any]) -> typ
         await write_access(ctx, f"tools/call {name if tool else '?'}", status)
     except Unavailable as exc:
         _log.error("access audit not written", extra=_extra(ctx, exc))
-        unaudited = Problem(503, "the access audit is unavailable, retry later")
+        unaudited = Problem.unavailable("the access audit is unavailable, retry later")
         return _error(unaudited, ctx.correlation_id)
     return result
 

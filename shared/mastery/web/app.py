@@ -61,7 +61,6 @@ __all__ = [
 
 M = TypeVar("M", bound=BaseModel)
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_RETRY_AFTER = {"Retry-After": "1"}
 
 
 class Services(Protocol):
@@ -242,9 +241,7 @@ class FunctionApp:
             response = problem.response(correlation_id)
         except Unavailable as exc:
             self._log.warning("dependency unavailable", extra=_extra(correlation_id, exc))
-            response = Problem(
-                503, "a dependency is unavailable, retry later", headers=_RETRY_AFTER
-            ).response(correlation_id)
+            response = Problem.unavailable().response(correlation_id)
         except Exception as exc:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
             response = Problem(500, "internal error").response(correlation_id)
@@ -284,9 +281,9 @@ class FunctionApp:
             await write_access(ctx, route, response.status_code)
         except Unavailable as exc:
             self._log.error("access audit not written", extra=_extra(ctx.correlation_id, exc))
-            return Problem(
-                503, "the access audit is unavailable, retry later", headers=_RETRY_AFTER
-            ).response(ctx.correlation_id)
+            return Problem.unavailable("the access audit is unavailable, retry later").response(
+                ctx.correlation_id
+            )
         return response
 
     async def _ready(self) -> Response:
@@ -305,7 +302,7 @@ class FunctionApp:
             READY.labels(self.name, check).set(1 if state == "ok" else 0)
         if all(v == "ok" for v in checks.values()):
             return json_response({"status": "ready", "checks": checks})
-        return Problem(503, "not ready", headers=_RETRY_AFTER, checks=checks).response()
+        return Problem.unavailable("not ready", checks=checks).response()
 
 
 async def write_access(ctx: Context, route: str, status: int) -> None:

@@ -107,12 +107,10 @@ async def _replicated(ctx: Context, tenant: str) -> None:
         return
     acked = await ctx.resources.store.replicated(tenant, wanted, wait_ms)
     if acked < wanted:
-        raise Problem(
-            503,
+        raise Problem.unavailable(
             f"the erasure is done, but {acked} of the {wanted} Redis replicas required "
             f"(MASTERY_ERASURE_REPLICAS) confirmed it within {wait_ms} ms; send it again "
-            "(erasing again is harmless)",
-            headers={"Retry-After": "1"},
+            "(erasing again is harmless)"
         )
 
 

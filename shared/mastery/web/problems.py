@@ -45,6 +45,14 @@ class Problem(MasteryError):
         self.headers = headers or {}
         self.extensions = extensions
 
+    @classmethod
+    def unavailable(
+        cls, detail: str = "a dependency is unavailable, retry later", **extensions: Any
+    ) -> Problem:
+        """503 with ``Retry-After: 1``: something the answer needs is down for now; the
+        same request may succeed in a moment."""
+        return cls(503, detail, headers={"Retry-After": "1"}, **extensions)
+
     def document(self, correlation_id: str | None = None) -> dict[str, Any]:
         """The RFC 9457 body."""
         body: dict[str, Any] = {

@@ -53,7 +53,6 @@ INTENTS: Mapping[
     "recommendations": (StudentRequest, recommendations_of),
 }
 _log = logger("process")
-_RETRY = {"Retry-After": "1"}
 
 
 async def process_intent(request: Request, ctx: Context) -> Response:
@@ -70,8 +69,7 @@ async def process_intent(request: Request, ctx: Context) -> Response:
         raise _enveloped(problem, intent) from None
     except Unavailable as exc:
         _log.warning("dependency unavailable", extra={"correlation_id": ctx.correlation_id})
-        down = Problem(503, "a dependency is unavailable, retry later", headers=_RETRY)
-        raise _enveloped(down, intent) from exc
+        raise _enveloped(Problem.unavailable(), intent) from exc
     return model_response(
         ProcessDocument(intent=intent, result=result, error=None, correlation_id=ctx.correlation_id)
     )
