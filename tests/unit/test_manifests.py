@@ -10,17 +10,29 @@ is applied or built.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
+from mastery.events.kafka import kafka_common
 from mastery.registry import FUNCTIONS, FunctionSpec
-from mastery.settings import Settings
+from mastery.settings import Settings, load
 from mastery.topics import BATCH_PREFIX, XAPI_TOPIC, all_topics, dlq_topic, topic_config
-from tests.manifests import KNATIVE, OVERLAYS, ROOT, TOPICS, load_all, overlays, rendered
+from tests.manifests import (
+    KNATIVE,
+    OVERLAYS,
+    ROOT,
+    TOPICS,
+    load_all,
+    overlays,
+    render,
+    rendered,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -256,6 +268,105 @@ def test_prod_reaches_kafka_with_tls_and_sasl() -> None:
         assert sink["spec"]["auth"]["secret"]["ref"]["name"] == secret
     (auth,) = _of(_PROD, "TriggerAuthentication").values()
     assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {secret}
+
+
+# What the overlay's Kafka Secret holds (docs/deploy.md creates it with these keys).
+_KAFKA_SECRET = {
+    "protocol": "SASL_SSL",
+    "sasl.mechanism": "SCRAM-SHA-512",
+    "user": "mastery",
+    "password": "not-a-real-password",
+    "ca.crt": "-----BEGIN CERTIFICATE-----\n",
+}
+
+
+def _engine_kafka(
+    overlay: Path, workload: Manifest, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The librdkafka settings the engine builds in ``workload``'s container, its
+    environment filled in as the kubelet would: the ConfigMap, literal values, keys of the
+    Kafka Secret, and that Secret's mounted files (written under ``tmp``)."""
+    secret = _params(overlay)["secrets"]["kafkaAuth"]
+    pod = workload["spec"]["template"]["spec"]
+    container = _container(workload)
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= _of(overlay, "ConfigMap")[source["configMapRef"]["name"]]["data"]
+    mounts: dict[str, Path] = {}
+    for volume in pod.get("volumes", []):
+        if _dig(volume, "secret", "secretName") == secret:
+            (mount,) = (m for m in container["volumeMounts"] if m["name"] == volume["name"])
+            where = tmp / volume["name"]
+            where.mkdir(parents=True)
+            for item in volume["secret"]["items"]:
+                (where / item["path"]).write_text(_KAFKA_SECRET[item["key"]])
+            mounts[mount["mountPath"]] = where
+    for var in container.get("env", []):
+        ref = _dig(var, "valueFrom", "secretKeyRef")
+        if ref is None:
+            value = var["value"]
+            for path, where in mounts.items():
+                value = value.replace(path, str(where))
+            env[var["name"]] = value
+        elif ref["name"] == secret:
+            env[var["name"]] = _KAFKA_SECRET[ref["key"]]
+    for name in [n for n in os.environ if n.startswith(("KAFKA_", "MASTERY_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return kafka_common(load())
+
+
+def _engine_workloads(overlay: Path) -> dict[str, Manifest]:
+    """Every Knative Service and Deployment: each runs the engine's own Kafka clients."""
+    return {**_of(overlay, "Service"), **_of(overlay, "Deployment")}
+
+
+def test_prod_engine_clients_reach_kafka_with_tls_and_sasl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The functions' DLQ and audit producers and `mastery consume` use the listener the
+    overlay names (TLS + SASL) with the Secret's credentials, not plaintext."""
+    workloads = _engine_workloads(_PROD)
+    assert "mastery-consume" in workloads
+    for name, workload in workloads.items():
+        conf = _engine_kafka(_PROD, workload, tmp_path / name, monkeypatch)
+        assert conf["bootstrap.servers"] == _params(_PROD)["kafka"]["bootstrapServers"]
+        assert conf["security.protocol"] == "SASL_SSL", name
+        assert conf["sasl.mechanism"] == "SCRAM-SHA-512", name
+        assert (conf["sasl.username"], conf["sasl.password"]) == ("mastery", "not-a-real-password")
+        assert Path(conf["ssl.ca.location"]).read_text() == _KAFKA_SECRET["ca.crt"]
+
+
+def test_kafka_sasl_tls_covers_the_batch_worker_component(tmp_path: Path) -> None:
+    """docs/deploy.md: keda-batch-worker is listed before kafka-sasl-tls, which then
+    authenticates its Deployment and its ScaledObject too."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+
+    def there(path: str) -> str:  # kustomize takes relative paths only
+        return os.path.relpath((_PROD / path).resolve(), overlay)
+
+    (base,) = load_all(_PROD / "kustomization.yaml")
+    components = [there(c) for c in base["components"]]
+    sasl = next(i for i, c in enumerate(components) if c.endswith("kafka-sasl-tls"))
+    components.insert(sasl, there("../../components/keda-batch-worker"))
+    for name in ("namespace.yaml", "params.yaml"):
+        (overlay / name).write_text((_PROD / name).read_text())
+    base["resources"] = [r if r.endswith(".yaml") else there(r) for r in base["resources"]]
+    base["components"] = components
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(base))
+    objects = render(overlay)
+    auths = {d["metadata"]["name"] for d in objects if d["kind"] == "TriggerAuthentication"}
+    worker = [d for d in objects if d["kind"] in ("ScaledObject", "Deployment")]
+    assert {d["metadata"]["name"] for d in worker} >= {"mastery-batch-worker", "mastery-consume"}
+    for doc in worker:
+        if doc["kind"] == "ScaledObject":
+            for trigger in doc["spec"]["triggers"]:
+                assert trigger["authenticationRef"]["name"] in auths, doc["metadata"]["name"]
+        else:
+            names = {e["name"] for e in _container(doc)["env"]}
+            assert "KAFKA_SECURITY_PROTOCOL" in names, doc["metadata"]["name"]
 
 
 @pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
