@@ -45,6 +45,9 @@ async def test_health_ready_metrics(
     ready = await c.get("/ready")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["redis"] == "ok"
+    # OpenFaaS's own paths (the Community Edition probes /_/health, reads no annotation).
+    assert (await c.get("/_/health")).json()["status"] == "ok"
+    assert (await c.get("/_/ready")).json() == ready.json()
     assert (await c.post("/nowhere")).status_code == 404
     metrics = (await c.get("/metrics")).text
     assert "mastery_requests_total" in metrics

@@ -101,10 +101,12 @@ async def test_unknown_route_and_wrong_method(app: FunctionApp) -> None:
         missing = await c.post("/nope")
         wrong = await c.put("/echo")
         health = await c.get("/health")
+        openfaas = await c.get("/_/health")  # the OpenFaaS Community Edition's probe
     assert missing.status_code == 404
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "POST"
     assert health.json() == {"status": "ok", "function": "unit-fn"}
+    assert openfaas.json() == health.json()
 
 
 async def test_every_request_to_a_data_route_is_audited(app: FunctionApp) -> None:

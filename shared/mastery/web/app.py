@@ -61,6 +61,10 @@ __all__ = [
 
 M = TypeVar("M", bound=BaseModel)
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Liveness and readiness, also at OpenFaaS's own paths: the Community Edition probes
+# /_/health (both probes) and reads no annotation that would point it elsewhere.
+_HEALTH = ("/health", "/_/health")
+_READY = ("/ready", "/_/ready")
 
 
 class Services(Protocol):
@@ -182,11 +186,11 @@ class FunctionApp:
 
     async def __call__(self, request: Request) -> Response:
         path = _url_path(request).rstrip("/") or "/"
-        if path == "/health":
+        if path in _HEALTH:
             return json_response({"status": "ok", "function": self.name})
         if path == "/metrics":
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-        if path == "/ready":
+        if path in _READY:
             return await self._ready()
         if path == "/openapi.json" and request.method == "GET":
             return json_response(self.openapi())
