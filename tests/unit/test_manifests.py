@@ -148,6 +148,8 @@ def test_knative_service(overlay: Path, spec: FunctionSpec) -> None:
     service = _of(overlay, "Service").get(spec.name)
     assert service is not None, f"{overlay.name} renders no Service {spec.name!r}"
     assert service["apiVersion"] == "serving.knative.dev/v1"
+    # No URL on Knative's external domain: the HTTPRoute goes through the local gateway.
+    assert service["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     params = _params(overlay)
     annotations = _dig(service, "spec", "template", "metadata", "annotations") or {}
     assert annotations.get(_MIN_SCALE) == "0"
