@@ -70,3 +70,21 @@ def test_statements_on_the_topic_reach_the_tenant_of_their_home_page(api_stack: 
     assert producer.flush(10) == 0
     doc = _mastery(api_stack, XAPI_TENANT, student, 1)
     assert doc["components"]["quiz"]["score"] == 0.4
+
+
+def test_a_tenant_header_on_the_topic_wins_over_the_home_page(api_stack: Stack) -> None:
+    """As the statements the engine took over HTTP carry it: `mastery trigger` delivers
+    the header as KafkaSource does (an extension), and on-xapi reads the tenant from it."""
+    student = f"h{int(time.time())}"
+    tenant = f"xapi-header-{int(time.time())}"
+    statement = xapi_statement(student, "scored", scaled=0.7, home_page=XAPI_HOME)
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{api_stack.kafka}"})
+    headers = [("content-type", b"application/json"), ("mastery_tenant", tenant.encode())]
+    producer.produce(XAPI_TOPIC, orjson.dumps(statement), student.encode(), headers=headers)
+    assert producer.flush(10) == 0
+    doc = _mastery(api_stack, tenant, student, 1)
+    assert doc["components"]["quiz"]["score"] == 0.7
+    elsewhere = httpx.post(
+        f"{api_stack.url}/mastery/query", json={"student_id": student}, headers=_admin(XAPI_TENANT)
+    )
+    assert elsewhere.status_code == 404, elsewhere.text  # not also in the home page's tenant

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from mastery.dev.trigger import http_headers
 from mastery.domain import Component, Observation
 from mastery.errors import InvalidEvent
 from mastery.events.codec import AVRO, JSON, decode, encode
@@ -190,6 +191,35 @@ def test_kafkasource_extensions_give_back_the_tenant_header(prefix: str) -> None
     observation = decode(record, _NOW, xapi_tenants={})
     assert (observation.tenant, observation.student_id) == ("school-a", "s1")
     assert observation.event_id == statement["id"]  # the statement's, not the made-up one
+
+
+# -- the local stand-in for KafkaSource (`mastery trigger`) sends what KafkaSource sends ------
+
+
+@pytest.mark.parametrize("content_type", [AVRO, JSON])
+def test_the_local_trigger_delivers_a_cloudevent_as_it_is(content_type: str) -> None:
+    value, headers = _encoded(content_type)
+    record = Record("mastery.quiz", value, b"s1", headers, partition=2, offset=7)
+    delivered = record_from_http(http_headers(record), value, "mastery.quiz")
+    assert decode(delivered, _NOW) == decode(record, _NOW) == _EXPECTED
+
+
+def test_the_local_trigger_delivers_a_plain_record_with_its_headers() -> None:
+    """An xAPI statement on the topic (one the engine took over HTTP, for one): its
+    ``mastery_tenant`` header must reach the function, or the statement would be read by
+    its ``homePage`` (another tenant, or none: dead-lettered)."""
+    statement = xapi_statement("s1", "scored", at=_NOW, home_page="https://unmapped.example")
+    kafka_headers = {
+        "ce_id": statement["id"].encode(),
+        "content-type": JSON.encode(),
+        "mastery_tenant": b"school-a",
+    }
+    value = orjson.dumps(statement)
+    record = Record(XAPI_TOPIC, value, b"s1", kafka_headers, partition=0, offset=12)
+    delivered = record_from_http(http_headers(record), value, XAPI_TOPIC)
+    observation = decode(delivered, _NOW, xapi_tenants={})
+    assert (observation.tenant, observation.student_id) == ("school-a", "s1")
+    assert observation.event_id == statement["id"]
 
 
 # -- defaults --------------------------------------------------------------------------------

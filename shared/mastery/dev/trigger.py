@@ -14,6 +14,7 @@ aiohttp is the ``local`` extra's, as the whole local stack is.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
@@ -53,6 +54,8 @@ IN_FLIGHT = 64
 _FIRST_WAIT_S = 0.2
 _MAX_WAIT_S = 5.0
 _TIMEOUT_S = 10.0
+_STRUCTURED = "application/cloudevents"
+_EXTENSION = re.compile("[^a-z0-9]")
 
 
 class _Refused(Exception):
@@ -64,14 +67,36 @@ _RETRIED = (_Refused, aiohttp.ClientError, TimeoutError)
 
 
 def http_headers(record: Record) -> dict[str, str]:
-    """The HTTP headers of a record delivered as a binary-mode CloudEvent."""
-    headers = {"content-type": "application/json"}
+    """The HTTP headers KafkaSource's dispatcher sends for ``record``.
+
+    A CloudEvent, binary mode (``ce_specversion``) or structured: as it is, ``ce_x``
+    headers as ``ce-x``. A plain record (an xAPI statement): a CloudEvent made up for it,
+    each record header an extension named lower-case ``[a-z0-9]`` only
+    (``mastery_tenant`` -> ``ce-masterytenant``), as the dispatcher does (docs/decisions.md).
+    """
+    content_type = next(
+        (
+            v.decode(errors="replace")
+            for k, v in record.headers.items()
+            if k.lower() == "content-type"
+        ),
+        "",
+    )
+    if "ce_specversion" in record.headers or content_type.startswith(_STRUCTURED):
+        headers = {"content-type": content_type or "application/json"}
+        for name, value in record.headers.items():
+            if name.startswith("ce_"):
+                headers[f"ce-{name[3:]}"] = value.decode(errors="replace")
+        return headers
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": f"partition:{record.partition}/offset:{record.offset}",
+        "ce-type": "dev.knative.kafka.event",
+        "ce-source": f"/mastery/trigger#{record.topic}",
+        "content-type": "application/octet-stream",
+    }
     for name, value in record.headers.items():
-        text = value.decode(errors="replace")
-        if name.startswith("ce_"):
-            headers[f"ce-{name[3:]}"] = text
-        elif name.lower() == "content-type":
-            headers["content-type"] = text
+        headers[f"ce-{_EXTENSION.sub('', name.lower())}"] = value.decode(errors="replace")
     return headers
 
 
