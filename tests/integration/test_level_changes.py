@@ -13,7 +13,7 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component, Level, explain
 from mastery.errors import Unavailable
-from mastery.events.notifications import LEVEL_CHANGED_TYPE
+from mastery.events.notifications import LEVEL_CHANGED_SOURCE, LEVEL_CHANGED_TYPE
 from mastery.events.schemas import schema_dir
 from mastery.store import keys
 from mastery.topics import LEVEL_CHANGED_TOPIC
@@ -87,9 +87,33 @@ async def test_every_level_change_is_announced_once_with_the_domain_levels(
     for m, doc in zip(messages, got, strict=True):
         headers = headers_of(m)
         assert headers["ce_type"] == LEVEL_CHANGED_TYPE
-        assert headers["ce_id"] == f"{tenant}:{doc['student_id']}:{doc['version']}"
+        changed_at = int(datetime.fromisoformat(doc["changed_at"]).timestamp() * 1000)
+        assert headers["ce_id"] == f"{tenant}:{doc['student_id']}:{doc['version']}:{changed_at}"
+        assert headers["ce_source"] == LEVEL_CHANGED_SOURCE  # whichever function published it
         assert m.key() == doc["student_id"].encode()
         fastavro.validate(doc, LEVEL_SCHEMA, raise_errors=True)
+
+
+async def test_a_change_after_an_erasure_has_an_id_of_its_own(
+    settings: Settings, tenant: str
+) -> None:
+    """An erasure starts the student's version again at 1: the same version reached
+    again is another change, which a consumer deduplicating by id must not drop."""
+    res = build(settings, source="test")
+
+    async def a_life() -> None:  # beginner, then up: one change, at version 5
+        await res.ingestor.ingest([record(Component.QUIZ, event_data(tenant, "s1", 0.1))])
+        await res.ingestor.ingest([record(c, event_data(tenant, "s1", 1.0)) for c in Component])
+
+    await a_life()
+    await res.store.erase(tenant, "s1", datetime.now(UTC) - timedelta(milliseconds=1))
+    await a_life()  # new events (new ids), after the erasure
+    await res.aclose()
+    messages = _changes(settings, tenant)
+    docs = [orjson.loads(m.value() or b"") for m in messages]
+    assert len(docs) == 2, docs
+    assert docs[0]["version"] == docs[1]["version"]  # the same version, in two lives
+    assert len({headers_of(m)["ce_id"] for m in messages}) == 2
 
 
 async def test_a_publish_cut_off_is_completed_from_the_outbox(

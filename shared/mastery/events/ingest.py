@@ -191,7 +191,7 @@ class Ingestor:
             notes = {(tenant, entry): note for entry, note in older} | notes
         if not notes:
             return
-        await self._publisher.publish([level_changed(n, self._source) for n in notes.values()])
+        await self._publisher.publish([level_changed(n) for n in notes.values()])
         _count_changes(note for _, _, note in applied.notes)
         by_tenant: dict[str, list[str]] = {}
         for tenant, entry in notes:

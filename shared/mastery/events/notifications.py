@@ -3,8 +3,12 @@
 ``apply.lua`` writes each change to a Redis outbox in the same atomic step as the state,
 so a change is recorded exactly once however often its events are redelivered. The
 ingest path publishes the outbox's notes and then drops them; a publish cut off by a
-crash is retried from the outbox. The CloudEvent id is ``<tenant>:<student>:<version>``
-on every attempt, so a consumer that deduplicates by id sees each change once.
+crash is retried from the outbox. The CloudEvent id is
+``<tenant>:<student>:<version>:<changed_at ms>`` and its source ``LEVEL_CHANGED_SOURCE``,
+whichever function publishes it and on every attempt, so a consumer that deduplicates by
+source and id sees each change once. The time is in it because a student's version
+starts again at 1 after an erasure: ``<version>`` alone would name a later change like
+an earlier one, and a consumer would drop it as a duplicate.
 """
 
 from __future__ import annotations
@@ -18,20 +22,21 @@ from cloudevents.kafka import to_binary
 from mastery.ports import OutMessage
 from mastery.topics import LEVEL_CHANGED_TOPIC
 
-__all__ = ["LEVEL_CHANGED_TYPE", "level_changed"]
+__all__ = ["LEVEL_CHANGED_SOURCE", "LEVEL_CHANGED_TYPE", "level_changed"]
 
 LEVEL_CHANGED_TYPE = "mastery.level-changed.v1"
+LEVEL_CHANGED_SOURCE = "/mastery/level-changed"
 
 
-def level_changed(note: bytes, source: str) -> OutMessage:
+def level_changed(note: bytes) -> OutMessage:
     """The message for one outbox note (see ``events/level-changed.avsc`` for its data)."""
     doc = orjson.loads(note)
     changed_at = datetime.fromtimestamp(doc["changed_at"] / 1000, UTC)
     data = orjson.dumps({**doc, "changed_at": changed_at})
     attributes = {
-        "id": f"{doc['tenant']}:{doc['student_id']}:{doc['version']}",
+        "id": f"{doc['tenant']}:{doc['student_id']}:{doc['version']}:{doc['changed_at']}",
         "type": LEVEL_CHANGED_TYPE,
-        "source": source,
+        "source": LEVEL_CHANGED_SOURCE,
         "subject": doc["student_id"],
         "time": changed_at.isoformat(),
         "datacontenttype": "application/json",
