@@ -98,7 +98,8 @@ async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> Non
     await ingestor.ingest([_good()])
     assert log == ["apply 1+0", f"publish ['{LEVEL_CHANGED_TOPIC}']"]
     [change] = publisher.sent
-    assert dict(change.headers)["ce_id"] == f"{TENANT}:s1:2".encode()
+    at_ms = int(NOW.timestamp() * 1000)
+    assert dict(change.headers)["ce_id"] == f"{TENANT}:s1:2:{at_ms}".encode()
     assert store.outboxes[TENANT] == {}
 
 
@@ -114,7 +115,9 @@ async def test_a_cut_off_publish_leaves_the_change_for_the_next_batch_to_publish
     store.changes = [(TENANT, "2-0", _note("s4", 1))]
     await ingestor.ingest([_good("s4")])
     ids = sorted(dict(m.headers)["ce_id"].decode() for m in publisher.sent)
-    assert ids == [f"{TENANT}:s1:2", f"{TENANT}:s4:1"]  # the backlog went with the new one
+    at_ms = int(NOW.timestamp() * 1000)
+    # The backlog went with the new one.
+    assert ids == [f"{TENANT}:s1:2:{at_ms}", f"{TENANT}:s4:1:{at_ms}"]
     assert store.outboxes[TENANT] == {}
 
 
