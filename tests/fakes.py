@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, StudentState
     from mastery.offsets import OffsetBook
-    from mastery.ports import Note, OutMessage, Rejection
+    from mastery.ports import Note, OutMessage, Unapplied
 
 
 class FakeClock:
@@ -65,7 +65,7 @@ class FakeEventStore:
 
     def __init__(self, log: list[str] | None = None) -> None:
         self.applied: list[Observation] = []
-        self.rejected: list[Rejection] = []
+        self.unapplied: list[Unapplied] = []
         self.outboxes: dict[str, dict[str, bytes]] = {}
         self.changes: list[Note] = []
         self.down = False
@@ -77,7 +77,7 @@ class FakeEventStore:
     async def apply(
         self,
         accepted: Sequence[tuple[Observation, bytes]],
-        rejected: Sequence[Rejection],
+        unapplied: Sequence[Unapplied],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
     ) -> Applied:
@@ -88,7 +88,7 @@ class FakeEventStore:
         if poisoned := self.poison & {obs.event_id for obs, _ in accepted}:
             raise ValueError(f"poison {sorted(poisoned)}")
         if self._log is not None:
-            self._log.append(f"apply {len(accepted)}+{len(rejected)}")
+            self._log.append(f"apply {len(accepted)}+{len(unapplied)}")
         outcomes = []
         for obs, _ in accepted:
             if obs.event_id in self._seen:
@@ -97,7 +97,7 @@ class FakeEventStore:
             self._seen.add(obs.event_id)
             self.applied.append(obs)
             outcomes.append(Outcome.APPLIED)
-        self.rejected.extend(rejected)
+        self.unapplied.extend(unapplied)
         notes, self.changes = self.changes, []
         backlog = frozenset(t for t, box in self.outboxes.items() if box)
         for tenant, entry, note in notes:

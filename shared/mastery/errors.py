@@ -38,11 +38,24 @@ class InvalidEvent(MasteryError):
 
 
 class IgnoredEvent(MasteryError):
-    """A valid event that feeds no component (an xAPI verb the mapping does not know)."""
+    """A valid event that feeds no component (an xAPI verb the mapping does not know).
 
-    def __init__(self, reason: str) -> None:
+    What is known of it goes into its audit record: ``tenant`` (whose stream records
+    it), ``student_id``, ``event_id``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        tenant: str | None = None,
+        student_id: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.tenant = tenant
+        self.student_id = student_id
+        self.event_id = event_id
 
 
 class Unavailable(MasteryError):

@@ -34,8 +34,8 @@ __all__ = [
     "Outcome",
     "Publisher",
     "Record",
-    "Rejection",
     "StudentReads",
+    "Unapplied",
     "utc_now",
 ]
 
@@ -96,8 +96,10 @@ class Outcome(StrEnum):
     VOIDED = "voided"  # refused: an xAPI statement voided before it arrived (or again)
 
 
-Rejection = tuple[str | None, str, bytes]
-"""(tenant if known, reason, audit record) of an event that will not be applied."""
+Unapplied = tuple[str | None, Outcome, str, bytes]
+"""An event that will not be applied, audited all the same: (tenant if known, outcome
+(``REJECTED``: it does not decode or validate; ``IGNORED``: valid, it feeds no
+component), reason, audit record)."""
 
 Note = tuple[str, str, bytes]
 """A level change: (tenant, its entry id in the tenant's outbox, JSON)."""
@@ -125,7 +127,7 @@ class EventStore(Protocol):
     async def apply(
         self,
         accepted: Sequence[tuple[Observation, bytes]],
-        rejected: Sequence[Rejection],
+        unapplied: Sequence[Unapplied],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
     ) -> Applied: ...

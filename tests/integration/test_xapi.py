@@ -17,6 +17,7 @@ from mastery.events.kafka import to_record
 from mastery.events.xapi import QUALITY
 from mastery.ports import Record
 from mastery.store import Outcome, keys
+from mastery.store.audit import recent_outcomes
 from mastery.topics import XAPI_TOPIC, dlq_topic
 from mastery.web.query import query_mastery
 from mastery.web.xapi import post_statements
@@ -118,6 +119,13 @@ async def test_the_topic_maps_home_pages_to_tenants_and_dead_letters_the_bad(
     assert headers_of(dead[0])["dlq_reason"].startswith("malformed JSON")
     again = await res.ingestor.ingest(records[:1])
     assert again == [(Outcome.DUPLICATE, None)]
+    # Every event audited, the ignored one too, in its tenant's stream, with the reason.
+    audited = {e.outcome: e for e in (await recent_outcomes(res.store, tenant, 10)).entries}
+    assert set(audited) == {"applied", "ignored", "duplicate"}
+    assert audited["applied"].event["event_id"] == good["id"]
+    assert audited["ignored"].event["event_id"] == ignored["id"]
+    assert audited["ignored"].event["student_id"] == "s3"
+    assert "maps to no component" in (audited["ignored"].reason or "")
     await res.aclose()
 
 

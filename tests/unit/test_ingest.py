@@ -66,7 +66,8 @@ async def test_dead_letters_are_published_before_anything_is_applied() -> None:
     [dead] = publisher.sent
     assert dict(dead.headers)["dlq_reason"].decode().startswith("occurred_at")
     assert [o for o, _ in results] == [Outcome.APPLIED, Outcome.REJECTED]
-    assert [r[1] for r in store.rejected] == [results[1][1]]  # audited with the same reason
+    # Audited with the same reason.
+    assert [(r[1], r[2]) for r in store.unapplied] == [(Outcome.REJECTED, results[1][1])]
 
 
 async def test_nothing_is_applied_while_the_dead_letter_cannot_be_published() -> None:
@@ -75,7 +76,7 @@ async def test_nothing_is_applied_while_the_dead_letter_cannot_be_published() ->
     with pytest.raises(Unavailable):
         await ingestor.ingest([_good(), _from_the_future()])
     assert store.applied == []
-    assert store.rejected == []
+    assert store.unapplied == []
 
 
 async def test_one_outcome_per_record_in_order_and_redelivery_is_a_duplicate() -> None:

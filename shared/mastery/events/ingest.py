@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, ScoringModel
     from mastery.offsets import OffsetBook
-    from mastery.ports import Applied, Clock, EventStore, Publisher, Record, Rejection
+    from mastery.ports import Applied, Clock, EventStore, Publisher, Record, Unapplied
 
 __all__ = ["Batch", "GroupCommit", "Ingestor", "Result", "audit_record"]
 
@@ -47,12 +47,19 @@ class Batch:
     accepted: list[tuple[Observation, bytes]] = field(default_factory=list)
     sources: list[Record] = field(default_factory=list)
     """The record each accepted event came from (to dead-letter it if the store refuses it)."""
-    rejected: list[Rejection] = field(default_factory=list)
+    unapplied: list[Unapplied] = field(default_factory=list)
+    """Events that will not be applied (rejected, ignored): audited with the batch."""
     dead: list[OutMessage] = field(default_factory=list)
     slots: list[int | Result] = field(default_factory=list)
     """Per record: its index into ``accepted``, or its outcome (rejected, ignored) and why."""
     traces: list[Context | None] = field(default_factory=list)
     """Each record's producer context, when tracing is on (the apply span links them)."""
+
+    def leave_out(self, outcome: Outcome, why: InvalidEvent | IgnoredEvent, audit: bytes) -> None:
+        """A record not to apply: audited all the same (in the tenant's stream when it is
+        known), its slot saying why."""
+        self.unapplied.append((why.tenant, outcome, why.reason, audit))
+        self.slots.append((outcome, why.reason))
 
 
 class Ingestor:
@@ -117,12 +124,11 @@ class Ingestor:
             try:
                 obs = decode(record, now, self._model, tenant=tenant, xapi_tenants=xapi)
             except InvalidEvent as exc:
-                batch.rejected.append((exc.tenant, exc.reason, audit_record(record, None, now)))
                 batch.dead.append(dead_letter(record, exc.reason, now, self._source))
-                batch.slots.append((Outcome.REJECTED, exc.reason))
+                batch.leave_out(Outcome.REJECTED, exc, audit_record(record, None, now))
                 continue
             except IgnoredEvent as exc:
-                batch.slots.append((Outcome.IGNORED, exc.reason))
+                batch.leave_out(Outcome.IGNORED, exc, audit_record(record, None, now, exc))
                 continue
             batch.slots.append(len(batch.accepted))
             batch.accepted.append((obs, audit_record(record, obs, now)))
@@ -161,7 +167,7 @@ class Ingestor:
         # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
         await self._publisher.publish(batch.dead)
         with tracing.span("redis apply", kind=tracing.SpanKind.CLIENT):
-            applied = await self._store.apply(batch.accepted, batch.rejected, batch.now, offsets)
+            applied = await self._store.apply(batch.accepted, batch.unapplied, batch.now, offsets)
         # Refused by the store (audited there): dead-lettered before anything is
         # acknowledged; a crash in between redelivers them, and they are refused again.
         refused = applied.refused
@@ -314,8 +320,11 @@ def _unavailable(cause: Unavailable | None) -> Unavailable:
     return error
 
 
-def audit_record(record: Record, obs: Observation | None, now: datetime) -> bytes:
-    """The audit entry of one event: where it came from and, once decoded, what it said."""
+def audit_record(
+    record: Record, obs: Observation | None, now: datetime, ignored: IgnoredEvent | None = None
+) -> bytes:
+    """The audit entry of one event: where it came from and, once decoded, what it said
+    (of an ignored one, what is known: its id, tenant and student)."""
     doc: dict[str, object] = {
         "topic": record.topic,
         "partition": record.partition,
@@ -325,6 +334,10 @@ def audit_record(record: Record, obs: Observation | None, now: datetime) -> byte
     if obs is None:
         ce_id = record.headers.get("ce_id")
         doc["event_id"] = ce_id.decode(errors="replace") if ce_id else None
+        if ignored is not None:
+            known = {"event_id": ignored.event_id, "tenant": ignored.tenant}
+            known["student_id"] = ignored.student_id
+            doc |= {k: v for k, v in known.items() if v is not None}
     else:
         doc |= {
             "event_id": obs.event_id,

@@ -261,7 +261,9 @@ def observation_of(
     actor = statement.actor
     account = actor.account if isinstance(actor, Agent) else None
     if account is None:
-        raise IgnoredEvent("actor has no account (the student is account.name)")
+        raise IgnoredEvent(
+            "actor has no account (the student is account.name)", tenant, event_id=event_id
+        )
     if tenant is None:
         tenant = tenants.get(account.home_page)
         if tenant is None:
@@ -269,10 +271,13 @@ def observation_of(
     if not _ID.match(account.name):
         raise InvalidEvent(f"account.name must match {ID_PATTERN}", tenant)
     voids = _voided(statement)
-    component, score = (Component.COMPLETION, 0.0) if voids else _feeds(statement)
+    try:
+        component, score = (Component.COMPLETION, 0.0) if voids else _feeds(statement)
+    except IgnoredEvent as exc:
+        raise IgnoredEvent(exc.reason, tenant, account.name, event_id) from None
     occurred = statement.timestamp or statement.stored or now
     if reason := model.inadmissible(occurred, now):
-        raise IgnoredEvent(f"timestamp {reason}")
+        raise IgnoredEvent(f"timestamp {reason}", tenant, account.name, event_id)
     return Observation(
         event_id=event_id,
         tenant=tenant,

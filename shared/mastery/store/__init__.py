@@ -1,7 +1,7 @@
 """Redis adapters: the event store, its key layout, rate limits and retention checks."""
 
 from mastery.offsets import OffsetBook
-from mastery.ports import Applied, Note, Outcome, Rejection
+from mastery.ports import Applied, Note, Outcome, Unapplied
 from mastery.store.connection import RedisConnection
 from mastery.store.erasure import AuditEntry
 from mastery.store.event_writes import UNKNOWN_TENANT
@@ -18,7 +18,7 @@ __all__ = [
     "Outcome",
     "RedisConnection",
     "RedisStore",
-    "Rejection",
     "StatementRecord",
     "StudentDays",
+    "Unapplied",
 ]

@@ -13,7 +13,7 @@ from mastery.domain.days import day_number, score_units
 from mastery.domain.scoring import DECAY_ORIGIN
 from mastery.errors import OffsetsMoved, Unavailable
 from mastery.offsets import CATCH_ALL
-from mastery.ports import Applied, Note, Outcome, Rejection
+from mastery.ports import Applied, Note, Outcome, Unapplied
 from mastery.store import keys
 from mastery.store.connection import DOWN, RedisConnection
 from mastery.store.records import as_bytes
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mastery.offsets import OffsetBook
     from mastery.store.scripts import Script
 
-__all__ = ["UNKNOWN_TENANT", "Applied", "EventWrites", "Note", "Outcome", "Rejection"]
+__all__ = ["UNKNOWN_TENANT", "Applied", "EventWrites", "Note", "Outcome", "Unapplied"]
 
 _COMPONENTS = tuple(Component)
 #: Undecodable events name no tenant; their audit records go here.
@@ -76,11 +76,12 @@ class EventWrites(RedisConnection):
     async def apply(
         self,
         accepted: Sequence[tuple[Observation, bytes]],
-        rejected: Sequence[Rejection],
+        unapplied: Sequence[Unapplied],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
     ) -> Applied:
-        """Apply ``accepted`` events at most once each and audit every event.
+        """Apply ``accepted`` events at most once each and audit every event (``unapplied``
+        ones with their outcome and reason).
 
         One script call per tenant (each atomic, in the tenant's hash slot), all sent in
         one pipeline: one round trip per node. With ``offsets`` (the consumer's book and
@@ -96,7 +97,7 @@ class EventWrites(RedisConnection):
                 other tenants' calls are done and written in the book.
         """
         calls = self._calls(accepted, now, offsets)
-        replies = await self._execute(calls, rejected, now)
+        replies = await self._execute(calls, unapplied, now)
         outcomes: list[Outcome] = [Outcome.DUPLICATE] * len(accepted)
         notes: list[Note] = []
         backlog: set[str] = set()
@@ -182,9 +183,10 @@ class EventWrites(RedisConnection):
         return calls
 
     async def _execute(
-        self, calls: Sequence[_Call], rejected: Sequence[Rejection], now: datetime | None
+        self, calls: Sequence[_Call], unapplied: Sequence[Unapplied], now: datetime | None
     ) -> list[Any]:
-        """Send every call and the rejections' audits in one pipeline; the calls' replies.
+        """Send every call and the unapplied events' audits in one pipeline; the calls'
+        replies.
 
         Plain EVALSHA: redis-py's Script objects add a SCRIPT EXISTS round trip. A call
         that meets NOSCRIPT (Redis restarted, or a replica was promoted) is sent again
@@ -192,21 +194,21 @@ class EventWrites(RedisConnection):
         A single call (one event over HTTP) goes without a pipeline: same round trip,
         ~10 us less of redis-py.
         """
-        if len(calls) == 1 and not rejected:
+        if len(calls) == 1 and not unapplied:
             [c] = calls
             return [await self.run(c.script, c.key_list, c.args)]
         async with self.pipeline(transaction=False) as pipe:
             for c in calls:
                 pipe.execute_command("EVALSHA", c.script.sha, len(c.key_list), *c.key_list, *c.args)
-            for tenant, reason, record in rejected:
+            for tenant, outcome, reason, record in unapplied:
                 pipe.xadd(
                     keys.audit(tenant or UNKNOWN_TENANT),
-                    {"outcome": Outcome.REJECTED.value, "reason": reason, "event": record},
+                    {"outcome": outcome.value, "reason": reason, "event": record},
                     maxlen=self._audit_maxlen,
                     approximate=True,
                 )
             cutoff = int(now.timestamp() * 1000) - self._ttl_s * 1000 if now else 0
-            for audit_key in {keys.audit(t or UNKNOWN_TENANT) for t, _, _ in rejected}:
+            for audit_key in {keys.audit(t or UNKNOWN_TENANT) for t, *_ in unapplied}:
                 pipe.xtrim(audit_key, minid=cutoff, approximate=True)
                 pipe.expire(audit_key, self._ttl_s)
             replies = await self.io(pipe.execute(raise_on_error=False))
