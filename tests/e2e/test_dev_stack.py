@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -301,8 +302,43 @@ def test_gateway_answers_problems_for_unknown_paths(stack: Stack) -> None:
     resp = httpx.get(f"{stack.url}/no/such/path")
     assert resp.status_code == 404
     assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["correlation_id"] == resp.headers["x-correlation-id"]  # its own too
     resp = httpx.post(f"{stack.url}/mastery/query", json={"student_id": "s1"})
     assert resp.status_code == 401
+    # A header with a trailing blank (an empty "Bearer ", which httpx will not even send)
+    # reaches the function: its 401, not the gateway's 503.
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port)
+    body = b'{"student_id": "s1"}'
+    blank = {"authorization": "Bearer ", "content-type": "application/json"}
+    conn.request("POST", "/mastery/query", body=body, headers=blank)
+    assert conn.getresponse().status == 401
+    conn.close()
+    # A method the function does not serve: its 405, with Allow.
+    resp = httpx.options(f"{stack.url}/mastery/query")
+    assert (resp.status_code, resp.headers.get("allow")) == (405, "POST"), resp.text
+
+
+def test_gateway_passes_the_functions_headers_on(stack: Stack) -> None:
+    """What the API documents on the answer (rate-limit headers, a CSV attachment) is
+    there through the gateway too."""
+    tenant = f"e2e-headers-{int(time.time())}"
+    r = record(Component.QUIZ, event_data(tenant, "s1", 0.5, datetime.now(UTC)))
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{stack.kafka}"})
+    producer.produce(event_topic(Component.QUIZ), r.value, r.key, headers=list(r.headers.items()))
+    assert producer.flush(10) == 0
+    headers = _bearer("s1", "student", tenant)
+    deadline = time.monotonic() + 10
+    url = f"{stack.url}/mastery/query"
+    while (query := httpx.post(url, json={"student_id": "s1"}, headers=headers)).status_code != 200:
+        assert time.monotonic() < deadline, query.text
+        time.sleep(0.05)
+    assert {"ratelimit-limit", "ratelimit-remaining", "x-correlation-id"} <= set(query.headers)
+    csv = httpx.post(
+        f"{stack.url}/analytics/mastery-history",
+        json={"student_id": "s1", "format": "csv"},
+        headers=headers,
+    )
+    assert csv.headers.get("content-disposition", "").startswith("attachment"), csv.headers
 
 
 def test_mastery_batch_submits_follows_and_summarises(stack: Stack, tmp_path: Path) -> None:

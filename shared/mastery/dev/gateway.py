@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from mastery.web.app import json_response
+from mastery.web.app import correlation_id_of, json_response
 from mastery.web.openapi import TITLE, merge
 from mastery.web.problems import Problem
 from mastery.web.routing import Routes
@@ -29,17 +29,24 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-_FORWARD = (
-    "content-type",
-    "x-correlation-id",
-    "retry-after",
-    "www-authenticate",
-    "allow",
-    "location",
-    "mcp-session-id",  # MCP Streamable HTTP (the mcp function is stateless: none today)
-    "mcp-protocol-version",
+# A function's answer goes out with every header but these: hop-by-hop ones, and what
+# describes the bytes on the inner connection (the body is sent as read, decoded).
+_NOT_FORWARDED = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "te",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+    )
 )
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# OPTIONS and HEAD too: the function answers what it does not serve (405 with Allow).
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def create_app(
@@ -60,7 +67,7 @@ def create_app(
         # By path alone: a wrong method reaches the function, which answers 405.
         served = table.serves(path)
         if served is None:
-            return Problem(404, f"no function serves {path}").response()
+            return _problem(request, Problem(404, f"no function serves {path}"))
         base = served[1]
         # The path as it came (percent-encoded): a decoded one may hold control characters.
         raw_path = request.scope.get("raw_path") or path.encode()
@@ -69,13 +76,15 @@ def create_app(
             request.method,
             base + raw_path.decode("latin-1") + (f"?{query}" if query else ""),
             content=await request.body(),
-            headers={k: v for k, v in request.headers.items() if k != "host"},
+            # Values as sent but for surrounding blanks, which the HTTP client refuses to
+            # send (an empty "Bearer " would otherwise be a 503, not the function's 401).
+            headers={k: v.strip() for k, v in request.headers.items() if k != "host"},
         )
         try:
             upstream = await client.send(outgoing, stream=True)
         except httpx.TransportError:
-            return Problem.unavailable("function not reachable").response()
-        headers = {k: upstream.headers[k] for k in _FORWARD if k in upstream.headers}
+            return _problem(request, Problem.unavailable("function not reachable"))
+        headers = {k: v for k, v in upstream.headers.items() if k not in _NOT_FORWARDED}
         if upstream.headers.get("content-type", "").startswith("text/event-stream"):
             # Server-sent events (MCP may answer so): relay each as it comes.
             close = BackgroundTask(upstream.aclose)
@@ -85,17 +94,18 @@ def create_app(
         try:
             body = await upstream.aread()
         except httpx.TransportError:
-            return Problem.unavailable("function not reachable").response()
+            return _problem(request, Problem.unavailable("function not reachable"))
         finally:
             await upstream.aclose()
         media = upstream.headers.get("content-type", "")
         if upstream.status_code >= 400 and "json" not in media:
             # A server layer below the function (its HTTP parser) answered in plain text:
             # every error leaves this port as problem+json, as the document says.
-            return Problem(upstream.status_code, body.decode(errors="replace")[:200]).response()
+            below = Problem(upstream.status_code, body.decode(errors="replace")[:200])
+            return _problem(request, below)
         return Response(body, upstream.status_code, headers)
 
-    async def ready(_: Request) -> Response:
+    async def ready(request: Request) -> Response:
         async def probe(name: str, base: str) -> tuple[str, object]:
             try:
                 resp = await client.get(base + "/ready", timeout=3)
@@ -108,19 +118,19 @@ def create_app(
             results[name] = "ok" if path.exists() else "waiting for partition assignment"
         if all(v == "ok" for v in results.values()):
             return json_response({"status": "ready", "functions": results})
-        return Problem.unavailable("not ready", functions=results).response()
+        return _problem(request, Problem.unavailable("not ready", functions=results))
 
-    async def openapi(_: Request) -> Response:
+    async def openapi(request: Request) -> Response:
         """Every routed function's part, merged: the document of what this port serves."""
         try:
             answers = await asyncio.gather(
                 *(client.get(base + "/openapi.json", timeout=5) for base in set(routes.values()))
             )
         except httpx.TransportError:
-            return Problem.unavailable("function not reachable").response()
+            return _problem(request, Problem.unavailable("function not reachable"))
         parts = [a.json() for a in answers if a.status_code == 200]
         if len(parts) != len(answers):
-            return Problem.unavailable("a function has no OpenAPI document").response()
+            return _problem(request, Problem.unavailable("a function has no OpenAPI document"))
         return json_response(merge(TITLE, parts, routes))
 
     async def health(_: Request) -> Response:
@@ -130,7 +140,7 @@ def create_app(
         # Starlette's own 404/405 (a path its router cannot match, e.g. one holding a
         # newline) would be plain text: every answer of this port is problem+json.
         status = getattr(exc, "status_code", 404)
-        return Problem(status, f"no function serves {request.url.path[:100]!r}").response()
+        return _problem(request, Problem(status, f"no function serves {request.url.path[:100]!r}"))
 
     return Starlette(
         exception_handlers={404: refused, 405: refused},
@@ -142,6 +152,11 @@ def create_app(
         ],
         lifespan=_closing(client),
     )
+
+
+def _problem(request: Request, problem: Problem) -> Response:
+    """The gateway's own error answer, with a correlation id as every answer has."""
+    return problem.response(correlation_id_of(request.headers))
 
 
 def _closing(client: httpx.AsyncClient) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:

@@ -50,6 +50,7 @@ __all__ = [
     "Context",
     "FunctionApp",
     "Services",
+    "correlation_id_of",
     "json_response",
     "model_response",
     "read_body",
@@ -217,8 +218,7 @@ class FunctionApp:
 
     async def _dispatch(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
-        header = request.headers.get("x-correlation-id", "")
-        correlation_id = header if _CORRELATION.match(header) else uuid.uuid4().hex
+        correlation_id = correlation_id_of(request.headers)
         # Metrics and the audit name the route's template, not the path: bounded labels.
         route = f"{request.method} {path}"
         matched = self._routes.match(request.method, path)
@@ -307,6 +307,12 @@ class FunctionApp:
         if all(v == "ok" for v in checks.values()):
             return json_response({"status": "ready", "checks": checks})
         return Problem.unavailable("not ready", checks=checks).response()
+
+
+def correlation_id_of(headers: Mapping[str, str]) -> str:
+    """The caller's ``X-Correlation-ID`` when it is safe to echo and log, else a new one."""
+    header = headers.get("x-correlation-id", "")
+    return header if _CORRELATION.match(header) else uuid.uuid4().hex
 
 
 async def write_access(ctx: Context, route: str, status: int) -> None:

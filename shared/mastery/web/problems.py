@@ -75,6 +75,8 @@ class Problem(MasteryError):
     def response(self, correlation_id: str | None = None) -> Response:
         body = self.document(correlation_id)
         headers = self.response_headers()
+        if correlation_id:
+            headers["X-Correlation-ID"] = correlation_id
         return Response(orjson.dumps(body), self.status, headers, media_type=PROBLEM_JSON)
 
 
