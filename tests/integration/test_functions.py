@@ -216,6 +216,12 @@ async def test_query_rejects_bad_bodies_with_the_field_named(
         headers={**headers, "content-type": "text/plain"},
     )
     assert resp.status_code == 415
+    resp = await q.post(  # media types are case-insensitive (RFC 9110 8.3.1)
+        "/mastery/query",
+        content=b'{"student_id":"s1"}',
+        headers={**headers, "content-type": "Application/JSON; charset=UTF-8"},
+    )
+    assert resp.status_code != 415, resp.text
     assert (await q.get("/mastery/query", headers=headers)).status_code == 405
     assert (await q.post("/elsewhere", headers=headers)).status_code == 404
 

@@ -381,7 +381,9 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     """A JSON body: 413 too large, 415 not JSON, 400 malformed."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    content_type = (
+        request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    )
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise Problem(415, "send the body as application/json")
     body = await read_limited(request, max_bytes)
