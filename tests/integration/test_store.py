@@ -110,7 +110,7 @@ async def test_duplicates_count_once_even_within_a_batch(redis: Redis, tenant: s
 async def test_every_key_has_a_ttl(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     await _apply(store, [_obs(tenant, f"s{i}", i, days_ago=i) for i in range(20)])
-    await store.apply([], [(tenant, "bad", b"{}")], NOW)
+    await store.apply([], [(tenant, Outcome.REJECTED, "bad", b"{}")], NOW)
 
     found = [k async for k in redis.scan_iter(match=f"m:{{{tenant}*")]
     assert found
@@ -178,9 +178,11 @@ async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> N
     store = RedisStore(redis)
     first = _obs(tenant, "s1", 1)
     await _apply(store, [first])
-    await store.apply(
-        [(first, _audit(first))], [(tenant, "invalid field score", b'{"event_id":"x"}')], NOW
-    )
+    unapplied = [
+        (tenant, Outcome.REJECTED, "invalid field score", b'{"event_id":"x"}'),
+        (tenant, Outcome.IGNORED, "verb maps to no component", b'{"event_id":"y"}'),
+    ]
+    await store.apply([(first, _audit(first))], unapplied, NOW)
 
     entries = await redis.xrange(keys.audit(tenant))
     outcomes = [(f[b"outcome"].decode(), f.get(b"reason")) for _, f in entries]
@@ -188,6 +190,7 @@ async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> N
         ("applied", None),
         ("duplicate", None),
         ("rejected", b"invalid field score"),
+        ("ignored", b"verb maps to no component"),
     ]
     assert orjson.loads(entries[0][1][b"event"])["event_id"] == "e-1"
 
