@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import mcp_types
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from mastery.domain import Component
@@ -189,7 +191,6 @@ def xapi_statement(
     statement_id: str | None = None,
 ) -> dict[str, Any]:
     """A statement as an LRS client sends it, built with the `tincan` library."""
-    import orjson
     import tincan
 
     kwargs: dict[str, Any] = {
@@ -218,7 +219,6 @@ def xapi_voiding(
     at: datetime | None = None,
 ) -> dict[str, Any]:
     """A voiding statement (verb ``voided``, object a StatementRef), built with `tincan`."""
-    import orjson
     import tincan
 
     statement = tincan.Statement(
@@ -229,4 +229,13 @@ def xapi_voiding(
         timestamp=(at or datetime.now(UTC)).isoformat(),
     )
     doc: dict[str, Any] = orjson.loads(statement.to_json("1.0.3"))
+    return doc
+
+
+def tool_problem(result: mcp_types.CallToolResult) -> dict[str, Any]:
+    """The problem document of an MCP tool error: the JSON text after its sentence."""
+    assert result.is_error, result.content
+    last = result.content[-1]
+    assert isinstance(last, mcp_types.TextContent), result.content
+    doc: dict[str, Any] = orjson.loads(last.text)
     return doc

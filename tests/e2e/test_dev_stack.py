@@ -28,7 +28,7 @@ from mastery.dev.stack import DEV_JWT_SECRET
 from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.topics import event_topic
-from tests.helpers import event_data, record
+from tests.helpers import event_data, record, tool_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -274,13 +274,13 @@ async def test_an_agent_uses_every_tool_through_the_gateway(stack: Stack) -> Non
         ("mastery_history", {"student_id": "s1", "days": 1}),
     )
     assert [a.is_error for a in (other, ghost, invalid)] == [True, True, True]
-    assert [a.structured_content["error"]["status"] for a in (other, ghost, invalid)] == [
+    assert [tool_problem(a)["status"] for a in (other, ghost, invalid)] == [
         403,
         403,  # a student asking for anyone else is refused before any read
         422,
     ]
     _, missing = await calls(delegated("a1", "admin"), ("get_mastery", {"student_id": "nobody"}))
-    assert missing.structured_content["error"]["status"] == 404
+    assert tool_problem(missing)["status"] == 404
 
     for auth in ({}, {"authorization": "Bearer forged"}):
         resp = httpx.post(f"{stack.url}/mcp", json={"jsonrpc": "2.0"}, headers=auth)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import httpx2
+import jsonschema
 import jwt
 import orjson
 import pytest
@@ -34,7 +35,7 @@ from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC
 from mastery.web.auth import Principal
 from tests.conftest import JWT_SECRET
-from tests.helpers import event_data, read_to_end, record
+from tests.helpers import event_data, read_to_end, record, tool_problem
 from tests.integration.conftest import FUNCTIONS_DIR
 
 if TYPE_CHECKING:
@@ -256,8 +257,8 @@ async def test_rights_are_tool_errors_that_leak_nothing(
                 continue
             assert result.is_error
             assert _text(result).startswith(f"Error {status} ")
-            assert result.structured_content is not None
-            error = result.structured_content["error"]
+            assert result.structured_content is None
+            error = tool_problem(result)
             assert error["status"] == status
             assert "mastery" not in error
             assert "components" not in error
@@ -280,6 +281,31 @@ async def test_invalid_arguments_are_422_naming_them(
     assert "tenant" in _text(extra)
     assert unknown.is_error
     assert "Error 404" in _text(unknown)
+
+
+async def test_error_results_conform_to_the_tools_output_schema(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]], school: str
+) -> None:
+    """A client validates structured content against the tool's ``outputSchema`` even on
+    ``isError``: an error carries none (or a conforming one), its problem is in the text."""
+    calls: list[tuple[str, dict[str, Any], int]] = [
+        *[(t, {"student_id": "s2"}, 403) for t in TOOLS - {"find_students_at_risk"}],
+        ("find_students_at_risk", {"class_id": "c1"}, 403),
+        *[(t, {"student_id": "s1", "nope": 1}, 422) for t in TOOLS - {"find_students_at_risk"}],
+        ("find_students_at_risk", {"limit": 0}, 422),
+        ("compare_to_cohort", {"student_id": "s1", "class_id": "c1"}, 422),
+    ]
+    async with session(bearer("s1", "student", school)) as s:
+        schemas = {t.name: t.output_schema for t in (await s.list_tools()).tools}
+        results = [(await s.call_tool(name, args), status) for name, args, status in calls]
+    for (name, _, _), (result, status) in zip(calls, results, strict=True):
+        assert result.is_error, (name, result.content)
+        if result.structured_content is not None:
+            jsonschema.validate(result.structured_content, schemas[name] or {})
+        problem = tool_problem(result)
+        assert problem["status"] == status
+        assert _text(result).startswith(f"Error {status} {problem['title']}: {problem['detail']}")
+        assert problem["correlation_id"]
 
 
 @pytest.mark.parametrize(

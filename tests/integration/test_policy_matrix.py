@@ -31,7 +31,7 @@ from mastery.policy import POLICY, TENANT_WIDE, Action, Role, Scope, allowed, ma
 from mastery.registry import FUNCTIONS
 from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
-from tests.helpers import event_data, record, xapi_statement
+from tests.helpers import event_data, record, tool_problem, xapi_statement
 from tests.integration.conftest import FUNCTIONS_DIR, serve
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ async def _mcp_get_mastery(
         result = await session.call_tool("get_mastery", {"student_id": target})
     doc = result.structured_content or {}
     text = result.model_dump_json()
-    return (doc["error"]["status"] if result.is_error else 200), text, doc
+    return (tool_problem(result)["status"] if result.is_error else 200), text, doc
 
 
 def _is_list(spec: FunctionSpec) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
+import orjson
 from mcp.server import Server
 from pydantic import BaseModel, ValidationError
 
@@ -156,15 +157,23 @@ def _answer(structured: dict[str, Any], summary: str) -> types.CallToolResult:
 
 
 def _error(problem: Problem, correlation_id: str) -> types.CallToolResult:
-    """The problem for a model to read: status, title, detail and the fields at fault."""
+    """The problem for a model to read: a sentence (status, title, detail and the fields
+    at fault), then the problem document as JSON text.
+
+    No structured content: the tool's ``outputSchema`` describes its answer, which an
+    error is not, and clients validate any structured content against it, ``isError``
+    or not (the TypeScript SDK turns a mismatch into an exception the model never sees).
+    """
     doc = problem.document(correlation_id)
     text = f"Error {problem.status} {doc['title']}: {problem.detail}"
     fields = problem.extensions.get("errors") or []
     if fields:
         text += "\n" + "; ".join(f"{e['field']}: {e['message']}" for e in fields)
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
-        structured_content={"error": doc},
+        content=[
+            types.TextContent(type="text", text=text),
+            types.TextContent(type="text", text=orjson.dumps(doc).decode()),
+        ],
         is_error=True,
     )
 
