@@ -249,8 +249,9 @@ TOOLS: Mapping[str, ToolSpec] = {
             "The student's mastery and component scores next to their school's or class's: "
             "mean, median and the student's percentile (share of the cohort below them) per "
             "metric. scope 'school' (default) or 'class' (class_id: one of the student's "
-            "classes; default the first the caller may see). Cohorts under 5 students give "
-            "no statistics (privacy). Use it to judge a score relative to peers." + _SCOPE,
+            "classes; default the first the caller may see; only with scope 'class'). "
+            "Cohorts under 5 students give no statistics (privacy). Use it to judge a score "
+            "relative to peers." + _SCOPE,
             CompareRequest,
             ComparisonAnswer,
             _compare,
@@ -276,9 +277,20 @@ TOOLS: Mapping[str, ToolSpec] = {
 }
 
 
+#: What model APIs (Anthropic, Bedrock, Vertex, OpenAI) refuse at the top of a tool's
+#: input schema.
+_TOP_LEVEL_COMBINATORS = ("anyOf", "oneOf", "allOf")
+
+
 def input_schema(spec: ToolSpec) -> dict[str, Any]:
-    """The tool's ``inputSchema``: its argument model's JSON schema."""
-    return spec.arguments.model_json_schema()
+    """The tool's ``inputSchema``: its argument model's JSON schema, less any top-level
+    ``anyOf``/``oneOf``/``allOf`` (a rule across arguments, for the OpenAPI document):
+    those APIs refuse a tool whose schema has one. The tool's description states the
+    rule instead, and the argument model still enforces it (a 422)."""
+    schema = spec.arguments.model_json_schema()
+    for key in _TOP_LEVEL_COMBINATORS:
+        schema.pop(key, None)
+    return schema
 
 
 def output_schema(spec: ToolSpec) -> dict[str, Any]:
