@@ -19,6 +19,7 @@ from functions_framework.aio import create_asgi_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mastery.mcp import MCP_PATH
 from mastery.registry import FUNCTIONS
 from tests.conftest import JWT_SECRET
 from tests.integration.conftest import FUNCTIONS_DIR
@@ -181,5 +182,8 @@ async def test_no_input_gives_a_server_error(
     headers = _ascii({**auth, **ce, "content-type": content_type})
     resp = await apps[spec.name].request(method, path, content=body, headers=headers)
     assert resp.status_code < 500, (resp.status_code, resp.text[:300])
-    if resp.status_code >= 400:
-        assert resp.headers["content-type"] == "application/problem+json"
+    media = resp.headers.get("content-type")
+    if resp.status_code >= 400 and path == MCP_PATH and media == "application/json":
+        assert resp.json()["error"]["code"] < 0  # the MCP transport's own JSON-RPC error
+    elif resp.status_code >= 400:
+        assert media == "application/problem+json"

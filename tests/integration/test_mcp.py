@@ -25,6 +25,14 @@ from functions_framework.aio import create_asgi_app
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    METHOD_NOT_FOUND,
+    PROTOCOL_VERSION_META_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
+from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from prometheus_client import REGISTRY
 
 from mastery.bootstrap import build, close_resources
@@ -463,3 +471,68 @@ async def test_request_metrics_count_the_status_actually_sent(
     assert resp.status_code == status
     assert resp.headers["x-correlation-id"]
     assert count() == before + 1
+
+
+def _modern(
+    tenant: str, method: str, version: str = LATEST_MODERN_VERSION, accept: str = "application/json"
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Headers and body of one request of the stateless protocol (no handshake)."""
+    headers = {
+        "authorization": f"Bearer {bearer('a1', 'admin', tenant)}",
+        "accept": accept,
+        MCP_PROTOCOL_VERSION_HEADER: version,
+        MCP_METHOD_HEADER: method,
+    }
+    meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
+    return headers, {"jsonrpc": "2.0", "id": 7, "method": method, "params": {"_meta": meta}}
+
+
+def _requests(status: int) -> float:
+    labels = {"function": "mcp", "route": "POST /mcp", "method": "POST", "status": str(status)}
+    return REGISTRY.get_sample_value("mastery_requests_total", labels) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "status", "code"),
+    [
+        ("no/such/method", LATEST_MODERN_VERSION, 404, METHOD_NOT_FOUND),
+        ("tools/list", "2099-01-01", 400, UNSUPPORTED_PROTOCOL_VERSION),
+    ],
+)
+async def test_jsonrpc_errors_of_the_transport_go_out_as_the_sdk_wrote_them(
+    app: Any, tenant: str, method: str, version: str, status: int, code: int
+) -> None:
+    """A client reads a JSON-RPC error's code (and the versions supported): not a problem."""
+    headers, body = _modern(tenant, method, version)
+    before = _requests(status)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=body, headers=headers)
+    assert resp.status_code == status
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.headers["x-correlation-id"]
+    answer = resp.json()
+    assert (answer["jsonrpc"], answer["id"], answer["error"]["code"]) == ("2.0", 7, code)
+    if code == UNSUPPORTED_PROTOCOL_VERSION:
+        assert answer["error"]["data"]["supported"] == list(MODERN_PROTOCOL_VERSIONS)
+    assert _requests(status) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type", "status"),
+    [
+        ("text/html", "application/json", 406),  # the SDK answers it without a body
+        ("application/json", "text/plain", 400),  # the SDK answers it in plain text
+    ],
+)
+async def test_refusals_without_a_jsonrpc_error_are_problems(
+    app: Any, tenant: str, accept: str, content_type: str, status: int
+) -> None:
+    headers, body = _modern(tenant, "tools/list", accept=accept)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post(
+            "/mcp", content=orjson.dumps(body), headers={**headers, "content-type": content_type}
+        )
+    assert resp.status_code == status
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["status"] == status
+    assert resp.headers["x-correlation-id"]

@@ -4,6 +4,8 @@ The bearer token is verified first, exactly as every HTTP function verifies it: 
 missing or bad one is a 401 problem (audited as ``unauthenticated``) before any MCP
 handling. The verified caller then travels with the request (ASGI scope state) to the
 tool calls, which apply the rate limit, policy and audit per call (``mastery.mcp.server``).
+The SDK's JSON-RPC errors (unknown method, unsupported protocol version) go out as it
+writes them; only its refusals without one become problem+json (``_answer``).
 
 The SDK's session manager runs stateless with JSON responses: every POST is answered on
 its own, nothing is kept between requests, and no answer is a stream, so any proxy in
@@ -20,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import JSONRPCError
+from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from mastery.mcp.server import Caller, mcp_server
@@ -99,10 +104,11 @@ async def _answer(app: ASGIApp, request: Request) -> Response:
     never a stream, so the answer is a plain ``Response`` whose real status ``FunctionApp``
     counts, logs and traces like any other.
 
-    The SDK answers a request it cannot take (not JSON-RPC, wrong content type or
-    ``Accept``, too large) with a 4xx of its own form; that answer becomes a problem+json
-    like every other error of the HTTP surface (a client has no JSON-RPC id to match it
-    with anyway).
+    A 4xx that is a JSON-RPC error (an unknown method, an unsupported protocol version
+    with the versions supported, a body that is not JSON-RPC) goes out as the SDK wrote
+    it: the protocol defines it and clients read its code. A refusal without one (plain
+    text for a body too large or a wrong content type, no body for some 406s) becomes a
+    problem+json like every other error of the HTTP surface, as does any 5xx.
     """
     start: Message = {}
     body: list[bytes] = []
@@ -115,11 +121,24 @@ async def _answer(app: ASGIApp, request: Request) -> Response:
 
     await app(request.scope, request.receive, collect)
     status, content = start["status"], b"".join(body)
-    if status >= 400:
+    headers = list(start.get("headers", []))
+    if status >= 500 or (status >= 400 and not _is_jsonrpc_error(headers, content)):
         raise Problem(status, _reason(content, status))
     response = Response(content, status)
-    response.raw_headers = list(start.get("headers", []))
+    response.raw_headers = headers
     return response
+
+
+def _is_jsonrpc_error(headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """Whether the answer is a JSON-RPC error object sent as ``application/json``."""
+    media = Headers(raw=headers).get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        return False
+    try:
+        JSONRPCError.model_validate_json(body)
+    except ValidationError:
+        return False
+    return True
 
 
 def _reason(body: bytes, status: int) -> str:

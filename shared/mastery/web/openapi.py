@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from mcp_types import JSONRPCError
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -52,6 +53,9 @@ class Operation:
     extra_media: dict[str, str] = field(default_factory=dict)
     """More media types of the first success answer: media type -> description."""
     request_media: str = "application/json"
+    jsonrpc_errors: tuple[int, ...] = ()
+    """Error statuses that may instead be a JSON-RPC error (``application/json``): the MCP
+    transport's own, which go out as the SDK writes them."""
 
 
 def _document(summary: str, body: type[BaseModel], answer: type[BaseModel]) -> Operation:
@@ -112,6 +116,7 @@ OPERATIONS: dict[str, Operation] = {
         JsonRpcMessage,
         {200: None, 202: None},
         errors=(400, 401, 404, 406, 413, 415, 422, 429, 503),
+        jsonrpc_errors=(400, 404, 406),
     ),
     "POST /xapi/statements": Operation(
         "xAPI statements (one or an array); answers their ids, as an LRS does",
@@ -135,6 +140,8 @@ def _schemas() -> tuple[dict[tuple[type[BaseModel], str], Any], dict[str, Any]]:
     requests = {op.body for op in OPERATIONS.values() if op.body is not None}
     answers = {m for op in OPERATIONS.values() for m in op.ok.values() if m is not None}
     answers.add(r.ProblemDocument)
+    if any(op.jsonrpc_errors for op in OPERATIONS.values()):
+        answers.add(JSONRPCError)
     pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         *((m, "validation") for m in sorted(requests, key=lambda m: m.__name__)),
         *((m, "serialization") for m in sorted(answers, key=lambda m: m.__name__)),
@@ -213,9 +220,14 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         headers = ("X-Correlation-ID", *limit_headers)
         responses[str(status)] = _response(_success_text(status, op), headers, content)
     problem = {PROBLEM_JSON: {"schema": refs[(r.ProblemDocument, "serialization")]}}
+    jsonrpc = {"application/json": {"schema": refs.get((JSONRPCError, "serialization"))}}
     for status in op.errors:
         headers = ("X-Correlation-ID", *_error_headers(status, op))
-        responses[str(status)] = _response(_ERROR_TEXT[status], headers, problem)
+        if status in op.jsonrpc_errors:
+            text = f"{_ERROR_TEXT[status]}; or the MCP transport's JSON-RPC error"
+            responses[str(status)] = _response(text, headers, {**problem, **jsonrpc})
+        else:
+            responses[str(status)] = _response(_ERROR_TEXT[status], headers, problem)
     if op.auth:
         out["security"] = [{_BEARER: []}]
     out["responses"] = responses
