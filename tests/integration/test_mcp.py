@@ -25,9 +25,11 @@ from functions_framework.aio import create_asgi_app
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     PROTOCOL_VERSION_META_KEY,
     UNSUPPORTED_PROTOCOL_VERSION,
@@ -282,7 +284,6 @@ async def test_invalid_arguments_are_422_naming_them(
         bad_days = await s.call_tool("mastery_history", {"student_id": "s1", "days": 500})
         bad_id = await s.call_tool("get_mastery", {"student_id": "x:y"})
         extra = await s.call_tool("recommend", {"student_id": "s1", "tenant": "other"})
-        unknown = await s.call_tool("drop_tables", {})
     assert bad_days.is_error
     assert _text(bad_days).startswith("Error 422 ")
     assert "days" in _text(bad_days)
@@ -290,8 +291,37 @@ async def test_invalid_arguments_are_422_naming_them(
     assert "student_id" in _text(bad_id)
     assert extra.is_error
     assert "tenant" in _text(extra)
-    assert unknown.is_error
-    assert "Error 404" in _text(unknown)
+
+
+async def test_an_unknown_tool_is_a_jsonrpc_error_once_audited(
+    session: Callable[[str], AbstractAsyncContextManager[ClientSession]],
+    app: Any,
+    settings: Settings,
+    school: str,
+) -> None:
+    """The protocol's answer to an unknown tool is INVALID_PARAMS, not a tool result; the
+    call is still an access, audited before the answer."""
+    async with session(bearer("a1", "admin", school, act={"sub": "probe-bot"})) as s:
+        with pytest.raises(MCPError) as caught:
+            await s.call_tool("drop_tables", {})
+    assert caught.value.code == INVALID_PARAMS
+    assert "drop_tables" in caught.value.message
+
+    headers, body = _modern(school, "tools/call")
+    body["params"] |= {"name": "drop_tables", "arguments": {}}
+    headers[MCP_NAME_HEADER] = "drop_tables"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=body, headers=headers)
+    assert resp.status_code == 400  # the 2026-07-28 transport's status for INVALID_PARAMS
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.json()["error"]["code"] == INVALID_PARAMS
+
+    records = [orjson.loads(m.value() or b"{}") for m in read_to_end(settings, AUDIT_TOPIC)]
+    mine = [r for r in records if r.get("function") == "mcp" and r.get("tenant") == school]
+    assert [(r["route"], r["subject"], r["outcome"]) for r in mine] == [
+        ("tools/call ?", "a1", "not_found")
+    ] * 2
+    assert mine[0]["actor"] == "probe-bot"
 
 
 async def test_error_results_conform_to_the_tools_output_schema(

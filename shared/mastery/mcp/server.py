@@ -5,7 +5,8 @@ zero. Each tool call goes through what every HTTP request of a data function goe
 through: the caller's rate limit, argument validation (422), the policy (403/404), and
 one access-audit record naming the subject, the acting agent (``act``) and the students,
 written before the answer leaves (fail closed). A refusal is a tool result with
-``isError`` and a readable message, never a transport failure.
+``isError`` and a readable message, never a transport failure; only a call to a tool
+that does not exist is a JSON-RPC error, as the protocol asks.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 import mcp_types as types
 import orjson
 from mcp.server import Server
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel, ValidationError
 
 from mastery.errors import Unavailable
 from mastery.logs import logger
-from mastery.mcp.tools import TOOLS, input_schema, output_schema
+from mastery.mcp.tools import TOOLS, ToolSpec, input_schema, output_schema
 from mastery.web.app import Context, write_access
 from mastery.web.limits import enforce_rate_limit
 from mastery.web.problems import Problem, from_validation
@@ -80,34 +83,49 @@ def list_tools() -> list[types.Tool]:
 
 
 async def call_tool(caller: Caller, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-    """Run one tool for ``caller``; every refusal or failure is an ``isError`` result."""
+    """Run one tool for ``caller``, audited before the answer leaves.
+
+    A refusal or failure of the tool is an ``isError`` result, for the model to read. An
+    unknown tool is a protocol error (``INVALID_PARAMS``, as the specification asks), once
+    its call is audited; without the audit, every call is the same 503 result.
+
+    Raises:
+        MCPError: no tool is named ``name``.
+    """
     tool = TOOLS.get(name)
     ctx = Context(caller.resources, caller.correlation_id, FUNCTION)
     ctx.caller = caller.principal
-    res = caller.resources
-    try:
-        if tool is None:
-            raise Problem(404, f"no tool named {name!r}; see tools/list")
-        await enforce_rate_limit(caller.principal, res.rate_limiter, res.settings)
-        args = _arguments(tool.arguments, arguments)
-        answer = await tool.run(ctx, caller.principal, args)
-        result = _answer(answer.model_dump(mode="json", by_alias=True), tool.summary(answer))
-        status = 200
-    except Problem as problem:
-        result, status = _error(problem, ctx.correlation_id), problem.status
-    except Unavailable as exc:
-        _log.warning("dependency unavailable", extra=_extra(ctx, exc))
-        result, status = _error(Problem.unavailable(), ctx.correlation_id), 503
-    except Exception as exc:
-        _log.exception("unhandled error", extra=_extra(ctx, exc))
-        result, status = _error(Problem(500, "internal error"), ctx.correlation_id), 500
+    result, status = await _run(tool, ctx, caller, arguments) if tool else (None, 404)
     try:
         await write_access(ctx, f"tools/call {name if tool else '?'}", status)
     except Unavailable as exc:
         _log.error("access audit not written", extra=_extra(ctx, exc))
         unaudited = Problem.unavailable("the access audit is unavailable, retry later")
         return _error(unaudited, ctx.correlation_id)
+    if result is None:
+        raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}; see tools/list")
     return result
+
+
+async def _run(
+    tool: ToolSpec, ctx: Context, caller: Caller, arguments: dict[str, Any]
+) -> tuple[types.CallToolResult, int]:
+    """The tool's result and the status it stands for; every refusal is an error result."""
+    res = caller.resources
+    try:
+        await enforce_rate_limit(caller.principal, res.rate_limiter, res.settings)
+        args = _arguments(tool.arguments, arguments)
+        answer = await tool.run(ctx, caller.principal, args)
+        summary = tool.summary(answer)
+        return _answer(answer.model_dump(mode="json", by_alias=True), summary), 200
+    except Problem as problem:
+        return _error(problem, ctx.correlation_id), problem.status
+    except Unavailable as exc:
+        _log.warning("dependency unavailable", extra=_extra(ctx, exc))
+        return _error(Problem.unavailable(), ctx.correlation_id), 503
+    except Exception as exc:
+        _log.exception("unhandled error", extra=_extra(ctx, exc))
+        return _error(Problem(500, "internal error"), ctx.correlation_id), 500
 
 
 def mcp_server(caller_of: Callable[[ServerRequestContext[Any, Any]], Awaitable[Caller]]) -> Server:
