@@ -87,6 +87,30 @@ async def test_bad_statements_are_400_and_nothing_is_stored(
     await res.aclose()
 
 
+async def test_a_batch_repeating_a_statement_id_is_400_and_nothing_is_stored(
+    settings: Settings, tenant: str
+) -> None:
+    res = build(settings, source="test")
+    routes = {"POST /xapi/statements": post_statements, "POST /mastery/query": query_mastery}
+    admin = token("a1", "admin", tenant)
+    first = xapi_statement("s8", "passed", scaled=0.9)
+    # The same id, as another spelling of the UUID: the engine keys statements by the UUID.
+    again = {**xapi_statement("s8", "failed", scaled=0.1), "id": str(first["id"]).upper()}
+    other = xapi_statement("s8", "completed", scaled=None)
+    async with serve("on-xapi", routes, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=[first, other, again], headers={**admin, **_V}
+        )
+        query = await fn.post("/mastery/query", json={"student_id": "s8"}, headers=admin)
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    [refused] = resp.json()["statements"]
+    assert refused["index"] == 2
+    assert "statement 0" in refused["reason"]
+    assert query.status_code == 404  # none of the batch was applied
+    await res.aclose()
+
+
 async def test_the_topic_maps_home_pages_to_tenants_and_dead_letters_the_bad(
     settings: Settings, tenant: str
 ) -> None:

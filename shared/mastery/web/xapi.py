@@ -3,7 +3,8 @@
 Each statement becomes a record of ``mastery.xapi`` and takes the ingest path every event
 takes (validation, idempotency on the statement id, audit), with the caller's tenant. As
 an LRS does, a batch is all or nothing: one invalid statement refuses the whole request
-(400) and nothing is applied; the answer is the array of statement ids, in order.
+(400) and nothing is applied, and so does a batch naming one statement id twice (xAPI
+1.0.3, Communication 2.1.2); the answer is the array of statement ids, in order.
 
 The valid statements are produced to ``mastery.xapi`` first, the caller's tenant in the
 ``mastery_tenant`` header, and the broker's acknowledgement awaited (else 503, nothing
@@ -55,6 +56,10 @@ async def post_statements(request: Request, ctx: Context) -> Response:
     if not statements or len(statements) > _MAX_STATEMENTS:
         raise Problem(400, f"send 1 to {_MAX_STATEMENTS} statements")
     records = [_record(i, s) for i, s in enumerate(statements)]
+    if repeated := _repeated(records):
+        raise Problem(
+            400, "a statement id repeats in the batch; none was stored", statements=repeated
+        )
     ingestor = ctx.resources.ingestor
     batch = ingestor.prepare(records, tenant=principal.tenant)
     refused = [
@@ -86,6 +91,30 @@ def _record(index: int, statement: Any) -> Record:
         statement = {"id": sid, **statement}
     headers = {"ce_id": sid.encode(), "content-type": JSON.encode()}
     return Record(XAPI_TOPIC, orjson.dumps(statement), _student(statement), headers)
+
+
+def _repeated(records: list[Record]) -> list[dict[str, Any]]:
+    """The statements whose id an earlier one of the batch has: the store would count the
+    second as a duplicate of the first and drop it, so the batch is refused instead."""
+    first: dict[str, int] = {}
+    repeated = []
+    for index, record in enumerate(records):
+        sid = record.headers["ce_id"].decode()
+        # Compared as the store keys them (the UUID, whatever its spelling).
+        key = _canonical(sid) or sid
+        if key in first:
+            repeated.append({"index": index, "reason": f"id {sid} is statement {first[key]}'s"})
+        else:
+            first[key] = index
+    return repeated
+
+
+def _canonical(sid: str) -> str | None:
+    """``sid`` as the engine keys a statement (``str(UUID)``); ``None``: not a UUID."""
+    try:
+        return str(uuid.UUID(sid))
+    except ValueError:
+        return None
 
 
 def _student(statement: dict[str, Any]) -> bytes | None:
