@@ -111,6 +111,30 @@ async def test_a_batch_repeating_a_statement_id_is_400_and_nothing_is_stored(
     await res.aclose()
 
 
+async def test_timestamps_without_an_offset_or_with_plus_0000_are_taken_as_utc(
+    settings: Settings, tenant: str, redis: Redis
+) -> None:
+    """Moodle and other LMSs send ``2026-01-02T03:04:05`` or ``+0000``: valid ISO 8601."""
+    res = build(settings, source="test")
+    at = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    naive = xapi_statement("s9", "passed", scaled=0.9)
+    naive["timestamp"] = at.strftime("%Y-%m-%dT%H:%M:%S")
+    basic_offset = xapi_statement("s9", "completed", scaled=None)
+    basic_offset["timestamp"] = (at - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements",
+            json=[naive, basic_offset],
+            headers={**token("a1", "admin", tenant), **_V},
+        )
+    assert resp.status_code == 200, resp.text
+    state = await res.store.load(tenant, "s9")
+    assert state is not None
+    assert state.components.keys() == {Component.QUIZ, Component.COMPLETION}
+    assert state.last_event_at == at.timestamp()  # the newest, read as UTC
+    await res.aclose()
+
+
 async def test_the_topic_maps_home_pages_to_tenants_and_dead_letters_the_bad(
     settings: Settings, tenant: str
 ) -> None:

@@ -109,7 +109,9 @@ def test_statements_that_feed_nothing_are_ignored(change: Any) -> None:
         (lambda s: s.update(result={"score": {"raw": 11, "max": 10}}), "raw"),
         (lambda s: s["actor"]["account"].update(homePage="https://unknown.example"), "tenant"),
         (lambda s: s["actor"]["account"].update(name="a b"), "account.name"),
-        (lambda s: s.update(timestamp="2026-11-29T12:00:00"), "timestamp"),
+        (lambda s: s.update(timestamp="2026-11-29"), "timestamp"),  # a date, no time
+        (lambda s: s.update(timestamp="2026-11-29 x"), "timestamp"),
+        (lambda s: s.update(timestamp="2026-11-31T12:00:00Z"), "timestamp"),
         (lambda s: s.update(timestamp=1764417600), "timestamp"),
         (lambda s: s.update(stored="1764417600"), "stored"),
     ],
@@ -119,6 +121,28 @@ def test_malformed_statements_are_refused_with_a_reason(change: Any, reason: str
     change(st)
     with pytest.raises(InvalidEvent, match=reason):
         _decode(st)
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [
+        ("2026-11-29T10:30:00", datetime(2026, 11, 29, 10, 30, tzinfo=UTC)),  # no offset: UTC
+        ("2026-11-29T10:30:00.250", datetime(2026, 11, 29, 10, 30, 0, 250000, tzinfo=UTC)),
+        ("2026-11-29T11:30:00+0100", datetime(2026, 11, 29, 10, 30, tzinfo=UTC)),
+        ("2026-11-29T10:30:00+0000", datetime(2026, 11, 29, 10, 30, tzinfo=UTC)),
+        ("2026-11-29T10:30:00Z", datetime(2026, 11, 29, 10, 30, tzinfo=UTC)),
+    ],
+)
+def test_iso_8601_timestamps_without_an_rfc_3339_offset_are_taken(
+    text: str, read: datetime
+) -> None:
+    """xAPI only recommends an offset (Data 4.5); LMSs send none, or ``+0000``."""
+    st = xapi_statement("s1", "scored", at=NOW)
+    st["timestamp"] = text
+    assert _decode(st).occurred_at == read
+    st.pop("timestamp")
+    st["stored"] = text
+    assert _decode(st).occurred_at == read
 
 
 def test_a_voiding_statement_names_the_statement_it_voids() -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -31,7 +33,7 @@ from pydantic import (
 
 from mastery.domain import Component, Observation
 from mastery.errors import IgnoredEvent, InvalidEvent
-from mastery.fields import ID_PATTERN, Rfc3339
+from mastery.fields import ID_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -72,6 +74,29 @@ _ID = re.compile(ID_PATTERN)
 _SEGMENT = re.compile(r"[/=#]")
 _NS = uuid.UUID("5b6a3f4e-9f0b-4c31-9a44-1d7e0c2f6a10")
 
+# A calendar date, a "T" (or a space) and a time: what ``_timestamp`` hands to the parser,
+# which alone would also take a date without a time, or any character between the two.
+_DATE_TIME = re.compile(r"^\d{4}-?\d{2}-?\d{2}[Tt ]\d")
+
+
+def _timestamp(value: object) -> object:
+    """An ISO 8601 date and time, read by ``datetime.fromisoformat``; one without a UTC
+    offset is taken as UTC.
+
+    Laxer than the RFC 3339 of native events (``mastery.fields.Rfc3339``): xAPI asks for
+    ISO 8601 and only recommends an offset (Data 4.5), LMSs send ``2026-01-02T03:04:05``
+    or ``+0000``, and refusing one refused its whole batch. Numbers stay refused.
+    """
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError("must be an ISO 8601 date and time, e.g. 2026-01-14T09:30:00Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not an ISO 8601 date and time (a field out of range?)") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
 Iri = Annotated[StrictStr, Field(min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")]
 LanguageMap = dict[StrictStr, StrictStr]
 Number = StrictInt | StrictFloat
@@ -206,8 +231,8 @@ class Statement(_Strict):
     object: Activity | StatementRef | Agent | Group | SubStatement
     result: Result | None = None
     context: Context | None = None
-    timestamp: Rfc3339 | None = None
-    stored: Rfc3339 | None = None
+    timestamp: Timestamp | None = None
+    stored: Timestamp | None = None
     authority: Agent | Group | None = None
     version: Annotated[StrictStr, Field(pattern=r"^1\.0(\.\d+)?$")] | None = None
     attachments: list[dict[str, Any]] | None = None
