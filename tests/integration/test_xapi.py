@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import struct
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import jwt
 import orjson
 import pytest
 
@@ -18,9 +21,10 @@ from mastery.events.xapi import QUALITY
 from mastery.ports import Record
 from mastery.store import Outcome, keys
 from mastery.store.audit import recent_outcomes
-from mastery.topics import XAPI_TOPIC, dlq_topic
+from mastery.topics import AUDIT_TOPIC, XAPI_TOPIC, dlq_topic
 from mastery.web.query import query_mastery
 from mastery.web.xapi import post_statements
+from tests.conftest import JWT_SECRET
 from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token
 
@@ -57,6 +61,61 @@ async def test_statements_posted_as_an_lrs_client_sends_them(
     assert doc["components"]["quiz"] == {**doc["components"]["quiz"], "score": 0.6, "events": 1}
     assert doc["components"]["completion"]["score"] == 1.0
     assert doc["version"] == 2
+    await res.aclose()
+
+
+def _basic(role: str, tenant: str, *, user: str = "moodle", ttl: int = 300) -> dict[str, str]:
+    """HTTP Basic credentials as Moodle's logstore_xapi sends them: the token as password."""
+    claims = {"sub": "lrs", "role": role, "tenant": tenant, "exp": int(time.time()) + ttl}
+    password = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"authorization": f"Basic {credentials}", "content-type": "application/json"}
+
+
+async def test_http_basic_with_the_token_as_password_on_the_xapi_route_only(
+    settings: Settings, tenant: str
+) -> None:
+    res = build(settings, source="test")
+    routes = {"POST /xapi/statements": post_statements, "POST /mastery/query": query_mastery}
+    statement = xapi_statement("s10", "passed", scaled=0.8)
+    cid = f"{tenant}-basic"
+    async with serve("on-xapi", routes, res) as fn:
+        ok = await fn.post(
+            "/xapi/statements",
+            json=statement,
+            headers={**_basic("admin", tenant), **_V, "x-correlation-id": cid},
+        )
+        student = await fn.post(
+            "/xapi/statements", json=statement, headers={**_basic("student", tenant), **_V}
+        )
+        expired = await fn.post(
+            "/xapi/statements",
+            json=statement,
+            headers={**_basic("admin", tenant, ttl=-3600), **_V},
+        )
+        elsewhere = await fn.post(
+            "/mastery/query", json={"student_id": "s10"}, headers=_basic("admin", tenant)
+        )
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == [statement["id"]]
+    assert await res.store.load(tenant, "s10") is not None  # in the token's tenant
+    assert student.status_code == 403  # the same roles as a bearer token
+    assert expired.status_code == 401
+    assert expired.headers["www-authenticate"] == 'Bearer realm="mastery", Basic realm="mastery"'
+    # Only the xAPI route takes Basic: elsewhere it is no credential at all.
+    assert elsewhere.status_code == 401
+    assert elsewhere.headers["www-authenticate"] == 'Bearer realm="mastery"'
+    [access] = [
+        doc
+        for m in read_to_end(settings, AUDIT_TOPIC)
+        if (doc := orjson.loads(m.value())).get("correlation_id") == cid
+    ]
+    assert (access["subject"], access["role"], access["tenant"], access["students"]) == (
+        "lrs",
+        "admin",
+        tenant,
+        ["s10"],
+    )
     await res.aclose()
 
 

@@ -96,6 +96,48 @@ def test_no_bearer_token(authorization: str | None) -> None:
     assert "bearer" in _rejected(authorization).detail
 
 
+def _basic(password: str, user: str = "moodle") -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("user", ["moodle", "", "Ralph LRS"])
+def test_basic_credentials_carry_the_token_as_password_where_asked(user: str) -> None:
+    token = _token()
+    assert _AUTH.authenticate(_basic(token, user), basic=True) == _AUTH.authenticate(
+        f"Bearer {token}"
+    )
+    assert _AUTH.authenticate(f"Bearer {token}", basic=True).subject == "teacher-1"
+
+
+def test_basic_credentials_are_refused_where_not_asked() -> None:
+    problem = _rejected(_basic(_token()))
+    assert problem.response().headers["www-authenticate"] == 'Bearer realm="mastery"'
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Basic",
+        "Basic !!!!",  # not base64
+        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),  # not UTF-8
+        "Basic " + base64.b64encode(b"no colon").decode(),
+        _basic(""),  # no password
+        _basic("not.a.token"),
+        _basic(_token(key="another-secret-" + "y" * 49)),  # signed by someone else
+        _basic(_token(_claims(exp=int(time.time()) - 3600))),  # expired
+        _basic(_token(_claims(role="root"))),
+        "Bearer not.a.token",
+    ],
+)
+def test_every_401_of_a_basic_route_challenges_both_schemes(authorization: str | None) -> None:
+    with pytest.raises(Problem) as caught:
+        _AUTH.authenticate(authorization, basic=True)
+    assert caught.value.status == 401
+    challenge = caught.value.response().headers["www-authenticate"]
+    assert challenge == 'Bearer realm="mastery", Basic realm="mastery"'
+
+
 def test_alg_none() -> None:
     _rejected(f"Bearer {_forged({'alg': 'none', 'typ': 'JWT'})}")
 

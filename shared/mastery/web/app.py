@@ -112,17 +112,21 @@ class Context:
     """``{name}`` segments of the matched route, unvalidated."""
     _prefetched: dict[str, dict[bytes | str, bytes | str]] = field(default_factory=dict)
 
-    def authenticate(self, request: Request) -> Principal:
-        """The verified caller (401 problem otherwise), not yet counted against its rate limit."""
+    def authenticate(self, request: Request, *, basic: bool = False) -> Principal:
+        """The verified caller (401 problem otherwise), not yet counted against its rate limit.
+
+        ``basic``: the token may also come as the password of HTTP Basic credentials
+        (``Authenticator.authenticate``); only routes whose clients need it ask for it.
+        """
         auth = self.resources.authenticator
         if auth is None:
             raise Unavailable("MASTERY_JWT_SECRET is not configured")
-        self.caller = auth.authenticate(request.headers.get("authorization"))
+        self.caller = auth.authenticate(request.headers.get("authorization"), basic=basic)
         return self.caller
 
-    async def principal(self, request: Request) -> Principal:
+    async def principal(self, request: Request, *, basic: bool = False) -> Principal:
         """The verified caller, counted against its rate limit; 401 or 429 problem otherwise."""
-        principal = self.authenticate(request)
+        principal = self.authenticate(request, basic=basic)
         await self.count(principal)
         return principal
 

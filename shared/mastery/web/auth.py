@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,7 +20,18 @@ if TYPE_CHECKING:
 
     from mastery.ports import Clock
 
-__all__ = ["Authenticator", "Principal", "Role", "authorize_student", "precheck"]
+__all__ = [
+    "BEARER_OR_BASIC",
+    "Authenticator",
+    "Principal",
+    "Role",
+    "authorize_student",
+    "precheck",
+]
+
+#: The challenge of a 401 where HTTP Basic is taken too (one header: a proxy keeping one
+#: value of each header keeps both).
+BEARER_OR_BASIC = 'Bearer realm="mastery", Basic realm="mastery"'
 
 _Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
@@ -56,7 +68,8 @@ class Principal:
 
 
 class Authenticator:
-    """Verifies ``Authorization: Bearer <jwt>``: HS256 only, ``exp`` required.
+    """Verifies ``Authorization: Bearer <jwt>`` (where asked, also the jwt as the password
+    of HTTP Basic credentials): HS256 only, ``exp`` required.
 
     ``nbf`` and ``iat`` are honoured when present (with the same leeway as ``exp``), all
     three against ``clock``;
@@ -95,11 +108,21 @@ class Authenticator:
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_size = cache_size
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        scheme, _, token = (authorization or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Problem(401, "missing bearer token")
+    def authenticate(self, authorization: str | None, *, basic: bool = False) -> Principal:
+        """The verified caller of an ``Authorization`` header; 401 problem otherwise.
+
+        ``basic``: also take ``Basic base64(<any user>:<token>)``, the token as password,
+        for clients that speak HTTP Basic only (xAPI's: Moodle's logstore_xapi, Ralph).
+        The token is verified exactly as a bearer one; a 401 then challenges both.
+        """
+        try:
+            return self._authenticate(_token(authorization, basic=basic))
+        except Problem as problem:
+            if basic:
+                problem.headers["WWW-Authenticate"] = BEARER_OR_BASIC
+            raise
+
+    def _authenticate(self, token: str) -> Principal:
         cached = self._cache.get(token)
         if cached is not None and self._clock().timestamp() < cached[1] + self._leeway:
             self._cache.move_to_end(token)
@@ -153,6 +176,26 @@ class Authenticator:
                 continue
             return claims
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _token(authorization: str | None, *, basic: bool) -> str:
+    """The token an ``Authorization`` header carries: a bearer's, or (``basic``) the
+    password of HTTP Basic credentials, the user name being anything."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    if credentials and scheme.lower() == "bearer":
+        return credentials
+    if not basic:
+        raise Problem(401, "missing bearer token")
+    if credentials and scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except ValueError:  # not base64 (binascii.Error), or not UTF-8
+            raise Problem(401, "basic credentials are not base64 of user:password") from None
+        _, colon, password = decoded.partition(":")
+        if colon and password:
+            return password
+    raise Problem(401, "missing bearer token, or basic credentials with the token as password")
 
 
 def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:

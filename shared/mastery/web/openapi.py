@@ -38,6 +38,9 @@ TITLE = "Mastery Engine"
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
 _BEARER = "bearerAuth"
+_BASIC = "basicAuth"
+#: The routes that also take the token as the password of HTTP Basic (xAPI clients).
+_BASIC_ROUTES = frozenset({"POST /xapi/statements"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +171,10 @@ _HEADERS: dict[str, Any] = {
     "RateLimit-Reset": {"description": "Seconds to the window's end", "schema": {"type": "string"}},
     "RateLimit-Policy": {"description": "`<limit>;w=60`", "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}},
-    "WWW-Authenticate": {"description": "The bearer challenge", "schema": {"type": "string"}},
+    "WWW-Authenticate": {
+        "description": "The challenge: Bearer; on the xAPI routes Bearer and Basic",
+        "schema": {"type": "string"},
+    },
 }
 _LIMITS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
 _ERROR_TEXT = {
@@ -229,7 +235,7 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         else:
             responses[str(status)] = _response(_ERROR_TEXT[status], headers, problem)
     if op.auth:
-        out["security"] = [{_BEARER: []}]
+        out["security"] = [{_BEARER: []}, *([{_BASIC: []}] if key in _BASIC_ROUTES else [])]
     out["responses"] = responses
     return {method.lower(): out}
 
@@ -294,7 +300,12 @@ def document(title: str, route_keys: Iterable[str]) -> dict[str, Any]:
             "schemas": {k: defs[k] for k in sorted(used)},
             "headers": _HEADERS,
             "securitySchemes": {
-                _BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                _BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                _BASIC: {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Any user name; the password is the bearer token (JWT)",
+                },
             },
         },
     }
