@@ -10,13 +10,14 @@ from mastery.bootstrap import resources
 from mastery.topics import XAPI_TOPIC
 from mastery.web.app import FunctionApp
 from mastery.web.events import topic_handler
-from mastery.web.xapi import post_statements
+from mastery.web.xapi import RESPONSE_HEADERS, post_statements
 
 app = FunctionApp(
     "on-xapi",
     {"POST /xapi/statements": post_statements, "POST /": topic_handler(XAPI_TOPIC)},
     uses_kafka=True,
     provider=resources,
+    path_headers={"/xapi/statements": RESPONSE_HEADERS},
 )
 
 

@@ -29,8 +29,9 @@ from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
+    import httpx
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
@@ -62,6 +63,35 @@ async def test_statements_posted_as_an_lrs_client_sends_them(
     assert doc["components"]["completion"]["score"] == 1.0
     assert doc["version"] == 2
     await res.aclose()
+
+
+async def test_every_answer_of_the_xapi_resource_names_the_xapi_version(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    """xAPI 1.0.3 Communication 3.3: every response carries X-Experience-API-Version,
+    the latest patch version; errors too."""
+    fn = client("on-xapi")
+    admin = {**token("a1", "admin", tenant), **_V}
+    statement = xapi_statement("s11", "passed", scaled=0.8)
+    answers = {
+        200: await fn.post("/xapi/statements", json=statement, headers=admin),
+        400: await fn.post(
+            "/xapi/statements", json=statement, headers=token("a1", "admin", tenant)
+        ),
+        401: await fn.post("/xapi/statements", json=statement, headers=_V),
+        403: await fn.post(
+            "/xapi/statements", json=statement, headers={**token("s1", "student", tenant), **_V}
+        ),
+        405: await fn.delete("/xapi/statements", headers=admin),
+        415: await fn.post(
+            "/xapi/statements", content=b"x", headers={**admin, "content-type": "text/plain"}
+        ),
+    }
+    for status, resp in answers.items():
+        assert resp.status_code == status, resp.text
+        assert resp.headers["x-experience-api-version"] == "1.0.3", status
+    # Not on the function's other paths: the topic's deliveries, health.
+    assert "x-experience-api-version" not in (await fn.get("/health")).headers
 
 
 def _basic(role: str, tenant: str, *, user: str = "moodle", ttl: int = 300) -> dict[str, str]:

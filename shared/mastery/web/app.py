@@ -165,6 +165,9 @@ class FunctionApp:
             in a function's ``main.py``; tests inject their own). One with a
             ``check(name)`` has it called here, at the function's start: settings that do
             not validate stop the process with one line, not a 500 on each request.
+        path_headers: ``{path: headers}`` added to every answer on that path, whatever
+            its method or outcome (an error, a 405, a failed audit): a protocol's own,
+            such as xAPI's version header.
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class FunctionApp:
         uses_kafka: bool = False,
         uses_auth: bool = True,
         audits_requests: bool = True,
+        path_headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.name = name
         self._routes = Routes(routes)
@@ -184,6 +188,7 @@ class FunctionApp:
         self._uses_kafka = uses_kafka
         self._uses_auth = uses_auth
         self._audits_requests = audits_requests
+        self._path_headers = dict(path_headers or {})
         self._log = logger(name)
         self._resources = provider
         if (check := getattr(provider, "check", None)) is not None:
@@ -257,6 +262,8 @@ class FunctionApp:
             response = await self._audit(ctx, route, response)
         if ctx is not None:
             response.headers.update(ctx.response_headers)
+        if (headers := self._path_headers.get(path)) is not None:
+            response.headers.update(headers)
         response.headers["X-Correlation-ID"] = correlation_id
         status = response.status_code
         elapsed = time.perf_counter() - started

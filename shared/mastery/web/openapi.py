@@ -171,6 +171,10 @@ _HEADERS: dict[str, Any] = {
     "RateLimit-Reset": {"description": "Seconds to the window's end", "schema": {"type": "string"}},
     "RateLimit-Policy": {"description": "`<limit>;w=60`", "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}},
+    "X-Experience-API-Version": {
+        "description": "The xAPI version followed (1.0.3), on every answer of the xAPI routes",
+        "schema": {"type": "string"},
+    },
     "WWW-Authenticate": {
         "description": "The challenge: Bearer; on the xAPI routes Bearer and Basic",
         "schema": {"type": "string"},
@@ -211,6 +215,7 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         }
     responses: dict[str, Any] = {}
     limit_headers = _LIMITS if op.auth else ()
+    xapi = ("X-Experience-API-Version",) if path == "/xapi/statements" else ()
     for status, model in op.ok.items():
         content: dict[str, Any] = {}
         if model is not None:
@@ -223,12 +228,12 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         if status == min(op.ok):
             for media in op.extra_media:
                 content[media] = {"schema": {"type": "string"}}
-        headers = ("X-Correlation-ID", *limit_headers)
+        headers = ("X-Correlation-ID", *xapi, *limit_headers)
         responses[str(status)] = _response(_success_text(status, op), headers, content)
     problem = {PROBLEM_JSON: {"schema": refs[(r.ProblemDocument, "serialization")]}}
     jsonrpc = {"application/json": {"schema": refs.get((JSONRPCError, "serialization"))}}
     for status in op.errors:
-        headers = ("X-Correlation-ID", *_error_headers(status, op))
+        headers = ("X-Correlation-ID", *xapi, *_error_headers(status, op))
         if status in op.jsonrpc_errors:
             text = f"{_ERROR_TEXT[status]}; or the MCP transport's JSON-RPC error"
             responses[str(status)] = _response(text, headers, {**problem, **jsonrpc})

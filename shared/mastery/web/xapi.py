@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -33,14 +34,19 @@ from mastery.web.problems import Problem
 from mastery.web.responses import StatementIds
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from starlette.requests import Request
     from starlette.responses import Response
 
     from mastery.web.app import Context
 
-__all__ = ["VERSION_HEADER", "post_statements"]
+__all__ = ["RESPONSE_HEADERS", "VERSION_HEADER", "post_statements"]
 
 VERSION_HEADER = "X-Experience-API-Version"
+#: On every answer of the xAPI resource, errors included: the latest patch version of the
+#: specification followed (xAPI 1.0.3, Communication 3.3).
+RESPONSE_HEADERS: Mapping[str, str] = MappingProxyType({VERSION_HEADER: "1.0.3"})
 _VERSION = re.compile(r"^1\.0(\.\d+)?$")
 _MAX_STATEMENTS = 1000  # as the Statements model says
 
