@@ -1,4 +1,4 @@
-"""on-xapi: xAPI statements, posted (``POST /xapi/statements``) or from `mastery.xapi`."""
+"""on-xapi: xAPI statements, sent (``POST``/``PUT /xapi/statements``) or from `mastery.xapi`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from mastery.bootstrap import resources
 from mastery.topics import XAPI_TOPIC
 from mastery.web.app import FunctionApp
 from mastery.web.events import topic_handler
-from mastery.web.xapi import RESPONSE_HEADERS, post_statements
+from mastery.web.xapi import RESPONSE_HEADERS, post_statements, put_statement
 
 app = FunctionApp(
     "on-xapi",
-    {"POST /xapi/statements": post_statements, "POST /": topic_handler(XAPI_TOPIC)},
+    {
+        "POST /xapi/statements": post_statements,
+        "PUT /xapi/statements": put_statement,
+        "POST /": topic_handler(XAPI_TOPIC),
+    },
     uses_kafka=True,
     provider=resources,
     path_headers={"/xapi/statements": RESPONSE_HEADERS},

@@ -97,7 +97,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("batch-worker", consumes=batch_topics(BATCH_PREFIX), worker="batch-worker"),
     FunctionSpec(
         "on-xapi",
-        routes=("POST /xapi/statements",),
+        routes=("POST /xapi/statements", "PUT /xapi/statements"),
         action=Action.INGEST,
         consumes=(XAPI_TOPIC,),
         protocol="xapi",

@@ -60,6 +60,24 @@ def test_statements_posted_through_the_gateway(api_stack: Stack) -> None:
     assert doc["components"]["completion"]["score"] == 1.0
 
 
+def test_a_statement_put_through_the_gateway_over_http_basic(api_stack: Stack) -> None:
+    """As tincan (Open edX) sends a statement with an id, with Basic credentials as Moodle
+    and Ralph send them: the token as password. The version header reaches the client."""
+    tenant = f"xapi-put-{int(time.time())}"
+    statement = xapi_statement("s1", "passed", scaled=0.6)
+    token = _admin(tenant)["authorization"].removeprefix("Bearer ")
+    resp = httpx.put(
+        f"{api_stack.url}/xapi/statements",
+        params={"statementId": statement["id"]},
+        content=orjson.dumps(statement),
+        auth=("moodle", token),
+        headers={"content-type": "application/json", "x-experience-api-version": "1.0.3"},
+    )
+    assert resp.status_code == 204, resp.text
+    assert resp.headers["x-experience-api-version"] == "1.0.3"
+    assert _mastery(api_stack, tenant, "s1", 1)["components"]["quiz"]["score"] == 0.6
+
+
 def test_statements_on_the_topic_reach_the_tenant_of_their_home_page(api_stack: Stack) -> None:
     student = f"x{int(time.time())}"
     statement = xapi_statement(student, "scored", scaled=0.4, home_page=XAPI_HOME)

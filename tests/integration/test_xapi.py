@@ -94,6 +94,98 @@ async def test_every_answer_of_the_xapi_resource_names_the_xapi_version(
     assert "x-experience-api-version" not in (await fn.get("/health")).headers
 
 
+async def test_a_statement_put_under_its_id_as_tincan_sends_it(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    """``PUT /xapi/statements?statementId=``: 204, on the same path as a POST."""
+    fn = client("on-xapi")
+    admin = {**token("a1", "admin", tenant), **_V}
+    statement = xapi_statement("s12", "passed", scaled=0.7)
+    sid = str(statement.pop("id"))  # the parameter names it; the body may omit it
+    cid = f"{tenant}-put"
+    stored = await fn.put(
+        "/xapi/statements",
+        params={"statementId": sid},
+        json=statement,
+        headers={**admin, "x-correlation-id": cid},
+    )
+    assert stored.status_code == 204, stored.text
+    assert stored.content == b""
+    assert stored.headers["x-experience-api-version"] == "1.0.3"
+    res = build(settings, source="test")
+    state = await res.store.load(tenant, "s12")
+    assert state is not None
+    assert state.components[Component.QUIZ].count == 1
+    # Again, with the id in the body too (any spelling of it), over HTTP Basic: counted once.
+    again = await fn.put(
+        "/xapi/statements",
+        params={"statementId": sid.upper()},
+        json={**statement, "id": sid},
+        headers={**_basic("admin", tenant), **_V},
+    )
+    assert again.status_code == 204, again.text
+    state = await res.store.load(tenant, "s12")
+    assert state is not None
+    assert state.version == 1
+    # On the topic as a posted statement is, under its id, with the token's tenant (each
+    # time: the topic's consumers meet the second as a duplicate).
+    messages = [m for m in read_to_end(settings, XAPI_TOPIC) if headers_of(m).get("ce_id") == sid]
+    assert len(messages) == 2
+    for message in messages:
+        assert headers_of(message)["mastery_tenant"] == tenant
+        assert orjson.loads(message.value())["id"] == sid
+    [access] = [
+        doc
+        for m in read_to_end(settings, AUDIT_TOPIC)
+        if (doc := orjson.loads(m.value())).get("correlation_id") == cid
+    ]
+    assert (access["route"], access["students"], access["status"]) == (
+        "PUT /xapi/statements",
+        ["s12"],
+        204,
+    )
+    await res.aclose()
+
+
+async def test_a_put_is_refused_unless_its_statement_id_and_body_agree(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    fn = client("on-xapi")
+    admin = {**token("a1", "admin", tenant), **_V}
+    statement = xapi_statement("s13", "passed", scaled=0.7)
+    sid = str(statement["id"])
+
+    async def put(params: dict[str, str] | str, body: object) -> httpx.Response:
+        return await fn.put("/xapi/statements", params=params, json=body, headers=admin)
+
+    other = str(uuid.uuid4())
+    refusals = {
+        "the body's id differs": await put({"statementId": other}, statement),
+        "no statementId": await put({}, statement),
+        "statementId not a UUID": await put({"statementId": "s13"}, statement),
+        "statementId twice": await put(f"statementId={sid}&statementId={other}", statement),
+        "an array": await put({"statementId": sid}, [statement]),
+        "an id that is no string": await put({"statementId": sid}, {**statement, "id": 7}),
+        "invalid xAPI": await put({"statementId": sid}, {**statement, "verb": {"id": "x"}}),
+    }
+    student = await fn.put(
+        "/xapi/statements",
+        params={"statementId": sid},
+        json=statement,
+        headers={**token("s13", "student", tenant), **_V},
+    )
+    for why, resp in refusals.items():
+        assert resp.status_code == 400, (why, resp.text)
+        assert resp.headers["content-type"] == "application/problem+json", why
+        assert resp.headers["x-experience-api-version"] == "1.0.3", why
+    assert "statementId" in refusals["the body's id differs"].json()["detail"]
+    assert "verb" in refusals["invalid xAPI"].json()["statements"][0]["reason"]
+    assert student.status_code == 403
+    res = build(settings, source="test")
+    assert await res.store.load(tenant, "s13") is None  # nothing of any of them stored
+    await res.aclose()
+
+
 def _basic(role: str, tenant: str, *, user: str = "moodle", ttl: int = 300) -> dict[str, str]:
     """HTTP Basic credentials as Moodle's logstore_xapi sends them: the token as password."""
     claims = {"sub": "lrs", "role": role, "tenant": tenant, "exp": int(time.time()) + ttl}

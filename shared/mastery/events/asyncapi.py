@@ -171,7 +171,7 @@ def asyncapi_document() -> dict[str, Any]:
                 TENANT_HEADER: {
                     "type": "string",
                     "pattern": ID_PATTERN,
-                    "description": "The tenant, set by POST /xapi/statements (trusted "
+                    "description": "The tenant, set by POST and PUT /xapi/statements (trusted "
                     "producers only: Kafka ACLs); else the actor's account.homePage maps it",
                 },
                 "ce_id": {"type": "string", "description": "for a statement without an id"},

@@ -66,9 +66,9 @@ VERBS: Mapping[str, Component] = {
     f"{ADL}answered": Component.QUIZ,
 }
 VOIDED = f"{ADL}voided"
-#: A ``mastery.xapi`` record's tenant, when its producer knows it (``POST /xapi/statements``
-#: puts the token's): honoured before the ``account.homePage`` mapping. Only trusted
-#: producers may write the topic (Kafka ACLs, docs/decisions.md).
+#: A ``mastery.xapi`` record's tenant, when its producer knows it (``POST``/``PUT
+#: /xapi/statements`` put the token's): honoured before the ``account.homePage``
+#: mapping. Only trusted producers may write the topic (Kafka ACLs, docs/decisions.md).
 TENANT_HEADER = "mastery_tenant"
 _ID = re.compile(ID_PATTERN)
 _SEGMENT = re.compile(r"[/=#]")

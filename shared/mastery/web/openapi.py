@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from mastery.batch.messages import BATCH_ID
-from mastery.events.xapi import Statements
+from mastery.events.xapi import Statement, Statements
 from mastery.web import responses as r
 from mastery.web.problems import PROBLEM_JSON
 from mastery.web.requests import (
@@ -40,7 +40,8 @@ _REF = "#/components/schemas/{model}"
 _BEARER = "bearerAuth"
 _BASIC = "basicAuth"
 #: The routes that also take the token as the password of HTTP Basic (xAPI clients).
-_BASIC_ROUTES = frozenset({"POST /xapi/statements"})
+_BASIC_ROUTES = frozenset({"POST /xapi/statements", "PUT /xapi/statements"})
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,12 @@ OPERATIONS: dict[str, Operation] = {
         {200: r.StatementIds},
         errors=(400, 401, 403, 413, 415, 429, 503),
     ),
+    "PUT /xapi/statements": Operation(
+        "One xAPI statement stored under the statementId parameter (204), as an LRS does",
+        Statement,
+        {204: None},
+        errors=(400, 401, 403, 413, 415, 429, 503),
+    ),
     "POST /": Operation(
         "One Kafka record, as Knative KafkaSource (CloudEvents) or the kafka-connector "
         "delivers it; bad records are dead-lettered and answered 200",
@@ -201,8 +208,10 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         "operationId": _operation_id(method, path),
         "summary": op.summary,
     }
-    if key == "POST /xapi/statements":
+    if path == "/xapi/statements":
         out["parameters"] = [_parameter("X-Experience-API-Version", "header", r"^1\.0(\.[0-9]+)?$")]
+    if key == "PUT /xapi/statements":
+        out["parameters"].append(_parameter("statementId", "query", _UUID))
     if "{batch_id}" in path:
         out["parameters"] = [_parameter("batch_id", "path", BATCH_ID.pattern)]
     if op.body is not None:
@@ -246,7 +255,7 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
 
 
 def _parameter(name: str, where: str, pattern: str) -> dict[str, Any]:
-    """A required string parameter (``where``: header, path) matching ``pattern``."""
+    """A required string parameter (``where``: header, path, query) matching ``pattern``."""
     return {
         "name": name,
         "in": where,
@@ -276,6 +285,8 @@ def _error_headers(status: int, op: Operation) -> tuple[str, ...]:
 def _success_text(status: int, op: Operation) -> str:
     if status == 202:
         return "Accepted"
+    if status == 204:
+        return "Stored (or held already: nothing changed)"
     if op.extra_media:
         return "OK; also " + "; ".join(f"{m}: {d}" for m, d in op.extra_media.items())
     return "OK"

@@ -1,10 +1,12 @@
-"""``POST /xapi/statements``: xAPI statements from a learning platform or an LRS.
+"""``POST /xapi/statements`` and ``PUT /xapi/statements?statementId=<id>``: xAPI
+statements from a learning platform or an LRS.
 
 Each statement becomes a record of ``mastery.xapi`` and takes the ingest path every event
 takes (validation, idempotency on the statement id, audit), with the caller's tenant. As
 an LRS does, a batch is all or nothing: one invalid statement refuses the whole request
 (400) and nothing is applied, and so does a batch naming one statement id twice (xAPI
-1.0.3, Communication 2.1.2); the answer is the array of statement ids, in order.
+1.0.3, Communication 2.1.2); the answer is the array of statement ids, in order (a PUT
+stores one statement, and answers 204).
 
 The valid statements are produced to ``mastery.xapi`` first, the caller's tenant in the
 ``mastery_tenant`` header, and the broker's acknowledgement awaited (else 503, nothing
@@ -21,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.responses import Response
 
 from mastery.events.codec import JSON
 from mastery.events.xapi import TENANT_HEADER
@@ -37,11 +40,11 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from starlette.requests import Request
-    from starlette.responses import Response
 
     from mastery.web.app import Context
+    from mastery.web.auth import Principal
 
-__all__ = ["RESPONSE_HEADERS", "VERSION_HEADER", "post_statements"]
+__all__ = ["RESPONSE_HEADERS", "VERSION_HEADER", "post_statements", "put_statement"]
 
 VERSION_HEADER = "X-Experience-API-Version"
 #: On every answer of the xAPI resource, errors included: the latest patch version of the
@@ -52,13 +55,8 @@ _MAX_STATEMENTS = 1000  # as the Statements model says
 
 
 async def post_statements(request: Request, ctx: Context) -> Response:
-    # HTTP Basic too: the LRS clients that feed an engine (Moodle's logstore_xapi, Ralph)
-    # speak nothing else, and xAPI requires an LRS to take it (Communication 4.0).
-    principal = await ctx.principal(request, basic=True)
-    precheck(principal, Action.INGEST)
-    version = request.headers.get(VERSION_HEADER, "")
-    if not _VERSION.match(version):
-        raise Problem(400, f"{VERSION_HEADER} must be 1.0.x, got {version[:20]!r}")
+    """One statement or an array; the answer is their ids, in order."""
+    principal = await _caller(request, ctx)
     raw = await read_json(request, ctx.resources.settings.max_body_bytes)
     statements = raw if isinstance(raw, list) else [raw]
     if not statements or len(statements) > _MAX_STATEMENTS:
@@ -68,6 +66,51 @@ async def post_statements(request: Request, ctx: Context) -> Response:
         raise Problem(
             400, "a statement id repeats in the batch; none was stored", statements=repeated
         )
+    await _ingest(ctx, principal, records)
+    return model_response(StatementIds([r.headers["ce_id"].decode() for r in records]))
+
+
+async def put_statement(request: Request, ctx: Context) -> Response:
+    """``PUT /xapi/statements?statementId=<id>``: one statement stored under that id; 204.
+
+    What the ``tincan`` library sends for a statement with an id (Open edX's
+    event-routing-backends, batching off). The same path as a POST of one statement. An id
+    already held is answered 204 and changes nothing, whatever the content: the engine
+    keeps a statement's effect, not the statement, so it cannot tell a conflicting one
+    (xAPI's 409 is a SHOULD).
+    """
+    principal = await _caller(request, ctx)
+    ids = request.query_params.getlist("statementId")
+    sid = _canonical(ids[0]) if len(ids) == 1 else None
+    if sid is None:
+        raise Problem(400, "statementId must be given once, a UUID")
+    raw = await read_json(request, ctx.resources.settings.max_body_bytes)
+    if not isinstance(raw, dict):
+        raise Problem(400, "PUT stores one statement, a JSON object", statements=[{"index": 0}])
+    if "id" not in raw:
+        raw = {"id": sid, **raw}
+    elif not isinstance(raw["id"], str) or _canonical(raw["id"]) != sid:
+        reason = "the statement's id is not the statementId parameter"
+        raise Problem(400, reason, statements=[{"index": 0, "reason": reason}])
+    await _ingest(ctx, principal, [_record(0, raw)])
+    return Response(status_code=204)
+
+
+async def _caller(request: Request, ctx: Context) -> Principal:
+    """The caller, allowed to send statements, with a version it speaks; 401/403/400."""
+    # HTTP Basic too: the LRS clients that feed an engine (Moodle's logstore_xapi, Ralph)
+    # speak nothing else, and xAPI requires an LRS to take it (Communication 4.0).
+    principal = await ctx.principal(request, basic=True)
+    precheck(principal, Action.INGEST)
+    version = request.headers.get(VERSION_HEADER, "")
+    if not _VERSION.match(version):
+        raise Problem(400, f"{VERSION_HEADER} must be 1.0.x, got {version[:20]!r}")
+    return principal
+
+
+async def _ingest(ctx: Context, principal: Principal, records: list[Record]) -> None:
+    """All or nothing: 400 naming each invalid statement, else every one is put on the
+    topic (503 unless the broker acknowledges) and then applied, in the caller's tenant."""
     ingestor = ctx.resources.ingestor
     batch = ingestor.prepare(records, tenant=principal.tenant)
     refused = [
@@ -80,7 +123,6 @@ async def post_statements(request: Request, ctx: Context) -> Response:
     ctx.students.extend(sorted({obs.student_id for obs, _ in batch.accepted}))
     await ctx.resources.publisher.publish([_message(r, principal.tenant) for r in records])
     await ingestor.apply(batch)
-    return model_response(StatementIds([r.headers["ce_id"].decode() for r in records]))
 
 
 def _message(record: Record, tenant: str) -> OutMessage:
