@@ -174,6 +174,23 @@ async def test_day_records_are_the_domains_whatever_the_arrival_order(
         assert await store.history(tenant, student) == end_of_day(expected)
 
 
+async def test_a_student_with_thousands_of_areas_in_one_call(redis: Redis, tenant: str) -> None:
+    """The student's sums are read and written in chunks: Lua's unpack holds about 8,000
+    values, and a script that failed for it after marking the events seen lost them all
+    (their redelivery was a duplicate)."""
+    store = RedisStore(redis)
+    events = [_obs(tenant, "s1", i, area=f"area-{i}", days_ago=1) for i in range(1_400)]
+    assert await _apply(store, events) == [Outcome.APPLIED] * 1_400
+    state = await store.load(tenant, "s1")
+    assert state is not None
+    expected = fold(StudentState(), events)
+    assert explain(state) == explain(expected)
+    assert {k: a.count for k, a in state.areas.items()} == {
+        k: a.count for k, a in expected.areas.items()
+    }
+    assert len(state.areas) == 1_400
+
+
 async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     first = _obs(tenant, "s1", 1)

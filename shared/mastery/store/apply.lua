@@ -319,9 +319,7 @@ for xkey in pairs(voidable) do
         if day <= today - window then old[#old + 1] = all[i] end
       end
     end
-    for i = 1, #old, 1000 do
-      redis.call('HDEL', xkey, unpack(old, i, math.min(i + 999, #old)))
-    end
+    in_chunks('HDEL', xkey, old)
     redis.call('HSET', xkey, '_p', today)
   end
   redis.call('EXPIRE', xkey, ttl)
@@ -403,7 +401,7 @@ for _, state in ipairs(order) do
     end
     fields[#fields + 1] = p .. ':n'
   end
-  local cur = redis.call('HMGET', state, unpack(fields))
+  local cur = in_chunks('HMGET', state, fields)  -- a student with thousands of areas
   local val = {}
   for k, f in ipairs(fields) do val[f] = cur[k] end
 
@@ -433,8 +431,8 @@ for _, state in ipairs(order) do
       out[#out + 1] = p .. ':n'; out[#out + 1] = string.format('%d', n_)
     end
   end
-  redis.call('HSET', state, unpack(out))
-  if #gone > 0 then redis.call('HDEL', state, unpack(gone)) end
+  in_chunks('HSET', state, out)
+  in_chunks('HDEL', state, gone)
   redis.call('EXPIRE', state, ttl)
 
   -- A level change (not a student's first placement) goes to the outbox in this same
@@ -477,12 +475,8 @@ end
 -- The cohort indexes, the students' classes and the active set, one command per key
 -- (before the prune, which must see this call's students as active).
 flush_sets(pending, ttl)
-for i = 1, #joined, 2000 do
-  redis.call('HSET', TK.classes, unpack(joined, i, math.min(i + 1999, #joined)))
-end
-for i = 1, #active, 2000 do
-  redis.call('ZADD', TK.active, unpack(active, i, math.min(i + 1999, #active)))
-end
+in_chunks('HSET', TK.classes, joined)
+in_chunks('ZADD', TK.active, active)
 
 -- Students whose data expired leave the indexes; tenant-wide keys live while it is active.
 if #events > 0 then

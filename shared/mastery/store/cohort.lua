@@ -48,17 +48,30 @@ local function pending_sets()
   return {index = {{}, {}, {}, {}, {}}, classes = {}}
 end
 
--- One ZADD per tenant index and one HSET per class index for a call's students (in
--- chunks: unpack is bounded by Lua's stack), each class index's TTL renewed.
-local function flush_sets(pending, ttl)
-  local function send(command, key, flat)
-    for i = 1, #flat, 2000 do
-      redis.call(command, key, unpack(flat, i, math.min(i + 1999, #flat)))
+-- A command on one key over a long flat list of arguments, in chunks of 2,000 (pairs
+-- stay whole): unpack is bounded by Lua's stack (about 8,000 values), and a command that
+-- failed for it midway through a script would leave the writes before it in place. The
+-- replies, concatenated (HMGET's values, in order).
+local function in_chunks(command, key, flat)
+  if #flat <= 2000 then  -- nearly always: one command, its reply as it is
+    return #flat > 0 and redis.call(command, key, unpack(flat)) or {}
+  end
+  local replies = {}
+  for i = 1, #flat, 2000 do
+    local r = redis.call(command, key, unpack(flat, i, math.min(i + 1999, #flat)))
+    if type(r) == 'table' then
+      for k = 1, #r do replies[#replies + 1] = r[k] end
     end
   end
-  for i = 1, #METRICS do send('ZADD', TK.index[i], pending.index[i]) end
+  return replies
+end
+
+-- One ZADD per tenant index and one HSET per class index for a call's students (in
+-- chunks), each class index's TTL renewed.
+local function flush_sets(pending, ttl)
+  for i = 1, #METRICS do in_chunks('ZADD', TK.index[i], pending.index[i]) end
   for key, flat in pairs(pending.classes) do
-    send('HSET', key, flat)
+    in_chunks('HSET', key, flat)
     redis.call('EXPIRE', key, ttl)
   end
 end
