@@ -544,6 +544,45 @@ async def test_posted_statements_go_on_the_topic_with_their_tenant(
     await res.aclose()
 
 
+async def test_a_statement_without_a_timestamp_is_dated_before_it_goes_on_the_topic(
+    settings: Settings, tenant: str
+) -> None:
+    """As an LRS does, `stored` is set and stands for a missing `timestamp`: the topic's
+    consumers and a rebuild then date the statement as this request did, not by their own
+    clocks (which could put it in another idempotency bucket: counted twice)."""
+    res = build(settings, source="test")
+    posted = xapi_statement("s6", "passed", scaled=0.7)
+    del posted["timestamp"]
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=posted, headers={**token("a1", "admin", tenant), **_V}
+        )
+    assert resp.status_code == 200, resp.text
+    [message] = [
+        m for m in read_to_end(settings, XAPI_TOPIC) if headers_of(m).get("ce_id") == posted["id"]
+    ]
+    sent = orjson.loads(message.value() or b"{}")
+    assert sent["timestamp"] == sent["stored"]
+    assert abs(datetime.fromisoformat(sent["stored"]) - datetime.now(UTC)) < timedelta(minutes=1)
+    await res.aclose()
+
+
+async def test_a_statement_resent_with_a_time_in_another_bucket_counts_once(
+    mapped: tuple[str, Resources], tenant: str
+) -> None:
+    """Its idempotency bucket follows its time; the student's xAPI hash, per statement,
+    knows it was applied whatever the bucket."""
+    home, res = mapped
+    now = datetime.now(UTC)
+    first = xapi_statement("s7", "passed", scaled=0.6, home_page=home, at=now - timedelta(days=45))
+    again = {**first, "timestamp": (now - timedelta(days=1)).isoformat()}
+    assert await _outcomes(res, _topic(first)) == [Outcome.APPLIED]
+    assert await _outcomes(res, _topic(again)) == [Outcome.DUPLICATE]
+    state = await res.store.load(tenant, "s7")
+    assert state is not None
+    assert state.version == 1
+
+
 async def test_the_tenant_header_wins_over_the_home_page(settings: Settings, tenant: str) -> None:
     home = f"https://{tenant}.lms.example"
     res = build(settings.model_copy(update={"xapi_tenants": {home: "elsewhere"}}), source="test")

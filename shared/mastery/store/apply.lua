@@ -226,8 +226,12 @@ end
 -- one's: 'v', then '<H' (its day, or the voiding's when it had not arrived): refused
 -- when it arrives, and a second voiding counts once.
 local ENTRY = 23  -- bytes of '<BHI4dd'
-local function voided(xkey, id)
-  return string.sub(redis.call('HGET', xkey, id) or '', 1, 1) == 'v'
+-- What the student's xAPI hash holds of a statement: 'a' applied, 'v' voided before it
+-- came, '' nothing. Its entries are per statement, whatever idempotency bucket the
+-- statement's time falls in: a resend dated otherwise (a statement without a timestamp,
+-- dated by each reader) is known there even when its bucket is another.
+local function held(xkey, id)
+  return string.sub(redis.call('HGET', xkey, id) or '', 1, 1)
 end
 
 local function void(xkey, e, state, days)
@@ -273,10 +277,13 @@ for i, e in ipairs(events) do
       and tonumber(redis.call('ZSCORE', TK.erased, student) or '-1') or -1
   end
   local outcome = 'duplicate'
+  local mark = (xkey and e[17] == '') and held(xkey, e[4]) or ''
   if e[6] * 1000 <= erased_at[state] then
     outcome = 'erased'
-  elseif xkey and e[17] == '' and voided(xkey, e[4]) then
+  elseif mark == 'v' then
     outcome = 'voided'
+  elseif mark == 'a' then
+    outcome = 'duplicate'  -- applied already, in another bucket
   elseif redis.call('SADD', seen, e[4]) == 1 then
     expiring[seen] = e[5]
     if xkey then voidable[xkey] = true end

@@ -61,7 +61,8 @@ async def post_statements(request: Request, ctx: Context) -> Response:
     statements = raw if isinstance(raw, list) else [raw]
     if not statements or len(statements) > _MAX_STATEMENTS:
         raise Problem(400, f"send 1 to {_MAX_STATEMENTS} statements")
-    records = [_record(i, s) for i, s in enumerate(statements)]
+    stored = _now(ctx)
+    records = [_record(i, s, stored) for i, s in enumerate(statements)]
     if repeated := _repeated(records):
         raise Problem(
             400, "a statement id repeats in the batch; none was stored", statements=repeated
@@ -92,7 +93,7 @@ async def put_statement(request: Request, ctx: Context) -> Response:
     elif not isinstance(raw["id"], str) or _canonical(raw["id"]) != sid:
         reason = "the statement's id is not the statementId parameter"
         raise Problem(400, reason, statements=[{"index": 0, "reason": reason}])
-    await _ingest(ctx, principal, [_record(0, raw)])
+    await _ingest(ctx, principal, [_record(0, raw, _now(ctx))])
     return Response(status_code=204)
 
 
@@ -131,7 +132,12 @@ def _message(record: Record, tenant: str) -> OutMessage:
     return OutMessage(XAPI_TOPIC, record.value, record.key, headers)
 
 
-def _record(index: int, statement: Any) -> Record:
+def _now(ctx: Context) -> str:
+    """The time the statements are taken, as ``stored`` holds it (RFC 3339, UTC)."""
+    return ctx.resources.clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _record(index: int, statement: Any, stored: str) -> Record:
     if not isinstance(statement, dict):
         raise Problem(400, "a statement is a JSON object", statements=[{"index": index}])
     # As an LRS does: a statement without an id gets one, and the answer names it.
@@ -139,6 +145,13 @@ def _record(index: int, statement: Any) -> Record:
     if not isinstance(sid, str):
         sid = str(uuid.uuid4())
         statement = {"id": sid, **statement}
+    # As an LRS does too (xAPI Data 2.4.7, 2.4.8): `stored` is when it took the statement,
+    # and one without a `timestamp` gets that time. Written before the statement goes to
+    # the topic, so every reader of it (this request, the topic's consumers, a rebuild)
+    # dates it alike, where each dated it by its own clock.
+    statement = {**statement, "stored": stored}
+    if statement.get("timestamp") is None:
+        statement["timestamp"] = stored
     headers = {"ce_id": sid.encode(), "content-type": JSON.encode()}
     return Record(XAPI_TOPIC, orjson.dumps(statement), _student(statement), headers)
 
