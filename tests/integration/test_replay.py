@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pytest
 from click.testing import CliRunner
 
 from mastery.cli import main
+from mastery.cli.replay import plan, send
 from mastery.domain import Component
+from mastery.errors import Unavailable
 from mastery.events.kafka import DLQ_HEADERS, dead_letter
 from mastery.ports import Record
 from mastery.topics import dlq_topic
@@ -67,6 +70,18 @@ def test_replay_sends_the_original_records_back(settings: Settings) -> None:
 
     assert "2 of 2 records sent" in _run(settings, "--from-dlq", dlq_topic(topic), "--all")
     assert len(read_to_end(settings, topic)) == 3
+
+
+def test_a_record_the_broker_did_not_take_is_not_reported_sent(settings: Settings) -> None:
+    """A record that times out leaves the producer's queue (a flush then says all is
+    sent): only its delivery report tells, and a replay must say it failed."""
+    skewed = record(Component.QUIZ, event_data("t", "s1"))
+    item = plan(skewed, datetime.now(UTC), settings.scoring_model())
+    down = settings.model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+    )
+    with pytest.raises(Unavailable):
+        send(down, [item])
 
 
 def test_only_dead_letter_topics_are_replayed(settings: Settings) -> None:

@@ -23,6 +23,7 @@ def replay(dlq: str, dry_run: bool, everything: bool) -> None:
     sent twice is a duplicate by its event id.
     """
     from mastery.cli.replay import plan, read_dlq, send
+    from mastery.errors import Unavailable
     from mastery.settings import load
 
     settings = load()
@@ -42,8 +43,8 @@ def replay(dlq: str, dry_run: bool, everything: bool) -> None:
     if not dry_run:
         try:
             send(settings, chosen)
-        except TimeoutError as exc:
-            raise click.ClickException(str(exc)) from None
+        except Unavailable as exc:
+            raise click.ClickException(f"not every record was sent ({exc}); run it again") from None
     verb = "would be sent" if dry_run else "sent"
     click.echo(f"{len(chosen)} of {len(items)} records {verb}, {len(items) - len(chosen)} kept")
 

@@ -10,14 +10,22 @@ copy a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from mastery.errors import InvalidEvent
+from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import decode
-from mastery.events.kafka import DLQ_HEADERS, consumer_config, producer_config, to_record
+from mastery.events.kafka import (
+    DLQ_HEADERS,
+    KafkaPublisher,
+    consumer_config,
+    producer_config,
+    to_record,
+)
+from mastery.ports import OutMessage
 from mastery.topics import DLQ_SUFFIX
 
 if TYPE_CHECKING:
@@ -76,15 +84,25 @@ def plan(dead: Record, now: datetime, model: ScoringModel) -> Replayed:
         verdict = None
     except InvalidEvent as exc:
         verdict = exc.reason
+    except IgnoredEvent as exc:  # taken, but to no effect (an xAPI statement too old now)
+        verdict = f"ignored: {exc.reason}"
     reason = dead.headers.get("dlq_reason", b"").decode()
     return Replayed((dead.partition, dead.offset), original, reason, verdict)
 
 
-def send(settings: Settings, items: list[Replayed], timeout_s: float = 30) -> None:
-    """Produce the records to their topics; raises unless the broker acknowledged all."""
-    producer = Producer(producer_config(settings))
-    for item in items:
-        r = item.record
-        producer.produce(r.topic, r.value, r.key, headers=list(r.headers.items()))
-    if producer.flush(timeout_s):
-        raise TimeoutError("the broker did not acknowledge every replayed record")
+def send(settings: Settings, items: list[Replayed]) -> None:
+    """Produce the records to their topics, awaiting each delivery report.
+
+    Raises:
+        Unavailable: the broker did not acknowledge every record (a record that timed out
+            leaves the producer's queue too: only its report says it was not sent).
+    """
+    publisher = KafkaPublisher(producer_config(settings))
+    messages = [
+        OutMessage(r.topic, r.value, r.key, list(r.headers.items()))
+        for r in (item.record for item in items)
+    ]
+    try:
+        asyncio.run(publisher.publish(messages))
+    finally:
+        publisher.close()
