@@ -198,6 +198,10 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     after = (await export.post("/gdpr/export", json={"student_id": "s1"}, headers=admin)).json()
     assert after["mastery"] is None
     assert [e["outcome"] for e in after["events"]] == ["erased"] * 6  # the refusals, audited
+    # by their ids, not what they said (the replay does not put the student's data back)
+    assert {frozenset(e["event"]) for e in after["events"]} == {
+        frozenset({"topic", "partition", "offset", "at", "event_id", "tenant", "student_id"})
+    }
 
     again = await erase.post("/gdpr/erase", json={"student_id": "s1"}, headers=admin)
     assert again.status_code == 200

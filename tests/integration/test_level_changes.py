@@ -116,6 +116,35 @@ async def test_a_change_after_an_erasure_has_an_id_of_its_own(
     assert len({headers_of(m)["ce_id"] for m in messages}) == 2
 
 
+async def test_an_erasure_drops_the_students_changes_not_yet_published(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """A change recorded while the broker was out of reach waits in the outbox; erased,
+    the student must not be announced by the tenant's next batch."""
+    good = build(settings, source="test")
+    no_broker = build(
+        settings.model_copy(
+            update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+        ),
+        source="test",
+    )
+    low = [record(Component.QUIZ, event_data(tenant, s, 0.1)) for s in ("s1", "s2")]
+    await good.ingestor.ingest(low)
+    high = [record(c, event_data(tenant, s, 1.0)) for c in Component for s in ("s1", "s2")]
+    with pytest.raises(Unavailable):
+        await no_broker.ingestor.ingest(high)
+    await no_broker.aclose()
+    assert await redis.xlen(keys.outbox(tenant)) == 2  # one change each, not yet published
+
+    await good.store.erase(tenant, "s1", datetime.now(UTC))
+    assert await redis.xlen(keys.outbox(tenant)) == 1  # s2's stays
+    await good.ingestor.ingest([record(Component.QUIZ, event_data(tenant, "s3", 0.5))])
+    await good.aclose()
+    assert [orjson.loads(m.value() or b"")["student_id"] for m in _changes(settings, tenant)] == [
+        "s2"
+    ]
+
+
 async def test_a_publish_cut_off_is_completed_from_the_outbox(
     settings: Settings, redis: Redis, tenant: str
 ) -> None:

@@ -266,6 +266,15 @@ local function full(state, days, day, j)
   return n + (adds and adds[j] and adds[j][1] or 0) >= DAY_MAX
 end
 local DAY_FULL = 'the student already has %d %s events on this day: a day record holds no more'
+
+-- An erased student's event, refused: audited by its id and where it came from, not by
+-- what it said (a replay or rebuild after the erasure must not put that back).
+local FORGOTTEN_KEEPS = {'topic', 'partition', 'offset', 'at', 'event_id', 'tenant', 'student_id'}
+local function forgotten(record)
+  local doc, kept = cjson.decode(record), {}
+  for _, k in ipairs(FORGOTTEN_KEEPS) do kept[k] = doc[k] end
+  return cjson.encode(kept)
+end
 local refused = {}  -- per refused event: its place in the call, why
 
 for i, e in ipairs(events) do
@@ -307,7 +316,8 @@ for i, e in ipairs(events) do
     redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome,
       'reason', refused[#refused], 'event', ARGV[AUDIT + i])
   else
-    redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', ARGV[AUDIT + i])
+    local record = outcome == 'erased' and forgotten(ARGV[AUDIT + i]) or ARGV[AUDIT + i]
+    redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', record)
   end
   outcomes[#outcomes + 1] = outcome
 end

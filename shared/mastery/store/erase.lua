@@ -1,5 +1,5 @@
--- Erase a student, atomically: delete their keys, leave every cohort index, and leave a
--- tombstone so that a replayed or late event older than the erasure is refused by
+-- Erase a student, atomically: delete their keys, leave every cohort index, drop their
+-- level changes not yet published, and leave a tombstone so that a replayed or late event older than the erasure is refused by
 -- apply.lua instead of bringing the data back. (cohort.lua is prepended.)
 --
 -- KEYS: the tenant's keys (cohort.lua), then every key of the student
@@ -12,6 +12,14 @@ local deltas = {}
 forget(prefix, student, deltas)
 flush_sums(deltas, ttl)
 local deleted = redis.call('DEL', unpack(KEYS, TENANT_KEYS + 1))
+-- The student's level changes not yet published (the outbox holds notes only while the
+-- broker is out of reach): dropped, or the tenant's next batch would announce them after
+-- the erasure.
+for _, entry in ipairs(redis.call('XRANGE', TK.outbox, '-', '+')) do
+  if cjson.decode(entry[2][2]).student_id == student then
+    redis.call('XDEL', TK.outbox, entry[1])
+  end
+end
 -- A tombstone must outlive the window only: older events are refused at the door anyway.
 local tombstones = TK.erased
 redis.call('ZADD', tombstones, now_ms, student)
