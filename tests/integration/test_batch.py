@@ -25,6 +25,8 @@ from mastery.bootstrap import build
 from mastery.domain import Component, Observation
 from mastery.domain.batch import Priority, summarize
 from mastery.events.kafka import create_topics
+from mastery.policy import Role
+from mastery.ports import BatchRecord, BatchStatus
 from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, with_dead_letters
 from mastery.web.batch import batch_event, batch_status, submit_batch
@@ -347,6 +349,35 @@ async def test_results_of_students_erased_since_the_run_began_are_refused(
     assert stored == {b"long-ago": b"1", b"never": b"3"}
     assert await batches.save_results(tenant, "b1", {"just-now": b"4"}) == []  # no check
     assert await res.store.client.hget(keys.batch_results(tenant, "b1"), "just-now") == b"4"
+
+
+async def test_an_erasure_reaches_a_batch_that_finished_a_day_after_it_was_submitted(
+    res: Resources, tenant: str
+) -> None:
+    """Its results live a day from its last write: the live index, which an erasure reads,
+    must know it as long, not a day from its submission."""
+    batches, now_ms = res.batches, int(time.time() * 1000)
+    day = 86_400_000
+
+    def submitted(batch_id: str, at: int) -> BatchRecord:
+        return BatchRecord(
+            batch_id, tenant, Priority.LOW, ("s1",), "a", Role.ADMIN, frozenset(), at, at + day
+        )
+
+    await batches.create(submitted("late", now_ms - day - 60_000))
+    await batches.save_results(tenant, "late", {"s1": b"{}"})
+    await batches.finish(
+        tenant,
+        "late",
+        status=BatchStatus.DONE,
+        finished_at=now_ms,
+        succeeded=1,
+        failed=0,
+        summary={},
+    )
+    await batches.create(submitted("next", now_ms))  # prunes the index of what is gone
+    assert await batches.forget(tenant, "s1") == 1
+    assert await res.store.client.hkeys(keys.batch_results(tenant, "late")) == []
 
 
 async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(

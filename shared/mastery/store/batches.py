@@ -78,7 +78,8 @@ class BatchStore:
         async with self._store.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=_fields(record))
             pipe.expire(key, self._ttl_s)
-            # The tenant's live batches, so an erasure can reach their results.
+            # The tenant's live batches, so an erasure can reach their results; each by
+            # its last write (``finish`` renews it), as its keys' TTLs run from there.
             pipe.zadd(live, {record.batch_id: record.submitted_at})
             pipe.zremrangebyscore(live, "-inf", f"({record.submitted_at - self._ttl_s * 1000}")
             pipe.expire(live, self._ttl_s)
@@ -175,8 +176,10 @@ class BatchStore:
         summary: dict[str, object],
         reason: str | None = None,
     ) -> None:
-        """Write the final status and figures; both keys are kept ``ttl_s`` from now."""
+        """Write the final status and figures; both keys are kept ``ttl_s`` from now, and the
+        batch stays in the live index as long (an erasure reaches its results till then)."""
         key, results = keys.batch(tenant, batch_id), keys.batch_results(tenant, batch_id)
+        live = keys.batches(tenant)
         fields: dict[str, str | bytes] = {
             "status": status.value,
             "finished_at": str(finished_at),
@@ -190,6 +193,8 @@ class BatchStore:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self._ttl_s)
             pipe.expire(results, self._ttl_s)
+            pipe.zadd(live, {batch_id: finished_at})
+            pipe.expire(live, self._ttl_s)
             await self._store.io(pipe.execute())
 
 
