@@ -191,6 +191,24 @@ async def test_a_student_with_thousands_of_areas_in_one_call(redis: Redis, tenan
     assert len(state.areas) == 1_400
 
 
+async def test_an_answer_cached_after_an_erasure_is_not_kept(redis: Redis, tenant: str) -> None:
+    """A request that read the student before the erasure and caches its answer after it
+    must not leave the erased student's answer behind (an hour, the cache's TTL)."""
+    store = RedisStore(redis)
+    await _apply(store, [_obs(tenant, "s1", 1), _obs(tenant, "s2", 2)])
+    read = await store.days_of(tenant, "s1")
+    assert read is not None
+    await store.erase(tenant, "s1", NOW)
+    await store.cache(keys.prediction, tenant, [("s1", read.version, b"{}")], 60)
+    assert await redis.exists(keys.prediction(tenant, "s1")) == 0
+    other = await store.days_of(tenant, "s2")
+    assert other is not None
+    await store.cache(keys.prediction, tenant, [("s2", other.version, b"{}")], 60)
+    assert await redis.get(keys.prediction(tenant, "s2")) == b"{}"
+    await store.cache(keys.prediction, tenant, [("s2", other.version + 1, b"[]")], 60)
+    assert await redis.get(keys.prediction(tenant, "s2")) == b"{}"  # not from another version
+
+
 async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     first = _obs(tenant, "s1", 1)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib.resources import files
 
-__all__ = ["ADVANCE", "APPLY", "COMPARE", "ERASE", "RATE_LIMIT", "SCORES", "Script"]
+__all__ = ["ADVANCE", "APPLY", "CACHE", "COMPARE", "ERASE", "RATE_LIMIT", "SCORES", "Script"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,4 +30,5 @@ ADVANCE = _joined("offsets.lua", "advance.lua")
 ERASE = _joined("cohort.lua", "erase.lua")
 COMPARE = _joined("cohort.lua", "compare.lua")
 SCORES = _joined("scores.lua")
+CACHE = _joined("cache.lua")
 RATE_LIMIT = _joined("ratelimit.lua")

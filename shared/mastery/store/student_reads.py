@@ -13,7 +13,7 @@ from mastery.domain.days import end_of_day
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
 from mastery.store.records import SCORE_FIELDS, as_bytes, held_state, parse_days, parse_scores
-from mastery.store.scripts import COMPARE, SCORES
+from mastery.store.scripts import CACHE, COMPARE, SCORES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Sequence
@@ -182,25 +182,28 @@ class StudentReads(RedisConnection):
         names = await self.io(self._redis.zrange(key, 0, count - 1))
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
-    async def cache(self, key: str, entry: bytes, ttl_s: int) -> None:
-        """Store an answer cache's entry (``keys.prediction``, ``keys.history``) for
-        ``ttl_s`` seconds, replacing any older one.
-
-        A plain SET: two requests racing for different versions can leave the older
-        one, which the next reader sees as stale (its version differs) and recomputes.
-        """
-        await self.io(self._redis.set(key, entry, ex=ttl_s))
-
-    async def cache_predictions(
-        self, tenant: str, entries: Sequence[tuple[str, bytes]], ttl_s: int
+    async def cache(
+        self,
+        key_of: Callable[[str, str], str],
+        tenant: str,
+        entries: Sequence[tuple[str, int, bytes]],
+        ttl_s: int,
     ) -> None:
-        """``cache`` of several students' predictions, in one round trip."""
+        """Store answer-cache entries ``(student, state version, entry)`` under
+        ``key_of(tenant, student)`` (``keys.prediction``, ``keys.history``) for ``ttl_s``
+        seconds, in one round trip; each only while the student's state is still at that
+        version (``cache.lua``: an erasure since the read leaves no entry behind).
+
+        Two requests racing for different versions may leave the older entry, which the
+        next reader sees as stale (its version differs) and recomputes.
+        """
         if not entries:
             return
-        async with self.pipeline(transaction=False) as pipe:
-            for student, entry in entries:
-                pipe.set(keys.prediction(tenant, student), entry, ex=ttl_s)
-            await self.io(pipe.execute())
+        key_list = [k for s, _, _ in entries for k in (key_of(tenant, s), keys.state(tenant, s))]
+        args: list[int | bytes] = [ttl_s]
+        for _, version, entry in entries:
+            args += (entry, version)
+        await self.run(CACHE, key_list, args)
 
     async def compare(
         self, tenant: str, class_id: str | None, student: str, now: datetime

@@ -68,7 +68,8 @@ async def _json_answer(ctx: Context, principal: Principal, body: HistoryRequest)
         return Response(days.cached[len(tag) :], 200, media_type="application/json")
     h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
     answer = model_response(history_document(student, tenant, h, days.version))
-    await ctx.resources.store.cache(keys.history(tenant, student), tag + answer.body, CACHE_TTL_S)
+    entry = (student, days.version, tag + answer.body)
+    await ctx.resources.store.cache(keys.history, tenant, [entry], CACHE_TTL_S)
     return answer
 
 

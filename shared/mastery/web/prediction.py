@@ -44,7 +44,7 @@ async def prediction_of(
         days, student, tenant, ctx.resources.clock().date(), ctx.resources.model
     )
     if entry is not None:
-        await store.cache(keys.prediction(tenant, student), entry, CACHE_TTL_S)
+        await store.cache(keys.prediction, tenant, [(student, days.version, entry)], CACHE_TTL_S)
     return doc
 
 

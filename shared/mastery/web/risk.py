@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mastery.policy import Action, Role, allowed, may_act
+from mastery.store import keys
 from mastery.web.prediction import CACHE_TTL_S, prediction_from
 from mastery.web.problems import Problem
 from mastery.web.requests import RiskRequest
@@ -42,7 +43,7 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
     for start in range(0, len(candidates), chunk):
         students = candidates[start : start + chunk]
         found = await res.store.days_of_many(tenant, students)
-        stale: list[tuple[str, bytes]] = []
+        stale: list[tuple[str, int, bytes]] = []
         for student, days in zip(students, found, strict=True):
             p = principal
             if days is None or not allowed(
@@ -52,10 +53,10 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
             checked += 1
             doc, entry = prediction_from(days, student, tenant, today, res.model)
             if entry is not None:
-                stale.append((student, entry))
+                stale.append((student, days.version, entry))
             if doc.intervention_needed:
                 flagged.append(doc)
-        await res.store.cache_predictions(tenant, stale, CACHE_TTL_S)
+        await res.store.cache(keys.prediction, tenant, stale, CACHE_TTL_S)
     flagged.sort(key=lambda d: (d.predicted_mastery, d.slope_per_day, d.student_id))
     shown = flagged[: body.limit]
     ctx.students.extend(d.student_id for d in shown)
