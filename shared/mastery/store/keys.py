@@ -132,6 +132,7 @@ def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[st
         prediction(tenant, student),
         history(tenant, student),
         xapi(tenant, student),
+        rate_limit(tenant, "student", student),  # its id in the name: gone too (a minute)
         *seen_keys(tenant, student, now_s, ttl_s),
     ]
 
