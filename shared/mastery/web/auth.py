@@ -203,15 +203,19 @@ def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
 
     Raises:
         jwt.ExpiredSignatureError: ``exp`` is ``leeway`` seconds or more in the past.
-        jwt.InvalidTokenError: a time is not an integer, or ``nbf``/``iat`` is in the future.
+        jwt.InvalidTokenError: a time is not a number (RFC 7519's NumericDate: not a string,
+            nor a boolean), or ``nbf``/``iat`` is in the future.
     """
     times = {}
     for claim in ("exp", "nbf", "iat"):
         if claim in claims:
+            value = claims[claim]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise jwt.DecodeError(f"{claim} must be a number")
             try:
-                times[claim] = int(claims[claim])
-            except (ValueError, TypeError, OverflowError):
-                raise jwt.DecodeError(f"{claim} must be an integer") from None
+                times[claim] = int(value)
+            except (ValueError, OverflowError):  # NaN, infinity
+                raise jwt.DecodeError(f"{claim} must be a number") from None
     if "iat" in times and times["iat"] > now + leeway:
         raise jwt.ImmatureSignatureError("the token is not yet valid (iat)")
     if "nbf" in times and times["nbf"] > now + leeway:
