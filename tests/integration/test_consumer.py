@@ -9,11 +9,13 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import pytest
 from redis.asyncio import Redis
 
 from mastery.bootstrap import build
 from mastery.cli.rebuild import rebuild
 from mastery.domain import Component
+from mastery.errors import Misconfigured
 from mastery.events.consumer import consume
 from mastery.events.kafka import create_topics
 from mastery.ports import Record
@@ -124,6 +126,37 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
 
     outcomes = [f[b"outcome"] for _, f in await redis.xrange(keys.audit(tenant))]
     assert outcomes.count(b"applied") == len(unique)
+
+
+async def test_redis_emptied_under_a_running_consumer_stops_it(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """The next batch finds the offsets gone: replayed from the topics' start, erased
+    students would come back, so the consumer stops with the rebuild's line instead."""
+    [topic] = fresh_topics(settings, "emptied-live")
+    group = f"g-{tenant}"
+    stream, unique = _stream(tenant, topic, 50, seed=5)
+    produce(settings, stream)
+    res = build(settings, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=group))
+    try:
+        assert await _wait_for(redis, tenant, len(unique)) == len(unique)
+        lost = [k async for k in redis.scan_iter(match=f"{keys.tenant_prefix(tenant)}*")]
+        await redis.delete(*lost, keys.offsets(UNKNOWN_TENANT, group))
+        deadline = time.monotonic() + 30
+        while not task.done():  # a few batches: the consumer meets the moved offsets
+            assert time.monotonic() < deadline, "the consumer went on"
+            late = record(Component.QUIZ, event_data(tenant, "s0", 1.0), topic=topic)
+            produce(settings, [late])
+            await asyncio.sleep(0.2)
+        with pytest.raises(Misconfigured, match="redis was emptied"):
+            await task
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 30)
+        await res.aclose()
 
 
 async def test_an_emptied_redis_stops_the_consumer_until_a_rebuild(

@@ -150,11 +150,7 @@ class _Position:
         if not self.book.tenants() and any(
             tp.offset >= 0 for tp in await consumer.committed(partitions)
         ):
-            raise Misconfigured(
-                f"redis holds no applied offsets of group {self.book.group}, but kafka holds "
-                "its commits: redis was emptied or replaced. Run `mastery rebuild` (it "
-                "restores the erasures first), then start again"
-            )
+            raise self._emptied("kafka holds its commits")
         starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             at = starts[partition_field(tp.topic, tp.partition)]
@@ -163,8 +159,16 @@ class _Position:
         _log().info("resuming", extra={"at": {f: starts[f] for f in sorted(starts)}})
 
     async def seek_back(self, consumer: AIOConsumer) -> None:
-        """After ``OffsetsMoved``: re-read the offsets, move every partition back to them."""
+        """After ``OffsetsMoved``: re-read the offsets, move every partition back to them.
+
+        Raises:
+            Misconfigured: Redis held the group's offsets and holds none now: it was
+                emptied under the running consumer (as ``place`` says at a start).
+        """
+        held = bool(self.book.tenants())
         await self._read()
+        if held and not self.book.tenants():
+            raise self._emptied("it held them a moment ago")
         assigned = await consumer.assignment()
         starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in assigned)
         for tp in assigned:
@@ -173,6 +177,15 @@ class _Position:
             await consumer.seek(TopicPartition(tp.topic, tp.partition, start))
         self.applied = {}
         _log().warning("offsets moved in redis: resuming from them", extra={"at": starts})
+
+    def _emptied(self, evidence: str) -> Misconfigured:
+        """Redis lost the group's applied offsets: replaying the topics from their start
+        would not replay the erasures (``mastery rebuild`` does)."""
+        return Misconfigured(
+            f"redis holds no applied offsets of group {self.book.group}, but {evidence}: "
+            "redis was emptied or replaced. Run `mastery rebuild` (it restores the erasures "
+            "first), then start again"
+        )
 
     async def advance_idle(self, batch_tenants: set[str]) -> None:
         """Move up the offsets of tenants that no recent batch wrote (every few seconds)."""
