@@ -335,8 +335,11 @@ def audit_record(
         ce_id = record.headers.get("ce_id")
         doc["event_id"] = ce_id.decode(errors="replace") if ce_id else None
         if ignored is not None:
-            known = {"event_id": ignored.event_id, "tenant": ignored.tenant}
-            known["student_id"] = ignored.student_id
+            known = {
+                "event_id": ignored.event_id,
+                "tenant": ignored.tenant,
+                "student_id": ignored.student_id,
+            }
             doc |= {k: v for k, v in known.items() if v is not None}
     else:
         doc |= {
