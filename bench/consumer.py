@@ -29,7 +29,7 @@ from bench._events import (
 )
 from bench._harness import BIN, Row, cpu_seconds, median, progress, spread
 from mastery.bootstrap import build
-from mastery.dev.servers import free_cluster_port, start_redis_cluster, stop
+from mastery.dev.servers import free_cluster_ports, start_redis_cluster, stop
 from mastery.domain import Component
 from mastery.events.kafka import consumer_config, to_record
 
@@ -121,7 +121,7 @@ class Drain:
 @contextlib.asynccontextmanager
 async def _cluster(stack: Stack) -> AsyncIterator[tuple[str, RedisCluster]]:
     """A 3-master Redis Cluster beside the stack's single node, and a client of it."""
-    ports = [free_cluster_port() for _ in range(3)]
+    ports = free_cluster_ports(3)
     procs = start_redis_cluster(ports, stack.workdir / "cluster")
     url = f"redis://127.0.0.1:{ports[0]}/0"
     client = RedisCluster.from_url(url)

@@ -51,7 +51,7 @@ def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Three masters, no replicas (the failover tests start their own)."""
-    ports = [servers.free_cluster_port() for _ in range(3)]
+    ports = servers.free_cluster_ports(3)
     procs = servers.start_redis_cluster(ports, tmp_path_factory.mktemp("redis-cluster"))
     yield f"redis://127.0.0.1:{ports[0]}/0"
     for proc in procs:

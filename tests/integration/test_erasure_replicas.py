@@ -75,7 +75,7 @@ def replicated(
         procs.append(servers.start_redis(replica, tmp_path / "r", *of))
         ports = [master, replica]
     else:
-        ports = [servers.free_cluster_port() for _ in range(6)]
+        ports = servers.free_cluster_ports(6)
         procs = servers.start_redis_cluster(ports, tmp_path, replicas=1)
     half = len(procs) // 2  # the masters come first
     try:

@@ -123,7 +123,7 @@ def _single(workdir: Path, tenants: list[str]) -> _Redis:
 
 
 def _cluster(workdir: Path, tenants: list[str]) -> _Redis:
-    ports = [servers.free_cluster_port() for _ in range(6)]
+    ports = servers.free_cluster_ports(6)
     procs = servers.start_redis_cluster(ports, workdir, replicas=1)
     url = f"redis://127.0.0.1:{ports[0]}/0"
     r = _Redis(url, True, workdir, dict(zip(ports, procs, strict=True)))

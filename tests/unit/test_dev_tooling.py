@@ -67,3 +67,15 @@ def test_no_function_or_runtime_module_imports_the_dev_tooling() -> None:
         if _imports_dev(p.read_text(encoding="utf-8"))
     ]
     assert not offenders, f"import mastery.dev: {offenders}"
+
+
+def test_cluster_ports_are_distinct_and_clear_of_each_others_bus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each port is only free when chosen: one chosen twice, or another's bus port
+    (+10000), left a test cluster short of a node (it never became ok)."""
+    from mastery.dev import servers
+
+    offered = iter([20_000, 20_000, 30_000, 10_000, 20_001, 25_000])
+    monkeypatch.setattr(servers, "free_cluster_port", lambda: next(offered))
+    assert servers.free_cluster_ports(3) == [20_000, 20_001, 25_000]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "die_with_parent",
     "free_cluster_port",
+    "free_cluster_ports",
     "free_port",
     "function_argv",
     "redis_argv",
@@ -86,6 +87,19 @@ def free_cluster_port() -> int:
             except OSError:
                 continue
         return port
+
+
+def free_cluster_ports(count: int) -> list[int]:
+    """``count`` distinct free ports for a cluster's nodes, none another's bus port: each
+    port is free when it is chosen, not reserved, so one chosen twice (a CI run's cluster
+    had five nodes for six ports, and never became ok) is chosen again."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_cluster_port()
+        taken = {*ports, *(p + 10_000 for p in ports)}
+        if port not in taken and port + 10_000 not in taken:
+            ports.append(port)
+    return ports
 
 
 def redis_argv(port: int, workdir: Path, *, persist: bool = False) -> list[str]:
