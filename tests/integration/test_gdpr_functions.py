@@ -142,6 +142,7 @@ async def test_export_holds_what_is_kept_to_count_each_event_once_and_batch_resu
     ids = [str(s["id"]) for s in (kept, voided, voiding)] + ["plain-0", "plain-1"]
     assert doc["event_id_hashes"] == sorted(map(_digest, ids))
     assert doc["batch_results"] == {"b1": {"mastery": 0.5}}
+    assert doc["pending_level_changes"] == []  # none waiting: the broker took them
 
 
 async def test_erasure_removes_everything_and_replays_bring_nothing_back(

@@ -135,9 +135,12 @@ async def test_an_erasure_drops_the_students_changes_not_yet_published(
         await no_broker.ingestor.ingest(high)
     await no_broker.aclose()
     assert await redis.xlen(keys.outbox(tenant)) == 2  # one change each, not yet published
+    [pending] = await good.store.pending_changes(tenant, "s1")  # what an export shows
+    assert orjson.loads(pending)["student_id"] == "s1"
 
     await good.store.erase(tenant, "s1", datetime.now(UTC))
     assert await redis.xlen(keys.outbox(tenant)) == 1  # s2's stays
+    assert await good.store.pending_changes(tenant, "s1") == []
     await good.ingestor.ingest([record(Component.QUIZ, event_data(tenant, "s3", 0.5))])
     await good.aclose()
     assert [orjson.loads(m.value() or b"")["student_id"] for m in _changes(settings, tenant)] == [

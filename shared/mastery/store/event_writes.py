@@ -128,6 +128,13 @@ class EventWrites(RedisConnection):
         entries = await self.io(self._redis.xrange(keys.outbox(tenant), "-", "+", count)) or []
         return [(as_bytes(i).decode(), as_bytes((f or {})[b"note"])) for i, f in entries]
 
+    async def pending_changes(self, tenant: str, student: str) -> list[bytes]:
+        """The student's level changes not yet published (the outbox holds notes only while
+        the broker is out of reach), oldest first: what a GDPR export shows of them."""
+        entries = await self.io(self._redis.xrange(keys.outbox(tenant), "-", "+")) or []
+        notes = [as_bytes((f or {})[b"note"]) for _, f in entries]
+        return [n for n in notes if orjson.loads(n).get("student_id") == student]
+
     async def published(self, tenant: str, entry_ids: Sequence[str]) -> None:
         """Drop notes from the tenant's outbox once the broker has them."""
         if entry_ids:

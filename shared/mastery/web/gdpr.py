@@ -53,7 +53,8 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
     events = await store.audit_entries(principal.tenant, student)
     statements, hashes = await store.bookkeeping(principal.tenant, student, ctx.resources.clock())
     batch_results = await ctx.resources.batches.results_of(principal.tenant, student)
-    if not (state or history or events or statements or hashes or batch_results):
+    pending = await store.pending_changes(principal.tenant, student)
+    if not (state or history or events or statements or hashes or batch_results or pending):
         raise Problem(404, "no data held for this student")
     return ExportDocument(
         student_id=student,
@@ -76,6 +77,7 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
         xapi_statements=[_statement(r) for r in statements],
         event_id_hashes=sorted(map(_hex, hashes)),
         batch_results={batch: orjson.loads(r) for batch, r in batch_results.items()},
+        pending_level_changes=[orjson.loads(n) for n in pending],
     )
 
 

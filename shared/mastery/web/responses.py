@@ -251,6 +251,9 @@ class ExportDocument(_Doc):
     """BLAKE2b-64 of each event id seen (hex), kept to count each event once."""
     batch_results: dict[str, Any]
     """The student's result in each batch run still kept (24 h), by batch id."""
+    pending_level_changes: list[dict[str, Any]]
+    """Their level changes not yet announced (held only while the broker is unreachable),
+    as ``mastery.level-changed`` will carry them."""
 
 
 class ErasureDocument(_Doc):
