@@ -1,6 +1,7 @@
 -- Erase a student, atomically: delete their keys, leave every cohort index, drop their
--- level changes not yet published, and leave a tombstone so that a replayed or late event older than the erasure is refused by
--- apply.lua instead of bringing the data back. (cohort.lua is prepended.)
+-- level changes not yet published, and leave a tombstone so that a replayed or late event
+-- older than the erasure is refused by apply.lua instead of bringing the data back.
+-- (cohort.lua is prepended.)
 --
 -- KEYS: the tenant's keys (cohort.lua), then every key of the student
 --       (mastery.store.keys.student_keys)

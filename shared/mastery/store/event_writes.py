@@ -123,17 +123,17 @@ class EventWrites(RedisConnection):
             raise moved
         return Applied(outcomes, notes, frozenset(backlog), refused)
 
-    async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
-        """The tenant's oldest level-change notes not yet published: (entry id, JSON)."""
+    async def outbox(self, tenant: str, count: int | None = 100) -> list[tuple[str, bytes]]:
+        """The tenant's oldest level-change notes not yet published: (entry id, JSON);
+        ``count`` None: every one."""
         entries = await self.io(self._redis.xrange(keys.outbox(tenant), "-", "+", count)) or []
         return [(as_bytes(i).decode(), as_bytes((f or {})[b"note"])) for i, f in entries]
 
     async def pending_changes(self, tenant: str, student: str) -> list[bytes]:
         """The student's level changes not yet published (the outbox holds notes only while
         the broker is out of reach), oldest first: what a GDPR export shows of them."""
-        entries = await self.io(self._redis.xrange(keys.outbox(tenant), "-", "+")) or []
-        notes = [as_bytes((f or {})[b"note"]) for _, f in entries]
-        return [n for n in notes if orjson.loads(n).get("student_id") == student]
+        notes = await self.outbox(tenant, count=None)
+        return [n for _, n in notes if orjson.loads(n).get("student_id") == student]
 
     async def published(self, tenant: str, entry_ids: Sequence[str]) -> None:
         """Drop notes from the tenant's outbox once the broker has them."""
