@@ -163,11 +163,17 @@ class _Provider:
     def __init__(self) -> None:
         self._settings: Settings | None = None  # read by ``check``, kept for the first call
 
-    def check(self, source: str) -> None:
+    def check(self, source: str, *, authenticates: bool = False) -> None:
         """At a function's start (as its app is built, before any request): settings
-        that do not validate are one line in its log and exit status 2."""
+        that do not validate, or no JWT secret where callers are ``authenticates``-ed,
+        are one line in its log and exit status 2."""
         try:
             self._settings = load()
+            if authenticates and not self._settings.jwt_secrets():
+                raise Misconfigured(
+                    "configuration: MASTERY_JWT_SECRET (or MASTERY_JWT_SECRET_FILE, a file "
+                    "that exists and is not empty) is not set: this function verifies callers"
+                )
         except Misconfigured as exc:
             logger(source).critical(f"cannot start: {exc}")
             raise SystemExit(2) from None

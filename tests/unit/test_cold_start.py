@@ -6,6 +6,7 @@ path, the batch runner and every other handler's models are loaded on first use 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,10 @@ _ELSEWHERE = (
 def _loaded(function: str) -> set[str]:
     main = _ROOT / "functions" / function / "main.py"
     code = f"import runpy, sys; runpy.run_path({str(main)!r}); print(' '.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = os.environ | {"MASTERY_JWT_SECRET": "s" * 32}  # or the function does not start
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     return set(out.stdout.split())
 
 

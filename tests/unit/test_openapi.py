@@ -47,6 +47,12 @@ def test_every_routed_operation_is_described_with_its_errors() -> None:
     assert set(query["headers"]) >= {"RateLimit-Limit", "RateLimit-Remaining"}
 
 
+@pytest.fixture(autouse=True)
+def _jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function that verifies callers does not start (load) without one."""
+    monkeypatch.setenv("MASTERY_JWT_SECRET", "s" * 32)
+
+
 def _load(directory: str) -> Any:
     spec = importlib.util.spec_from_file_location(
         f"fn_{directory}", ROOT / "functions" / directory / "main.py"

@@ -88,6 +88,39 @@ def test_a_function_stops_at_its_start_with_one_log_line() -> None:
     )
 
 
+@pytest.mark.parametrize("how", ["unset", "empty file", "missing file"])
+def test_a_function_that_verifies_callers_stops_without_a_jwt_secret(
+    how: str, tmp_path: Path
+) -> None:
+    """Not a /ready that never passes and a 503 on every request: one line at start."""
+    env = {"MASTERY_JWT_SECRET": "", "MASTERY_JWT_SECRET_FILE": ""}
+    if how != "unset":
+        secret = tmp_path / "jwt"
+        if how == "empty file":
+            secret.write_text("\n")
+        env["MASTERY_JWT_SECRET_FILE"] = str(secret)
+    done = _run(function_argv(_ROOT / "functions" / "prediction" / "main.py", 0), **env)
+    assert done.returncode == 2
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout + done.stderr
+    assert lines[0]["level"] == "CRITICAL"
+    assert lines[0]["message"].startswith(
+        "cannot start: configuration: MASTERY_JWT_SECRET (or MASTERY_JWT_SECRET_FILE"
+    )
+
+
+def test_an_event_handler_needs_no_jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It verifies no caller: deliveries are trusted like the topic (docs/security.md)."""
+    from mastery.bootstrap import resources
+
+    provider = type(resources)()  # not the process's own: it keeps what it read
+    monkeypatch.delenv("MASTERY_JWT_SECRET", raising=False)
+    monkeypatch.delenv("MASTERY_JWT_SECRET_FILE", raising=False)
+    provider.check("on-quiz", authenticates=False)
+    with pytest.raises(SystemExit):
+        provider.check("query", authenticates=True)
+
+
 def test_a_command_stops_with_one_line_and_status_2() -> None:
     done = _run(
         [sys.executable, "-m", "mastery.cli", "consume", "mastery.quiz"],

@@ -156,15 +156,17 @@ class FunctionApp:
         routes: ``{"POST /mastery/query": handler}``; a path may hold ``{name}``
             segments (``Context.path_params``).
         uses_kafka: whether ``/ready`` must also see the broker (implied by ``uses_auth``).
-        uses_auth: whether ``/ready`` requires a JWT secret, and whether requests to its
-            routes are data accesses, each recorded by the access audit.
+        uses_auth: whether the function verifies callers (without a JWT secret it does
+            not start), and whether requests to its routes are data accesses, each
+            recorded by the access audit.
         audits_requests: whether the app writes one access record per request; ``False``
             for a function whose handler records each data access itself (``write_access``),
             as the MCP function does for each tool call of a request.
         provider: where the process's adapters come from (``mastery.bootstrap.resources``
             in a function's ``main.py``; tests inject their own). One with a
-            ``check(name)`` has it called here, at the function's start: settings that do
-            not validate stop the process with one line, not a 500 on each request.
+            ``check(name, authenticates=...)`` has it called here, at the function's start:
+            settings that do not validate, or no JWT secret for a function that verifies
+            callers, stop the process with one line, not a 500 or 503 on each request.
         path_headers: ``{path: headers}`` added to every answer on that path, whatever
             its method or outcome (an error, a 405, a failed audit): a protocol's own,
             such as xAPI's version header.
@@ -192,7 +194,7 @@ class FunctionApp:
         self._log = logger(name)
         self._resources = provider
         if (check := getattr(provider, "check", None)) is not None:
-            check(name)
+            check(name, authenticates=uses_auth)
 
     async def __call__(self, request: Request) -> Response:
         path = _url_path(request).rstrip("/") or "/"
