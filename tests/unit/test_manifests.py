@@ -402,7 +402,9 @@ def test_settings_are_set_once(overlay: Path) -> None:
     assert "NAMESPACE" not in text
     assert ":latest" not in text
     kafka = _params(overlay)["kafka"]["bootstrapServers"]
-    assert _of(overlay, "ConfigMap")["mastery-config"]["data"]["KAFKA_BOOTSTRAP_SERVERS"] == kafka
+    config = _of(overlay, "ConfigMap")["mastery-config"]["data"]
+    assert config["KAFKA_BOOTSTRAP_SERVERS"] == kafka
+    assert config["MASTERY_ERASURE_REPLICAS"] == _params(overlay)["redis"]["erasureReplicas"]
     for source in _of(overlay, "KafkaSource").values():
         assert source["spec"]["bootstrapServers"] == [kafka]
 
