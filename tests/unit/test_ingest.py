@@ -54,6 +54,8 @@ def _note(student: str, version: int) -> bytes:
             "changed_at": int(NOW.timestamp() * 1000),
             "old_level": "developing",
             "new_level": "competent",
+            "mastery": 1,  # as Lua's cjson writes 1.0 and 0.0
+            "previous_mastery": 0,
         }
     )
 
@@ -102,6 +104,10 @@ async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> Non
     at_ms = int(NOW.timestamp() * 1000)
     assert dict(change.headers)["ce_id"] == f"{TENANT}:s1:2:{at_ms}".encode()
     assert store.outboxes[TENANT] == {}
+    data = orjson.loads(change.value)
+    assert (data["mastery"], data["previous_mastery"]) == (1.0, 0.0)
+    assert b'"previous_mastery":0.0' in change.value  # a double, as the schema says
+    assert data["changed_at"] == NOW.isoformat()
 
 
 async def test_a_cut_off_publish_leaves_the_change_for_the_next_batch_to_publish() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery.domain import day_mastery, explain
+from mastery.events.notifications import change_data
 from mastery.policy import Action
 from mastery.web.auth import authorize_student
 from mastery.web.problems import Problem
@@ -77,7 +78,7 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
         xapi_statements=[_statement(r) for r in statements],
         event_id_hashes=sorted(map(_hex, hashes)),
         batch_results={batch: orjson.loads(r) for batch, r in batch_results.items()},
-        pending_level_changes=[orjson.loads(n) for n in pending],
+        pending_level_changes=[change_data(n) for n in pending],
     )
 
 
