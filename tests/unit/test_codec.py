@@ -402,6 +402,18 @@ def test_avro_with_trailing_garbage() -> None:
     assert "trailing" in reason
 
 
+def test_avro_in_the_schema_registry_wire_format_is_named() -> None:
+    """Confluent's serializers put a magic byte 0 and a 4-byte schema id first: refused
+    (the engine has no registry to resolve the id) with a reason saying so."""
+    record = _record(content_type=AVRO)
+    assert record.value is not None
+    framed = _with_value(record, b"\0" + (42).to_bytes(4, "big") + record.value)
+    reason = _reject(framed).reason
+    assert reason.startswith("malformed Avro: framed as Confluent Schema Registry")
+    assert "schema id 42" in reason
+    assert "Confluent" not in _reject(_with_value(record, b"\0" + record.value[5:])).reason
+
+
 def test_json_sent_as_avro() -> None:
     record = _with_headers(_record(content_type=JSON), content_type=AVRO.encode())
     assert "malformed Avro" in _reject(record).reason

@@ -199,6 +199,27 @@ def _payload(
 
 
 def _read_avro(data: bytes, schema: Any) -> dict[str, Any]:
+    try:
+        return _avro_record(data, schema)
+    except InvalidEvent:
+        if data[:1] == b"\0" and _is_avro_record(data[5:], schema):
+            raise InvalidEvent(
+                "malformed Avro: framed as Confluent Schema Registry's wire format (magic "
+                f"byte 0, schema id {int.from_bytes(data[1:5], 'big')}); send the bare Avro "
+                "record of the event type's schema (events/*.avsc)"
+            ) from None
+        raise
+
+
+def _is_avro_record(data: bytes, schema: Any) -> bool:
+    try:
+        _avro_record(data, schema)
+    except InvalidEvent:
+        return False
+    return True
+
+
+def _avro_record(data: bytes, schema: Any) -> dict[str, Any]:
     buf = io.BytesIO(data)
     try:
         payload = fastavro.schemaless_reader(buf, schema, None)
