@@ -14,7 +14,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from mastery.domain import DEFAULT_MODEL, Component, Observation
+from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
 from mastery.domain.cohort import METRICS, UNITS, compare, index_units, percentile
 from mastery.store import Outcome, RedisStore, keys
 from tests.helpers import keys_of_student
@@ -167,6 +167,19 @@ async def test_erasure_leaves_no_key_and_no_index_entry(redis: Redis, tenant: st
 
     assert await store.erase(tenant, "s3", NOW) == 0  # idempotent
     assert await store.erase(tenant, "never-seen", NOW) == 0
+
+
+async def test_erasure_finds_what_a_longer_window_kept(redis: Redis, tenant: str) -> None:
+    """Seen buckets written under a 300-day ``MASTERY_RETENTION_DAYS`` outlive a window
+    shortened to 90 days since: the export shows them and the erasure deletes them."""
+    longer = RedisStore(redis, ScoringModel(window=timedelta(days=300)))
+    old = Observation("old-1", tenant, "s1", Component.QUIZ, 0.5, NOW - timedelta(days=250))
+    assert await _apply(longer, [old]) == [Outcome.APPLIED]
+    store = RedisStore(redis)  # the default 90-day window
+    _, hashes = await store.bookkeeping(tenant, "s1", NOW)
+    assert hashes == [keys.event_hash("old-1")]
+    await store.erase(tenant, "s1", NOW)
+    assert await keys_of_student(redis, tenant, "s1") == []
 
 
 async def test_replayed_events_of_an_erased_student_bring_nothing_back(

@@ -65,6 +65,17 @@ def test_the_erasure_wait_must_end_within_the_redis_deadline(
         load()
 
 
+def test_erasure_looks_for_seen_buckets_over_the_longest_window_allowed() -> None:
+    """Buckets written under a longer window outlive it (keys.SEEN_HORIZON_DAYS)."""
+    from annotated_types import Le
+
+    from mastery.settings import Settings
+    from mastery.store import keys
+
+    bounds = Settings.model_fields["retention_days"].metadata
+    assert [b.le for b in bounds if isinstance(b, Le)] == [keys.SEEN_HORIZON_DAYS]
+
+
 def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv, env=os.environ | env, capture_output=True, text=True, timeout=60, cwd=_ROOT

@@ -44,7 +44,7 @@ class Erasure(RedisConnection):
         now_s = now.timestamp()
         key_list = [
             *keys.tenant_keys(tenant),
-            *keys.student_keys(tenant, student, now_s, self._ttl_s),
+            *keys.student_keys(tenant, student, now_s),
         ]
         args = (keys.tenant_prefix(tenant), student, int(now_s * 1000), self._ttl_s)
         return int(await self.run(ERASE, key_list, args))
@@ -96,7 +96,7 @@ class Erasure(RedisConnection):
         """The student's xAPI statement records and seen event-id hashes, one round trip."""
         async with self.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.xapi(tenant, student))
-            for key in keys.seen_keys(tenant, student, now.timestamp(), self._ttl_s):
+            for key in keys.seen_keys(tenant, student, now.timestamp()):
                 pipe.smembers(key)
             statements, *buckets = await self.io(pipe.execute())
         hashes = [int(h) for bucket in buckets for h in bucket]

@@ -86,6 +86,9 @@ DAY_HEADER = struct.Struct("<BH")
 DAY_COMPONENT = struct.Struct("<HI")
 DAY_TRAILER = struct.Struct("<B")
 SEEN_BUCKET_DAYS = 30
+#: The longest window ``MASTERY_RETENTION_DAYS`` allows: seen buckets written under it
+#: outlive a window shortened since, and an erasure or an export must still find them.
+SEEN_HORIZON_DAYS = 365
 #: An applied xAPI statement's entry in the student's ``xapi`` hash (apply.lua): ``a``,
 #: then its component's index (1-based, ``Component`` order), day number, score units,
 #: weight and weight x score, then its area; a voided one's: ``v``, then ``XAPI_VOIDED``
@@ -124,7 +127,7 @@ def seen(tenant: str, student: str, bucket: int) -> str:
     return f"m:{{{tenant}}}:s:{student}:seen:{bucket}"
 
 
-def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[str]:
+def student_keys(tenant: str, student: str, now_s: float) -> list[str]:
     """Every key that can hold the student's data at ``now_s`` (erasure deletes these)."""
     return [
         state(tenant, student),
@@ -133,13 +136,13 @@ def student_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[st
         history(tenant, student),
         xapi(tenant, student),
         rate_limit(tenant, "student", student),  # its id in the name: gone too (a minute)
-        *seen_keys(tenant, student, now_s, ttl_s),
+        *seen_keys(tenant, student, now_s),
     ]
 
 
-def seen_keys(tenant: str, student: str, now_s: float, ttl_s: int) -> list[str]:
-    """The student's seen-id buckets that can exist at ``now_s``."""
-    oldest = seen_bucket(int((now_s - ttl_s) // 86400)) - 1  # buckets outlive their days
+def seen_keys(tenant: str, student: str, now_s: float) -> list[str]:
+    """The student's seen-id buckets that can exist at ``now_s``, under any window."""
+    oldest = seen_bucket(int(now_s // 86400) - SEEN_HORIZON_DAYS) - 1  # they outlive their days
     newest = seen_bucket(int(now_s // 86400) + 1)  # events may be minutes in the future
     return [seen(tenant, student, b) for b in range(oldest, newest + 1)]
 
