@@ -159,6 +159,35 @@ async def test_redis_emptied_under_a_running_consumer_stops_it(
         await res.aclose()
 
 
+async def test_offsets_moved_under_a_lone_batch_are_followed_at_once(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """A Redis failover lost the last writes: the next batch meets offsets it did not
+    expect. The consumer seeks back to them and applies that batch again at once, not
+    when some later event happens to arrive (a trickle could stop for the night)."""
+    [topic] = fresh_topics(settings, "moved-lone")
+    group = f"g-{tenant}"
+    stream, unique = _stream(tenant, topic, 30, seed=7)
+    produce(settings, stream)
+    res = build(settings, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=group))
+    try:
+        assert await _wait_for(redis, tenant, len(unique)) == len(unique)
+        offsets = keys.offsets(tenant, group)
+        fields = await redis.hkeys(offsets)
+        assert fields
+        await redis.hset(offsets, mapping={f: 0 for f in fields})  # the lost writes
+        late = record(Component.QUIZ, event_data(tenant, "s0", 1.0), topic=topic)
+        produce(settings, [late])  # one event, and no other after it
+        assert await _wait_for(redis, tenant, len(unique) + 1, timeout=20) == len(unique) + 1
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
+
+
 async def test_an_emptied_redis_stops_the_consumer_until_a_rebuild(
     settings: Settings, redis: Redis, tenant: str, tmp_path: Path
 ) -> None:

@@ -229,22 +229,22 @@ async def consume(
         fetch: asyncio.Future[list[Message]]
         fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
         while not stop.is_set():
+            if inflight:  # a batch that fails is seen at once, not when another comes
+                await asyncio.wait((fetch, inflight[0]), return_when=asyncio.FIRST_COMPLETED)
+            if inflight and (inflight[0].done() or len(inflight) >= _IN_FLIGHT):
+                try:
+                    await inflight.popleft()
+                except OffsetsMoved:
+                    await _drain(inflight)
+                    fetch = await _restart(fetch, consumer, position, settings.batch_size)
+                continue
             messages = await fetch
             # Fetch the next batch while this one is applied.
             fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
-            batch = [m for m in messages if _usable(m)]
-            if not batch:
-                continue
-            previous = inflight[-1] if inflight else None
-            task = _apply_in_order(res, consumer, position, batch, previous, committed)
-            inflight.append(asyncio.create_task(task))
-            if len(inflight) < _IN_FLIGHT:
-                continue
-            try:
-                await inflight.popleft()
-            except OffsetsMoved:
-                await _drain(inflight)
-                fetch = await _restart(fetch, consumer, position, settings.batch_size)
+            if batch := [m for m in messages if _usable(m)]:
+                previous = inflight[-1] if inflight else None
+                task = _apply_in_order(res, consumer, position, batch, previous, committed)
+                inflight.append(asyncio.create_task(task))
         fetch.cancel()
         with contextlib.suppress(OffsetsMoved):  # the next consumer reads them from Redis
             await _drain(inflight, raising=True)
