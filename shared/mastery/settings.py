@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -90,6 +91,9 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias="MASTERY_XAPI_TENANTS"
     )
     """``mastery.xapi``: the actor's ``account.homePage`` -> tenant (JSON object)."""
+    mcp_allowed_origins: tuple[str, ...] = Field((), validation_alias="MASTERY_MCP_ALLOWED_ORIGINS")
+    """Origins a web page may call ``/mcp`` from (JSON list): another ``Origin`` is 403;
+    a request without one (an agent, a CLI, a server) passes."""
     consumer_group: str = Field("mastery-consume", validation_alias="MASTERY_CONSUMER_GROUP")
     batch_size: int = Field(1000, gt=0, le=10000, validation_alias="MASTERY_BATCH_SIZE")
     topic_partitions: int = Field(3, gt=0, validation_alias="MASTERY_TOPIC_PARTITIONS")
@@ -124,6 +128,11 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"librdkafka properties take scalar values: {', '.join(bad)}")
         return value
+
+    @field_validator("mcp_allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(map(_origin, value))
 
     @model_validator(mode="after")
     def _wait_within_deadline(self) -> Settings:
@@ -189,6 +198,31 @@ def _problem(error: Mapping[str, Any]) -> str:
     """``VARIABLE: why``; our own checks' reasons without pydantic's "Value error, "."""
     reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
     return f"{'.'.join(map(str, error['loc']))}: {reason}" if error["loc"] else reason
+
+
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(text: str) -> str:
+    """``text`` as a browser sends it in ``Origin`` (RFC 6454: lower case, no default port).
+
+    The entry is named in the error: an origin is public, every browser request carries one.
+    """
+    bad = ValueError(f"{text!r} is not an origin: scheme://host[:port], nothing after")
+    if not _ORIGIN.fullmatch(text):
+        raise bad
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        raise bad from None
+    if not parts.hostname:
+        raise bad
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    if port is not None and port == _DEFAULT_PORTS.get(scheme):
+        netloc = netloc.rsplit(":", 1)[0]
+    return f"{scheme}://{netloc}"
 
 
 def _secret(value: SecretStr | None, file: Path | None) -> str | None:

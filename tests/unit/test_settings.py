@@ -46,6 +46,45 @@ def test_a_json_variable_that_is_not_json(monkeypatch: pytest.MonkeyPatch) -> No
         load()
 
 
+def test_mcp_origins_are_kept_as_a_browser_sends_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lower case, without the scheme's default port: ``Origin`` is compared as it comes."""
+    monkeypatch.setenv(
+        "MASTERY_MCP_ALLOWED_ORIGINS",
+        '["https://Tutor.Example:443", "http://localhost:5173", "http://[::1]:80"]',
+    )
+    assert load().mcp_allowed_origins == (
+        "https://tutor.example",
+        "http://localhost:5173",
+        "http://[::1]",
+    )
+    monkeypatch.delenv("MASTERY_MCP_ALLOWED_ORIGINS")
+    assert load().mcp_allowed_origins == ()  # no web page may call /mcp
+
+
+@pytest.mark.parametrize(
+    "entry", ["*", "null", "tutor.example", "https://tutor.example/", "https://tutor.example:0x1"]
+)
+def test_an_mcp_origin_that_is_not_one_is_named_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    """A wildcard or ``null`` would let any page through; a path never matches an Origin."""
+    monkeypatch.setenv("MASTERY_MCP_ALLOWED_ORIGINS", json.dumps(["https://ok.example", entry]))
+    with pytest.raises(Misconfigured) as caught:
+        load()
+    assert str(caught.value) == (
+        f"configuration: MASTERY_MCP_ALLOWED_ORIGINS: {entry!r} is not an origin: "
+        "scheme://host[:port], nothing after"
+    )
+
+
+def test_mcp_origins_are_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTERY_MCP_ALLOWED_ORIGINS", "https://tutor.example")
+    with pytest.raises(
+        Misconfigured, match=r"^configuration: MASTERY_MCP_ALLOWED_ORIGINS: not valid JSON \("
+    ):
+        load()
+
+
 @pytest.mark.parametrize(
     ("replicas", "wait_ms", "valid"), [(1, 5000, False), (1, 4999, True), (0, 9000, True)]
 )
@@ -82,21 +121,30 @@ def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_function_stops_at_its_start_with_one_log_line() -> None:
+@pytest.mark.parametrize(
+    ("function", "variable", "value", "reason"),
+    [
+        ("prediction", "MASTERY_HALF_LIFE_DAYS", "0", "Input should be greater than 0"),
+        (
+            "mcp",
+            "MASTERY_MCP_ALLOWED_ORIGINS",
+            '["*"]',
+            "'*' is not an origin: scheme://host[:port], nothing after",
+        ),
+    ],
+)
+def test_a_function_stops_at_its_start_with_one_log_line(
+    function: str, variable: str, value: str, reason: str
+) -> None:
     """Not a process that answers 500 to every request: functions-framework loads the
     function's module as it starts, and the app's provider checks the settings there."""
-    done = _run(
-        function_argv(_ROOT / "functions" / "prediction" / "main.py", 0),
-        MASTERY_HALF_LIFE_DAYS="0",
-    )
+    done = _run(function_argv(_ROOT / "functions" / function / "main.py", 0), **{variable: value})
     assert done.returncode == 2
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, done.stdout + done.stderr
     assert lines[0]["level"] == "CRITICAL"
-    assert lines[0]["service"] == "prediction"
-    assert lines[0]["message"] == (
-        "cannot start: configuration: MASTERY_HALF_LIFE_DAYS: Input should be greater than 0"
-    )
+    assert lines[0]["service"] == function
+    assert lines[0]["message"] == f"cannot start: configuration: {variable}: {reason}"
 
 
 @pytest.mark.parametrize("how", ["unset", "empty file", "missing file"])
