@@ -1,7 +1,8 @@
 """The MCP function (``functions/mcp``) with the SDK's own client over Streamable HTTP.
 
 In process over ASGI, against real Redis and Tansu: every tool, the caller's rights as
-tool errors, 401 before any MCP handling, the access audit naming the acting agent.
+tool errors, 403 for a web page's foreign Origin and 401 before any MCP handling, the
+access audit naming the acting agent.
 The e2e test does the same through the gateway of the running dev stack.
 """
 
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +70,7 @@ TOOLS = {
     "find_students_at_risk",
 }
 NOW = datetime.now(UTC)
+ALLOWED_ORIGIN = "https://tutor.example"  # the one web page this module's function allows
 _LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 _NOTIFY = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
@@ -79,8 +82,10 @@ def bearer(sub: str, role: str, tenant: str, **claims: object) -> str:
 
 @pytest.fixture(scope="module")
 async def app(function_env: None) -> AsyncIterator[Any]:
-    yield create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / "mcp" / "main.py"))
-    await close_resources()
+    with pytest.MonkeyPatch.context() as env:  # read as the function's app is built
+        env.setenv("MASTERY_MCP_ALLOWED_ORIGINS", f'["{ALLOWED_ORIGIN}"]')
+        yield create_asgi_app(target="handler", source=str(FUNCTIONS_DIR / "mcp" / "main.py"))
+        await close_resources()
 
 
 @pytest.fixture
@@ -370,6 +375,95 @@ async def test_no_or_bad_token_is_401_problem_before_mcp(
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.headers["www-authenticate"].startswith("Bearer")
     assert "tools" not in resp.text
+
+
+def _access(settings: Settings, correlation_id: str) -> list[dict[str, Any]]:
+    """The access records of one request, by its correlation id."""
+    records = [orjson.loads(m.value() or b"{}") for m in read_to_end(settings, AUDIT_TOPIC)]
+    return [r for r in records if r.get("correlation_id") == correlation_id]
+
+
+_FOREIGN = [
+    "https://evil.example",
+    "null",  # a sandboxed frame, a file
+    "http://tutor.example",  # another scheme: another origin
+    "https://tutor.example:8443",
+    "https://tutor.example.evil.example",
+]
+
+
+@pytest.mark.parametrize("origin", _FOREIGN)
+async def test_a_foreign_origin_is_403_problem_audited_before_any_mcp_handling(
+    app: Any, settings: Settings, tenant: str, origin: str
+) -> None:
+    """DNS rebinding: a page of another site calls /mcp from the user's browser. Refused
+    whatever it carries: no tool runs, and the refusal is audited, naming the caller when
+    the token does (the record reaches the tenant's audit); without one, 403 still."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        headers, body = _modern(tenant, "tools/call")
+        body["params"] |= {"name": "get_mastery", "arguments": {"student_id": "s1"}}
+        cid = uuid.uuid4().hex
+        signed = await c.post(
+            "/mcp",
+            json=body,
+            headers={
+                **headers,
+                MCP_NAME_HEADER: "get_mastery",
+                "origin": origin,
+                "x-correlation-id": cid,
+            },
+        )
+        anonymous_cid = uuid.uuid4().hex
+        del headers["authorization"]
+        anonymous = await c.post(
+            "/mcp",
+            json=body,
+            headers={**headers, "origin": origin, "x-correlation-id": anonymous_cid},
+        )
+    for resp in (signed, anonymous):
+        assert resp.status_code == 403
+        assert resp.headers["content-type"] == "application/problem+json"
+        problem = resp.json()
+        assert set(problem) == {"type", "title", "status", "detail", "correlation_id"}
+        assert (problem["status"], problem["title"]) == (403, "Forbidden")
+        assert problem["detail"] == "requests from this Origin are not allowed"
+    assert [
+        (r["route"], r["subject"], r["actor"], r["tenant"], r["outcome"], r["status"])
+        for r in _access(settings, cid)
+    ] == [("POST /mcp", "a1", None, tenant, "denied", 403)]  # no tools/call record
+    assert [
+        (r["route"], r["subject"], r["tenant"], r["outcome"])
+        for r in _access(settings, anonymous_cid)
+    ] == [("POST /mcp", None, None, "denied")]
+
+
+@pytest.mark.parametrize("origin", [ALLOWED_ORIGIN, "https://Tutor.Example", None])
+async def test_an_allowed_origin_or_none_is_served_where_another_is_refused(
+    app: Any, school: str, origin: str | None
+) -> None:
+    """The SDK's client from the allowed page (host names are case-insensitive), or with no
+    Origin at all as agents, CLIs and servers send; the same call from another is 403."""
+    token = bearer("a1", "admin", school)
+    answers: dict[str | None, Any] = {}
+    for sent in (origin, "https://evil.example"):
+        http = httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app),
+            headers={"authorization": f"Bearer {token}", **({"origin": sent} if sent else {})},
+        )
+        try:
+            async with (
+                http,
+                streamable_http_client("http://fn/mcp", http_client=http) as (read, write),
+                ClientSession(read, write) as s,
+            ):
+                await s.initialize()
+                answers[sent] = await s.call_tool("get_mastery", {"student_id": "ok0"})
+        except ExceptionGroup as caught:  # the SDK's task groups wrap its MCPError
+            answers[sent] = caught
+    assert _structured(answers[origin])["student_id"] == "ok0"
+    refused = answers["https://evil.example"]
+    assert isinstance(refused, ExceptionGroup)
+    assert "error response" in repr(refused)
 
 
 async def test_the_sdk_client_without_a_token_cannot_even_initialize(app: Any) -> None:

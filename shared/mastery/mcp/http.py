@@ -1,6 +1,9 @@
 """The MCP server over Streamable HTTP, as a ``FunctionApp`` route (``/mcp``).
 
-The bearer token is verified first, exactly as every HTTP function verifies it: a
+A request whose ``Origin`` is not in ``MASTERY_MCP_ALLOWED_ORIGINS`` is refused first: a
+403 problem (audited as ``denied``), whatever its token, as the MCP specification asks
+against DNS rebinding; one without ``Origin`` (an agent, a CLI, a server) goes on. The
+bearer token is verified next, exactly as every HTTP function verifies it: a
 missing or bad one is a 401 problem (audited as ``unauthenticated``) before any MCP
 handling. The verified caller then travels with the request (ASGI scope state) to the
 tool calls, which apply the rate limit, policy and audit per call (``mastery.mcp.server``).
@@ -17,6 +20,7 @@ specification allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +31,7 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from mastery.errors import Unavailable
 from mastery.mcp.server import Caller, mcp_server
 from mastery.web.app import write_access
 from mastery.web.problems import Problem
@@ -65,10 +70,17 @@ class McpEndpoint:
         self._task: asyncio.Task[None] | None = None
 
     async def __call__(self, request: Request, ctx: Context) -> Response:
+        route = f"{request.method} {MCP_PATH}"
+        if not _origin_allowed(request.headers, ctx.resources.settings.mcp_allowed_origins):
+            # Who, when the token says: the record then reaches the tenant's audit.
+            with contextlib.suppress(Problem, Unavailable):
+                ctx.authenticate(request)
+            await write_access(ctx, route, 403)
+            raise Problem(403, "requests from this Origin are not allowed")
         try:
             principal = ctx.authenticate(request)
         except Problem as problem:
-            await write_access(ctx, f"{request.method} {MCP_PATH}", problem.status)
+            await write_access(ctx, route, problem.status)
             raise
         state = request.scope.setdefault("state", {})
         state[_CALLER] = Caller(ctx.resources, principal, ctx.correlation_id)
@@ -77,8 +89,9 @@ class McpEndpoint:
 
     async def _start(self, max_body_bytes: int) -> StreamableHTTPSessionManager:
         if self._manager is None:
-            # No DNS-rebinding check: callers authenticate with a bearer token, which a
-            # browser does not attach by itself, and the Host is the ingress's, not ours.
+            # The SDK's DNS-rebinding check stays off: it checks Host too (the ingress's,
+            # not ours: 421 unless listed), and its 403 would leave no access record.
+            # ``__call__`` checks ``Origin`` instead.
             self._manager = StreamableHTTPSessionManager(
                 app=mcp_server(_caller_of),
                 json_response=True,
@@ -97,6 +110,12 @@ class McpEndpoint:
         async with manager.run():
             started.set()
             await asyncio.Event().wait()  # until the process ends
+
+
+def _origin_allowed(headers: Headers, allowed: tuple[str, ...]) -> bool:
+    """Whether every ``Origin`` of the request is allowed (``allowed`` as ``Settings`` keeps
+    them, in lower case); a request without one is."""
+    return all(origin.lower() in allowed for origin in headers.getlist("origin"))
 
 
 async def _answer(app: ASGIApp, request: Request) -> Response:

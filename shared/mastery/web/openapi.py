@@ -60,6 +60,8 @@ class Operation:
     jsonrpc_errors: tuple[int, ...] = ()
     """Error statuses that may instead be a JSON-RPC error (``application/json``): the MCP
     transport's own, which go out as the SDK writes them."""
+    error_text: dict[int, str] = field(default_factory=dict)
+    """What an error status means on this route, where it is not the usual."""
 
 
 def _document(summary: str, body: type[BaseModel], answer: type[BaseModel]) -> Operation:
@@ -119,8 +121,10 @@ OPERATIONS: dict[str, Operation] = {
         "MCP (JSON-RPC over Streamable HTTP, stateless): the engine's operations as tools",
         JsonRpcMessage,
         {200: None, 202: None},
-        errors=(400, 401, 404, 406, 413, 415, 422, 429, 503),
+        errors=(400, 401, 403, 404, 406, 413, 415, 422, 429, 503),
         jsonrpc_errors=(400, 404, 406),
+        # A tool call the policy refuses is a tool error (200), not this.
+        error_text={403: "The Origin header names an origin not in MASTERY_MCP_ALLOWED_ORIGINS"},
     ),
     "POST /xapi/statements": Operation(
         "xAPI statements (one or an array); answers their ids, as an LRS does",
@@ -243,11 +247,12 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
     jsonrpc = {"application/json": {"schema": refs.get((JSONRPCError, "serialization"))}}
     for status in op.errors:
         headers = ("X-Correlation-ID", *xapi, *_error_headers(status, op))
+        text = op.error_text.get(status, _ERROR_TEXT[status])
         if status in op.jsonrpc_errors:
-            text = f"{_ERROR_TEXT[status]}; or the MCP transport's JSON-RPC error"
+            text = f"{text}; or the MCP transport's JSON-RPC error"
             responses[str(status)] = _response(text, headers, {**problem, **jsonrpc})
         else:
-            responses[str(status)] = _response(_ERROR_TEXT[status], headers, problem)
+            responses[str(status)] = _response(text, headers, problem)
     if op.auth:
         out["security"] = [{_BEARER: []}, *([{_BASIC: []}] if key in _BASIC_ROUTES else [])]
     out["responses"] = responses
