@@ -11,11 +11,20 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BeforeValidator, Field
 
-__all__ = ["ID_PATTERN", "EventId", "Rfc3339"]
+__all__ = ["ID_PATTERN", "EventId", "Rfc3339", "is_id"]
 
 #: Ids end up inside Redis key names: no braces, colons or spaces, bounded length.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 EventId = Annotated[str, Field(pattern=ID_PATTERN)]
+_ID = re.compile(ID_PATTERN)
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is an id as ``EventId`` validates it. Whole: Python's ``$`` (and so
+    ``re.match``) would also take one trailing newline, which pydantic refuses."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -23,7 +32,7 @@ _RFC3339 = re.compile(
 
 def _rfc3339(value: object) -> object:
     """Only RFC 3339 text: pydantic alone would also take epoch numbers in a string."""
-    if not isinstance(value, str) or not _RFC3339.match(value):
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-14T09:30:00Z")
     return value
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
-from mastery.fields import ID_PATTERN
+from mastery.fields import ID_PATTERN, is_id
 from mastery.store import keys
 from mastery.store.records import parse_days as _parse_days
 from mastery.store.records import parse_state as _parse_state
@@ -50,6 +50,15 @@ def test_key_names() -> None:
     assert keys.audit("t1") == "m:{t1}:audit"
     assert keys.outbox("t1") == "m:{t1}:outbox"
     assert keys.offsets("t1", "g") == "m:{t1}:offsets:g"
+
+
+@given(_ids)
+def test_an_id_is_whole_or_none(value: str) -> None:
+    """Ids become key names: every checker refuses what pydantic's pattern refuses,
+    a trailing newline included (Python's ``$`` alone would take it)."""
+    assert is_id(value)
+    for bad in (value + "\n", value + " ", "{" + value, value + ":x", "", None, 7):
+        assert not is_id(bad)
 
 
 @settings(max_examples=200, deadline=None)

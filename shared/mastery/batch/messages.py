@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery.errors import InvalidEvent
-from mastery.fields import ID_PATTERN
+from mastery.fields import is_id
 from mastery.ports import OutMessage
 from mastery.topics import batch_topic
 
@@ -27,7 +27,6 @@ __all__ = ["BATCH_ID", "CE_TYPE", "batch_message", "decode_batch"]
 CE_TYPE = "mastery.batch.v1"
 #: Batch ids are ours (uuid4 hex); anything else never reaches a Redis key.
 BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
-_TENANT = re.compile(ID_PATTERN)
 
 
 def batch_message(
@@ -61,8 +60,8 @@ def decode_batch(record: Record) -> tuple[str, str]:
     if not isinstance(doc, dict):
         raise InvalidEvent("malformed batch message: not an object")
     tenant, batch_id = doc.get("tenant"), doc.get("batch_id")
-    if not isinstance(tenant, str) or not _TENANT.match(tenant):
+    if not isinstance(tenant, str) or not is_id(tenant):
         raise InvalidEvent("batch message names no valid tenant")
-    if not isinstance(batch_id, str) or not BATCH_ID.match(batch_id):
+    if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id):
         raise InvalidEvent("batch message names no valid batch_id", tenant)
     return tenant, batch_id

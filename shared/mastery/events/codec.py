@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 from typing import TYPE_CHECKING, Any
 
 import fastavro
@@ -19,7 +18,7 @@ from mastery.errors import InvalidEvent
 from mastery.events.models import event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
 from mastery.events.xapi import TENANT_HEADER, observation_of, parse_statement, statement_id
-from mastery.fields import ID_PATTERN
+from mastery.fields import is_id
 from mastery.topics import XAPI_TOPIC
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ JSON = "application/json"
 _STRUCTURED = "application/cloudevents+json"
 _AVRO_TYPES = frozenset({AVRO, "avro/binary", "application/vnd.apache.avro+binary"})
 _MAX_ID = 128
-_ID = re.compile(ID_PATTERN)
 
 
 def decode(
@@ -102,7 +100,7 @@ def _decode_xapi(
         raise InvalidEvent(f"unsupported content-type {content_type!r} for an xAPI statement")
     if tenant is None and (named := record.headers.get(TENANT_HEADER)) is not None:
         tenant = _decode_text(named)
-        if not _ID.fullmatch(tenant):
+        if not is_id(tenant):
             raise InvalidEvent(f"header {TENANT_HEADER} is not a tenant id")
     raw = data if isinstance(data, dict) else _loads(data)
     statement = parse_statement(raw)
@@ -256,7 +254,7 @@ def _decode_text(value: bytes | str) -> str:
 def _tenant_of(payload: Mapping[str, Any]) -> str | None:
     """The tenant of an invalid event, when it names a well-formed one (for its audit)."""
     tenant = payload.get("tenant")
-    return tenant if isinstance(tenant, str) and _ID.fullmatch(tenant) else None
+    return tenant if is_id(tenant) else None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -33,7 +33,7 @@ from pydantic import (
 
 from mastery.domain import Component, Observation
 from mastery.errors import IgnoredEvent, InvalidEvent
-from mastery.fields import ID_PATTERN
+from mastery.fields import ID_PATTERN, is_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -70,7 +70,6 @@ VOIDED = f"{ADL}voided"
 #: /xapi/statements`` put the token's): honoured before the ``account.homePage``
 #: mapping. Only trusted producers may write the topic (Kafka ACLs, docs/decisions.md).
 TENANT_HEADER = "mastery_tenant"
-_ID = re.compile(ID_PATTERN)
 _SEGMENT = re.compile(r"[/=#]")
 _NS = uuid.UUID("5b6a3f4e-9f0b-4c31-9a44-1d7e0c2f6a10")
 
@@ -293,7 +292,7 @@ def observation_of(
         tenant = tenants.get(account.home_page)
         if tenant is None:
             raise InvalidEvent(f"no tenant configured for homePage {account.home_page!r}")
-    if not _ID.match(account.name):
+    if not is_id(account.name):
         raise InvalidEvent(f"account.name must match {ID_PATTERN}", tenant)
     voids = _voided(statement)
     try:
@@ -376,15 +375,15 @@ def _class(statement: Statement) -> str | None:
     grouping = _first(ctx.context_activities.grouping) if ctx.context_activities else None
     if grouping is not None:
         segment = _SEGMENT.split(grouping.id.rstrip("/"))[-1]
-        if _ID.match(segment):
+        if is_id(segment):
             return segment
     if ctx.registration is not None:
         return str(ctx.registration)
     named = extensions.get("https://w3id.org/xapi/mastery-engine/extensions/class")
-    return named if isinstance(named, str) and _ID.match(named) else None
+    return named if is_id(named) else None
 
 
 def _area(statement: Statement) -> str | None:
     extensions = (statement.context.extensions if statement.context else None) or {}
     area = extensions.get(AREA)
-    return area if isinstance(area, str) and _ID.match(area) else None
+    return area if is_id(area) else None

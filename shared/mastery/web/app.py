@@ -325,7 +325,7 @@ class FunctionApp:
 def correlation_id_of(headers: Mapping[str, str]) -> str:
     """The caller's ``X-Correlation-ID`` when it is safe to echo and log, else a new one."""
     header = headers.get("x-correlation-id", "")
-    return header if _CORRELATION.match(header) else uuid.uuid4().hex
+    return header if _CORRELATION.fullmatch(header) else uuid.uuid4().hex
 
 
 async def write_access(ctx: Context, route: str, status: int) -> None:

@@ -10,7 +10,6 @@ from a KafkaSource or the kafka-connector.
 from __future__ import annotations
 
 import contextlib
-import re
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.kafka import dead_letter
-from mastery.fields import ID_PATTERN
+from mastery.fields import ID_PATTERN, is_id
 from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.ports import BatchRecord
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_STUDENTS", "SYNC_MAX", "batch_event", "batch_status", "submit_batch"]
 
 SYNC_MAX = 100
-_ID = re.compile(ID_PATTERN)
 _NAMED = 100  # at most this many offending ids are named in a 422
 # A full batch of the longest ids, whatever MASTERY_MAX_BODY_BYTES says for other bodies.
 _BATCH_BODY = MAX_STUDENTS * 70 + 4096
@@ -63,8 +61,8 @@ def _check_ids(ids: list[str]) -> None:
             f"at most {MAX_STUDENTS} student ids per batch, got {len(ids)}",
             errors=[{"field": "student_ids", "message": f"more than {MAX_STUDENTS} ids"}],
         )
-    malformed = [{"index": i, "id": s[:70]} for i, s in enumerate(ids) if not _ID.match(s)]
-    duplicates = sorted(s for s, n in Counter(ids).items() if n > 1 and _ID.match(s))
+    malformed = [{"index": i, "id": s[:70]} for i, s in enumerate(ids) if not is_id(s)]
+    duplicates = sorted(s for s, n in Counter(ids).items() if n > 1 and is_id(s))
     if not malformed and not duplicates:
         return
     errors = []
@@ -173,7 +171,7 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     batches = ctx.resources.batches
     record, processed = (
         await batches.get_with_progress(principal.tenant, batch_id)
-        if BATCH_ID.match(batch_id)
+        if BATCH_ID.fullmatch(batch_id)
         else (None, 0)
     )
     # A teacher sees the batches they submitted; an admin every batch of the tenant.

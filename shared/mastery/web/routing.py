@@ -47,7 +47,7 @@ class Routes(Generic[T]):
         if exact is not None:
             return exact[0], exact[1], {}
         for m, pattern, key, value in self._templates:
-            found = pattern.match(path) if m == method else None
+            found = pattern.fullmatch(path) if m == method else None
             if found:
                 return key, value, found.groupdict()
         return None
@@ -55,7 +55,7 @@ class Routes(Generic[T]):
     def methods(self, path: str) -> list[str]:
         """The methods of every route on ``path`` (a 405's ``Allow``)."""
         found = {m for (m, p) in self._exact if p == path}
-        found |= {m for m, pattern, _, _ in self._templates if pattern.match(path)}
+        found |= {m for m, pattern, _, _ in self._templates if pattern.fullmatch(path)}
         return sorted(found)
 
     def serves(self, path: str) -> tuple[str, T] | None:
@@ -64,6 +64,6 @@ class Routes(Generic[T]):
             if p == path:
                 return p, value
         for _, pattern, key, value in self._templates:
-            if pattern.match(path):
+            if pattern.fullmatch(path):
                 return key.split(" ", 1)[1], value
         return None

@@ -104,7 +104,7 @@ async def _caller(request: Request, ctx: Context) -> Principal:
     principal = await ctx.principal(request, basic=True)
     precheck(principal, Action.INGEST)
     version = request.headers.get(VERSION_HEADER, "")
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise Problem(400, f"{VERSION_HEADER} must be 1.0.x, got {version[:20]!r}")
     return principal
 
