@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BeforeValidator, Field
 
-__all__ = ["ID_PATTERN", "EventId", "Rfc3339", "is_id"]
+__all__ = ["ID_PATTERN", "MAX_JSON_DEPTH", "EventId", "Rfc3339", "is_id", "too_deep"]
 
 #: Ids end up inside Redis key names: no braces, colons or spaces, bounded length.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
@@ -35,6 +35,27 @@ def _rfc3339(value: object) -> object:
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-14T09:30:00Z")
     return value
+
+
+#: How deep arrays and objects may nest in a JSON body or record (an xAPI extension is
+#: free-form): orjson reads 1,024 levels but writes no more than 254, and a statement
+#: is written again (its record, its derived id) after it is read.
+MAX_JSON_DEPTH = 64
+
+
+def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON ``value`` nests arrays and objects deeper than ``limit``."""
+    level: list[object] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+        ]
+        if not level:
+            return False
+    return any(isinstance(node, dict | list) for node in level)
 
 
 #: A date-time as the API documents it: RFC 3339 text with an offset, nothing else

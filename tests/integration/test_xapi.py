@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 import uuid
@@ -313,6 +314,40 @@ async def test_timestamps_without_an_offset_or_with_plus_0000_are_taken_as_utc(
     assert state is not None
     assert state.components.keys() == {Component.QUIZ, Component.COMPLETION}
     assert state.last_event_at == at.timestamp()  # the newest, read as UTC
+    await res.aclose()
+
+
+def _nested(levels: int) -> object:
+    value: object = "deep"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+async def test_a_statement_nested_too_deep_is_refused_not_a_crash(
+    settings: Settings, tenant: str
+) -> None:
+    """orjson reads 1,024 levels and writes 254: a statement is written again after it is
+    read (its record, its derived id), which crashed the consumer on one such record,
+    again at every restart, and answered 500 over HTTP."""
+    res = build(settings, source="test")
+    deep = xapi_statement("s5", "scored")
+    deep["result"]["extensions"] = {"https://lms.example/ext/any": _nested(300)}
+    deep.pop("id")  # its id is then derived from its content
+    fine = xapi_statement("s6", "scored")
+    header = {"content-type": b"application/json", "mastery_tenant": tenant.encode()}
+    written = [json.dumps(s).encode() for s in (deep, fine)]  # orjson writes 254 levels at most
+    records = [Record(XAPI_TOPIC, value, b"s", header) for value in written]
+    results = await res.ingestor.ingest(records)
+    assert [o for o, _ in results] == [Outcome.REJECTED, Outcome.APPLIED]
+    assert "nested deeper than 64 levels" in (results[0][1] or "")
+
+    admin = {**token("a1", "admin", tenant), **_V}
+    routes = {"POST /xapi/statements": post_statements}
+    async with serve("on-xapi", routes, res) as fn:
+        posted = await fn.post("/xapi/statements", json=deep, headers=admin)
+    assert posted.status_code == 400, posted.text
+    assert "nested deeper than 64 levels" in posted.json()["detail"]
     await res.aclose()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -92,6 +92,31 @@ async def test_one_outcome_per_record_in_order_and_redelivery_is_a_duplicate() -
     assert again == [(Outcome.DUPLICATE, None)]
     assert [o.event_id for o in store.applied] == ["e-1", "e-2"]
     assert all(o.occurred_at == NOW - timedelta(hours=1) for o in store.applied)
+
+
+async def test_a_record_the_decoder_trips_on_is_dead_lettered_and_the_rest_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A defect met by one record (an exception no check foresaw) must not stop its
+    partition: the consumer would meet the same record at every restart."""
+    import mastery.events.ingest
+
+    poison = _good("s9")
+    real = mastery.events.ingest.decode
+
+    def decode(record: Record, *args: Any, **kwargs: Any) -> Any:
+        if record is poison:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(record, *args, **kwargs)
+
+    monkeypatch.setattr(mastery.events.ingest, "decode", decode)
+    ingestor, store, publisher = _ingestor()
+    results = await ingestor.ingest([_good("s1"), poison, _good("s2")])
+    assert [o for o, _ in results] == [Outcome.APPLIED, Outcome.REJECTED, Outcome.APPLIED]
+    assert results[1][1] == "malformed: not decodable (RecursionError)"
+    [dead] = publisher.sent
+    assert dict(dead.headers)["dlq_reason"] == b"malformed: not decodable (RecursionError)"
+    assert [(r[1], r[2]) for r in store.unapplied] == [(Outcome.REJECTED, results[1][1])]
 
 
 async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> None:

@@ -7,6 +7,7 @@ redelivered events through as new, so several values here are pinned literally.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
-from mastery.fields import ID_PATTERN, is_id
+from mastery.fields import ID_PATTERN, is_id, too_deep
 from mastery.store import keys
 from mastery.store.records import parse_days as _parse_days
 from mastery.store.records import parse_state as _parse_state
@@ -59,6 +60,20 @@ def test_an_id_is_whole_or_none(value: str) -> None:
     assert is_id(value)
     for bad in (value + "\n", value + " ", "{" + value, value + ":x", "", None, 7):
         assert not is_id(bad)
+
+
+@given(
+    st.recursive(
+        st.integers() | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)
+    )
+)
+def test_json_depth_is_counted_in_arrays_and_objects(value: Any) -> None:
+    def depth(v: Any) -> int:
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if children is None else 1 + max(map(depth, children), default=0)
+
+    for limit in range(1, 6):
+        assert too_deep(value, limit) == (depth(value) > limit)
 
 
 @settings(max_examples=200, deadline=None)

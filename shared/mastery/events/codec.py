@@ -18,7 +18,7 @@ from mastery.errors import InvalidEvent
 from mastery.events.models import event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
 from mastery.events.xapi import TENANT_HEADER, observation_of, parse_statement, statement_id
-from mastery.fields import is_id
+from mastery.fields import MAX_JSON_DEPTH, is_id, too_deep
 from mastery.topics import XAPI_TOPIC
 
 if TYPE_CHECKING:
@@ -239,6 +239,8 @@ def _loads(value: bytes | None) -> dict[str, Any]:
         raise InvalidEvent(f"malformed JSON: {exc.msg}") from None
     if not isinstance(loaded, dict):
         raise InvalidEvent("JSON data must be an object")
+    if too_deep(loaded):
+        raise InvalidEvent(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     return loaded
 
 

@@ -20,6 +20,7 @@ from mastery.errors import IgnoredEvent, InvalidEvent, Unavailable
 from mastery.events.codec import decode
 from mastery.events.kafka import dead_letter
 from mastery.events.notifications import level_changed
+from mastery.logs import logger
 from mastery.metrics import DEAD_LETTERS, EVENT_AGE, EVENTS, LEVEL_CHANGES, dlq_reason
 from mastery.ports import Outcome, OutMessage, utc_now
 
@@ -126,6 +127,12 @@ class Ingestor:
             except InvalidEvent as exc:
                 batch.dead.append(dead_letter(record, exc.reason, now, self._source))
                 batch.leave_out(Outcome.REJECTED, exc, audit_record(record, None, now))
+                continue
+            except Exception as exc:  # a defect met by one record must not stop the rest
+                logger(self._source).exception("event not decodable", extra=_where(record))
+                refused = InvalidEvent(f"malformed: not decodable ({type(exc).__name__})")
+                batch.dead.append(dead_letter(record, refused.reason, now, self._source))
+                batch.leave_out(Outcome.REJECTED, refused, audit_record(record, None, now))
                 continue
             except IgnoredEvent as exc:
                 batch.leave_out(Outcome.IGNORED, exc, audit_record(record, None, now, exc))
@@ -318,6 +325,10 @@ def _unavailable(cause: Unavailable | None) -> Unavailable:
     error = Unavailable(str(cause))
     error.__cause__ = cause
     return error
+
+
+def _where(record: Record) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
 def audit_record(

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from mastery import tracing
 from mastery.errors import Unavailable, why
+from mastery.fields import MAX_JSON_DEPTH, too_deep
 from mastery.logs import access_line, logger
 from mastery.metrics import READY, REQUEST_ERRORS, REQUEST_LATENCY, REQUESTS
 from mastery.web.access import access_record
@@ -401,9 +402,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise Problem(415, "send the body as application/json")
     body = await read_limited(request, max_bytes)
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise Problem(400, "body is not valid JSON") from None
+    if too_deep(doc):
+        raise Problem(400, f"body nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
 
 
 def validate(model: type[M], raw: Any) -> M:
