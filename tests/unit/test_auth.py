@@ -196,6 +196,8 @@ def test_not_yet_valid() -> None:
         pytest.param(_claims(exp="tomorrow"), id="exp-not-a-number"),
         pytest.param(_claims(exp="9999999999"), id="exp-a-string-of-digits"),  # RFC 7519 2
         pytest.param(_claims(exp=True), id="exp-a-boolean"),
+        pytest.param(_claims(exp=10**400), id="exp-past-a-float"),  # was a 500
+        pytest.param(_claims(nbf=-(10**400)), id="nbf-past-a-float"),
         pytest.param(_claims(nbf="0"), id="nbf-a-string"),
         pytest.param(_claims(act="svc"), id="act-not-an-object"),
         pytest.param(_claims(act={"sub": "a b"}), id="act-sub-pattern"),

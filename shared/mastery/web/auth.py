@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -213,9 +214,11 @@ def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise jwt.DecodeError(f"{claim} must be a number")
             try:
-                times[claim] = int(value)
-            except (ValueError, OverflowError):  # NaN, infinity
-                raise jwt.DecodeError(f"{claim} must be a number") from None
+                times[claim] = float(value)  # an int past a float's range: OverflowError
+            except OverflowError:
+                raise jwt.DecodeError(f"{claim} must be a number of seconds") from None
+            if not math.isfinite(times[claim]):
+                raise jwt.DecodeError(f"{claim} must be a number of seconds")
     if "iat" in times and times["iat"] > now + leeway:
         raise jwt.ImmatureSignatureError("the token is not yet valid (iat)")
     if "nbf" in times and times["nbf"] > now + leeway:
