@@ -23,8 +23,15 @@ __all__ = ["access_line", "logger"]
 
 @functools.cache
 def logger(service: str = "mastery") -> Logger:
-    """The process logger; ``LOG_LEVEL`` / ``POWERTOOLS_LOG_LEVEL`` set its level."""
-    return Logger(service=service)
+    """The process logger; ``LOG_LEVEL`` / ``POWERTOOLS_LOG_LEVEL`` set its level.
+
+    One that names no level gives INFO here, so that the settings (which check
+    ``LOG_LEVEL``) can say so in one line instead of a traceback.
+    """
+    try:
+        return Logger(service=service)
+    except ValueError:
+        return Logger(service=service, level="INFO")
 
 
 def access_line(service: str, fields: Mapping[str, object]) -> None:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(None, validation_alias="MASTERY_JWT_ISSUER")
     jwt_audience: str | None = Field(None, validation_alias="MASTERY_JWT_AUDIENCE")
     jwt_leeway_s: int = Field(30, ge=0, validation_alias="MASTERY_JWT_LEEWAY_SECONDS")
+    log_level: Literal["CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG"] = Field(
+        "INFO", validation_alias="LOG_LEVEL"
+    )
+    """Read by the logger itself (``mastery.logs``); here so a bad one is a start-up line."""
     port: int = Field(8080, validation_alias="MASTERY_PORT")
     metrics_port: int = Field(0, ge=0, le=65535, validation_alias="MASTERY_METRICS_PORT")
     """Also serve Prometheus ``/metrics`` on this port (0: only on the function's own)."""
@@ -115,10 +119,10 @@ class Settings(BaseSettings):
     batch_chunk: int = Field(250, gt=0, le=1000, validation_alias="MASTERY_BATCH_CHUNK")
     batch_ttl_s: int = Field(86_400, gt=0, validation_alias="MASTERY_BATCH_TTL_SECONDS")
 
-    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", "log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value  # librdkafka ignores case
+        return value.upper() if isinstance(value, str) else value  # as librdkafka, logging do
 
     @field_validator("kafka_properties", mode="before")
     @classmethod

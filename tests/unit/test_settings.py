@@ -124,6 +124,12 @@ def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("function", "variable", "value", "reason"),
     [
+        (
+            "recommendations",
+            "LOG_LEVEL",
+            "verbose",
+            "Input should be 'CRITICAL', 'FATAL', 'ERROR', 'WARN', 'WARNING', 'INFO' or 'DEBUG'",
+        ),
         ("prediction", "MASTERY_HALF_LIFE_DAYS", "0", "Input should be greater than 0"),
         (
             "mcp",
