@@ -169,6 +169,7 @@ class _Provider:
         are one line in its log and exit status 2."""
         try:
             self._settings = load()
+            tracing.configure(source)  # before the first request, which its span must cover
             if authenticates and not self._settings.jwt_secrets():
                 raise Misconfigured(
                     "configuration: MASTERY_JWT_SECRET (or MASTERY_JWT_SECRET_FILE, a file "

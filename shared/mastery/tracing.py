@@ -34,10 +34,12 @@ if TYPE_CHECKING:
 __all__ = [
     "TRACE_HEADERS",
     "SpanKind",
+    "answered",
     "configure",
     "context_of",
     "enabled",
     "extract_http",
+    "failed",
     "inject_headers",
     "install",
     "name_route",
@@ -195,6 +197,22 @@ def inject_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, byte
         state = carrier["tracestate"].encode()
         out += [("ce_tracestate", state), ("tracestate", state)]
     return out
+
+
+def answered(span: Span | None, status: int) -> None:
+    """Record an HTTP answer on its server span: a 5xx marks it as an error (OpenTelemetry's
+    HTTP conventions; a 4xx is the caller's error, not the server's)."""
+    if span is None:
+        return
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(trace.StatusCode.ERROR)
+
+
+def failed(exc: BaseException) -> None:
+    """Record an exception that became an error answer on the current span."""
+    if _State.tracer is not None:
+        trace.get_current_span().record_exception(exc)
 
 
 def name_route(route: str) -> None:

@@ -78,10 +78,12 @@ _EXPECTED: dict[str, set[str]] = {
     "mastery.tracing": {
         "TRACE_HEADERS",
         "SpanKind",
+        "answered",
         "configure",
         "context_of",
         "enabled",
         "extract_http",
+        "failed",
         "inject_headers",
         "install",
         "name_route",

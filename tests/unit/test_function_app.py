@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from opentelemetry.trace import StatusCode
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +25,8 @@ from mastery.web.problems import Problem
 from tests.fakes import FakeClock, FakePublisher
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     from mastery.web.app import Context
 
 
@@ -74,6 +80,35 @@ async def test_unhandled_errors_are_500_problems_without_internals(app: Function
     [error] = [line for line in lines if line.get("level") == "ERROR"]
     assert error["correlation_id"] == "req-42"
     assert error["service"] == "unit-fn"
+
+
+async def test_a_server_error_marks_the_request_span_and_keeps_the_exception(
+    app: FunctionApp, spans: InMemorySpanExporter
+) -> None:
+    async with _client(app) as client:
+        assert (await client.post("/boom")).status_code == 500
+        assert (await client.post("/teapot")).status_code == 409
+    boom, teapot = spans.get_finished_spans()
+    assert boom.name == "POST /boom"
+    assert boom.status.status_code is StatusCode.ERROR
+    assert [e.name for e in boom.events] == ["exception"]
+    assert boom.attributes is not None
+    assert boom.attributes["http.response.status_code"] == 500
+    assert teapot.status.status_code is StatusCode.UNSET  # the caller's error, not ours
+
+
+def test_a_function_traces_from_its_start_not_from_its_first_ready_probe() -> None:
+    """OpenFaaS CE probes /_/health, which builds nothing: the first request must find
+    tracing already on, or its span is lost and its children become roots."""
+    code = (
+        "from mastery.bootstrap import resources; from mastery import tracing;"
+        "type(resources)().check('fn'); print(tracing.enabled())"
+    )
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "True", done.stderr
 
 
 async def test_problems_keep_their_status_and_extensions(app: FunctionApp) -> None:

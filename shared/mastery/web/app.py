@@ -214,8 +214,7 @@ class FunctionApp:
             f"{request.method} {path}", kind=tracing.SpanKind.SERVER, parent=parent
         ) as span:
             response = await self._dispatch(request, path)
-            if span is not None:
-                span.set_attribute("http.response.status_code", response.status_code)
+            tracing.answered(span, response.status_code)
             return response
 
     def openapi(self) -> dict[str, Any]:
@@ -260,6 +259,7 @@ class FunctionApp:
             response = Problem.unavailable().response(correlation_id)
         except Exception as exc:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
+            tracing.failed(exc)
             response = Problem(500, "internal error").response(correlation_id)
         if self._uses_auth and self._audits_requests and handler is not None and ctx is not None:
             response = await self._audit(ctx, route, response)
