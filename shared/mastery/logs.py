@@ -2,7 +2,8 @@
 
 The per-request access line does not go through Powertools' formatter (~70 us a line on
 this machine, a sixth of a query's CPU) but is one ``orjson`` dump (~6 us) written to the
-same handler's stream, with the same leading keys (level, message, timestamp, service).
+same handler's stream, with the same leading keys (level, message, timestamp, service)
+and the same RFC 3339 time, to the millisecond.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def logger(service: str = "mastery") -> Logger:
     ``LOG_LEVEL``) can say so in one line instead of a traceback.
     """
     try:
-        return Logger(service=service)
+        return Logger(service=service, use_rfc3339=True)
     except ValueError:
-        return Logger(service=service, level="INFO")
+        return Logger(service=service, level="INFO", use_rfc3339=True)
 
 
 def access_line(service: str, fields: Mapping[str, object]) -> None:
@@ -48,7 +49,7 @@ def access_line(service: str, fields: Mapping[str, object]) -> None:
     doc = {
         "level": "INFO",
         "message": "request",
-        "timestamp": datetime.now(UTC),
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),  # as Powertools
         "service": service,
         **{k: v for k, v in fields.items() if v is not None},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -185,15 +186,21 @@ async def test_one_access_line_per_request_with_route_status_duration_and_ids(
     async with _client(app) as c:
         await c.post("/teapot", headers={"x-correlation-id": "line-1"})
         await c.post("/nope", headers={"x-correlation-id": "line-2"})
+        await c.post("/boom", headers={"x-correlation-id": "line-3"})
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     access = [line for line in lines if line.get("message") == "request"]
     assert [(a["method"], a["route"], a["status"], a["correlation_id"]) for a in access] == [
         ("POST", "POST /teapot", 409, "line-1"),
         ("POST", "unmatched", 404, "line-2"),
+        ("POST", "POST /boom", 500, "line-3"),
     ]
     assert all(a["level"] == "INFO" and a["duration_ms"] >= 0 for a in access)
     # Tracing off: no trace id; no caller authenticated: no subject (None fields are left out).
     assert all(a.get("trace_id") is None and a.get("subject") is None for a in access)
+    # One time format in the stream: the access lines' and Powertools' own (the 500's).
+    [unhandled] = [line for line in lines if line.get("message") == "unhandled error"]
+    rfc3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d")
+    assert all(rfc3339.fullmatch(line["timestamp"]) for line in [*access, unhandled]), lines
 
 
 async def test_the_access_line_follows_the_log_level(app: FunctionApp) -> None:
