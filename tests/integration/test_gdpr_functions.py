@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery.bootstrap import build
+from mastery.cli.rebuild import erasures
 from mastery.domain import Component
 from mastery.domain.batch import Priority
 from mastery.policy import Role
@@ -211,6 +212,39 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     assert (unknown.status_code, unknown.json()["keys_deleted"]) == (200, 0)
     s2 = await export.post("/gdpr/export", json={"student_id": "s2"}, headers=admin)
     assert s2.json()["mastery"]["version"] == 4  # the classmate is untouched
+
+
+async def test_an_erasure_the_audit_cannot_record_is_not_made(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """``mastery rebuild`` replays the erasures the access audit recorded: one made without
+    its record would come back with the next rebuild. So the record goes first, and with
+    the broker out of reach the erasure is a 503 that changed nothing."""
+    await _ingest(settings, _history(tenant, "s1"))
+    no_broker = build(
+        settings.model_copy(
+            update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+        )
+    )
+    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, no_broker) as erase:
+        resp = await erase.post(
+            "/gdpr/erase", json={"student_id": "s1"}, headers=token("a", "admin", tenant)
+        )
+    await no_broker.aclose()
+    assert resp.status_code == 503
+    assert await keys_of_student(redis, tenant, "s1")  # nothing was erased
+
+    up = build(settings)
+    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, up) as erase:
+        resp = await erase.post(
+            "/gdpr/erase", json={"student_id": "s1"}, headers=token("a", "admin", tenant)
+        )
+    await up.aclose()
+    assert resp.status_code == 200
+    erased = [e for e in await erasures(settings) if e.tenant == tenant]
+    # Recorded before it ran (202, at the erasure's own time) and as answered (200).
+    assert [e.student for e in erased] == ["s1", "s1"]
+    assert erased[0].at == datetime.fromisoformat(resp.json()["erased_at"])
 
 
 async def test_erasure_with_redis_down_is_503_and_a_retry_completes(

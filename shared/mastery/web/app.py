@@ -32,6 +32,7 @@ from mastery.web.routing import Routes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
+    from datetime import datetime
 
     from starlette.requests import Request
 
@@ -329,8 +330,9 @@ def correlation_id_of(headers: Mapping[str, str]) -> str:
     return header if _CORRELATION.fullmatch(header) else uuid.uuid4().hex
 
 
-async def write_access(ctx: Context, route: str, status: int) -> None:
-    """Record one data access (``ctx``'s caller and students) in the access audit.
+async def write_access(ctx: Context, route: str, status: int, at: datetime | None = None) -> None:
+    """Record one data access (``ctx``'s caller and students) in the access audit, at
+    ``at`` (default: now).
 
     Raises:
         Unavailable: the broker did not acknowledge it; send no data.
@@ -342,7 +344,7 @@ async def write_access(ctx: Context, route: str, status: int) -> None:
         principal=ctx.caller,
         students=ctx.students,
         status=status,
-        at=ctx.resources.clock(),
+        at=at or ctx.resources.clock(),
     )
     await ctx.resources.publisher.publish([record])
 

@@ -18,6 +18,7 @@ import orjson
 from mastery.domain import day_mastery, explain
 from mastery.events.notifications import change_data
 from mastery.policy import Action
+from mastery.web.app import write_access
 from mastery.web.auth import authorize_student
 from mastery.web.problems import Problem
 from mastery.web.query import mastery_document
@@ -83,9 +84,15 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
 
 
 async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -> ErasureDocument:
-    """Erase the student: keys and index entries atomically, then their event audit."""
+    """Erase the student: keys and index entries atomically, then their event audit.
+
+    The access audit records the erasure (status 202) before it runs: the record is what
+    ``mastery rebuild`` replays, so an erasure the broker could not record is not made
+    (503), rather than made and then undone by the next rebuild.
+    """
     student = body.student_id
     store, now = ctx.resources.store, ctx.resources.clock()
+    await write_access(ctx, _ERASE_ROUTE, 202, at=now)
     deleted = await store.erase(principal.tenant, student, now)
     entries = await store.audit_entries(principal.tenant, student)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
@@ -118,6 +125,7 @@ async def _replicated(ctx: Context, tenant: str) -> None:
 
 
 export_student = student_endpoint(StudentRequest, export_of, Action.EXPORT)
+_ERASE_ROUTE = "POST /gdpr/erase"
 erase_student = student_endpoint(StudentRequest, erasure_of, Action.ERASE)
 
 
