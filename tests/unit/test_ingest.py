@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import pytest
@@ -17,12 +17,10 @@ from mastery.domain import Component
 from mastery.errors import Unavailable
 from mastery.events.ingest import Ingestor
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC
-from mastery.ports import Outcome
+from mastery.ports import Outcome, Record
+from mastery.topics import XAPI_TOPIC
 from tests.fakes import FakeClock, FakeEventStore, FakePublisher
-from tests.helpers import event_data, record
-
-if TYPE_CHECKING:
-    from mastery.ports import Record
+from tests.helpers import event_data, record, xapi_statement
 
 NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
 TENANT = "school-1"
@@ -117,6 +115,22 @@ async def test_a_record_the_decoder_trips_on_is_dead_lettered_and_the_rest_go_on
     [dead] = publisher.sent
     assert dict(dead.headers)["dlq_reason"] == b"malformed: not decodable (RecursionError)"
     assert [(r[1], r[2]) for r in store.unapplied] == [(Outcome.REJECTED, results[1][1])]
+
+
+async def test_an_unmapped_xapi_statement_is_ignored_not_dead_lettered() -> None:
+    """``IgnoredEvent`` is an ``Exception`` too: caught as one, each statement that maps to
+    nothing went to the DLQ as "not decodable", logged at ERROR."""
+    store, publisher = FakeEventStore(), FakePublisher()
+    lms = {"https://lms.example": TENANT}
+    ingestor = Ingestor(store, publisher, clock=FakeClock(NOW), source="unit", xapi_tenants=lms)
+    unmapped = xapi_statement("s1", "experienced", scaled=None, at=NOW - timedelta(hours=1))
+    headers = {"content-type": b"application/json"}
+    results = await ingestor.ingest([Record(XAPI_TOPIC, orjson.dumps(unmapped), headers=headers)])
+    assert results == [
+        (Outcome.IGNORED, "verb http://adlnet.gov/expapi/verbs/experienced maps to no component")
+    ]
+    assert publisher.sent == []
+    assert [(r[0], r[1]) for r in store.unapplied] == [(TENANT, Outcome.IGNORED)]
 
 
 async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> None:

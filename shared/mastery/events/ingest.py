@@ -128,14 +128,14 @@ class Ingestor:
                 batch.dead.append(dead_letter(record, exc.reason, now, self._source))
                 batch.leave_out(Outcome.REJECTED, exc, audit_record(record, None, now))
                 continue
+            except IgnoredEvent as exc:  # before Exception, which it is too
+                batch.leave_out(Outcome.IGNORED, exc, audit_record(record, None, now, exc))
+                continue
             except Exception as exc:  # a defect met by one record must not stop the rest
                 logger(self._source).exception("event not decodable", extra=_where(record))
                 refused = InvalidEvent(f"malformed: not decodable ({type(exc).__name__})")
                 batch.dead.append(dead_letter(record, refused.reason, now, self._source))
                 batch.leave_out(Outcome.REJECTED, refused, audit_record(record, None, now))
-                continue
-            except IgnoredEvent as exc:
-                batch.leave_out(Outcome.IGNORED, exc, audit_record(record, None, now, exc))
                 continue
             batch.slots.append(len(batch.accepted))
             batch.accepted.append((obs, audit_record(record, obs, now)))
