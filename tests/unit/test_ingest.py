@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from mastery.domain import Component
 from mastery.errors import Unavailable
@@ -131,6 +132,42 @@ async def test_an_unmapped_xapi_statement_is_ignored_not_dead_lettered() -> None
     ]
     assert publisher.sent == []
     assert [(r[0], r[1]) for r in store.unapplied] == [(TENANT, Outcome.IGNORED)]
+
+
+def _dead_letters() -> dict[str, float]:
+    """Every ``mastery_dead_letters_total`` sample, by reason class."""
+    return {
+        s.labels["reason"]: s.value
+        for family in REGISTRY.collect()
+        if family.name == "mastery_dead_letters"
+        for s in family.samples
+        if s.name == "mastery_dead_letters_total"
+    }
+
+
+def _events(outcome: str) -> float:
+    return REGISTRY.get_sample_value("mastery_events_total", {"outcome": outcome}) or 0.0
+
+
+async def test_an_ignored_event_is_counted_as_ignored_not_as_a_dead_letter() -> None:
+    """Its reason is audited, but it reaches no DLQ: counted as a dead letter, it fired
+    MasteryDeadLettersGrowing over an empty DLQ."""
+    lms = {"https://lms.example": TENANT}
+    ingestor = Ingestor(FakeEventStore(), FakePublisher(), clock=FakeClock(NOW), xapi_tenants=lms)
+    unmapped = xapi_statement("s1", "experienced", scaled=None, at=NOW - timedelta(hours=1))
+    headers = {"content-type": b"application/json"}
+    dead, ignored = _dead_letters(), _events("ignored")
+    await ingestor.ingest([Record(XAPI_TOPIC, orjson.dumps(unmapped), headers=headers)])
+    assert _dead_letters() == dead
+    assert _events("ignored") == ignored + 1
+
+
+async def test_a_rejected_event_is_counted_as_a_dead_letter_of_its_reason_class() -> None:
+    ingestor, _, _ = _ingestor()
+    dead, counted = _dead_letters(), _events("dead_lettered")
+    await ingestor.ingest([_from_the_future()])
+    assert _dead_letters() == dead | {"in_future": dead.get("in_future", 0.0) + 1}
+    assert _events("dead_lettered") == counted + 1
 
 
 async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> None:

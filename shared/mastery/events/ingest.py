@@ -370,7 +370,7 @@ def _count(results: Sequence[Result]) -> None:
     tally = {o: 0 for o in Outcome}
     for outcome, reason in results:
         tally[outcome] += 1
-        if reason is not None:
+        if outcome is Outcome.REJECTED and reason is not None:  # an ignored one has a reason too
             DEAD_LETTERS.labels(dlq_reason(reason)).inc()
     for outcome, n in tally.items():
         if n:
