@@ -60,7 +60,8 @@ class FakeEventStore:
     ``changes`` are the notes the next ``apply`` reports (as the script would for the
     events that moved a level); ``backlog`` tenants' outboxes hold older notes too.
     ``paused``: each ``apply`` waits until it is set (a slow Redis); ``poison``: event ids
-    whose ``apply`` raises ``ValueError`` (a bug one event triggers).
+    whose ``apply`` raises ``ValueError`` (a bug one event triggers); ``refuse``: event ids
+    the store refuses (``REJECTED``) with the reason given, as ``apply.lua`` a full day.
     """
 
     def __init__(self, log: list[str] | None = None) -> None:
@@ -71,6 +72,7 @@ class FakeEventStore:
         self.down = False
         self.paused: asyncio.Event | None = None
         self.poison: set[str] = set()
+        self.refuse: dict[str, str] = {}
         self._seen: set[str] = set()
         self._log = log
 
@@ -90,7 +92,12 @@ class FakeEventStore:
         if self._log is not None:
             self._log.append(f"apply {len(accepted)}+{len(unapplied)}")
         outcomes = []
+        refused: dict[int, str] = {}
         for obs, _ in accepted:
+            if obs.event_id in self.refuse:
+                refused[len(outcomes)] = self.refuse[obs.event_id]
+                outcomes.append(Outcome.REJECTED)
+                continue
             if obs.event_id in self._seen:
                 outcomes.append(Outcome.DUPLICATE)
                 continue
@@ -102,7 +109,7 @@ class FakeEventStore:
         backlog = frozenset(t for t, box in self.outboxes.items() if box)
         for tenant, entry, note in notes:
             self.outboxes.setdefault(tenant, {})[entry] = note
-        return Applied(outcomes, notes, backlog)
+        return Applied(outcomes, notes, backlog, refused)
 
     async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
         return list(self.outboxes.get(tenant, {}).items())[:count]

@@ -7,8 +7,10 @@ the consumer's offsets) stays in ``tests/integration/test_ingest.py``.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -18,10 +20,14 @@ from mastery.domain import Component
 from mastery.errors import Unavailable
 from mastery.events.ingest import Ingestor
 from mastery.events.notifications import LEVEL_CHANGED_TOPIC
+from mastery.logs import logger
 from mastery.ports import Outcome, Record
 from mastery.topics import XAPI_TOPIC
 from tests.fakes import FakeClock, FakeEventStore, FakePublisher
 from tests.helpers import event_data, record, xapi_statement
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
 TENANT = "school-1"
@@ -168,6 +174,60 @@ async def test_a_rejected_event_is_counted_as_a_dead_letter_of_its_reason_class(
     await ingestor.ingest([_from_the_future()])
     assert _dead_letters() == dead | {"in_future": dead.get("in_future", 0.0) + 1}
     assert _events("dead_lettered") == counted + 1
+
+
+@pytest.fixture
+def logged() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """What the ingestor (source ``unit``) has logged so far, one document a line."""
+    stream = io.StringIO()
+    handler = logger("unit")._logger.handlers[0]  # type: ignore[attr-defined]
+    before = handler.setStream(stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    handler.setStream(before)
+
+
+def _dead_lines(logged: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [line for line in logged() if line["message"] == "event dead-lettered"]
+
+
+async def test_each_dead_letter_is_logged_once_with_where_and_why_but_not_its_payload(
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    ingestor, store, publisher = _ingestor()
+    late = record(
+        Component.QUIZ,
+        event_data(TENANT, "student-late", 0.5, at=NOW + timedelta(days=1)),
+        event_id="e-late",
+    )
+    junk = Record("mastery.quiz", b"\x00\x01", headers={"ce_id": b"e-junk"}, partition=2, offset=7)
+    full = _good("student-full", "e-full")
+    day_full = "the student already has 65535 quiz events on this day: a day record holds no more"
+    store.refuse = {"e-full": day_full}
+    await ingestor.ingest([_good(), late, junk, full])
+    await ingestor.ingest([_good()])
+    reasons = [dict(m.headers)["dlq_reason"].decode() for m in publisher.sent]
+    lines = _dead_lines(logged)
+    assert [
+        (x["level"], x["event_id"], x.get("tenant"), x["topic"], x["partition"], x["offset"])
+        for x in lines
+    ] == [
+        ("WARNING", "e-late", TENANT, "mastery.quiz", -1, -1),
+        ("WARNING", "e-junk", None, "mastery.quiz", 2, 7),
+        ("WARNING", "e-full", TENANT, "mastery.quiz", -1, -1),
+    ]
+    assert [x["reason"] for x in lines] == reasons
+    assert [x["reason_class"] for x in lines] == ["in_future", "missing_attribute", "day_full"]
+    assert not any("student-" in json.dumps(x) or "score" in json.dumps(x) for x in lines)
+
+
+async def test_a_dead_letter_the_broker_did_not_take_is_not_logged(
+    logged: Callable[[], list[dict[str, Any]]],
+) -> None:
+    ingestor, _, publisher = _ingestor()
+    publisher.down = True
+    with pytest.raises(Unavailable):
+        await ingestor.ingest([_from_the_future()])
+    assert _dead_lines(logged) == []
 
 
 async def test_level_changes_are_published_then_taken_out_of_the_outbox() -> None:

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Batch", "GroupCommit", "Ingestor", "Result", "audit_record"]
 
+#: Characters of a reason or an unverified id a log line keeps.
+_MAX_LOGGED = 300
+
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
 
@@ -51,6 +54,8 @@ class Batch:
     unapplied: list[Unapplied] = field(default_factory=list)
     """Events that will not be applied (rejected, ignored): audited with the batch."""
     dead: list[OutMessage] = field(default_factory=list)
+    dead_lines: list[dict[str, object]] = field(default_factory=list)
+    """The log line of each of ``dead``, written once the DLQ has it."""
     slots: list[int | Result] = field(default_factory=list)
     """Per record: its index into ``accepted``, or its outcome (rejected, ignored) and why."""
     traces: list[Context | None] = field(default_factory=list)
@@ -61,6 +66,12 @@ class Batch:
         known), its slot saying why."""
         self.unapplied.append((why.tenant, outcome, why.reason, audit))
         self.slots.append((outcome, why.reason))
+
+    def refuse(self, record: Record, why: InvalidEvent, source: str) -> None:
+        """A record that does not decode: dead-lettered, and audited all the same."""
+        self.dead.append(dead_letter(record, why.reason, self.now, source))
+        self.dead_lines.append(_dead_line(record, why.reason, why.tenant))
+        self.leave_out(Outcome.REJECTED, why, audit_record(record, None, self.now))
 
 
 class Ingestor:
@@ -125,8 +136,7 @@ class Ingestor:
             try:
                 obs = decode(record, now, self._model, tenant=tenant, xapi_tenants=xapi)
             except InvalidEvent as exc:
-                batch.dead.append(dead_letter(record, exc.reason, now, self._source))
-                batch.leave_out(Outcome.REJECTED, exc, audit_record(record, None, now))
+                batch.refuse(record, exc, self._source)
                 continue
             except IgnoredEvent as exc:  # before Exception, which it is too
                 batch.leave_out(Outcome.IGNORED, exc, audit_record(record, None, now, exc))
@@ -134,8 +144,7 @@ class Ingestor:
             except Exception as exc:  # a defect met by one record must not stop the rest
                 logger(self._source).exception("event not decodable", extra=_where(record))
                 refused = InvalidEvent(f"malformed: not decodable ({type(exc).__name__})")
-                batch.dead.append(dead_letter(record, refused.reason, now, self._source))
-                batch.leave_out(Outcome.REJECTED, refused, audit_record(record, None, now))
+                batch.refuse(record, refused, self._source)
                 continue
             batch.slots.append(len(batch.accepted))
             batch.accepted.append((obs, audit_record(record, obs, now)))
@@ -173,18 +182,18 @@ class Ingestor:
     ) -> list[Result]:
         # Dead letters first: once Redis has audited a rejection, it must be in the DLQ.
         await self._publisher.publish(batch.dead)
+        self._log_dead(batch.dead_lines)
         with tracing.span("redis apply", kind=tracing.SpanKind.CLIENT):
             applied = await self._store.apply(batch.accepted, batch.unapplied, batch.now, offsets)
         # Refused by the store (audited there): dead-lettered before anything is
         # acknowledged; a crash in between redelivers them, and they are refused again.
         refused = applied.refused
         if refused:
+            dead = [(batch.sources[i], batch.accepted[i][0], why) for i, why in refused.items()]
             await self._publisher.publish(
-                [
-                    dead_letter(batch.sources[i], why, batch.now, self._source)
-                    for i, why in refused.items()
-                ]
+                [dead_letter(record, why, batch.now, self._source) for record, _, why in dead]
             )
+            self._log_dead(_dead_line(r, why, obs.tenant, obs.event_id) for r, obs, why in dead)
         await self._notify(applied)
 
         outcomes = applied.outcomes
@@ -195,6 +204,11 @@ class Ingestor:
         _count(results)
         _ages(batch, outcomes)
         return results
+
+    def _log_dead(self, lines: Iterable[dict[str, object]]) -> None:
+        log = logger(self._source)
+        for line in lines:
+            log.warning("event dead-lettered", extra=line)
 
     async def _notify(self, applied: Applied) -> None:
         """Publish the batch's level changes, and any a cut-off publish left in an outbox."""
@@ -329,6 +343,22 @@ def _unavailable(cause: Unavailable | None) -> Unavailable:
 
 def _where(record: Record) -> dict[str, object]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+def _dead_line(
+    record: Record, reason: str, tenant: str | None, event_id: str | None = None
+) -> dict[str, object]:
+    """What the log says of a dead letter: where it came from and why, never its payload
+    (personal data); ``event_id``, when not given, the record's ``ce_id``."""
+    if event_id is None and (ce_id := record.headers.get("ce_id")):
+        event_id = ce_id.decode(errors="replace")[:_MAX_LOGGED]
+    return {
+        "event_id": event_id,
+        "tenant": tenant,
+        **_where(record),
+        "reason_class": dlq_reason(reason),
+        "reason": reason[:_MAX_LOGGED],
+    }
 
 
 def audit_record(
