@@ -321,6 +321,18 @@ def test_score_of_wrong_type(score: Any) -> None:
     assert "score" in _reject(record).reason
 
 
+def test_a_field_of_the_wrong_type_is_named_without_its_value() -> None:
+    """The reason goes to the DLQ header, the audit and the log, where a value that may
+    be personal data (an e-mail address where an id was expected) has no place."""
+    nested = _data(class_id={"email": "ann@example.org"})
+    reason = _reject(_with_value(_record(), orjson.dumps(nested))).reason
+    assert "QuizEvent.class_id is dict, expected string" in reason
+    assert "ann@example.org" not in reason
+    text = _reject(_with_value(_record(), orjson.dumps(_data(score="high")))).reason
+    assert text.endswith("QuizEvent.score is str, expected double")
+    assert "high" not in text
+
+
 def test_unknown_event_type() -> None:
     record = _with_headers(_record(), ce_type=b"mastery.attendance.v1")
     assert "unknown event type 'mastery.attendance.v1'" in _reject(record).reason
