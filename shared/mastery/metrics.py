@@ -14,16 +14,22 @@ from importlib import metadata
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from mastery.domain.batch import Priority
+from mastery.policy import Role
+from mastery.ports import Outcome
+
 __all__ = [
     "BATCHES",
     "BATCHES_RUNNING",
     "BATCHES_SUBMITTED",
     "BATCH_DURATION",
+    "BATCH_STATUSES",
     "BATCH_STUDENTS",
     "BUILD_INFO",
     "CONSUMER_LAG",
     "CONSUMER_LAG_MESSAGES",
     "DEAD_LETTERS",
+    "DLQ_REASONS",
     "EVENTS",
     "EVENT_AGE",
     "LEVEL_CHANGES",
@@ -33,6 +39,7 @@ __all__ = [
     "REQUEST_ERRORS",
     "REQUEST_LATENCY",
     "dlq_reason",
+    "event_outcome",
 ]
 
 REQUESTS = Counter(
@@ -96,6 +103,8 @@ BATCHES_SUBMITTED = Counter(
     "mastery_batches_submitted_total", "Async batch runs queued on a batch topic.", ["priority"]
 )
 BATCHES = Counter("mastery_batches_total", "Batch runs finished, by final status.", ["status"])
+#: ``BatchRunner``'s outcomes, and ``error`` for a run that raised.
+BATCH_STATUSES = ("done", "yielded", "already_final", "missing", "error")
 BATCHES_RUNNING = Gauge("mastery_batches_running", "Batch runs this process is running now.")
 BATCH_DURATION = Histogram(
     "mastery_batch_duration_seconds",
@@ -140,9 +149,43 @@ _REASONS = (
 )
 
 
+#: Every class ``dlq_reason`` may answer.
+DLQ_REASONS = (*(label for label, _ in _REASONS), "invalid_field")
+
+
 def dlq_reason(reason: str) -> str:
     """The bounded class of a dead-letter reason (``invalid_field`` when none matches)."""
     for label, pattern in _REASONS:
         if pattern.search(reason):
             return label
     return "invalid_field"
+
+
+def event_outcome(outcome: Outcome) -> str:
+    """An event's ``mastery_events_total`` outcome: the audit's name, a rejected one's
+    ``dead_lettered``."""
+    return "dead_lettered" if outcome is Outcome.REJECTED else outcome.value
+
+
+def _zero() -> None:
+    """Every label value known before anything happens, exported at 0 from the start.
+
+    A series born at its first increment hides that increment from ``increase()`` and
+    ``rate()`` (they need two samples), so an alert missed each new pod's first burst,
+    and with scale to zero most pods are new. Routes are per function (``FunctionApp``).
+    """
+    for reason in DLQ_REASONS:
+        DEAD_LETTERS.labels(reason)
+    for outcome in Outcome:
+        EVENTS.labels(event_outcome(outcome))
+    for status in BATCH_STATUSES:
+        BATCHES.labels(status)
+    for direction in ("up", "down"):
+        LEVEL_CHANGES.labels(direction)
+    for role in Role:
+        RATE_LIMITED.labels(role.value)
+    for priority in Priority:
+        BATCHES_SUBMITTED.labels(priority.value)
+
+
+_zero()

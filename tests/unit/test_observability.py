@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,53 @@ def test_event_outcomes_are_the_documented_ones() -> None:
     as_counted = {"dead_lettered" if o is Outcome.REJECTED else o.value for o in Outcome}
     assert as_counted == documented
     assert all(o in mastery.metrics.EVENTS._documentation for o in documented)
+
+
+def _fresh_samples(code: str) -> dict[str, float]:
+    """``name{labels}`` -> value of every ``mastery_`` sample a new process exports after
+    running ``code`` (nothing counted yet, unlike this test process)."""
+    dump = (
+        f"{code}\nfrom prometheus_client import REGISTRY\n"
+        "for f in REGISTRY.collect():\n"
+        "    for s in f.samples:\n"
+        "        if s.name.startswith('mastery_') and not s.name.endswith('_created'):\n"
+        "            print(s.name + repr(sorted(s.labels.items())), s.value)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", dump], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in out.splitlines()}
+
+
+def _series(name: str, **labels: str) -> str:
+    return name + repr(sorted(labels.items()))
+
+
+def test_every_label_value_known_at_import_is_exported_at_zero_from_the_start() -> None:
+    """``increase()`` needs a sample before the first increment: a series born at 5 hides
+    those 5 from every alert, and with scale to zero most pods are new."""
+    from mastery.batch.runner import RunOutcome
+    from mastery.domain.batch import Priority
+    from mastery.policy import Role
+
+    samples = _fresh_samples("import mastery.metrics")
+    documented_reasons = {"malformed", "missing_attribute", "unsupported_format",
+                          "unknown_type", "wrong_topic", "too_old", "in_future", "day_full",
+                          "invalid_field"}  # fmt: skip
+    assert set(mastery.metrics.DLQ_REASONS) == documented_reasons
+    assert set(mastery.metrics.BATCH_STATUSES) == {o.value for o in RunOutcome} | {"error"}
+    expected = [
+        *(_series("mastery_dead_letters_total", reason=r) for r in documented_reasons),
+        *(
+            _series("mastery_events_total", outcome=mastery.metrics.event_outcome(o))
+            for o in Outcome
+        ),
+        *(_series("mastery_batches_total", status=s) for s in mastery.metrics.BATCH_STATUSES),
+        *(_series("mastery_level_changes_total", direction=d) for d in ("up", "down")),
+        *(_series("mastery_rate_limited_total", role=r.value) for r in Role),
+        *(_series("mastery_batches_submitted_total", priority=p.value) for p in Priority),
+    ]
+    assert {name: samples.get(name) for name in expected} == dict.fromkeys(expected, 0.0)
 
 
 def test_build_info_names_the_version() -> None:

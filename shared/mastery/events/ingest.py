@@ -21,7 +21,14 @@ from mastery.events.codec import decode
 from mastery.events.kafka import dead_letter
 from mastery.events.notifications import level_changed
 from mastery.logs import logger
-from mastery.metrics import DEAD_LETTERS, EVENT_AGE, EVENTS, LEVEL_CHANGES, dlq_reason
+from mastery.metrics import (
+    DEAD_LETTERS,
+    EVENT_AGE,
+    EVENTS,
+    LEVEL_CHANGES,
+    dlq_reason,
+    event_outcome,
+)
 from mastery.ports import Outcome, OutMessage, utc_now
 
 if TYPE_CHECKING:
@@ -404,7 +411,7 @@ def _count(results: Sequence[Result]) -> None:
             DEAD_LETTERS.labels(dlq_reason(reason)).inc()
     for outcome, n in tally.items():
         if n:
-            EVENTS.labels("dead_lettered" if outcome is Outcome.REJECTED else outcome.value).inc(n)
+            EVENTS.labels(event_outcome(outcome)).inc(n)
 
 
 def _ages(batch: Batch, outcomes: Sequence[Outcome]) -> None:
