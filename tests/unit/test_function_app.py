@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from opentelemetry.trace import StatusCode
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -226,3 +227,13 @@ async def test_path_segments_keep_the_characters_a_url_escapes() -> None:
         resp = await c.get("/things/a%3Fb%23c%5Cd")
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"id": "a%3Fb%23c%5Cd"}
+
+
+def test_each_routes_5xx_and_answer_counts_are_exported_at_zero_from_the_start() -> None:
+    """The 5xx alert's terms: a series born with a new pod's first answers hides them
+    from ``rate()``."""
+    FunctionApp("zero-fn", {"POST /a": _echo, "GET /things/{id}": _params}, provider=_provider)
+    for route in ("POST /a", "GET /things/{id}"):
+        labels = {"function": "zero-fn", "route": route}
+        assert REGISTRY.get_sample_value("mastery_request_errors_total", labels) == 0.0
+        assert REGISTRY.get_sample_value("mastery_request_duration_seconds_count", labels) == 0.0

@@ -195,6 +195,11 @@ class FunctionApp:
         self._path_headers = dict(path_headers or {})
         self._log = logger(name)
         self._resources = provider
+        # Exported at 0 from the start (the 5xx alert's terms): ``increase()`` and
+        # ``rate()`` would not see a new pod's first answers on a series born with them.
+        for route in self._route_keys:
+            REQUEST_ERRORS.labels(name, route)
+            REQUEST_LATENCY.labels(name, route)
         if (check := getattr(provider, "check", None)) is not None:
             check(name, authenticates=uses_auth)
 
