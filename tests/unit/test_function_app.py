@@ -237,3 +237,25 @@ def test_each_routes_5xx_and_answer_counts_are_exported_at_zero_from_the_start()
         labels = {"function": "zero-fn", "route": route}
         assert REGISTRY.get_sample_value("mastery_request_errors_total", labels) == 0.0
         assert REGISTRY.get_sample_value("mastery_request_duration_seconds_count", labels) == 0.0
+
+
+async def test_the_configured_check_is_back_to_1_once_the_settings_load() -> None:
+    """``mastery_ready{check="configured"}`` went to 0 on a failed load and stayed there,
+    so MasteryNotReady paged on for a function long since ready."""
+    loads = iter([ValueError("MASTERY_HALF_LIFE_DAYS")])
+
+    async def ping() -> None:
+        return None
+
+    async def provider(_: str) -> Any:
+        if (failure := next(loads, None)) is not None:
+            raise failure
+        return SimpleNamespace(store=SimpleNamespace(ping=ping))
+
+    app = FunctionApp("ready-fn", {"POST /echo": _echo}, provider=provider, uses_auth=False)
+    labels = {"function": "ready-fn", "check": "configured"}
+    async with _client(app) as c:
+        assert (await c.get("/ready")).status_code == 503
+        assert REGISTRY.get_sample_value("mastery_ready", labels) == 0.0
+        assert (await c.get("/ready")).status_code == 200
+    assert REGISTRY.get_sample_value("mastery_ready", labels) == 1.0

@@ -317,6 +317,7 @@ class FunctionApp:
         except Exception as exc:  # settings that do not parse, for one
             READY.labels(self.name, "configured").set(0)
             return Problem(503, f"not configured: {type(exc).__name__}").response()
+        READY.labels(self.name, "configured").set(1)
         checks["redis"] = await _check(res.store.ping())
         if self._uses_kafka or self._uses_auth:  # data functions write the access audit
             checks["kafka"] = await _check(res.publisher.check())
