@@ -11,7 +11,7 @@ import jwt
 import orjson
 import pytest
 
-from mastery.web.auth import Authenticator, Principal, Role, authorize_student
+from mastery.web.auth import AUTH_FAILURES, Authenticator, Principal, Role, authorize_student
 from mastery.web.problems import Problem
 from tests.fakes import FakeClock
 
@@ -210,6 +210,36 @@ def test_invalid_claims(claims: dict[str, Any]) -> None:
 @pytest.mark.parametrize("token", ["abc", "a.b.c", "..", "Bearer x"])
 def test_garbage_token(token: str) -> None:
     _rejected(f"Bearer {token}")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "failure"),
+    [
+        (None, "missing"),
+        ("Basic czE6cw==", "missing"),
+        ("Bearer a.b.c", "malformed"),
+        (f"Bearer {_token(key='another-secret-' + 'y' * 49)}", "bad_signature"),
+        (f"Bearer {_forged({'alg': 'none', 'typ': 'JWT'})}", "wrong_algorithm"),
+        (f"Bearer {_token(alg='HS512')}", "wrong_algorithm"),
+        (f"Bearer {_token(_claims(exp=int(time.time()) - 3600))}", "expired"),
+        (f"Bearer {_token(_claims(nbf=int(time.time()) + 3600))}", "not_yet_valid"),
+        (f"Bearer {_token(_claims(exp=None))}", "missing_claim"),
+        (f"Bearer {_token(_claims(role='superuser'))}", "invalid_claims"),
+    ],
+)
+def test_a_401_says_why_in_a_word_for_the_access_line(
+    authorization: str | None, failure: str
+) -> None:
+    problem = _rejected(authorization)
+    assert problem.log_fields == {"auth_failure": failure}
+    assert failure in AUTH_FAILURES
+    assert "auth_failure" not in problem.document()  # the caller is told no more than before
+
+
+def test_a_basic_password_that_is_not_base64_is_malformed() -> None:
+    with pytest.raises(Problem) as caught:
+        _AUTH.authenticate("Basic !!!", basic=True)
+    assert caught.value.log_fields == {"auth_failure": "malformed"}
 
 
 def test_unauthorized_response_names_the_scheme() -> None:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import jwt
 import pytest
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY
@@ -23,6 +24,7 @@ from starlette.routing import Route
 
 from mastery.logs import logger
 from mastery.web.app import FunctionApp, json_response
+from mastery.web.auth import AUTH_FAILURES, Authenticator
 from mastery.web.problems import Problem
 from tests.fakes import FakeClock, FakePublisher
 
@@ -259,3 +261,45 @@ async def test_the_configured_check_is_back_to_1_once_the_settings_load() -> Non
         assert REGISTRY.get_sample_value("mastery_ready", labels) == 0.0
         assert (await c.get("/ready")).status_code == 200
     assert REGISTRY.get_sample_value("mastery_ready", labels) == 1.0
+
+
+async def _whoami(request: Request, ctx: Context) -> Response:
+    return json_response({"subject": ctx.authenticate(request).subject})
+
+
+def _jwt(key: str = "k" * 32, **changes: Any) -> str:
+    claims = {"sub": "u1", "role": "admin", "tenant": "t1", "exp": 1_900_000_000} | changes
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+async def test_a_401s_access_line_says_why_the_token_was_refused_never_the_token() -> None:
+    """Expired, forged and missing tokens answered 401 with the same access line."""
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    authenticator = Authenticator("k" * 32, clock=clock)
+
+    async def provider(_: str) -> Any:
+        return SimpleNamespace(publisher=_PUBLISHER, clock=clock, authenticator=authenticator)
+
+    app = FunctionApp("auth-fn", {"GET /whoami": _whoami}, provider=provider)
+    tokens = {
+        "missing": None,
+        "malformed": "Bearer not-a-jwt",
+        "bad_signature": f"Bearer {_jwt('z' * 32)}",
+        "expired": f"Bearer {_jwt(exp=1_800_000_000)}",
+        "invalid_claims": f"Bearer {_jwt(role='janitor')}",
+        None: f"Bearer {_jwt()}",
+    }
+    stream = io.StringIO()
+    logger("auth-fn")._logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    async with _client(app) as c:
+        for authorization in tokens.values():
+            headers = {"authorization": authorization} if authorization else {}
+            await c.get("/whoami", headers=headers)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [line for line in lines if line.get("message") == "request"]
+    assert [(a["status"], a.get("auth_failure")) for a in access] == [
+        (200 if failure is None else 401, failure) for failure in tokens
+    ]
+    assert set(tokens) - {None} <= set(AUTH_FAILURES)
+    for authorization in filter(None, tokens.values()):
+        assert authorization.split()[-1] not in stream.getvalue()

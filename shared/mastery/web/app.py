@@ -112,6 +112,8 @@ class Context:
     """The students whose data the request asks for (the handler names them)."""
     path_params: dict[str, str] = field(default_factory=dict)
     """``{name}`` segments of the matched route, unvalidated."""
+    log_fields: dict[str, str] = field(default_factory=dict)
+    """Added to the request's access line (why a token was refused: ``auth_failure``)."""
     _prefetched: dict[str, dict[bytes | str, bytes | str]] = field(default_factory=dict)
 
     def authenticate(self, request: Request, *, basic: bool = False) -> Principal:
@@ -123,7 +125,11 @@ class Context:
         auth = self.resources.authenticator
         if auth is None:
             raise Unavailable("MASTERY_JWT_SECRET is not configured")
-        self.caller = auth.authenticate(request.headers.get("authorization"), basic=basic)
+        try:
+            self.caller = auth.authenticate(request.headers.get("authorization"), basic=basic)
+        except Problem as problem:  # kept here: a handler may answer it as another Problem
+            self.log_fields.update(problem.log_fields)
+            raise
         return self.caller
 
     async def principal(self, request: Request, *, basic: bool = False) -> Principal:
@@ -295,6 +301,7 @@ class FunctionApp:
                     "trace_id": tracing.trace_id(),
                     "subject": caller.subject if caller else None,
                     "tenant": caller.tenant if caller else None,
+                    **(ctx.log_fields if ctx is not None else {}),
                 },
             )
         return response

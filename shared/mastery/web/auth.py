@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mastery.ports import Clock
 
 __all__ = [
+    "AUTH_FAILURES",
     "BEARER_OR_BASIC",
     "Authenticator",
     "Principal",
@@ -35,6 +36,22 @@ __all__ = [
 BEARER_OR_BASIC = 'Bearer realm="mastery", Basic realm="mastery"'
 
 _Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+#: Why a token was refused, in a word (a 401's ``auth_failure`` in the access line):
+#: the first class the error is an instance of. Bounded, and never the token.
+_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid"),
+    (jwt.InvalidSignatureError, "bad_signature"),
+    (jwt.InvalidAlgorithmError, "wrong_algorithm"),
+    (jwt.InvalidAudienceError, "wrong_audience"),
+    (jwt.InvalidIssuerError, "wrong_issuer"),
+    (jwt.MissingRequiredClaimError, "missing_claim"),
+    (jwt.DecodeError, "malformed"),
+    (ValidationError, "invalid_claims"),
+)
+#: Every ``auth_failure``: ``missing`` (no credentials), ``invalid`` (any other refusal).
+AUTH_FAILURES = ("missing", *(failure for _, failure in _FAILURES), "invalid")
 
 
 class _Actor(BaseModel):
@@ -139,10 +156,10 @@ class Authenticator:
             claims = self._decode(token)
             _check_times(claims, self._clock().timestamp(), self._leeway)
             parsed = _Claims.model_validate(claims)
-        except jwt.ExpiredSignatureError:
-            raise Problem(401, "token expired") from None
-        except (jwt.InvalidTokenError, ValidationError):
-            raise Problem(401, "invalid token") from None
+        except (jwt.InvalidTokenError, ValidationError) as exc:
+            failure = next((f for kind, f in _FAILURES if isinstance(exc, kind)), "invalid")
+            detail = "token expired" if failure == "expired" else "invalid token"
+            raise _unauthenticated(detail, failure) from None
         principal = Principal(
             parsed.sub,
             parsed.role,
@@ -187,16 +204,23 @@ def _token(authorization: str | None, *, basic: bool) -> str:
     if credentials and scheme.lower() == "bearer":
         return credentials
     if not basic:
-        raise Problem(401, "missing bearer token")
+        raise _unauthenticated("missing bearer token", "missing")
     if credentials and scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(credentials, validate=True).decode()
         except ValueError:  # not base64 (binascii.Error), or not UTF-8
-            raise Problem(401, "basic credentials are not base64 of user:password") from None
+            detail = "basic credentials are not base64 of user:password"
+            raise _unauthenticated(detail, "malformed") from None
         _, colon, password = decoded.partition(":")
         if colon and password:
             return password
-    raise Problem(401, "missing bearer token, or basic credentials with the token as password")
+    detail = "missing bearer token, or basic credentials with the token as password"
+    raise _unauthenticated(detail, "missing")
+
+
+def _unauthenticated(detail: str, failure: str) -> Problem:
+    """A 401 whose access line says why (``failure``, one of ``AUTH_FAILURES``)."""
+    return Problem(401, detail, log_fields={"auth_failure": failure})
 
 
 def _check_times(claims: dict[str, Any], now: float, leeway: float) -> None:

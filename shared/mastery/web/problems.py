@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from mastery.errors import MasteryError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["PROBLEM_JSON", "Problem", "from_validation"]
 
@@ -29,7 +32,11 @@ _TITLES = {
 
 
 class Problem(MasteryError):
-    """An error answer: status, a human ``detail``, optional extension members."""
+    """An error answer: status, a human ``detail``, optional extension members.
+
+    ``log_fields``: what the request's access line adds, never sent (a 401's
+    ``auth_failure``, ``Context.authenticate``).
+    """
 
     def __init__(
         self,
@@ -37,12 +44,14 @@ class Problem(MasteryError):
         detail: str,
         *,
         headers: dict[str, str] | None = None,
+        log_fields: Mapping[str, str] | None = None,
         **extensions: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+        self.log_fields = dict(log_fields or {})
         self.extensions = extensions
 
     @classmethod
