@@ -33,6 +33,7 @@ __all__ = [
     "EVENTS",
     "EVENT_AGE",
     "LEVEL_CHANGES",
+    "MCP_TOOL_CALLS",
     "RATE_LIMITED",
     "READY",
     "REQUESTS",
@@ -61,6 +62,12 @@ READY = Gauge(
 )
 RATE_LIMITED = Counter(
     "mastery_rate_limited_total", "Requests refused with 429 by the per-caller limit.", ["role"]
+)
+MCP_TOOL_CALLS = Counter(
+    "mastery_mcp_tool_calls_total",
+    "MCP tool calls by tool (? for an unknown name) and the status of their problem (200: "
+    "answered); a failed call is an isError result inside an HTTP 200.",
+    ["tool", "status"],
 )
 
 EVENTS = Counter(

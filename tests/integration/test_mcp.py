@@ -558,6 +558,27 @@ async def test_tool_calls_share_the_callers_http_rate_limit(
     assert _text(answers[2]).startswith("Error 429 Too Many Requests: rate limit of 2")
 
 
+def _tool_calls(tool: str, status: int) -> float:
+    labels = {"tool": tool, "status": str(status)}
+    return REGISTRY.get_sample_value("mastery_mcp_tool_calls_total", labels) or 0.0
+
+
+async def test_tool_calls_are_counted_by_the_status_their_result_stands_for(
+    redis_down: Resources, tenant: str
+) -> None:
+    """A failed call answers inside HTTP 200 (``isError``): only this count shows it."""
+    caller = Caller(redis_down, Principal("a1", Role.ADMIN, tenant), "down")
+    before = {key: _tool_calls(*key) for key in [("get_mastery", 503), ("?", 404)]}
+    failed = await call_tool(caller, "get_mastery", {"student_id": "s1"})
+    with pytest.raises(MCPError):
+        await call_tool(caller, "drop_tables", {})
+    assert tool_problem(failed)["status"] == 503
+    assert {key: _tool_calls(*key) - n for key, n in before.items()} == {
+        ("get_mastery", 503): 1.0,
+        ("?", 404): 1.0,
+    }
+
+
 async def test_a_body_over_the_limit_is_413_problem(app: Any, tenant: str) -> None:
     headers = {
         "authorization": f"Bearer {bearer('a1', 'admin', tenant)}",

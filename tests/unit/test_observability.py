@@ -194,6 +194,7 @@ def test_the_documented_metric_names() -> None:
         "mastery_consumer_lag_messages",
         "mastery_dead_letters",
         "mastery_level_changes",
+        "mastery_mcp_tool_calls",
         "mastery_batches_submitted",
         "mastery_batches",
         "mastery_batches_running",
@@ -254,6 +255,19 @@ def test_every_label_value_known_at_import_is_exported_at_zero_from_the_start() 
         *(_series("mastery_rate_limited_total", role=r.value) for r in Role),
         *(_series("mastery_batches_submitted_total", priority=p.value) for p in Priority),
     ]
+    assert {name: samples.get(name) for name in expected} == dict.fromkeys(expected, 0.0)
+
+
+def test_each_mcp_tools_answers_and_failures_are_exported_at_zero_from_the_start() -> None:
+    from mastery.mcp import TOOLS
+
+    samples = _fresh_samples("import mastery.mcp.server")
+    expected = [
+        _series("mastery_mcp_tool_calls_total", tool=tool, status=status)
+        for tool in TOOLS
+        for status in ("200", "500", "503")
+    ]
+    assert len(expected) >= 18
     assert {name: samples.get(name) for name in expected} == dict.fromkeys(expected, 0.0)
 
 

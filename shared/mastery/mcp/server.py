@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from mastery.errors import Unavailable
 from mastery.logs import logger
 from mastery.mcp.tools import TOOLS, ToolSpec, input_schema, output_schema
+from mastery.metrics import MCP_TOOL_CALLS
 from mastery.web.app import Context, write_access
 from mastery.web.limits import enforce_rate_limit
 from mastery.web.problems import Problem, from_validation
@@ -55,6 +56,8 @@ INSTRUCTIONS = (
     "raw learning events. Answers are limited to what the caller's token may see."
 )
 _log = logger(FUNCTION)
+#: The tool label of a call to a name that is no tool (bounded labels).
+_UNKNOWN = "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +96,18 @@ async def call_tool(caller: Caller, name: str, arguments: dict[str, Any]) -> typ
         MCPError: no tool is named ``name``.
     """
     tool = TOOLS.get(name)
+    label = name if tool else _UNKNOWN
     ctx = Context(caller.resources, caller.correlation_id, FUNCTION)
     ctx.caller = caller.principal
     result, status = await _run(tool, ctx, caller, arguments) if tool else (None, 404)
     try:
-        await write_access(ctx, f"tools/call {name if tool else '?'}", status)
+        await write_access(ctx, f"tools/call {label}", status)
     except Unavailable as exc:
         _log.error("access audit not written", extra=_extra(ctx, exc))
         unaudited = Problem.unavailable("the access audit is unavailable, retry later")
+        MCP_TOOL_CALLS.labels(label, str(unaudited.status)).inc()
         return _error(unaudited, ctx.correlation_id)
+    MCP_TOOL_CALLS.labels(label, str(status)).inc()
     if result is None:
         raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}; see tools/list")
     return result
@@ -142,6 +148,8 @@ def mcp_server(caller_of: Callable[[ServerRequestContext[Any, Any]], Awaitable[C
         try:
             caller = await caller_of(ctx)
         except Problem as problem:  # stdio: the token expired since the host started us
+            tool = params.name if params.name in TOOLS else _UNKNOWN
+            MCP_TOOL_CALLS.labels(tool, str(problem.status)).inc()
             return _error(problem, new_correlation_id())
         return await call_tool(caller, params.name, params.arguments or {})
 
@@ -156,6 +164,17 @@ def mcp_server(caller_of: Callable[[ServerRequestContext[Any, Any]], Awaitable[C
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
+
+
+def _zero() -> None:
+    """Each tool's answers and failures exported at 0 from the start (``mastery.metrics``):
+    the 5xx alert would not see a new pod's first failed calls on series born with them."""
+    for tool in TOOLS:
+        for status in ("200", "500", "503"):
+            MCP_TOOL_CALLS.labels(tool, status)
+
+
+_zero()
 
 
 def _arguments(model: type[BaseModel], arguments: dict[str, Any]) -> BaseModel:
