@@ -7,13 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from mastery.bootstrap import build
 from mastery.cli.rebuild import rebuild
+from mastery.dev import servers
 from mastery.domain import Component
 from mastery.errors import Misconfigured
 from mastery.events.consumer import consume
@@ -34,6 +37,7 @@ from tests.helpers import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from mastery.settings import Settings
@@ -59,6 +63,46 @@ async def _wait_for(redis: Redis, tenant: str, expected: int, timeout: float = 6
         await asyncio.sleep(0.1)
         applied = await _applied(redis, tenant)
     return applied
+
+
+@dataclass
+class _LateRedis:
+    """A Redis of the test's topology that nothing listens for until ``start``."""
+
+    cluster: bool
+    workdir: Path
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        if self.cluster:
+            self.procs = servers.start_redis_cluster(self.ports, self.workdir)
+        else:
+            self.procs = [servers.start_redis(self.ports[0], self.workdir)]
+
+    def client(self) -> Redis:
+        return (RedisCluster if self.cluster else Redis).from_url(self.url)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def late_redis(redis_topology: str, tmp_path: Path) -> Iterator[_LateRedis]:
+    cluster = redis_topology == "cluster"
+    ports = servers.free_cluster_ports(3) if cluster else [servers.free_port()]
+    late = _LateRedis(cluster, tmp_path, ports)
+    yield late
+    for proc in late.procs:
+        servers.stop(proc)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, message: str) -> int:
+    return sum(
+        r.name == "mastery-consume" and r.levelname == "WARNING" and message in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_batches_apply_once_and_poison_flows_to_the_dlq(
@@ -232,3 +276,33 @@ async def test_an_emptied_redis_stops_the_consumer_until_a_rebuild(
         stop.set()
         await asyncio.wait_for(task, 30)
         await res.aclose()
+
+
+async def test_a_consumer_started_while_redis_is_down_waits_for_it(
+    settings: Settings, late_redis: _LateRedis, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis out of reach when the partitions are assigned: reading the applied offsets is
+    retried (a warning each time), not a traceback that ends the process; once Redis
+    answers, the consumer starts where it says and applies the events."""
+    [topic] = fresh_topics(settings, "late-redis")
+    stream, unique = _stream(tenant, topic, 100, seed=8)
+    produce(settings, stream)
+    update = {"redis_url": late_redis.url, "redis_cluster": late_redis.cluster}
+    res = build(settings.model_copy(update=update), source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
+    redis = late_redis.client()
+    try:
+        deadline = time.monotonic() + 30
+        while _warnings(caplog, "retrying to read applied offsets") < 2:
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "no retry while redis is down"
+            await asyncio.sleep(0.1)
+        late_redis.start()
+        assert await _wait_for(redis, tenant, len(unique)) == len(unique)
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
+        await redis.aclose()

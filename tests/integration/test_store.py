@@ -284,3 +284,18 @@ async def test_read_ahead_without_redis_is_unavailable(redis_down: Resources) ->
     with pytest.raises(Unavailable):
         async for _ in redis_down.store.read_ahead("t", [["a"], ["b"]]):
             pass
+
+
+async def test_scan_walks_every_page_on_every_master(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    # Keys of many hash slots: on a cluster they fall on every master.
+    names = [f"m:{{{tenant}-{i}}}:scanned" for i in range(45)]
+    for name in names:
+        await redis.set(name, 1, ex=60)
+    found = await store.scan(f"m:{{{tenant}-*}}:scanned", count=10)
+    assert sorted(k.decode() if isinstance(k, bytes) else k for k in found) == sorted(names)
+
+
+async def test_reading_offsets_without_redis_is_unavailable(redis_down: Resources) -> None:
+    with pytest.raises(Unavailable):
+        await redis_down.store.read_offsets("g")

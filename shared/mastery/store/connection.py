@@ -7,6 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from mastery.errors import Misconfigured, Unavailable
 
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Sequence
 
     from redis.asyncio import Redis
-    from redis.asyncio.cluster import RedisCluster
 
     from mastery.store.scripts import Script
 
@@ -79,6 +79,34 @@ class RedisConnection:
 
     async def ping(self) -> None:
         await self.io(self._redis.ping())
+
+    async def scan(self, match: str, count: int = 1_000) -> list[bytes | str]:
+        """Every key matching ``match``, on every master of a cluster (SCAN: safe on a live
+        server). The deadline is per SCAN call, not for the whole walk: millions of keys
+        take thousands of calls."""
+        client = self._redis
+        found: list[bytes | str] = []
+        if not isinstance(client, RedisCluster):
+            cursor = None
+            while cursor != 0:
+                cursor, page = await self.io(client.scan(cursor or 0, match=match, count=count))
+                found += page
+            return found
+        # A cluster answers per node, {name: cursor} (redis-py types it as a single node's).
+        reply: Any = await self.io(client.scan(match=match, count=count))  # every master
+        cursors: dict[str, int] = reply[0]
+        found += reply[1]
+        while cursors := {name: c for name, c in cursors.items() if c}:
+            for name, cursor in cursors.items():
+                node = client.get_node(node_name=name)
+                if node is None:  # gone in a failover: the caller retries the walk
+                    raise Unavailable(f"redis: cluster node {name} left during a scan")
+                reply = await self.io(
+                    client.scan(cursor, match=match, count=count, target_nodes=node)
+                )
+                cursors[name] = reply[0][name]
+                found += reply[1]
+        return found
 
     async def io(self, call: Awaitable[T]) -> T:
         """Await one Redis call within the deadline; down or slow is ``Unavailable``, a

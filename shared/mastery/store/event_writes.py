@@ -144,9 +144,9 @@ class EventWrites(RedisConnection):
         """Every tenant's applied offsets for ``group``: (tenant, partition field) -> offset."""
         suffix = f"}}:offsets:{group}"
         pattern = "m:{*" + "".join(f"\\{c}" if c in "*?[]\\" else c for c in suffix)
-        found = [as_bytes(k).decode() async for k in self._redis.scan_iter(match=pattern)]
         known: dict[tuple[str, str], int] = {}
-        for key in found:
+        for found in await self.scan(pattern):
+            key = as_bytes(found).decode()
             tenant = key[len("m:{") : -len(suffix)]
             fields = await self.io(self._redis.hgetall(key))
             known |= {(tenant, as_bytes(f).decode()): int(o) for f, o in fields.items()}
