@@ -22,8 +22,10 @@ from mastery.errors import Misconfigured
 from mastery.events.consumer import consume
 from mastery.events.kafka import create_topics
 from mastery.ports import Record
+from mastery.settings import Settings
 from mastery.store import UNKNOWN_TENANT, keys
 from mastery.topics import dlq_topic
+from tests.conftest import JWT_SECRET
 from tests.helpers import (
     event_data,
     fresh_topics,
@@ -39,8 +41,6 @@ from tests.helpers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-    from mastery.settings import Settings
 
 STUDENTS = [f"s{i}" for i in range(40)]
 
@@ -306,3 +306,60 @@ async def test_a_consumer_started_while_redis_is_down_waits_for_it(
         await asyncio.wait_for(task, 30)
         await res.aclose()
         await redis.aclose()
+
+
+async def test_a_consumer_stopped_while_redis_is_down_returns_at_once(
+    kafka_servers: str, tenant: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rollout during a Redis outage: SIGTERM sets ``stop`` while a batch is retried. The
+    retries give up and the consumer returns within seconds, not at the end of the pod's
+    grace period by SIGKILL; the batch is not lost, the next consumer applies it."""
+    port = servers.free_port()
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        kafka_bootstrap_servers=kafka_servers,
+        jwt_secret=JWT_SECRET,
+        topic_partitions=3,
+    )
+    [topic] = fresh_topics(settings, "stop-redis-down")
+    group = f"g-{tenant}"
+    before, unique_before = _stream(tenant, topic, 100, seed=9)
+    during, unique_during = _stream(tenant, topic, 100, seed=10)
+    expected = len(unique_before) + len(unique_during)
+    redis_proc = servers.start_redis(port, tmp_path, persist=True)  # its writes outlive it
+    try:
+        async with Redis.from_url(settings.redis_url) as redis:
+            res = build(settings, source="test")
+            stop = asyncio.Event()
+            task = asyncio.create_task(consume(res, [topic], stop, group=group))
+            try:
+                produce(settings, before)
+                assert await _wait_for(redis, tenant, len(unique_before)) == len(unique_before)
+                servers.stop(redis_proc)
+                produce(settings, during)
+                deadline = time.monotonic() + 30
+                while _warnings(caplog, "retrying batch") < 2:
+                    assert not task.done(), task.exception()
+                    assert time.monotonic() < deadline, "no batch retried while redis is down"
+                    await asyncio.sleep(0.1)
+                stopped_at = time.monotonic()
+                stop.set()
+                await asyncio.wait_for(task, 20)
+                assert time.monotonic() - stopped_at < 5
+            finally:
+                stop.set()
+                task.cancel()
+                await res.aclose()
+
+        redis_proc = servers.start_redis(port, tmp_path, persist=True)
+        async with Redis.from_url(settings.redis_url) as redis:
+            res = build(settings, source="test")
+            task = asyncio.create_task(consume(res, [topic], stop := asyncio.Event(), group=group))
+            try:
+                assert await _wait_for(redis, tenant, expected) == expected
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
+                await res.aclose()
+    finally:
+        servers.stop(redis_proc)

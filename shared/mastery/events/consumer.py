@@ -14,6 +14,10 @@ consumer moved them), the batch stops there, the consumer re-reads every offset 
 seeks its partitions back. Offsets are still committed to Kafka after each batch, for
 lag monitoring (KEDA) only.
 
+While Redis or the broker is down every step is retried with backoff, until ``stop``:
+then the retries give up and ``consume`` returns. Nothing is lost: what was not applied
+was not committed either, and the next consumer reads it again from the offsets in Redis.
+
 Measured (``mastery.metrics``): per batch and partition, the time its oldest record
 waited in Kafka before it was applied (``mastery_consumer_lag_seconds``), and every few
 seconds how many records each assigned partition still holds past what was applied
@@ -130,8 +134,9 @@ async def next_batch(consumer: AIOConsumer, size: int, idle_s: float = 0.1) -> l
 class _Position:
     """Where this consumer stands: the offsets book and the end of the last applied batch."""
 
-    def __init__(self, res: ConsumerResources, group: str) -> None:
+    def __init__(self, res: ConsumerResources, group: str, stop: asyncio.Event) -> None:
         self.res = res
+        self.stop = stop
         self.book = OffsetBook(group)
         self.applied: Ends = {}
         self.advanced_at = time.monotonic()
@@ -204,7 +209,8 @@ class _Position:
         self.advanced_at = time.monotonic()
 
     async def _read(self) -> None:
-        async for attempt in _retrying("redis unavailable, retrying to read applied offsets"):
+        retrying = _retrying("redis unavailable, retrying to read applied offsets", self.stop)
+        async for attempt in retrying:
             with attempt:
                 self.book.replace(await self.res.store.read_offsets(self.book.group))
 
@@ -216,11 +222,12 @@ async def consume(
     group: str | None = None,
     ready_file: Path | None = None,
 ) -> None:
-    """Consume ``topics`` until ``stop`` is set; the current batch is finished first."""
+    """Consume ``topics`` until ``stop`` is set; the current batch is finished first, unless
+    it is waiting for Redis or the broker (then it is left to the next consumer)."""
     settings = res.settings
     group = group or settings.consumer_group
     consumer = AIOConsumer(consumer_config(settings, group), max_workers=2)
-    position = _Position(res, group)
+    position = _Position(res, group, stop)
     await subscribe(consumer, topics, ready_file, position.place)
     _log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
@@ -228,25 +235,31 @@ async def consume(
     try:
         fetch: asyncio.Future[list[Message]]
         fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
-        while not stop.is_set():
-            if inflight:  # a batch that fails is seen at once, not when another comes
-                await asyncio.wait((fetch, inflight[0]), return_when=asyncio.FIRST_COMPLETED)
-            if inflight and (inflight[0].done() or len(inflight) >= _IN_FLIGHT):
-                try:
-                    await inflight.popleft()
-                except OffsetsMoved:
-                    await _drain(inflight)
-                    fetch = await _restart(fetch, consumer, position, settings.batch_size)
-                continue
-            messages = await fetch
-            # Fetch the next batch while this one is applied.
-            fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
-            if batch := [m for m in messages if _usable(m)]:
-                previous = inflight[-1] if inflight else None
-                task = _apply_in_order(res, consumer, position, batch, previous, committed)
-                inflight.append(asyncio.create_task(task))
+        try:
+            while not stop.is_set():
+                if inflight:  # a batch that fails is seen at once, not when another comes
+                    await asyncio.wait((fetch, inflight[0]), return_when=asyncio.FIRST_COMPLETED)
+                if inflight and (inflight[0].done() or len(inflight) >= _IN_FLIGHT):
+                    try:
+                        await inflight.popleft()
+                    except OffsetsMoved:
+                        await _drain(inflight)
+                        fetch = await _restart(fetch, consumer, position, settings.batch_size)
+                    continue
+                messages = await fetch
+                # Fetch the next batch while this one is applied.
+                fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
+                if batch := [m for m in messages if _usable(m)]:
+                    previous = inflight[-1] if inflight else None
+                    task = _apply_in_order(res, consumer, position, batch, previous, committed)
+                    inflight.append(asyncio.create_task(task))
+        except Misconfigured:
+            raise
+        except Unavailable:  # retries give up only once stop is set
+            _log().warning("stopping while a dependency is down: the next consumer reads on")
         fetch.cancel()
-        with contextlib.suppress(OffsetsMoved):  # the next consumer reads them from Redis
+        # Left to the next consumer, which reads where to start from Redis.
+        with contextlib.suppress(OffsetsMoved, Unavailable):
             await _drain(inflight, raising=True)
         if committed:
             await commit_offsets(consumer, list(committed.values()), wait=True)
@@ -265,12 +278,15 @@ async def _restart(
 
 
 async def _drain(inflight: deque[asyncio.Task[None]], *, raising: bool = False) -> None:
-    """Wait for every task in flight; a later batch fails too once an earlier one did."""
+    """Wait for every task in flight; a later batch fails too once an earlier one did
+    (moved offsets, or retries given up as the consumer stops)."""
     first: BaseException | None = None
     while inflight:
         try:
             await inflight.popleft()
-        except OffsetsMoved as exc:
+        except Misconfigured:
+            raise
+        except (OffsetsMoved, Unavailable) as exc:
             first = first or exc
     if raising and first is not None:
         raise first
@@ -285,20 +301,24 @@ async def _apply_in_order(
     committed: dict[tuple[str, int], TopicPartition],
 ) -> None:
     """Apply a batch once the previous one is applied (retrying while Redis or the broker
-    is down), then commit its offsets to Kafka. Raises ``OffsetsMoved`` as the previous
-    batch did, without applying anything."""
+    is down, until the consumer stops), then commit its offsets to Kafka.
+
+    Raises:
+        OffsetsMoved: as the previous batch did, without applying anything.
+        Unavailable: retries given up as the consumer stops (or the previous batch's).
+    """
     batch: Batch = res.ingestor.prepare([to_record(m) for m in messages])
     offsets = next_offsets(messages)
     ends = {partition_field(tp.topic, tp.partition): tp.offset for tp in offsets}
     if previous is not None:
         await previous
-    async for attempt in _retrying("dependency unavailable, retrying batch"):
+    async for attempt in _retrying("dependency unavailable, retrying batch", position.stop):
         with attempt:
             await res.ingestor.apply(batch, (position.book, ends))
     position.applied.update(ends)
     _measure_wait(messages)
     await _measure_backlog(consumer, position, offsets)
-    async for attempt in _retrying("redis unavailable, retrying to advance offsets"):
+    async for attempt in _retrying("redis unavailable, retrying to advance offsets", position.stop):
         with attempt:
             await position.advance_idle({obs.tenant for obs, _ in batch.accepted})
     committed.update({(tp.topic, tp.partition): tp for tp in offsets})
@@ -350,10 +370,20 @@ async def _measure_backlog(
             CONSUMER_LAG_MESSAGES.labels(tp.topic).observe(max(0, high - tp.offset))
 
 
-def _retrying(message: str) -> AsyncRetrying:
+def _retrying(message: str, stop: asyncio.Event) -> AsyncRetrying:
+    """Retries on ``Unavailable`` with backoff; once ``stop`` is set, the next failure is
+    raised (``reraise``) and a pause in progress ends at once."""
+
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
     return AsyncRetrying(
         retry=retry_if_exception_type(Unavailable),
+        stop=lambda _: stop.is_set(),
         wait=wait_exponential(multiplier=0.1, max=5),
+        sleep=pause,
+        reraise=True,
         before_sleep=lambda rs: _log().warning(
             message, extra={"error": str(rs.outcome.exception()) if rs.outcome else ""}
         ),
