@@ -26,8 +26,11 @@ __all__ = [
     "BATCH_STATUSES",
     "BATCH_STUDENTS",
     "BUILD_INFO",
+    "CONSUMER_BACKLOG",
     "CONSUMER_LAG",
     "CONSUMER_LAG_MESSAGES",
+    "CONSUMER_LAST_APPLIED",
+    "CONSUMER_RETRIES",
     "DEAD_LETTERS",
     "DLQ_REASONS",
     "EVENTS",
@@ -41,6 +44,7 @@ __all__ = [
     "REQUEST_LATENCY",
     "dlq_reason",
     "event_outcome",
+    "retry_reason",
 ]
 
 REQUESTS = Counter(
@@ -91,10 +95,37 @@ CONSUMER_LAG = Histogram(
 )
 CONSUMER_LAG_MESSAGES = Histogram(
     "mastery_consumer_lag_messages",
-    "mastery consume: records behind the partition's end when a batch is applied.",
+    "mastery consume: records behind the end of each assigned partition, every 5 s.",
     ["topic"],
     buckets=(0, 1, 10, 100, 1000, 10_000, 100_000, 1_000_000),
 )
+# A stuck mastery consume (MasteryConsumerStuck): measured whether its batches apply or not.
+CONSUMER_BACKLOG = Gauge(
+    "mastery_consumer_backlog_messages",
+    "mastery consume: records past the applied ones in this process's assigned partitions "
+    "(sampled every 5 s).",
+    ["topic"],
+)
+CONSUMER_LAST_APPLIED = Gauge(
+    "mastery_consumer_last_applied_timestamp_seconds",
+    "mastery consume: Unix time its last batch was applied (its start, until one is).",
+)
+CONSUMER_RETRIES = Counter(
+    "mastery_consumer_retries",
+    "mastery consume: retries of a batch or of its applied offsets, by the dependency down.",
+    ["reason"],
+)
+_DEPENDENCIES = ("redis", "kafka")
+
+
+def retry_reason(error: BaseException) -> str:
+    """The dependency an ``Unavailable`` names first (``redis: ...``), else ``other``."""
+    named = str(error).split(":", 1)[0]
+    return named if named in _DEPENDENCIES else "other"
+
+
+for _reason in (*_DEPENDENCIES, "other"):
+    CONSUMER_RETRIES.labels(_reason)  # at 0 from the start, so increase() sees the first
 DEAD_LETTERS = Counter(
     "mastery_dead_letters_total",
     "Records written to a DLQ, by reason class (dlq_reason header holds the detail).",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -362,4 +363,56 @@ async def test_a_consumer_stopped_while_redis_is_down_returns_at_once(
                 await asyncio.wait_for(task, 30)
                 await res.aclose()
     finally:
+        servers.stop(redis_proc)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_consumer_stuck_on_redis_still_shows_its_backlog_and_retries(
+    kafka_servers: str, tenant: str, tmp_path: Path
+) -> None:
+    """While a batch retries against a down Redis the backlog is still measured (so the
+    lag alerts can fire), each retry is counted by the dependency it waits for, and the
+    time of the last applied batch stands still."""
+    port = servers.free_port()
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        kafka_bootstrap_servers=kafka_servers,
+        jwt_secret=JWT_SECRET,
+        topic_partitions=3,
+    )
+    [topic] = fresh_topics(settings, "stuck")
+    before, unique_before = _stream(tenant, topic, 60, seed=11)
+    during, _ = _stream(tenant, topic, 60, seed=12)
+    redis_proc = servers.start_redis(port, tmp_path)
+    res = build(settings, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
+    try:
+        async with Redis.from_url(settings.redis_url) as redis:
+            produce(settings, before)
+            assert await _wait_for(redis, tenant, len(unique_before)) == len(unique_before)
+        await asyncio.sleep(0.5)  # the consumer notes its last apply just after Redis holds it
+        servers.stop(redis_proc)
+        applied_at = _sample("mastery_consumer_last_applied_timestamp_seconds")
+        assert time.time() - 60 < applied_at <= time.time()
+        samples = _sample("mastery_consumer_lag_messages_count", topic=topic)
+        retries = _sample("mastery_consumer_retries_total", reason="redis")
+        produce(settings, during)
+        deadline = time.monotonic() + 30
+        while not (
+            _sample("mastery_consumer_backlog_messages", topic=topic) > 0
+            and _sample("mastery_consumer_lag_messages_count", topic=topic) > samples + 3
+            and _sample("mastery_consumer_retries_total", reason="redis") > retries + 2
+        ):
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "the stuck consumer measured nothing"
+            await asyncio.sleep(0.2)
+        assert _sample("mastery_consumer_last_applied_timestamp_seconds") == applied_at
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
         servers.stop(redis_proc)

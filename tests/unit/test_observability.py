@@ -18,7 +18,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 import mastery.metrics
-from mastery.metrics import dlq_reason
+from mastery.errors import Misconfigured, Unavailable
+from mastery.metrics import dlq_reason, retry_reason
 from mastery.store import Outcome
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "infra" / "observability"
@@ -192,6 +193,9 @@ def test_the_documented_metric_names() -> None:
         "mastery_event_age_seconds",
         "mastery_consumer_lag_seconds",
         "mastery_consumer_lag_messages",
+        "mastery_consumer_backlog_messages",
+        "mastery_consumer_last_applied_timestamp_seconds",
+        "mastery_consumer_retries",
         "mastery_dead_letters",
         "mastery_level_changes",
         "mastery_mcp_tool_calls",
@@ -301,6 +305,28 @@ def test_build_info_names_the_version() -> None:
 )
 def test_dead_letter_reasons_fall_into_a_few_classes(reason: str, label: str) -> None:
     assert dlq_reason(reason) == label
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        (Unavailable("redis: ConnectionError: Error 111 connecting to 127.0.0.1:6379."), "redis"),
+        (Unavailable("kafka: delivery not confirmed"), "kafka"),
+        (Misconfigured("redis: NOPERM this user has no permissions"), "redis"),
+        (Unavailable("the request applying this record's group was cancelled"), "other"),
+        (Unavailable("mongodb: down"), "other"),
+    ],
+)
+def test_consumer_retries_are_counted_by_the_dependency_down(error: Exception, label: str) -> None:
+    assert retry_reason(error) == label
+
+
+def test_consumer_retry_reasons_are_exported_at_zero_before_any_retry() -> None:
+    for reason in ("redis", "kafka", "other"):
+        assert (
+            REGISTRY.get_sample_value("mastery_consumer_retries_total", {"reason": reason})
+            is not None
+        )
 
 
 def test_metrics_can_be_served_on_a_port_of_their_own() -> None:

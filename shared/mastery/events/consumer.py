@@ -19,9 +19,11 @@ then the retries give up and ``consume`` returns. Nothing is lost: what was not 
 was not committed either, and the next consumer reads it again from the offsets in Redis.
 
 Measured (``mastery.metrics``): per batch and partition, the time its oldest record
-waited in Kafka before it was applied (``mastery_consumer_lag_seconds``), and every few
-seconds how many records each assigned partition still holds past what was applied
-(``mastery_consumer_lag_messages``, from the high watermarks the fetches brought back).
+waited in Kafka before it was applied (``mastery_consumer_lag_seconds``), and the time
+of the last applied batch; every few seconds, whether batches apply or not, how many
+records each assigned partition still holds past what was applied
+(``mastery_consumer_lag_messages``, ``mastery_consumer_backlog_messages``, from the high
+watermarks the fetches brought back); and each retry, by the dependency it waits for.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
 from mastery.logs import logger
-from mastery.metrics import CONSUMER_LAG, CONSUMER_LAG_MESSAGES
+from mastery.metrics import (
+    CONSUMER_BACKLOG,
+    CONSUMER_LAG,
+    CONSUMER_LAG_MESSAGES,
+    CONSUMER_LAST_APPLIED,
+    CONSUMER_RETRIES,
+    retry_reason,
+)
 from mastery.offsets import OffsetBook, partition_field
 
 if TYPE_CHECKING:
@@ -73,6 +82,8 @@ _IN_FLIGHT = 2
 #: How often the offsets of tenants absent from recent batches are moved up to the
 #: consumer's position, so that resuming never starts far behind because of them.
 _ADVANCE_EVERY_S = 5.0
+#: How often the backlog is measured.
+_MEASURE_EVERY_S = 5.0
 
 Ends = dict[str, int]
 """Per partition field, the next offset after a batch."""
@@ -139,6 +150,8 @@ class _Position:
         self.stop = stop
         self.book = OffsetBook(group)
         self.applied: Ends = {}
+        #: Where each assigned partition was started (None: at its beginning).
+        self.starts: dict[str, int | None] = {}
         self.advanced_at = time.monotonic()
         self.measured_at = time.monotonic()
 
@@ -161,6 +174,7 @@ class _Position:
             at = starts[partition_field(tp.topic, tp.partition)]
             tp.offset = OFFSET_BEGINNING if at is None else at
         await consumer.assign(partitions)
+        self.starts = dict(starts)
         _log().info("resuming", extra={"at": {f: starts[f] for f in sorted(starts)}})
 
     async def seek_back(self, consumer: AIOConsumer) -> None:
@@ -181,6 +195,7 @@ class _Position:
             start = OFFSET_BEGINNING if at is None else at
             await consumer.seek(TopicPartition(tp.topic, tp.partition, start))
         self.applied = {}
+        self.starts = dict(starts)
         _log().warning("offsets moved in redis: resuming from them", extra={"at": starts})
 
     def _emptied(self, evidence: str) -> Misconfigured:
@@ -208,6 +223,32 @@ class _Position:
         await self.res.store.advance_offsets(self.book, moves)
         self.advanced_at = time.monotonic()
 
+    async def measure(self, consumer: AIOConsumer, topics: Sequence[str]) -> None:
+        """Every few seconds: records left past the applied ones, per assigned partition.
+
+        Called between fetches, whether batches apply or not: a consumer stuck retrying
+        still shows its backlog. The watermarks are those the last fetches brought
+        (``cached``): no broker call.
+        """
+        if time.monotonic() - self.measured_at < _MEASURE_EVERY_S:
+            return
+        self.measured_at = time.monotonic()
+        behind = dict.fromkeys(topics, 0)
+        for tp in await consumer.assignment():
+            try:
+                low, high = await consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high < 0:  # no fetch has brought it yet
+                continue
+            field = partition_field(tp.topic, tp.partition)
+            at = self.applied.get(field, self.starts.get(field))
+            left = max(0, high - (max(low, 0) if at is None else at))
+            CONSUMER_LAG_MESSAGES.labels(tp.topic).observe(left)
+            behind[tp.topic] = behind.get(tp.topic, 0) + left
+        for topic, left in behind.items():
+            CONSUMER_BACKLOG.labels(topic).set(left)
+
     async def _read(self) -> None:
         retrying = _retrying("redis unavailable, retrying to read applied offsets", self.stop)
         async for attempt in retrying:
@@ -229,6 +270,7 @@ async def consume(
     consumer = AIOConsumer(consumer_config(settings, group), max_workers=2)
     position = _Position(res, group, stop)
     await subscribe(consumer, topics, ready_file, position.place)
+    CONSUMER_LAST_APPLIED.set_to_current_time()  # "nothing applied for N minutes" starts here
     _log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
     committed: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
@@ -240,6 +282,10 @@ async def consume(
                 if inflight:  # a batch that fails is seen at once, not when another comes
                     await asyncio.wait((fetch, inflight[0]), return_when=asyncio.FIRST_COMPLETED)
                 if inflight and (inflight[0].done() or len(inflight) >= _IN_FLIGHT):
+                    if not inflight[0].done():  # so the fetch is done: no poll in flight
+                        await asyncio.wait((inflight[0],), timeout=_MEASURE_EVERY_S)
+                        await position.measure(consumer, topics)
+                        continue
                     try:
                         await inflight.popleft()
                     except OffsetsMoved:
@@ -247,6 +293,9 @@ async def consume(
                         fetch = await _restart(fetch, consumer, position, settings.batch_size)
                     continue
                 messages = await fetch
+                # Between two fetches, never beside a poll: a call waiting behind it would
+                # hold the consumer's other thread, which a rebalance callback needs.
+                await position.measure(consumer, topics)
                 # Fetch the next batch while this one is applied.
                 fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
                 if batch := [m for m in messages if _usable(m)]:
@@ -316,8 +365,8 @@ async def _apply_in_order(
         with attempt:
             await res.ingestor.apply(batch, (position.book, ends))
     position.applied.update(ends)
+    CONSUMER_LAST_APPLIED.set_to_current_time()
     _measure_wait(messages)
-    await _measure_backlog(consumer, position, offsets)
     async for attempt in _retrying("redis unavailable, retrying to advance offsets", position.stop):
         with attempt:
             await position.advance_idle({obs.tenant for obs, _ in batch.accepted})
@@ -351,25 +400,6 @@ def _measure_wait(messages: Sequence[Message]) -> None:
             CONSUMER_LAG.labels(key[0]).observe(max(0.0, (now_ms - at_ms) / 1000))
 
 
-async def _measure_backlog(
-    consumer: AIOConsumer, position: _Position, offsets: Sequence[TopicPartition]
-) -> None:
-    """Every few seconds: records left past the applied ones, per partition of the batch.
-
-    The watermarks are the ones the last fetch brought (``cached``): no broker call.
-    """
-    if time.monotonic() - position.measured_at < _ADVANCE_EVERY_S:
-        return
-    position.measured_at = time.monotonic()
-    for tp in offsets:
-        try:
-            _low, high = await consumer.get_watermark_offsets(tp, cached=True)
-        except KafkaException:
-            continue
-        if high >= 0:
-            CONSUMER_LAG_MESSAGES.labels(tp.topic).observe(max(0, high - tp.offset))
-
-
 def _retrying(message: str, stop: asyncio.Event) -> AsyncRetrying:
     """Retries on ``Unavailable`` with backoff; once ``stop`` is set, the next failure is
     raised (``reraise``) and a pause in progress ends at once."""
@@ -384,10 +414,13 @@ def _retrying(message: str, stop: asyncio.Event) -> AsyncRetrying:
         wait=wait_exponential(multiplier=0.1, max=5),
         sleep=pause,
         reraise=True,
-        before_sleep=lambda rs: _log().warning(
-            message, extra={"error": str(rs.outcome.exception()) if rs.outcome else ""}
-        ),
+        before_sleep=lambda rs: _retried(message, rs.outcome.exception() if rs.outcome else None),
     )
+
+
+def _retried(message: str, error: BaseException | None) -> None:
+    CONSUMER_RETRIES.labels(retry_reason(error) if error else "other").inc()
+    _log().warning(message, extra={"error": str(error or "")})
 
 
 def _log() -> Logger:
