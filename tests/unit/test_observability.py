@@ -128,6 +128,7 @@ def test_the_alerts_cover_lag_event_age_dlq_5xx_latency_and_readiness() -> None:
     alerts = {rule["alert"]: rule for group in doc["groups"] for rule in group["rules"]}
     for name in (
         "MasteryConsumerLagHigh",
+        "MasteryConsumerStuck",
         "MasteryEventAgeHigh",
         "MasteryDeadLettersGrowing",
         "MasteryHttp5xxRateHigh",
