@@ -259,6 +259,41 @@ def test_prod_consumes_events_natively_scaled_by_keda() -> None:
         assert trigger["authenticationRef"]["name"] in auths
 
 
+def _workers() -> dict[str, Manifest]:
+    """Every Deployment running `mastery consume` or `mastery batch-worker`, in the
+    manifest files (components an overlay may not use yet) and as each overlay renders
+    it; by where it is."""
+    docs = [
+        (str(p.relative_to(ROOT)), d) for p in sorted(KNATIVE.rglob("*.yaml")) for d in load_all(p)
+    ]
+    docs += [(o.name, d) for o in _OVERLAYS for d in rendered(o)]
+    found = {}
+    for where, doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "Deployment":
+            continue  # a JSON patch is a list
+        container = _container(doc)
+        argv = [*container.get("command", []), *container.get("args", [])]
+        if argv[:1] == ["mastery"] and argv[1:2] in (["consume"], ["batch-worker"]):
+            found[f"{where}: {doc['metadata']['name']}"] = doc
+    return found
+
+
+def test_consumers_and_batch_workers_serve_metrics_on_a_declared_port() -> None:
+    """They serve no HTTP: MASTERY_METRICS_PORT is their only /metrics (the batch alerts
+    and the consumer's stuck alert read it), and a containerPort a PodMonitor can name."""
+    workers = _workers()
+    names = {key.split(": ")[1] for key in workers}
+    assert names == {"mastery-consume", "mastery-batch-worker"}, names
+    for where, deployment in workers.items():
+        container = _container(deployment)
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        port = env.get("MASTERY_METRICS_PORT")
+        assert port is not None, where
+        assert int(port) > 0, where
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        assert ports.get("metrics") == int(port), where
+
+
 def test_prod_reaches_kafka_with_tls_and_sasl() -> None:
     secret = _params(_PROD)["secrets"]["kafkaAuth"]
     for source in _of(_PROD, "KafkaSource").values():
