@@ -50,6 +50,8 @@ class Stack:
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     bases: dict[str, str] = field(default_factory=dict)
     """Each function's own address (its ``/metrics``, ``/ready``), by name."""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Where each Kafka-native worker serves ``/metrics`` (it serves no HTTP), by name."""
 
     def spawn(self, name: str, argv: list[str], **env: str) -> None:
         proc = subprocess.Popen(argv, env={**self.env, **env}, preexec_fn=die_with_parent)
@@ -99,7 +101,15 @@ class Stack:
                 name = spec.worker
                 ready[name] = str(Path(workdir) / f"{name}.ready")
                 argv = [sys.executable, "-m", "mastery.cli", spec.worker]
-                self.spawn(name, [*argv, "--ready-file", ready[name]])
+                # Its metrics port follows the functions' ports, as MASTERY_METRICS_PORT
+                # gives it one in a cluster.
+                metrics_port = self.port + len(FUNCTIONS) + 1 + len(self.metrics)
+                self.metrics[name] = f"http://127.0.0.1:{metrics_port}"
+                self.spawn(
+                    name,
+                    [*argv, "--ready-file", ready[name]],
+                    MASTERY_METRICS_PORT=str(metrics_port),
+                )
                 continue
             for topic in spec.topics:
                 name = f"trigger-{spec.consumer_group(topic).removeprefix('mastery-')}"
@@ -179,7 +189,8 @@ def _kept(stack: Stack) -> str:
 
 
 def _metrics_lines(stack: Stack) -> list[str]:
-    """Where Prometheus scrapes: each function process serves its own ``/metrics``."""
+    """Where Prometheus scrapes: each function process serves its own ``/metrics``, each
+    Kafka-native worker its metrics port."""
     if not stack.bases:
         return []
     ports = sorted(int(base.rsplit(":", 1)[1]) for base in stack.bases.values())
@@ -187,6 +198,10 @@ def _metrics_lines(stack: Stack) -> list[str]:
     return [
         f"             metrics    GET /metrics on each function, ports {ports[0]}-{ports[-1]}"
         f" (e.g. {query}/metrics)",
+        *(
+            f"                        {name}: {base}/metrics"
+            for name, base in stack.metrics.items()
+        ),
         "                        dashboard and alerts: infra/observability/",
     ]
 
