@@ -416,3 +416,27 @@ async def test_a_consumer_stuck_on_redis_still_shows_its_backlog_and_retries(
         await asyncio.wait_for(task, 30)
         await res.aclose()
         servers.stop(redis_proc)
+
+
+async def test_a_redis_acl_that_refuses_the_consumer_stops_it_naming_why(
+    single_redis_url: str, kafka_servers: str, tenant: str
+) -> None:
+    """A command the Redis user's rule lacks (here SCAN, to find the applied offsets) is
+    a setting to fix, not an outage: the consumer stops with it, it does not retry."""
+    admin = Redis.from_url(single_redis_url)
+    user = f"no-scan-{tenant}"
+    await admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["m:*"], commands=["+@all", "-scan"]
+    )
+    url = single_redis_url.replace("redis://", f"redis://{user}:pw@")
+    settings = Settings(redis_url=url, kafka_bootstrap_servers=kafka_servers, jwt_secret=JWT_SECRET)
+    [topic] = fresh_topics(settings, "acl")
+    produce(settings, [record(Component.QUIZ, event_data(tenant, "s0", 1.0), topic=topic)])
+    res = build(settings, source="test")
+    try:
+        with pytest.raises(Misconfigured, match=r"scan.*docs/redis-acl\.md"):
+            await asyncio.wait_for(consume(res, [topic], asyncio.Event(), group=f"g-{tenant}"), 30)
+    finally:
+        await res.aclose()
+        await admin.acl_deluser(user)
+        await admin.aclose()

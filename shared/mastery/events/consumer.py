@@ -42,7 +42,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.aio import AIOConsumer
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_exponential,
+)
 
 from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
@@ -401,15 +406,16 @@ def _measure_wait(messages: Sequence[Message]) -> None:
 
 
 def _retrying(message: str, stop: asyncio.Event) -> AsyncRetrying:
-    """Retries on ``Unavailable`` with backoff; once ``stop`` is set, the next failure is
-    raised (``reraise``) and a pause in progress ends at once."""
+    """Retries on ``Unavailable`` with backoff, but not on ``Misconfigured`` (a Redis ACL
+    that refuses a command: retrying will not help); once ``stop`` is set, the next
+    failure is raised (``reraise``) and a pause in progress ends at once."""
 
     async def pause(seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
     return AsyncRetrying(
-        retry=retry_if_exception_type(Unavailable),
+        retry=retry_if_exception_type(Unavailable) & retry_if_not_exception_type(Misconfigured),
         stop=lambda _: stop.is_set(),
         wait=wait_exponential(multiplier=0.1, max=5),
         sleep=pause,
