@@ -165,6 +165,28 @@ async def test_every_request_to_a_data_route_is_audited(app: FunctionApp) -> Non
     assert records[0]["at"] == "2030-01-01T00:00:00+00:00"  # the injected clock's time
 
 
+async def test_a_public_route_is_served_without_an_access_record() -> None:
+    """A route that takes no token and answers no data (xAPI's About) is left out of the
+    access audit, as /health is: it answers even with the broker down."""
+    down = FakePublisher()
+    down.down = True
+
+    async def provider(_: str) -> Any:
+        return SimpleNamespace(publisher=down, clock=_CLOCK)
+
+    routes = {"GET /about": _echo, "POST /echo": _echo}
+    app = FunctionApp("unit-fn", routes, provider=provider, public={"GET /about"})
+    async with _client(app) as c:
+        about = await c.get("/about")
+        data = await c.post("/echo")
+    assert about.status_code == 200
+    assert about.json()["function"] == "unit-fn"
+    assert data.status_code == 503  # the data route's record could not be written
+    assert app.public == {"GET /about"}
+    with pytest.raises(ValueError, match="GET /nope"):
+        FunctionApp("unit-fn", routes, provider=provider, public={"GET /nope"})
+
+
 async def test_no_audit_record_no_data() -> None:
     down = FakePublisher()
     down.down = True

@@ -31,7 +31,7 @@ from mastery.web.problems import Problem, from_validation
 from mastery.web.routing import Routes
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Mapping
     from datetime import datetime
 
     from starlette.requests import Request
@@ -178,6 +178,11 @@ class FunctionApp:
         path_headers: ``{path: headers}`` added to every answer on that path, whatever
             its method or outcome (an error, a 405, a failed audit): a protocol's own,
             such as xAPI's version header.
+        public: route keys that take no token and answer no data (a protocol's own
+            discovery document, such as xAPI's ``GET /xapi/about``): served as the
+            others are (metrics, access line, path headers) but not access-audited,
+            as ``/health`` and ``/openapi.json`` are not: there is no caller and no
+            student to record, and the answer must not fail with the broker.
     """
 
     def __init__(
@@ -190,6 +195,7 @@ class FunctionApp:
         uses_auth: bool = True,
         audits_requests: bool = True,
         path_headers: Mapping[str, Mapping[str, str]] | None = None,
+        public: Collection[str] = (),
     ) -> None:
         self.name = name
         self._routes = Routes(routes)
@@ -199,6 +205,9 @@ class FunctionApp:
         self._uses_auth = uses_auth
         self._audits_requests = audits_requests
         self._path_headers = dict(path_headers or {})
+        self._public = frozenset(public)
+        if unknown := self._public - set(routes):
+            raise ValueError(f"public routes it does not serve: {sorted(unknown)}")
         self._log = logger(name)
         self._resources = provider
         # Exported at 0 from the start (the 5xx alert's terms): ``increase()`` and
@@ -228,6 +237,11 @@ class FunctionApp:
             response = await self._dispatch(request, path)
             tracing.answered(span, response.status_code)
             return response
+
+    @property
+    def public(self) -> frozenset[str]:
+        """The route keys served without a token and not access-audited."""
+        return self._public
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this function's routes."""
@@ -273,7 +287,8 @@ class FunctionApp:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
             tracing.failed(exc)
             response = Problem(500, "internal error").response(correlation_id)
-        if self._uses_auth and self._audits_requests and handler is not None and ctx is not None:
+        audited = self._uses_auth and self._audits_requests and route not in self._public
+        if audited and handler is not None and ctx is not None:
             response = await self._audit(ctx, route, response)
         if ctx is not None:
             response.headers.update(ctx.response_headers)
