@@ -23,6 +23,9 @@ class FunctionSpec:
     Attributes:
         name: service name (DNS-1123: Knative Service, stack.yml entry, gateway).
         routes: ``"METHOD /path"`` the gateway sends to it (besides health checks).
+        public: those of ``routes`` that take no token and answer no data (xAPI's
+            ``GET /xapi/about``): no policy applies, no access record is written
+            (``FunctionApp(public=...)`` says the same in the function's ``main.py``).
         component: for event handlers, the component whose topic triggers it.
         action: for HTTP functions, what they do to the student named in the body, or
             to the whole tenant (``mastery.policy.TENANT_WIDE``); the role x function
@@ -40,6 +43,7 @@ class FunctionSpec:
 
     name: str
     routes: tuple[str, ...] = ()
+    public: tuple[str, ...] = ()
     component: Component | None = None
     action: Action | None = None
     consumes: tuple[str, ...] = ()
@@ -97,7 +101,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("batch-worker", consumes=batch_topics(BATCH_PREFIX), worker="batch-worker"),
     FunctionSpec(
         "on-xapi",
-        routes=("POST /xapi/statements", "PUT /xapi/statements"),
+        routes=("POST /xapi/statements", "PUT /xapi/statements", "GET /xapi/about"),
+        public=("GET /xapi/about",),
         action=Action.INGEST,
         consumes=(XAPI_TOPIC,),
         protocol="xapi",

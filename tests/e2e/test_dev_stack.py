@@ -175,6 +175,9 @@ def test_events_show_up_in_the_score_within_a_second(stack: Stack) -> None:
 @pytest.mark.parametrize("route", [r for f in FUNCTIONS for r in f.routes])
 def test_every_route_is_served_through_the_gateway(stack: Stack, route: str) -> None:
     method, path = route.split(" ", 1)
+    if any(route in f.public for f in FUNCTIONS):  # reached the function, which wants none
+        assert httpx.request(method, f"{stack.url}{path}").status_code == 200
+        return
     resp = httpx.request(method, f"{stack.url}{path}", json={"student_id": "s1"})
     assert resp.status_code == 401  # reached the function, which wants a token
     assert resp.headers["content-type"] == "application/problem+json"

@@ -78,6 +78,14 @@ def test_a_statement_put_through_the_gateway_over_http_basic(api_stack: Stack) -
     assert _mastery(api_stack, tenant, "s1", 1)["components"]["quiz"]["score"] == 0.6
 
 
+def test_the_about_resource_through_the_gateway_without_credentials(api_stack: Stack) -> None:
+    """What a client reads first, to choose its version: no token, no version header."""
+    resp = httpx.get(f"{api_stack.url}/xapi/about")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"version": ["1.0.3"]}
+    assert resp.headers["x-experience-api-version"] == "1.0.3"
+
+
 def test_statements_on_the_topic_reach_the_tenant_of_their_home_page(api_stack: Stack) -> None:
     student = f"x{int(time.time())}"
     statement = xapi_statement(student, "scored", scaled=0.4, home_page=XAPI_HOME)

@@ -95,6 +95,36 @@ async def test_every_answer_of_the_xapi_resource_names_the_xapi_version(
     assert "x-experience-api-version" not in (await fn.get("/health")).headers
 
 
+async def test_the_about_resource_needs_no_token_and_writes_no_access_record(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    """xAPI 1.0.3 Communication 2.8: ``GET /xapi/about`` names the versions spoken, without
+    credentials and whatever the version header says; like ``/health``, it reads no data,
+    so it leaves no access record (the statements resource beside it does, even refused)."""
+    fn = client("on-xapi")
+    cid = f"{tenant}-about"
+    answers = [
+        await fn.get("/xapi/about", headers={"x-correlation-id": cid}),
+        await fn.get("/xapi/about", headers={"x-experience-api-version": "2.0.0"}),
+        await fn.get("/xapi/about", headers=token("a1", "admin", tenant)),
+    ]
+    for resp in answers:
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"version": ["1.0.3"]}
+        assert resp.headers["x-experience-api-version"] == "1.0.3"
+    wrong = await fn.post("/xapi/about", json={})
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET")
+    assert wrong.headers["x-experience-api-version"] == "1.0.3"
+    refused = await fn.post("/xapi/statements", json={}, headers={"x-correlation-id": f"{cid}-x"})
+    assert refused.status_code == 401
+    audited = {
+        doc.get("correlation_id"): doc["route"]
+        for m in read_to_end(settings, AUDIT_TOPIC)
+        if (doc := orjson.loads(m.value())).get("correlation_id", "").startswith(cid)
+    }
+    assert audited == {f"{cid}-x": "POST /xapi/statements"}
+
+
 async def test_a_statement_put_under_its_id_as_tincan_sends_it(
     client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
 ) -> None:

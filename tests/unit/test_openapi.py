@@ -32,11 +32,17 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 def test_every_routed_operation_is_described_with_its_errors() -> None:
     doc = gateway_document()
     routes = {r for spec in FUNCTIONS for r in spec.routes}
+    public = {r for spec in FUNCTIONS for r in spec.public}
     described = {f"{m.upper()} {p}" for p, item in doc["paths"].items() for m in item}
     assert described == routes
     assert routes <= set(OPERATIONS)
+    assert {r for r in routes if not OPERATIONS[r].auth} == public
     for path, item in doc["paths"].items():
-        for op in item.values():
+        for method, op in item.items():
+            if f"{method.upper()} {path}" in public:  # no token, so no 401 nor rate limit
+                assert "security" not in op, path
+                assert set(op["responses"]) == {"200"}, path
+                continue
             # xAPI clients (Moodle, Ralph) send the token as an HTTP Basic password.
             basic = [{"basicAuth": []}] if path == "/xapi/statements" else []
             assert op["security"] == [{"bearerAuth": []}, *basic], path
@@ -76,6 +82,8 @@ async def test_each_function_serves_its_part(spec: Any) -> None:
     paths = {f"{m.upper()} {p}" for p, item in doc["paths"].items() for m in item}
     # Routed paths, and the trigger's "POST /" of every function a topic triggers.
     assert paths == set(spec.routes) | ({"POST /"} if spec.topics else set())
+    # What the registry calls public, the function serves without an access record.
+    assert app.public == set(spec.public)
 
 
 def _asgi(app: Any) -> Any:

@@ -138,6 +138,13 @@ OPERATIONS: dict[str, Operation] = {
         {204: None},
         errors=(400, 401, 403, 413, 415, 429, 503),
     ),
+    "GET /xapi/about": Operation(
+        "The xAPI versions the engine speaks, as an LRS's About resource (no token)",
+        None,
+        {200: r.About},
+        errors=(),
+        auth=False,
+    ),
     "POST /": Operation(
         "One Kafka record, as Knative KafkaSource (CloudEvents) or the kafka-connector "
         "delivers it; bad records are dead-lettered and answered 200",
@@ -228,7 +235,7 @@ def _operation(key: str, op: Operation, refs: dict[tuple[type[BaseModel], str], 
         }
     responses: dict[str, Any] = {}
     limit_headers = _LIMITS if op.auth else ()
-    xapi = ("X-Experience-API-Version",) if path == "/xapi/statements" else ()
+    xapi = ("X-Experience-API-Version",) if path.startswith("/xapi/") else ()
     for status, model in op.ok.items():
         content: dict[str, Any] = {}
         if model is not None:

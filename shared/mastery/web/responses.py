@@ -20,6 +20,7 @@ from mastery.domain.history import Granularity
 from mastery.domain.series import Trend
 
 __all__ = [
+    "About",
     "AuditDocument",
     "BatchAccepted",
     "BatchDone",
@@ -332,3 +333,9 @@ class EventOutcome(_Doc):
 
 class StatementIds(RootModel[list[str]]):
     """``POST /xapi/statements``: the statements' ids, in the order sent."""
+
+
+class About(_Doc):
+    """``GET /xapi/about``: the xAPI versions spoken (xAPI 1.0.3, Communication 2.8)."""
+
+    version: list[str]

@@ -1,5 +1,5 @@
 """``POST /xapi/statements`` and ``PUT /xapi/statements?statementId=<id>``: xAPI
-statements from a learning platform or an LRS.
+statements from a learning platform or an LRS; ``GET /xapi/about``: the versions spoken.
 
 Each statement becomes a record of ``mastery.xapi`` and takes the ingest path every event
 takes (validation, idempotency on the statement id, audit), with the caller's tenant. As
@@ -34,7 +34,7 @@ from mastery.topics import XAPI_TOPIC
 from mastery.web.app import model_response, read_json
 from mastery.web.auth import precheck
 from mastery.web.problems import Problem
-from mastery.web.responses import StatementIds
+from mastery.web.responses import About, StatementIds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,14 +44,32 @@ if TYPE_CHECKING:
     from mastery.web.app import Context
     from mastery.web.auth import Principal
 
-__all__ = ["RESPONSE_HEADERS", "VERSION_HEADER", "post_statements", "put_statement"]
+__all__ = [
+    "RESPONSE_HEADERS",
+    "VERSION",
+    "VERSION_HEADER",
+    "about",
+    "post_statements",
+    "put_statement",
+]
 
 VERSION_HEADER = "X-Experience-API-Version"
-#: On every answer of the xAPI resource, errors included: the latest patch version of the
-#: specification followed (xAPI 1.0.3, Communication 3.3).
-RESPONSE_HEADERS: Mapping[str, str] = MappingProxyType({VERSION_HEADER: "1.0.3"})
+#: The latest patch version of the specification followed (xAPI 1.0.3, Communication 3.3).
+VERSION = "1.0.3"
+#: On every answer of the xAPI resources, errors included (Communication 3.3).
+RESPONSE_HEADERS: Mapping[str, str] = MappingProxyType({VERSION_HEADER: VERSION})
 _VERSION = re.compile(r"^1\.0(\.\d+)?$")
 _MAX_STATEMENTS = 1000  # as the Statements model says
+
+
+async def about(request: Request, ctx: Context) -> Response:
+    """``GET /xapi/about``: the xAPI versions the engine speaks, one per major version.
+
+    Without a token and whatever the version header says (xAPI 1.0.3, Communication 2.8:
+    an LRS SHOULD allow unauthenticated access, MUST NOT reject it for its version
+    header): a client reads it to choose a version before it has credentials.
+    """
+    return model_response(About(version=[VERSION]))
 
 
 async def post_statements(request: Request, ctx: Context) -> Response:
