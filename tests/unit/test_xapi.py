@@ -12,7 +12,8 @@ import pytest
 from mastery.domain import Component
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import decode
-from mastery.events.xapi import CONSISTENCY, QUALITY, statement_id
+from mastery.events.comparison import DIGEST_SIZE, digest
+from mastery.events.xapi import AREA, CONSISTENCY, QUALITY, parse_statement, statement_id
 from mastery.ports import Record
 from mastery.topics import XAPI_TOPIC
 from tests.helpers import xapi_statement, xapi_voiding
@@ -232,3 +233,73 @@ def test_a_statement_as_open_edx_sends_it_through_ralph() -> None:
     )
     assert obs.event_id == st["id"]
     assert obs.class_id == st["context"]["registration"]
+
+
+# Statement comparison (xAPI 1.0.3, Data 2.3.1) -------------------------------------------
+
+
+def _digest(statement: dict[str, Any]) -> bytes:
+    return digest(parse_statement(statement))
+
+
+def _sent_again(st: dict[str, Any]) -> dict[str, Any]:
+    """``st`` as a second sender, or an LRS that stored it, may spell it."""
+    again = orjson.loads(orjson.dumps(st))
+    again["id"] = again["id"].upper()
+    again["stored"] = "2026-11-29T13:00:00Z"  # assigned by whoever took it
+    again["timestamp"] = "2026-11-29T13:00:00.000+01:00"
+    again["version"] = "1.0.0"
+    again["authority"] = {"mbox": "mailto:lrs@example.org"}
+    again["verb"]["display"] = {"en-US": "passed"}
+    again["object"]["definition"] = {"name": {"en": "Quiz 1"}}
+    again["object"]["objectType"] = "Activity"
+    again["actor"]["objectType"] = "Agent"
+    [grouping] = again["context"]["contextActivities"]["grouping"]
+    again["context"]["contextActivities"]["grouping"] = grouping  # one, not a list of one
+    again["result"]["score"]["raw"] = 8.0  # the number 8
+    again["result"]["extensions"] = None  # null is absent
+    return again
+
+
+def test_a_statement_sent_again_in_another_spelling_compares_equal() -> None:
+    st = xapi_statement("s1", "passed", at=NOW)
+    st["result"]["score"] = {"raw": 8, "max": 10}
+    assert _digest(_sent_again(st)) == _digest(st)
+    assert len(_digest(st)) == DIGEST_SIZE
+    # The members of a Group in any order, an mbox's domain in any case.
+    group = {
+        "objectType": "Group",
+        "member": [{"mbox": "mailto:ada@Example.org"}, {"mbox_sha1sum": "AB" * 20}],
+    }
+    other = {**group, "member": [{"mbox_sha1sum": "ab" * 20}, {"mbox": "mailto:ada@example.org"}]}
+    assert _digest({**st, "object": group}) == _digest({**st, "object": other})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s["result"]["score"].update(raw=7),
+        lambda s: s["verb"].update(id="http://adlnet.gov/expapi/verbs/failed"),
+        lambda s: s["object"].update(id="https://lms.example/activity/quiz-2"),
+        lambda s: s["actor"]["account"].update(name="s2"),
+        lambda s: s["result"].update(success=True),
+        lambda s: s["result"].update(duration="PT5M"),
+        lambda s: s["context"].update(extensions={AREA: "algebra"}),
+        lambda s: s["context"]["contextActivities"]["grouping"][0].update(
+            id="https://x.example/c2"
+        ),
+        lambda s: s["actor"].update(account=None, mbox="mailto:Ada@example.org"),
+    ],
+)
+def test_a_statement_that_says_otherwise_compares_different(change: Any) -> None:
+    st = xapi_statement("s1", "passed", at=NOW)
+    st["result"]["score"] = {"raw": 8, "max": 10}
+    other = orjson.loads(orjson.dumps(st))
+    change(other)
+    assert _digest(other) != _digest(st)
+
+
+def test_an_applied_statement_carries_its_digest_and_a_voiding_none() -> None:
+    st = xapi_statement("s1", "passed", at=NOW)
+    assert _decode(st).digest == _digest(st)
+    assert _decode(xapi_voiding("s1", st["id"], at=NOW)).digest is None

@@ -49,6 +49,9 @@ class Observation:
     voids: str | None = None
     """A voiding statement: the id of the statement whose effect it removes (then
     ``component`` and ``score`` mean nothing)."""
+    digest: bytes | None = None
+    """An xAPI statement: the digest of what it says (``mastery.events.comparison``), kept
+    with what it adds: another statement under its id must say the same, or is refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import fastavro
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
 from mastery.errors import InvalidEvent
+from mastery.events.comparison import digest
 from mastery.events.models import event_model
 from mastery.events.schemas import cloudevent_type, component_of_type, parsed_schema
 from mastery.events.xapi import TENANT_HEADER, observation_of, parse_statement, statement_id
@@ -109,7 +111,9 @@ def _decode_xapi(
     event_id = str(statement.id) if statement.id else attrs.get("id") or statement_id(raw)
     if len(event_id) > _MAX_ID:
         raise InvalidEvent(f"ce_id longer than {_MAX_ID} characters")
-    return observation_of(statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model)
+    obs = observation_of(statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model)
+    # What a statement under the same id must say too (a voiding is known by its id alone).
+    return replace(obs, digest=digest(statement)) if obs.voidable else obs
 
 
 def encode(
