@@ -184,6 +184,7 @@ _REASONS = (
     ("too_old", re.compile(r"older than|before the window|outside the window")),
     ("in_future", re.compile(r"in the future")),
     ("day_full", re.compile(r"a day record holds no more")),
+    ("conflict", re.compile(r"differs from the one held under its id")),
 )
 
 

@@ -8,7 +8,7 @@ import struct
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import orjson
@@ -711,3 +711,65 @@ async def test_what_a_voiding_needs_is_kept_the_window_long(
     await _outcomes(res, _topic(*_history_of("a", home, _NOW - timedelta(hours=1))))
     assert await redis.hget(key, "1") == b"v" + old
     assert 0 < await redis.ttl(key) <= window * 86400
+
+
+# A different statement under a held id ---------------------------------------------------
+
+
+def _otherwise(statement: dict[str, Any]) -> dict[str, Any]:
+    """``statement``'s id on a statement that says something else (another score)."""
+    return {**statement, "result": {"score": {"scaled": 0.2}}}
+
+
+async def test_on_the_topic_a_different_statement_under_a_held_id_is_dead_lettered(
+    mapped: tuple[str, Resources], settings: Settings, tenant: str
+) -> None:
+    """Not applied, audited and dead-lettered with the reason, as a refused event is;
+    the statement held stays as it was, voided or not."""
+    home, res = mapped
+    first = xapi_statement("s23", "passed", scaled=0.7, home_page=home)
+    other = _otherwise(first)
+    results = await res.ingestor.ingest(_topic(first, other, first))
+    assert [o for o, _ in results] == [Outcome.APPLIED, Outcome.REJECTED, Outcome.DUPLICATE]
+    assert f"statement {first['id']} differs from the one held" in (results[1][1] or "")
+    state = await res.store.load(tenant, "s23")
+    assert state is not None
+    assert (state.version, state.components[Component.QUIZ].mean) == (1, pytest.approx(0.7))
+    dead = [
+        m
+        for m in read_to_end(settings, dlq_topic(XAPI_TOPIC))
+        if m.value() == _topic(other)[0].value
+    ]
+    assert len(dead) == 1
+    assert headers_of(dead[0])["dlq_reason"] == results[1][1]
+    audited = [e for e in (await recent_outcomes(res.store, tenant, 10)).entries]
+    [rejected] = [e for e in audited if e.outcome == "rejected"]
+    assert rejected.reason == results[1][1]
+    assert rejected.event["event_id"] == first["id"]
+    # Voided, the statement is still told from another under its id.
+    voiding = xapi_voiding("s23", first["id"], home_page=home)
+    assert await _outcomes(res, _topic(voiding)) == [Outcome.VOIDING]
+    assert await _outcomes(res, _topic(other, first)) == [Outcome.REJECTED, Outcome.VOIDED]
+
+
+async def test_a_statement_kept_before_digests_were_is_not_compared(
+    mapped: tuple[str, Resources], tenant: str, redis: Redis
+) -> None:
+    """An entry written by the engine before it kept what a statement said (``a``): a
+    statement under its id is a duplicate, as it was then, whatever it says."""
+    home, res = mapped
+    first = xapi_statement("s24", "passed", scaled=0.7, home_page=home)
+    assert await _outcomes(res, _topic(first)) == [Outcome.APPLIED]
+    key, field = keys.xapi(tenant, "s24"), str(keys.event_hash(first["id"]))
+    entry = await redis.hget(key, field)
+    assert entry is not None
+    assert entry[:1] == b"c"
+    start = 1 + keys.XAPI_APPLIED.size
+    await redis.hset(key, field, b"a" + entry[1:start] + entry[start + keys.XAPI_DIGEST :])
+    assert await _outcomes(res, _topic(_otherwise(first), first)) == [Outcome.DUPLICATE] * 2
+    # And it is voided as before.
+    voiding = xapi_voiding("s24", first["id"], home_page=home)
+    assert await _outcomes(res, _topic(voiding)) == [Outcome.VOIDING]
+    state = await res.store.load(tenant, "s24")
+    assert state is not None
+    assert Component.QUIZ not in state.components

@@ -302,6 +302,11 @@ def test_build_info_names_the_version() -> None:
             "the student already has 65535 quiz events on this day: a day record holds no more",
             "day_full",
         ),
+        (
+            "statement 1f0c2b9e-7d4a-4f3e-9a51-3c8e2d6b7a10 differs from the one held under"
+            " its id: the first is kept",
+            "conflict",
+        ),
     ],
 )
 def test_dead_letter_reasons_fall_into_a_few_classes(reason: str, label: str) -> None:

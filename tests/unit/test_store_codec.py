@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.scoring import DECAY_ORIGIN
+from mastery.events.comparison import DIGEST_SIZE
 from mastery.fields import ID_PATTERN, is_id, too_deep
 from mastery.store import keys
+from mastery.store.records import held_digest, parse_statements
 from mastery.store.records import parse_days as _parse_days
 from mastery.store.records import parse_state as _parse_state
 
@@ -329,3 +331,31 @@ def test_parse_state_reads_lua_float_formats() -> None:
     assert state.component(Component.QUALITY) == Aggregate(1.5e10, 3e10, 40)
     assert state.component(Component.QUALITY).mean == pytest.approx(0.5)
     assert state.last_event_at == 1740823200.0
+
+
+# -- xAPI statement entries ------------------------------------------------------------------
+
+
+def test_statement_entries_with_and_without_the_digest_of_what_they_said() -> None:
+    """``a`` entries (written before digests were kept) still parse, and compare with
+    nothing; ``c`` ones keep 8 bytes of digest before the area; a voided one keeps it."""
+    said = bytes(range(1, 9))
+    added = keys.XAPI_APPLIED.pack(2, 517, 8000, 0.5, 0.4)
+    voided_day = keys.XAPI_VOIDED.pack(517)
+    entries = {
+        b"1": b"a" + added + b"algebra",
+        b"2": b"c" + added + said + b"algebra",
+        b"3": b"c" + added + said,
+        b"4": b"v" + voided_day,
+        b"5": b"v" + voided_day + said,
+    }
+    parsed = {r.statement_hash: r for r in parse_statements(entries)}
+    assert [parsed[i].area for i in (1, 2, 3)] == ["algebra", "algebra", None]
+    assert {parsed[i].component for i in (1, 2, 3)} == {Component.QUIZ}
+    assert {parsed[i].score for i in (1, 2, 3)} == {0.8}
+    assert parsed[4].voided
+    assert parsed[5].voided
+    assert parsed[5].day == DECAY_ORIGIN.date() + timedelta(days=517)
+    assert [held_digest(entries[k]) for k in sorted(entries)] == [None, said, said, None, said]
+    assert held_digest(None) is None
+    assert keys.XAPI_DIGEST == DIGEST_SIZE  # the store keeps what the codec makes

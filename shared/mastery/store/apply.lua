@@ -12,7 +12,8 @@
 --        component, area, weight, weight*score, class_id, student_id,
 --        event_id, day (mastery.domain.days.day_number), score units (score_units),
 --        xapi_i (an xAPI statement's student xapi hash, 0 for a native event),
---        voided (a voiding: the event_hash of the statement it voids, else '')],
+--        voided (a voiding: the event_hash of the statement it voids, else ''),
+--        digest (an xAPI statement: its digest in hex, mastery.events.comparison, else '')],
 --       then each event's audit record (ARGV[18..], in the same order)
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
 --       the audit records are arguments of their own: inside the JSON, cjson unescaping
@@ -21,8 +22,10 @@
 -- the applied offsets are not what the caller expects (then nothing was written):
 --   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
 --     after the event happened: a replay or a late event must not bring data back), or
---     'rejected' (the student's day record of that component and day is full, DAY_MAX:
---     not applied, not marked seen, audited with the reason; the caller dead-letters it);
+--     'rejected' (the student's day record of that component and day is full, DAY_MAX;
+--     or an xAPI statement whose id the student holds for a statement that says
+--     otherwise: not applied, not marked seen, audited with the reason; the caller
+--     dead-letters it);
 --     for xAPI statements also 'voiding' (a voiding that took effect: its target's
 --     increment subtracted, or the target barred before it arrived) and 'voided' (a
 --     statement already voided: refused);
@@ -221,30 +224,46 @@ local function update_days(s, day_adds)
   return string.sub(out, first)
 end
 
--- An applied xAPI statement's entry in its student's xapi hash: 'a', then '<BHI4dd' (its
--- component's index, day, score units, weight, weight * score), then its area. A voided
--- one's: 'v', then '<H' (its day, or the voiding's when it had not arrived): refused
--- when it arrives, and a second voiding counts once.
-local ENTRY = 23  -- bytes of '<BHI4dd'
--- What the student's xAPI hash holds of a statement: 'a' applied, 'v' voided before it
--- came, '' nothing. Its entries are per statement, whatever idempotency bucket the
+-- An applied xAPI statement's entry in its student's xapi hash: 'c', then '<BHI4dd' (its
+-- component's index, day, score units, weight, weight * score), then its digest (DIGEST
+-- bytes), then its area ('a': the same without a digest, written before digests were
+-- kept). A voided one's: 'v', then '<H' (its day, or the voiding's when it had not
+-- arrived), then its digest if it was kept: refused when it arrives, and a second
+-- voiding counts once.
+local ENTRY, DIGEST = 23, 8  -- bytes of '<BHI4dd'; of a digest (keys.XAPI_DIGEST)
+-- What the student's xAPI hash holds of a statement: 'c' (or 'a') applied, 'v' voided,
+-- '' nothing. Its entries are per statement, whatever idempotency bucket the
 -- statement's time falls in: a resend dated otherwise (a statement without a timestamp,
 -- dated by each reader) is known there even when its bucket is another.
 local function held(xkey, id)
-  return string.sub(redis.call('HGET', xkey, id) or '', 1, 1)
+  return redis.call('HGET', xkey, id) or ''
 end
+
+-- The digest of what an entry's statement said, or nil: not kept ('a', a tombstone).
+local function digest_of(entry)
+  local tag = string.sub(entry, 1, 1)
+  if tag == 'c' then return string.sub(entry, 2 + ENTRY, 1 + ENTRY + DIGEST) end
+  if tag == 'v' and #entry == 3 + DIGEST then return string.sub(entry, 4) end
+  return nil
+end
+
+local function unhex(hex)
+  return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
+end
+local CONFLICT = 'statement %s differs from the one held under its id: the first is kept'
 
 local function void(xkey, e, state, days)
   local entry = redis.call('HGET', xkey, e[17])
   if entry and string.sub(entry, 1, 1) == 'v' then return 'duplicate' end
   local day = e[14]
+  local kept = entry and digest_of(entry) or ''
   if entry then
     local j, units, w, wv
     j, day, units, w, wv = struct.unpack('<BHI4dd', entry, 2)
-    local area = string.sub(entry, 2 + ENTRY)
+    local area = string.sub(entry, 2 + ENTRY + #kept)
     gather(state, days, e[12], comps[j], area, -w, -wv, '', day, -units, -1, 0, e[13])
   end
-  redis.call('HSET', xkey, e[17], 'v' .. struct.pack('<H', day))
+  redis.call('HSET', xkey, e[17], 'v' .. struct.pack('<H', day) .. kept)
   return 'voiding'
 end
 
@@ -286,12 +305,17 @@ for i, e in ipairs(events) do
       and tonumber(redis.call('ZSCORE', TK.erased, student) or '-1') or -1
   end
   local outcome = 'duplicate'
-  local mark = (xkey and e[17] == '') and held(xkey, e[4]) or ''
+  local entry = (xkey and e[17] == '') and held(xkey, e[4]) or ''
+  local mark, kept = string.sub(entry, 1, 1), digest_of(entry)
   if e[6] * 1000 <= erased_at[state] then
     outcome = 'erased'
+  elseif kept and e[18] ~= '' and kept ~= unhex(e[18]) then
+    outcome = 'rejected'  -- another statement under a held id: nothing of it is applied
+    refused[#refused + 1] = i
+    refused[#refused + 1] = string.format(CONFLICT, e[13])
   elseif mark == 'v' then
     outcome = 'voided'
-  elseif mark == 'a' then
+  elseif mark == 'a' or mark == 'c' then
     outcome = 'duplicate'  -- applied already, in another bucket
   elseif redis.call('SADD', seen, e[4]) == 1 then
     expiring[seen] = e[5]
@@ -307,8 +331,9 @@ for i, e in ipairs(events) do
       outcome = 'applied'
       gather(state, days, student, e[7], e[8], e[9], e[10], e[11], e[14], e[15], 1, e[6], e[13])
       if xkey then
-        local entry = struct.pack('<BHI4dd', comp_index[e[7]], e[14], e[15], e[9], e[10])
-        redis.call('HSET', xkey, e[4], 'a' .. entry .. e[8])
+        local added = struct.pack('<BHI4dd', comp_index[e[7]], e[14], e[15], e[9], e[10])
+        local tag = e[18] ~= '' and 'c' or 'a'
+        redis.call('HSET', xkey, e[4], tag .. added .. unhex(e[18]) .. e[8])
       end
     end
   end

@@ -278,6 +278,7 @@ class EventWrites(RedisConnection):
                     score_units(obs.score),
                     ref(keys.xapi(tenant, s)) if obs.voidable or obs.voids else 0,
                     str(keys.event_hash(obs.voids)) if obs.voids else "",
+                    obs.digest.hex() if obs.digest else "",  # cjson carries text, not bytes
                 ]
             )
         marks = offsets[0].marks(tenant, offsets[1]) if offsets else []

@@ -12,8 +12,10 @@ slot (docs/redis-cluster.md gives the trade-off).
     m:{<tenant>}:s:<student>:history    string: the last JSON history answered, after a line
                                         naming its state version, day and range, TTL 1 hour
     m:{<tenant>}:s:<student>:xapi       hash: xAPI statement id hash (event_hash) -> what it
-                                        added, packed (apply.lua), or a voided mark: what a
-                                        voiding subtracts, and the ids voided (window long)
+                                        added and the digest of what it said, packed
+                                        (apply.lua), or a voided mark: what a voiding
+                                        subtracts, the ids voided, and what a statement
+                                        resent under a held id must say (window long)
     m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
     m:{<tenant>}:outbox                 stream: level changes not yet published to Kafka
     m:{<tenant>}:offsets:<group>        hash: "<topic>:<partition>" -> the next offset of that
@@ -89,12 +91,15 @@ SEEN_BUCKET_DAYS = 30
 #: The longest window ``MASTERY_RETENTION_DAYS`` allows: seen buckets written under it
 #: outlive a window shortened since, and an erasure or an export must still find them.
 SEEN_HORIZON_DAYS = 365
-#: An applied xAPI statement's entry in the student's ``xapi`` hash (apply.lua): ``a``,
+#: An applied xAPI statement's entry in the student's ``xapi`` hash (apply.lua): ``c``,
 #: then its component's index (1-based, ``Component`` order), day number, score units,
-#: weight and weight x score, then its area; a voided one's: ``v``, then ``XAPI_VOIDED``
-#: (the day). Field ``_p`` is the day the hash was last pruned.
+#: weight and weight x score, then ``XAPI_DIGEST`` bytes (what it says:
+#: ``mastery.events.comparison``), then its area; ``a`` is one written before digests
+#: were kept (no digest: not compared). A voided one's: ``v``, then ``XAPI_VOIDED`` (the
+#: day), then its digest when it was kept. Field ``_p`` is the day the hash was last pruned.
 XAPI_APPLIED = struct.Struct("<BHIdd")
 XAPI_VOIDED = struct.Struct("<H")
+XAPI_DIGEST = 8
 #: The cohort metrics, in the order cohort.lua's METRICS lists them.
 METRICS = ("mastery", "completion", "quiz", "quality", "consistency")
 

@@ -21,6 +21,7 @@ __all__ = [
     "StatementRecord",
     "about",
     "as_bytes",
+    "held_digest",
     "held_state",
     "parse_days",
     "parse_scores",
@@ -135,6 +136,19 @@ class StatementRecord:
     area: str | None = None
 
 
+def held_digest(entry: bytes | None) -> bytes | None:
+    """The digest of what a ``xapi`` hash entry's statement said (``keys.XAPI_APPLIED``);
+    ``None`` when none is kept: no entry, one written before digests were, a tombstone."""
+    if not entry:
+        return None
+    if entry[:1] == b"c":
+        start = 1 + keys.XAPI_APPLIED.size
+        return entry[start : start + keys.XAPI_DIGEST]
+    if entry[:1] == b"v" and len(entry) == 1 + keys.XAPI_VOIDED.size + keys.XAPI_DIGEST:
+        return entry[1 + keys.XAPI_VOIDED.size :]
+    return None
+
+
 def parse_statements(raw: dict[bytes, bytes]) -> list[StatementRecord]:
     """The entries of a student's ``xapi`` hash (``keys.XAPI_APPLIED``), oldest day first."""
     origin = DECAY_ORIGIN.date()
@@ -147,7 +161,8 @@ def parse_statements(raw: dict[bytes, bytes]) -> list[StatementRecord]:
             out.append(StatementRecord(int(field), origin + timedelta(days=day), voided=True))
             continue
         j, day, units, _, _ = keys.XAPI_APPLIED.unpack_from(value, 1)
-        area = value[1 + keys.XAPI_APPLIED.size :].decode()
+        kept = keys.XAPI_DIGEST if value[:1] == b"c" else 0  # "a": written without one
+        area = value[1 + keys.XAPI_APPLIED.size + kept :].decode()
         out.append(
             StatementRecord(
                 int(field),
