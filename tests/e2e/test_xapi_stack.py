@@ -78,6 +78,30 @@ def test_a_statement_put_through_the_gateway_over_http_basic(api_stack: Stack) -
     assert _mastery(api_stack, tenant, "s1", 1)["components"]["quiz"]["score"] == 0.6
 
 
+def test_a_different_statement_under_a_held_id_is_409_through_the_gateway(
+    api_stack: Stack,
+) -> None:
+    tenant = f"xapi-conflict-{int(time.time())}"
+    statement = xapi_statement("s1", "passed", scaled=0.6)
+    headers = {
+        **_admin(tenant),
+        "content-type": "application/json",
+        "x-experience-api-version": "1.0.3",
+    }
+    url = f"{api_stack.url}/xapi/statements"
+    params = {"statementId": statement["id"]}
+    first = httpx.put(url, params=params, content=orjson.dumps(statement), headers=headers)
+    assert first.status_code == 204, first.text
+    other = {**statement, "result": {"score": {"scaled": 0.1}}}
+    refused = httpx.put(url, params=params, content=orjson.dumps(other), headers=headers)
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["x-experience-api-version"] == "1.0.3"
+    assert statement["id"] in refused.json()["detail"]
+    doc = _mastery(api_stack, tenant, "s1", 1)
+    assert (doc["version"], doc["components"]["quiz"]["score"]) == (1, 0.6)
+
+
 def test_the_about_resource_through_the_gateway_without_credentials(api_stack: Stack) -> None:
     """What a client reads first, to choose its version: no token, no version header."""
     resp = httpx.get(f"{api_stack.url}/xapi/about")

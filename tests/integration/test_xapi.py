@@ -30,12 +30,13 @@ from tests.helpers import headers_of, read_to_end, xapi_statement, xapi_voiding
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     import httpx
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
+    from mastery.ports import OutMessage, Publisher
     from mastery.settings import Settings
 
 _V = {"x-experience-api-version": "1.0.3"}
@@ -721,6 +722,57 @@ def _otherwise(statement: dict[str, Any]) -> dict[str, Any]:
     return {**statement, "result": {"score": {"scaled": 0.2}}}
 
 
+async def test_a_different_statement_under_a_held_id_is_409_and_changes_nothing(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, tenant: str
+) -> None:
+    """xAPI 1.0.3, Communication 2.1.1, 2.1.2: the statement held is not modified, and a
+    different one under its id is answered 409; the same one again, as before (200/204)."""
+    fn = client("on-xapi")
+    admin = {**token("a1", "admin", tenant), **_V}
+    first = xapi_statement("s21", "passed", scaled=0.7)
+    del first["timestamp"]  # dated by the engine each time it comes
+    sid = first["id"]
+    assert (await fn.post("/xapi/statements", json=first, headers=admin)).status_code == 200
+    # The same statement, as another sender spells it: not a conflict, counted once.
+    same = {**first, "id": sid.upper(), "verb": {**first["verb"], "display": {"en": "passed"}}}
+    again = await fn.put("/xapi/statements", params={"statementId": sid}, json=same, headers=admin)
+    assert again.status_code == 204, again.text
+    # Says otherwise: 409 to a PUT, and to a POST, whose other statements are not stored.
+    fresh = xapi_statement("s22", "passed", scaled=0.9)
+    cid = f"{tenant}-conflict"
+    posted = await fn.post(
+        "/xapi/statements",
+        json=[fresh, _otherwise(first)],
+        headers={**admin, "x-correlation-id": cid},
+    )
+    put = await fn.put(
+        "/xapi/statements", params={"statementId": sid}, json=_otherwise(first), headers=admin
+    )
+    for resp in (posted, put):
+        assert resp.status_code == 409, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.headers["x-experience-api-version"] == "1.0.3"
+        assert sid in resp.json()["detail"]
+    [named] = posted.json()["statements"]
+    assert (named["index"], named["id"]) == (1, sid)
+    res = build(settings, source="test")
+    state = await res.store.load(tenant, "s21")
+    assert state is not None
+    assert (state.version, state.components[Component.QUIZ].mean) == (1, pytest.approx(0.7))
+    assert await res.store.load(tenant, "s22") is None
+    await res.aclose()
+    # Nothing of the refused requests went on the topic: the first and its resend only.
+    topic = read_to_end(settings, XAPI_TOPIC)
+    assert len([m for m in topic if headers_of(m).get("ce_id", "").lower() == sid]) == 2
+    assert not [m for m in topic if headers_of(m).get("ce_id") == fresh["id"]]
+    [access] = [
+        doc
+        for m in read_to_end(settings, AUDIT_TOPIC)
+        if (doc := orjson.loads(m.value())).get("correlation_id") == cid
+    ]
+    assert (access["status"], access["students"]) == (409, ["s21", "s22"])
+
+
 async def test_on_the_topic_a_different_statement_under_a_held_id_is_dead_lettered(
     mapped: tuple[str, Resources], settings: Settings, tenant: str
 ) -> None:
@@ -773,3 +825,61 @@ async def test_a_statement_kept_before_digests_were_is_not_compared(
     state = await res.store.load(tenant, "s24")
     assert state is not None
     assert Component.QUIZ not in state.components
+
+
+class _Between:
+    """A publisher that lets another writer in before its first publish: a request that
+    came between this one's check of the held ids and its apply."""
+
+    def __init__(self, inner: Publisher, first: Callable[[], Awaitable[object]]) -> None:
+        self._inner = inner
+        self._first: Callable[[], Awaitable[object]] | None = first
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            await first()
+        await self._inner.publish(messages)
+
+
+async def test_a_different_statement_stored_in_between_is_still_refused(
+    settings: Settings, tenant: str
+) -> None:
+    """The check before the topic is a read; the apply's own, atomic, decides: a request
+    that stored a different statement under the id in between wins, and this one is
+    409 and dead-lettered (its other statements were on the topic already: stored)."""
+    mine = xapi_statement("s25", "passed", scaled=0.7)
+    theirs = _otherwise(mine)
+    fresh = xapi_statement("s26", "passed", scaled=0.9)
+    other = build(settings, source="test")
+    res = build(settings, source="test")
+
+    async def store_theirs() -> object:
+        record = Record(
+            XAPI_TOPIC, orjson.dumps(theirs), b"s25", {"content-type": b"application/json"}
+        )
+        return await other.ingestor.ingest([record], tenant=tenant)
+
+    kafka = res.publisher
+    res.publisher = _Between(kafka, store_theirs)  # type: ignore[assignment]
+    async with serve("on-xapi", {"POST /xapi/statements": post_statements}, res) as fn:
+        resp = await fn.post(
+            "/xapi/statements", json=[fresh, mine], headers={**token("a1", "admin", tenant), **_V}
+        )
+    assert resp.status_code == 409, resp.text
+    assert "other statements were stored" in resp.json()["detail"]
+    assert [s["index"] for s in resp.json()["statements"]] == [1]
+    state = await res.store.load(tenant, "s25")
+    assert state is not None
+    assert (state.version, state.components[Component.QUIZ].mean) == (1, pytest.approx(0.2))
+    assert await res.store.load(tenant, "s26") is not None
+    dead = [
+        m
+        for m in read_to_end(settings, dlq_topic(XAPI_TOPIC))
+        if headers_of(m).get("ce_id") == mine["id"]
+    ]
+    assert len(dead) == 1
+    assert "differs from the one held" in headers_of(dead[0])["dlq_reason"]
+    res.publisher = kafka
+    await res.aclose()
+    await other.aclose()

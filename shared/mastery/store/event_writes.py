@@ -16,7 +16,7 @@ from mastery.offsets import CATCH_ALL
 from mastery.ports import Applied, Note, Outcome, Unapplied
 from mastery.store import keys
 from mastery.store.connection import DOWN, RedisConnection
-from mastery.store.records import as_bytes
+from mastery.store.records import as_bytes, held_digest
 from mastery.store.scripts import ADVANCE, APPLY
 
 if TYPE_CHECKING:
@@ -122,6 +122,30 @@ class EventWrites(RedisConnection):
         if moved is not None:
             raise moved
         return Applied(outcomes, notes, frozenset(backlog), refused)
+
+    async def conflicting(self, observations: Sequence[Observation]) -> list[int]:
+        """The places of the xAPI statements whose id their student holds for a statement
+        that says otherwise (``Observation.digest``): those ``apply`` would refuse, found
+        before it (one round trip), so that a request can be refused whole. A read, not a
+        claim: ``apply``'s own check, in the same atomic step as the write, decides.
+
+        Raises:
+            Unavailable: Redis cannot be reached.
+        """
+        asked = [i for i, obs in enumerate(observations) if obs.digest is not None]
+        if not asked:
+            return []
+        async with self.pipeline(transaction=False) as pipe:
+            for i in asked:
+                obs = observations[i]
+                field = str(keys.event_hash(obs.event_id))
+                pipe.hget(keys.xapi(obs.tenant, obs.student_id), field)
+            entries = await self.io(pipe.execute())
+        return [
+            i
+            for i, entry in zip(asked, entries, strict=True)
+            if (kept := held_digest(entry)) is not None and kept != observations[i].digest
+        ]
 
     async def outbox(self, tenant: str, count: int | None = 100) -> list[tuple[str, bytes]]:
         """The tenant's oldest level-change notes not yet published: (entry id, JSON);

@@ -130,13 +130,13 @@ OPERATIONS: dict[str, Operation] = {
         "xAPI statements (one or an array); answers their ids, as an LRS does",
         Statements,
         {200: r.StatementIds},
-        errors=(400, 401, 403, 413, 415, 429, 503),
+        errors=(400, 401, 403, 409, 413, 415, 429, 503),
     ),
     "PUT /xapi/statements": Operation(
         "One xAPI statement stored under the statementId parameter (204), as an LRS does",
         Statement,
         {204: None},
-        errors=(400, 401, 403, 413, 415, 429, 503),
+        errors=(400, 401, 403, 409, 413, 415, 429, 503),
     ),
     "GET /xapi/about": Operation(
         "The xAPI versions the engine speaks, as an LRS's About resource (no token)",
@@ -205,6 +205,8 @@ _ERROR_TEXT = {
     403: "The policy does not let the caller do this",
     404: "Nothing held for this in the caller's tenant",
     406: "The Accept header names neither application/json nor text/event-stream",
+    409: "A different xAPI statement is held under a statement's id (`statements` says which):"
+    " the one held is kept, unchanged",
     413: "The body is larger than MASTERY_MAX_BODY_BYTES",
     415: "The body is not application/json",
     422: "The body does not validate; `errors` names the fields",
@@ -298,7 +300,7 @@ def _success_text(status: int, op: Operation) -> str:
     if status == 202:
         return "Accepted"
     if status == 204:
-        return "Stored (or held already: nothing changed)"
+        return "Stored (or held already, the same statement: nothing changed)"
     if op.extra_media:
         return "OK; also " + "; ".join(f"{m}: {d}" for m, d in op.extra_media.items())
     return "OK"

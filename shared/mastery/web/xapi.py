@@ -5,8 +5,10 @@ Each statement becomes a record of ``mastery.xapi`` and takes the ingest path ev
 takes (validation, idempotency on the statement id, audit), with the caller's tenant. As
 an LRS does, a batch is all or nothing: one invalid statement refuses the whole request
 (400) and nothing is applied, and so does a batch naming one statement id twice (xAPI
-1.0.3, Communication 2.1.2); the answer is the array of statement ids, in order (a PUT
-stores one statement, and answers 204).
+1.0.3, Communication 2.1.2), or one statement whose id is held for a statement that says
+otherwise (409: the one held is kept, unchanged); the answer is the array of statement
+ids, in order (a PUT stores one statement, and answers 204). A statement resent as it
+was is answered as if stored, and changes nothing.
 
 The valid statements are produced to ``mastery.xapi`` first, the caller's tenant in the
 ``mastery_tenant`` header, and the broker's acknowledgement awaited (else 503, nothing
@@ -27,6 +29,7 @@ from starlette.responses import Response
 
 from mastery.events.codec import JSON
 from mastery.events.xapi import TENANT_HEADER
+from mastery.metrics import dlq_reason
 from mastery.policy import Action
 from mastery.ports import OutMessage, Record
 from mastery.store import Outcome
@@ -94,9 +97,8 @@ async def put_statement(request: Request, ctx: Context) -> Response:
 
     What the ``tincan`` library sends for a statement with an id (Open edX's
     event-routing-backends, batching off). The same path as a POST of one statement. An id
-    already held is answered 204 and changes nothing, whatever the content: the engine
-    keeps a statement's effect, not the statement, so it cannot tell a conflicting one
-    (xAPI's 409 is a SHOULD).
+    already held is answered 204 and changes nothing when the statement says the same
+    (``mastery.events.comparison``), 409 when it says otherwise.
     """
     principal = await _caller(request, ctx)
     ids = request.query_params.getlist("statementId")
@@ -128,8 +130,9 @@ async def _caller(request: Request, ctx: Context) -> Principal:
 
 
 async def _ingest(ctx: Context, principal: Principal, records: list[Record]) -> None:
-    """All or nothing: 400 naming each invalid statement, else every one is put on the
-    topic (503 unless the broker acknowledges) and then applied, in the caller's tenant."""
+    """All or nothing: 400 naming each invalid statement, 409 each one whose id is held
+    for a statement that says otherwise, else every one is put on the topic (503 unless
+    the broker acknowledges) and then applied, in the caller's tenant."""
     ingestor = ctx.resources.ingestor
     batch = ingestor.prepare(records, tenant=principal.tenant)
     refused = [
@@ -140,8 +143,31 @@ async def _ingest(ctx: Context, principal: Principal, records: list[Record]) -> 
     if refused:
         raise Problem(400, "invalid xAPI statement(s); none was stored", statements=refused)
     ctx.students.extend(sorted({obs.student_id for obs, _ in batch.accepted}))
+    held = set(await ctx.resources.store.conflicting([obs for obs, _ in batch.accepted]))
+    places = [i for i, slot in enumerate(batch.slots) if isinstance(slot, int) and slot in held]
+    if places:
+        raise _conflict(records, places, "none was stored")
     await ctx.resources.publisher.publish([_message(r, principal.tenant) for r in records])
-    await ingestor.apply(batch)
+    results = await ingestor.apply(batch)
+    # Another request stored a different statement under the id in between: the apply
+    # refused this one (and dead-lettered it); the others of the request are stored.
+    raced = [i for i, (_, why) in enumerate(results) if why and dlq_reason(why) == "conflict"]
+    if raced:
+        raise _conflict(records, raced, "the request's other statements were stored")
+
+
+def _conflict(records: list[Record], places: list[int], stored: str) -> Problem:
+    """409 (xAPI 1.0.3, Communication 2.1.1, 2.1.2): each statement whose id is held for
+    one that says otherwise; the one held is kept, unchanged."""
+    ids = [records[i].headers["ce_id"].decode() for i in places]
+    reason = "a different statement is held under this id; it is kept, unchanged"
+    return Problem(
+        409,
+        f"a different statement is held under id {', '.join(ids)}; {stored}",
+        statements=[
+            {"index": i, "id": sid, "reason": reason} for i, sid in zip(places, ids, strict=True)
+        ],
+    )
 
 
 def _message(record: Record, tenant: str) -> OutMessage:
