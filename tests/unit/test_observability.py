@@ -246,7 +246,7 @@ def test_every_label_value_known_at_import_is_exported_at_zero_from_the_start() 
     samples = _fresh_samples("import mastery.metrics")
     documented_reasons = {"malformed", "missing_attribute", "unsupported_format",
                           "unknown_type", "wrong_topic", "too_old", "in_future", "day_full",
-                          "invalid_field"}  # fmt: skip
+                          "conflict", "invalid_field"}  # fmt: skip
     assert set(mastery.metrics.DLQ_REASONS) == documented_reasons
     assert set(mastery.metrics.BATCH_STATUSES) == {o.value for o in RunOutcome} | {"error"}
     expected = [
