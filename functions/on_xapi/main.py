@@ -25,6 +25,7 @@ app = FunctionApp(
     provider=resources,
     path_headers={"/xapi/statements": RESPONSE_HEADERS, "/xapi/about": RESPONSE_HEADERS},
     public={"GET /xapi/about"},
+    deliveries={"POST /"},
 )
 
 

@@ -187,6 +187,26 @@ async def test_a_public_route_is_served_without_an_access_record() -> None:
         FunctionApp("unit-fn", routes, provider=provider, public={"GET /nope"})
 
 
+async def test_an_event_delivery_route_is_not_access_audited() -> None:
+    """Deliveries are trusted like the topic and audited per event (the event audit): a
+    function that also has callers (on-xapi) records those, not each delivery."""
+    down = FakePublisher()
+    down.down = True
+
+    async def provider(_: str) -> Any:
+        return SimpleNamespace(publisher=down, clock=_CLOCK)
+
+    routes = {"POST /": _echo, "POST /echo": _echo}
+    app = FunctionApp("unit-fn", routes, provider=provider, deliveries={"POST /"})
+    async with _client(app) as c:
+        delivered = await c.post("/")
+        data = await c.post("/echo")
+    assert delivered.status_code == 200
+    assert data.status_code == 503  # the caller's record could not be written
+    assert app.deliveries == {"POST /"}
+    assert app.public == frozenset()
+
+
 async def test_no_audit_record_no_data() -> None:
     down = FakePublisher()
     down.down = True

@@ -84,6 +84,8 @@ async def test_each_function_serves_its_part(spec: Any) -> None:
     assert paths == set(spec.routes) | ({"POST /"} if spec.topics else set())
     # What the registry calls public, the function serves without an access record.
     assert app.public == set(spec.public)
+    # A function with callers and a topic (on-xapi) audits its callers, not the trigger.
+    assert app.deliveries == ({"POST /"} if spec.topics and spec.routes else set())
 
 
 def _asgi(app: Any) -> Any:

@@ -183,6 +183,10 @@ class FunctionApp:
             others are (metrics, access line, path headers) but not access-audited,
             as ``/health`` and ``/openapi.json`` are not: there is no caller and no
             student to record, and the answer must not fail with the broker.
+        deliveries: route keys that take event deliveries (an event handler's ``POST /``
+            beside the routes of a function that also has callers, as ``on-xapi``'s):
+            trusted like the topic, not access-audited, as the event handlers are not;
+            each event's outcome is in the tenant's event audit.
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class FunctionApp:
         audits_requests: bool = True,
         path_headers: Mapping[str, Mapping[str, str]] | None = None,
         public: Collection[str] = (),
+        deliveries: Collection[str] = (),
     ) -> None:
         self.name = name
         self._routes = Routes(routes)
@@ -206,8 +211,9 @@ class FunctionApp:
         self._audits_requests = audits_requests
         self._path_headers = dict(path_headers or {})
         self._public = frozenset(public)
-        if unknown := self._public - set(routes):
-            raise ValueError(f"public routes it does not serve: {sorted(unknown)}")
+        self._unaudited = self._public | frozenset(deliveries)
+        if unknown := self._unaudited - set(routes):
+            raise ValueError(f"public or delivery routes it does not serve: {sorted(unknown)}")
         self._log = logger(name)
         self._resources = provider
         # Exported at 0 from the start (the 5xx alert's terms): ``increase()`` and
@@ -242,6 +248,11 @@ class FunctionApp:
     def public(self) -> frozenset[str]:
         """The route keys served without a token and not access-audited."""
         return self._public
+
+    @property
+    def deliveries(self) -> frozenset[str]:
+        """The route keys that take event deliveries: not access-audited."""
+        return self._unaudited - self._public
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.1 document of this function's routes."""
@@ -287,7 +298,7 @@ class FunctionApp:
             self._log.exception("unhandled error", extra=_extra(correlation_id, exc))
             tracing.failed(exc)
             response = Problem(500, "internal error").response(correlation_id)
-        audited = self._uses_auth and self._audits_requests and route not in self._public
+        audited = self._uses_auth and self._audits_requests and route not in self._unaudited
         if audited and handler is not None and ctx is not None:
             response = await self._audit(ctx, route, response)
         if ctx is not None:
