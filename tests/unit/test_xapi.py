@@ -74,6 +74,20 @@ def test_raw_over_max_and_negative_scaled() -> None:
     assert _decode(st).score == 0.0
 
 
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        ({"raw": 1e308, "min": -1e308, "max": 1e308}, 1.0),  # the difference overflows
+        ({"raw": 0, "min": -1e308, "max": 1e308}, 0.5),
+        ({"raw": 2**63 - 1, "max": 1.8e19}, 0.5124),
+    ],
+)
+def test_raw_scores_at_the_ends_of_the_numbers(score: dict[str, Any], expected: float) -> None:
+    st = xapi_statement("s1", "scored", scaled=None, at=NOW)
+    st["result"] = {"score": score}
+    assert _decode(st).score == pytest.approx(expected, abs=1e-4)
+
+
 def test_quality_and_consistency_extensions_whatever_the_verb() -> None:
     st = xapi_statement("s1", "experienced", scaled=None, at=NOW)
     st["result"] = {"extensions": {QUALITY: 0.7}}

@@ -94,11 +94,13 @@ def _activity(activity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _numbers(node: Any) -> Any:
-    """``node`` with every integral float as an integer (JSON has one kind of number)."""
+    """``node`` with every integer as a float (JSON has one kind of number, a double in
+    practice: RFC 8259 section 6). Not the other way: ``1e308`` as an integer is one no
+    JSON writer takes."""
     if isinstance(node, dict):
         return {k: _numbers(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_numbers(v) for v in node]
-    if isinstance(node, float) and node.is_integer():
-        return int(node)
+    if isinstance(node, int) and not isinstance(node, bool):
+        return float(node)
     return node

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
@@ -353,9 +354,9 @@ def _scaled(score: Score | None) -> float | None:
     if score.scaled is not None:
         return float(score.scaled)
     if score.raw is not None and score.max is not None:
-        low = score.min if score.min is not None else 0
-        if score.max > low:
-            return (score.raw - low) / (score.max - low)
+        low = Fraction(score.min if score.min is not None else 0)
+        if score.max > low:  # exact: float differences overflow (1e308 - -1e308 is inf)
+            return float((Fraction(score.raw) - low) / (Fraction(score.max) - low))
     return None
 
 
