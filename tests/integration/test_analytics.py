@@ -15,12 +15,13 @@ import orjson
 import pytest
 
 from mastery.bootstrap import build
-from mastery.domain import Component
+from mastery.domain import Component, explain
 from mastery.events.consumer import consume
 from mastery.ports import Record
 from mastery.store import keys
+from mastery.web.history import mastery_history_report
 from tests.helpers import event_data, fresh_topics, produce, record
-from tests.integration.conftest import token
+from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -247,6 +248,30 @@ async def test_history_in_every_format(
         HISTORY, json={**body, "days": 90, "granularity": "month"}, headers=_auth(tenant)
     )
     assert sum(b["days"] for b in monthly.json()["series"]) == 4
+
+
+async def test_history_and_export_fold_with_the_configured_half_life(
+    settings: Settings, tenant: str
+) -> None:
+    """MASTERY_HALF_LIFE_DAYS=7: the history (and the export's) must say what the query
+    says, not fold the days with the default 14-day half-life."""
+    res = build(settings.model_copy(update={"half_life_days": 7.0}), source="test")
+    await _events(res, tenant, "s1", {Component.QUIZ: 0.2}, days_ago=10)
+    await _events(res, tenant, "s1", {Component.QUIZ: 0.9})
+    state = await res.store.load(tenant, "s1")
+    assert state is not None
+    quiz = explain(state, res.model).components[Component.QUIZ].score
+    assert quiz == pytest.approx((0.2 * 2 ** (-10 / 7) + 0.9) / (2 ** (-10 / 7) + 1), abs=1e-3)
+    route = f"POST {HISTORY}"
+    async with serve("mastery-history", {route: mastery_history_report}, res) as fn:
+        answer = await fn.post(
+            HISTORY, json={"student_id": "s1", "days": 30}, headers=_auth(tenant)
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["series"][-1]["components"]["quiz"] == pytest.approx(quiz, abs=1e-3)
+    exported = await res.store.history(tenant, "s1")
+    assert exported[-1].scores[Component.QUIZ] == pytest.approx(quiz, abs=1e-3)
+    await res.aclose()
 
 
 async def test_the_json_history_is_served_from_its_cache_until_state_day_or_range_change(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Sequence
     from datetime import datetime
 
-    from mastery.domain import DayActivity, DaySnapshot, StudentState
+    from mastery.domain import DayActivity, DaySnapshot, ScoringModel, StudentState
 
 __all__ = ["StudentDays", "StudentReads"]
 
@@ -42,16 +42,12 @@ class StudentDays:
         """The day records, oldest first (unpacked on use: a cache hit never needs them)."""
         return parse_days(self.packed_days)
 
-    @property
-    def days(self) -> list[DaySnapshot]:
-        """The component scores at the end of each active day, folded from the records."""
-        return end_of_day(self.activity)
-
 
 class StudentReads(RedisConnection):
     """Reads of per-student state, as laid out in ``mastery.store.keys``."""
 
     _ttl_s: int
+    _model: ScoringModel
 
     async def load(self, tenant: str, student: str) -> StudentState | None:
         """The student's state, ``None`` when nothing is held for them."""
@@ -122,7 +118,7 @@ class StudentReads(RedisConnection):
     async def history(self, tenant: str, student: str) -> list[DaySnapshot]:
         """The scores at the end of each active day, oldest first, within the window."""
         blob = await self.io(self._redis.get(keys.days(tenant, student)))
-        return end_of_day(parse_days(as_bytes(blob)))
+        return end_of_day(parse_days(as_bytes(blob)), self._model)
 
     async def days_of(
         self, tenant: str, student: str, *, cache: Callable[[str, str], str] | None = None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from mastery.domain import Component, mastery_history
+from mastery.domain import Component, end_of_day, mastery_history
 from mastery.store import keys
 from mastery.web.app import model_response
 from mastery.web.requests import HistoryRequest
@@ -66,7 +66,13 @@ async def _json_answer(ctx: Context, principal: Principal, body: HistoryRequest)
     tag = f"{days.version} {today.isoformat()} {body.days} {body.granularity}\n".encode()
     if days.cached is not None and days.cached.startswith(tag):
         return Response(days.cached[len(tag) :], 200, media_type="application/json")
-    h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
+    h = mastery_history(
+        end_of_day(days.activity, ctx.resources.model),
+        today,
+        body.days,
+        body.granularity,
+        ctx.resources.model,
+    )
     answer = model_response(history_document(student, tenant, h, days.version))
     entry = (student, days.version, tag + answer.body)
     await ctx.resources.store.cache(keys.history, tenant, [entry], CACHE_TTL_S)
@@ -78,7 +84,13 @@ async def history_of(
 ) -> tuple[History, int]:
     """The student's history over ``body.days`` by ``body.granularity``, and its state version."""
     days, today = await _visible_days(ctx, principal, body)
-    h = mastery_history(days.days, today, body.days, body.granularity, ctx.resources.model)
+    h = mastery_history(
+        end_of_day(days.activity, ctx.resources.model),
+        today,
+        body.days,
+        body.granularity,
+        ctx.resources.model,
+    )
     return h, days.version
 
 
