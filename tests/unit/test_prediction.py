@@ -142,6 +142,18 @@ def test_without_events_ahead_the_forecast_is_the_decayed_sums_as_they_are() -> 
     assert p.trend is Trend.STABLE
 
 
+def test_a_silent_student_is_not_expected_to_start_another_component() -> None:
+    """Quizzes 60 to 41 days ago, nothing since: no component is expected to begin either
+    (it read 'improving', as if the three unpractised ones were about to be taken up)."""
+    days = [
+        DayActivity(TODAY - timedelta(days=back), {Component.QUIZ: DayMean(1, 9000)})
+        for back in range(41, 61)
+    ]
+    p = predict(days, TODAY)
+    assert p.predicted == p.current
+    assert p.trend is Trend.STABLE
+
+
 def test_a_rising_student_is_forecast_to_rise() -> None:
     p = predict(_days(lambda b: 0.3 + 0.015 * (30 - b), range(31)), TODAY)
     assert p.predicted > p.current + 0.03

@@ -274,8 +274,15 @@ def _outlooks(
             ]
     reading = _levels(points, f)
     levels = reading.levels
+    # Only a student practising lately may start another component: one silent for
+    # ``idle_days`` is expected nowhere, as each of their components is not.
+    active = any(x > -f.idle_days for p in points.values() for x, _, _ in p)
     unseen = len(nows) < len(Component)  # only then is an arrival to expect
-    arrival = _arrival(ordered, reading, (today - first_day).days + 1, f) if unseen else (0.0, 0.0)
+    arrival = (
+        _arrival(ordered, reading, (today - first_day).days + 1, f)
+        if unseen and active
+        else (0.0, 0.0)
+    )
     out: dict[Component, _Outlook] = {}
     for c in Component:
         if c not in nows:
