@@ -37,7 +37,8 @@ __all__ = [
 XAPI_TOPIC = "mastery.xapi"
 #: Level changes out, as CloudEvents (``mastery.events.notifications``).
 LEVEL_CHANGED_TOPIC = "mastery.level-changed"
-#: The access audit, one record per request to a data function (``mastery.web.access``).
+#: The access audit, a record per request to a data function, two per erasure, one per
+#: MCP tool call (``mastery.web.access``).
 AUDIT_TOPIC = "mastery.audit"
 #: The batch queues' default prefix: ``<prefix>.<priority>``.
 BATCH_PREFIX = "mastery.batch"
