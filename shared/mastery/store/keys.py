@@ -2,7 +2,7 @@
 
 A tenant (a school) is the shard unit: all of its keys live in one Redis Cluster slot,
 so every script that applies events, erases a student or compares a cohort touches one
-slot (docs/redis-cluster.md gives the trade-off).
+slot (docs/decisions.md, "Redis Cluster", gives the trade-off).
 
     m:{<tenant>}:s:<student>:state      hash: decayed sums per component/area, version, classes
     m:{<tenant>}:s:<student>:days       string: packed day records (see DAY_HEADER)
@@ -16,7 +16,8 @@ slot (docs/redis-cluster.md gives the trade-off).
                                         (apply.lua), or a voided mark: what a voiding
                                         subtracts, the ids voided, and what a statement
                                         resent under a held id must say (window long)
-    m:{<tenant>}:audit                  stream: every event's outcome (applied/duplicate/rejected)
+    m:{<tenant>}:audit                  stream: every event's outcome (applied, duplicate,
+                                        erased, rejected, ignored, voiding, voided)
     m:{<tenant>}:outbox                 stream: level changes not yet published to Kafka
     m:{<tenant>}:offsets:<group>        hash: "<topic>:<partition>" -> the next offset of that
                                         partition whose events of this tenant are not all
