@@ -308,3 +308,15 @@ def test_a_clearly_declining_student_is_declining_and_flagged_with_the_signal() 
     assert p.predicted > DEFAULT_FORECAST.flag_below
     assert p.intervention_reason is not None
     assert p.intervention_reason.startswith("expected to fall")
+
+
+def test_the_agents_are_told_the_flags_the_model_raises() -> None:
+    """predict_next_week's description states the margins and floors the forecast uses
+    (it said 2 and 2.25 times after they were re-chosen as 1.0 and 0.75)."""
+    from mastery.mcp.tools import TOOLS
+
+    text = TOOLS["predict_next_week"].description
+    f = DEFAULT_FORECAST
+    assert f"below {f.flag_below:.2f} by {f.below_margin:g} times its uncertainty" in text
+    assert f"{f.flag_drop:g} or more in the week by {f.drop_margin:g} times its own" in text
+    assert f"confidence >= {f.min_confidence:g}" in text

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from mastery.domain import Granularity
+from mastery.domain import DEFAULT_FORECAST, Granularity
 from mastery.mcp.models import (
     ComparisonAnswer,
     HistoryAnswer,
@@ -177,6 +177,7 @@ def _at_risk_summary(a: RiskAnswer) -> str:
     return f"{head}; highest risk: {top}.{more}"
 
 
+_F = DEFAULT_FORECAST  # the flags and trend the description states are the model's own
 _SCOPE = (
     " A student may ask about themselves only, a teacher about students of their classes, "
     "an admin about anyone in their school."
@@ -204,15 +205,17 @@ TOOLS: Mapping[str, ToolSpec] = {
         ToolSpec(
             "predict_next_week",
             "Mastery in 7 days",
-            "The student's expected mastery 7 days from today: the recency-weighted mean "
-            "with the events they will likely produce added (at their own rate, scoring "
-            "where their recent raw scores stand and head): trend (where the forecast goes: "
-            "improving/declining/stable beyond +-0.002 a day), forecast change per day, "
-            "confidence 0-1 (falls with the forecast's uncertainty) and whether an "
-            "intervention is needed (at confidence >= 0.2, when the forecast is below 0.40 "
-            "by 2 times its uncertainty, or the expected fall is 0.06 or more in the week "
-            "by 2.25 times its own; the reason names the signal). Use it before "
-            "deciding to step in." + _SCOPE,
+            f"The student's expected mastery {_F.horizon_days} days from today: the "
+            "recency-weighted mean with the events they will likely produce added (at their "
+            "own rate, scoring where their recent raw scores stand and head): trend (where "
+            "the forecast goes: improving/declining/stable beyond "
+            f"+-{_F.stable_slope:g} a day), forecast change per day, confidence 0-1 (falls "
+            "with the forecast's uncertainty) and whether an intervention is needed (at "
+            f"confidence >= {_F.min_confidence:g}, when the forecast is below "
+            f"{_F.flag_below:.2f} by {_F.below_margin:g} times its uncertainty, or the "
+            f"expected fall is {_F.flag_drop:g} or more in the week by {_F.drop_margin:g} "
+            "times its own; the reason names the signal). Use it before deciding to step "
+            "in." + _SCOPE,
             StudentRequest,
             PredictionAnswer,
             _prediction,
