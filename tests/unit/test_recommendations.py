@@ -82,6 +82,12 @@ def test_each_component_has_its_action_and_a_reason() -> None:
     assert recs[Component.CONSISTENCY].priority is Priority.LOW  # 0.1 * 0.2
 
 
+def test_a_score_just_under_the_target_is_not_said_to_be_0_00_below() -> None:
+    state = StudentState(components={c: _agg(0.6951) for c in Component})
+    quiz = next(r for r in recommend(state) if r.component is Component.QUIZ)
+    assert quiz.reason.startswith("quiz is at 0.6951, 0.0049 below 0.70: ")
+
+
 def test_an_unobserved_component_is_advised_as_a_start() -> None:
     state = StudentState(components={Component.QUIZ: _agg(0.9)})
     recs = recommend(state)

@@ -120,7 +120,10 @@ def _advice(
     action = ACTIONS[component]
     what = f"{component} in {area}" if area else str(component)
     if agg.observed:
-        reason = f"{what} is at {score:.2f}, {gap:.2f} below {TARGET:.2f}: {_WHAT[action]}"
+        digits = 2 if gap >= 0.005 else 4  # not "0.00 below" for a score just under
+        reason = (
+            f"{what} is at {score:.{digits}f}, {gap:.{digits}f} below {TARGET:.2f}: {_WHAT[action]}"
+        )
     else:
         reason = f"no {what} activity yet (it counts as 0): start, {_WHAT[action]}"
     return Recommendation(
