@@ -112,3 +112,17 @@ async def test_bad_requests_name_the_field(
     resp = await _compare(client, token("a", "admin", school), **body)
     assert resp.status_code == 422
     assert field in resp.text
+
+
+async def test_a_student_in_no_class_compared_by_class_names_the_scope(
+    client: Callable[[str], httpx.AsyncClient], settings: Settings, school: str
+) -> None:
+    """A 422 names its field in ``errors``, as every other 422 does (docs/api.md)."""
+    res = build(settings, source="test")
+    await res.ingestor.ingest([record(Component.QUIZ, event_data(school, "loner", 0.5))])
+    await res.aclose()
+    resp = await _compare(client, token("a", "admin", school), student_id="loner", scope="class")
+    assert resp.status_code == 422
+    [error] = resp.json()["errors"]
+    assert error["field"] == "scope"
+    assert "no class" in error["message"]

@@ -78,5 +78,6 @@ def _class_of(principal: Principal, body: CompareRequest, student_classes: Set[s
         return body.class_id
     shared = sorted(student_classes & visible)
     if not shared:
-        raise Problem(422, "the student is in no class; compare with scope 'school'")
+        message = "the student is in no class; compare with scope 'school'"
+        raise Problem(422, message, errors=[{"field": "scope", "message": message}])
     return shared[0]
