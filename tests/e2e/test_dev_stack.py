@@ -336,6 +336,13 @@ def test_gateway_passes_the_functions_headers_on(stack: Stack) -> None:
         assert time.monotonic() < deadline, query.text
         time.sleep(0.05)
     assert {"ratelimit-limit", "ratelimit-remaining", "x-correlation-id"} <= set(query.headers)
+    # A chunked body (Transfer-Encoding: a hop's own framing) reaches the function whole.
+    chunked = httpx.post(
+        url,
+        content=iter([b'{"student_id":', b' "s1"}']),
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert chunked.status_code == 200, chunked.text
     csv = httpx.post(
         f"{stack.url}/analytics/mastery-history",
         json={"student_id": "s1", "format": "csv"},

@@ -29,22 +29,15 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-# A function's answer goes out with every header but these: hop-by-hop ones, and what
-# describes the bytes on the inner connection (the body is sent as read, decoded).
-_NOT_FORWARDED = frozenset(
-    (
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "upgrade",
-        "trailer",
-        "te",
-        "content-length",
-        "content-encoding",
-        "date",
-        "server",
-    )
+# Hop-by-hop headers, and the length of a body that goes on as read (whole: the HTTP
+# client frames it anew; a chunked request forwarded with its Transfer-Encoding and a
+# Content-Length was refused by the function's server).
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "upgrade", "trailer", "te", "content-length")
 )
+# A function's answer goes out with every header but those, and what describes the bytes
+# on the inner connection (the body is sent as read, decoded).
+_NOT_FORWARDED = _HOP_BY_HOP | {"content-encoding", "date", "server"}
 # OPTIONS and HEAD too: the function answers what it does not serve (405 with Allow).
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -78,7 +71,11 @@ def create_app(
             content=await request.body(),
             # Values as sent but for surrounding blanks, which the HTTP client refuses to
             # send (an empty "Bearer " would otherwise be a 503, not the function's 401).
-            headers={k: v.strip() for k, v in request.headers.items() if k != "host"},
+            headers={
+                k: v.strip()
+                for k, v in request.headers.items()
+                if k != "host" and k not in _HOP_BY_HOP
+            },
         )
         try:
             upstream = await client.send(outgoing, stream=True)
