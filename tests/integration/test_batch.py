@@ -231,6 +231,17 @@ async def test_invalid_bodies_are_422(
     assert resp.status_code == 422, resp.text
 
 
+async def test_the_python_name_of_async_is_an_unknown_field(
+    api: httpx.AsyncClient, tenant: str
+) -> None:
+    body = {"student_ids": ["s1"], "run_async": True}
+    resp = await api.post("/batch/mastery", json=body, headers=_admin(tenant))
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"] == [
+        {"field": "run_async", "message": "Extra inputs are not permitted"}
+    ]
+
+
 # -- asynchronous: the topic and the worker ----------------------------------------------------
 
 

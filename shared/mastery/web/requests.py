@@ -131,7 +131,8 @@ class AuditRequest(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Only the alias is the wire name: ``run_async`` in a body is an unknown field (422).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Ids are checked by the handler (a 422 naming each bad one); the schema states the same.
     student_ids: list[StrictStr] = Field(
