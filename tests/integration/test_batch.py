@@ -7,6 +7,7 @@ so no test's worker sees another test's batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import subprocess
@@ -240,6 +241,17 @@ async def test_the_python_name_of_async_is_an_unknown_field(
     assert resp.json()["errors"] == [
         {"field": "run_async", "message": "Extra inputs are not permitted"}
     ]
+
+
+async def test_the_longest_batch_fits_the_body_limit_pretty_printed(
+    api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids = [f"{i:04d}".ljust(64, "x") for i in range(1000)]  # the most, each the longest
+    body = json.dumps({"student_ids": ids, "async": True}, indent=4).encode()
+    assert len(body) == 76_048  # over the 74,096 bytes the limit was
+    headers = {**_admin(tenant), "content-type": "application/json"}
+    resp = await api.post("/batch/mastery", content=body, headers=headers)
+    assert resp.status_code == 202, resp.text
 
 
 # -- asynchronous: the topic and the worker ----------------------------------------------------

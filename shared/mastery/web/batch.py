@@ -49,8 +49,10 @@ __all__ = ["MAX_STUDENTS", "SYNC_MAX", "batch_event", "batch_status", "submit_ba
 
 SYNC_MAX = 100
 _NAMED = 100  # at most this many offending ids are named in a 422
-# A full batch of the longest ids, whatever MASTERY_MAX_BODY_BYTES says for other bodies.
-_BATCH_BODY = MAX_STUDENTS * 70 + 4096
+# A full batch of the longest ids, whatever MASTERY_MAX_BODY_BYTES says for other bodies:
+# 64 characters (ID_PATTERN) and up to 32 bytes of quotes, comma and whitespace each
+# (``json.dumps(indent=4)`` takes 12), 4 KB for the rest of the body.
+_BATCH_BODY = MAX_STUDENTS * (64 + 32) + 4096
 
 
 def _check_ids(ids: list[str]) -> None:
