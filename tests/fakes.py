@@ -16,11 +16,11 @@ from mastery.errors import Unavailable
 from mastery.ports import Applied, BatchRecord, Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
     from mastery.domain import Observation, StudentState
     from mastery.offsets import OffsetBook
-    from mastery.ports import Note, OutMessage, Unapplied
+    from mastery.ports import Figures, Note, OutMessage, Unapplied
 
 
 class FakeClock:
@@ -193,11 +193,10 @@ class FakeBatchRepository:
         *,
         status: BatchStatus,
         finished_at: int,
-        succeeded: int,
-        failed: int,
-        summary: dict[str, object],
+        figures: Callable[[Mapping[str, bytes]], Figures],
         reason: str | None = None,
     ) -> None:
+        succeeded, failed, summary = figures(self.stored.get((tenant, batch_id), {}))
         self._replace(
             self.records[tenant, batch_id],
             status=status,

@@ -17,7 +17,7 @@ from mastery.domain.batch import BatchStatus, Priority
 from mastery.policy import Role
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
     from mastery.domain import Observation, StudentState
     from mastery.offsets import OffsetBook
@@ -28,6 +28,7 @@ __all__ = [
     "BatchRepository",
     "Clock",
     "EventStore",
+    "Figures",
     "Note",
     "OffsetStore",
     "OutMessage",
@@ -103,6 +104,9 @@ component), reason, audit record)."""
 
 Note = tuple[str, str, bytes]
 """A level change: (tenant, its entry id in the tenant's outbox, JSON)."""
+
+Figures = tuple[int, int, dict[str, object]]
+"""What a final batch record keeps of its results: (succeeded, failed, summary)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +231,9 @@ class BatchRepository(Protocol):
         *,
         status: BatchStatus,
         finished_at: int,
-        succeeded: int,
-        failed: int,
-        summary: dict[str, object],
+        figures: Callable[[Mapping[str, bytes]], Figures],
         reason: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Write the final status with the ``figures`` of the results stored (student ->
+        JSON) when it is written: one an erasure replaced meanwhile is counted as replaced."""
+        ...

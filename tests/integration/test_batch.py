@@ -14,36 +14,41 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
 
+from mastery.batch.evaluate import error_result, stored_figures
 from mastery.batch.runner import BatchRunner
 from mastery.batch.worker import PriorityWorker
 from mastery.bootstrap import build
 from mastery.domain import Component, Observation
-from mastery.domain.batch import Priority, summarize
+from mastery.domain.batch import Priority, StudentError, summarize
 from mastery.events.kafka import create_topics
 from mastery.policy import Role
 from mastery.ports import BatchRecord, BatchStatus
 from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, with_dead_letters
 from mastery.web.batch import batch_event, batch_status, submit_batch
-from mastery.web.gdpr import erase_student
+from mastery.web.gdpr import erase_student, export_student
 from mastery.web.query import query_mastery
 from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     import httpx
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
+    from mastery.ports import Figures
     from mastery.settings import Settings
+    from mastery.store.batches import BatchStore
 
 ROUTES = {"POST /batch/mastery": submit_batch, "GET /batch/mastery/{batch_id}": batch_status}
 
@@ -125,6 +130,11 @@ async def _submit(
     location: str = resp.headers["location"]
     assert location == resp.json()["status_url"] == f"/batch/mastery/{resp.json()['batch_id']}"
     return location
+
+
+def _not_found(student: str) -> bytes:
+    """What an erasure stores in place of the student's result."""
+    return orjson.dumps(error_result(student, StudentError.NOT_FOUND))
 
 
 def _runner(res: Resources, **options: Any) -> BatchRunner:
@@ -330,13 +340,22 @@ async def test_a_running_low_batch_yields_to_a_high_one_and_resumes(
     assert [r["student_id"] for r in low_doc["results"]] == ids
 
 
+@pytest.mark.parametrize(
+    "victim_at",
+    [
+        5,  # in the first chunk: stored before the erasure, replaced by it
+        15,  # in the second chunk: read (ahead) before the erasure, refused when stored
+    ],
+    ids=["stored-before", "read-before"],
+)
 async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
-    res: Resources, api: httpx.AsyncClient, tenant: str
+    res: Resources, api: httpx.AsyncClient, tenant: str, victim_at: int
 ) -> None:
     ids = await _seed(res, tenant, 30)
+    masteries = {s: r["mastery"] for s, r in (await _queries(res, tenant, ids)).items()}
     url = await _submit(api, tenant, ids)
     batch_id = url.rsplit("/", 1)[1]
-    victim = ids[15]  # in the second chunk, read (ahead) before the first one is stored
+    victim = ids[victim_at]
 
     async def erase_after_the_first_chunk(_: str, done: int) -> None:
         if done == 10:
@@ -352,10 +371,38 @@ async def test_a_student_erased_mid_batch_keeps_no_result_with_their_data(
     by_id = {r["student_id"]: r for r in doc["results"]}
     assert by_id[victim]["error"] == "not_found"
     assert "result" not in by_id[victim]
-    assert (doc["succeeded"], doc["failed"], doc["summary"]["count"]) == (29, 1, 29)
+    assert (doc["succeeded"], doc["failed"], len(doc["results"])) == (29, 1, 30)
+    assert doc["summary"] == summarize([m for s, m in masteries.items() if s != victim]).as_dict()
     stored = await res.store.client.hget(keys.batch_results(tenant, batch_id), victim)
     assert stored is not None
     assert orjson.loads(stored) == by_id[victim]
+
+
+async def test_an_erasure_after_a_batch_finished_leaves_not_found_in_its_results_and_figures(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    ids, admin = await _seed(res, tenant, 2), _admin(tenant)
+    url = await _submit(api, tenant, ids)
+    assert (await _runner(res).run(tenant, url.rsplit("/", 1)[1])).value == "done"
+    before = (await api.get(url, headers=admin)).json()
+    assert (before["succeeded"], before["summary"]["count"]) == (2, 2)
+
+    async with serve("gdpr-erase", {"POST /gdpr/erase": erase_student}, res) as gdpr:
+        erased = await gdpr.post("/gdpr/erase", json={"student_id": "s0"}, headers=admin)
+        assert erased.json()["batch_results_removed"] == 1, erased.text
+        again = await gdpr.post("/gdpr/erase", json={"student_id": "s0"}, headers=admin)
+        assert again.json()["batch_results_removed"] == 0  # nothing of theirs left
+    doc = (await api.get(url, headers=admin)).json()
+    assert (doc["status"], doc["total"], doc["processed"]) == ("done", 2, 2)
+    assert doc["results"] == [
+        {"student_id": "s0", "error": "not_found", "detail": "no mastery data for this student"},
+        before["results"][1],
+    ]
+    assert (doc["succeeded"], doc["failed"]) == (1, 1)
+    assert doc["summary"] == summarize([before["results"][1]["result"]["mastery"]]).as_dict()
+    async with serve("gdpr-export", {"POST /gdpr/export": export_student}, res) as gdpr:
+        export = await gdpr.post("/gdpr/export", json={"student_id": "s0"}, headers=admin)
+    assert export.status_code == 404, export.text  # the batch holds nothing of theirs
 
 
 async def test_results_of_students_erased_since_the_run_began_are_refused(
@@ -374,6 +421,79 @@ async def test_results_of_students_erased_since_the_run_began_are_refused(
     assert await res.store.client.hget(keys.batch_results(tenant, "b1"), "just-now") == b"4"
 
 
+def _meanwhile(settings: Settings, write: Callable[[BatchStore], Awaitable[object]]) -> None:
+    """``write`` run to its end by another client, from inside a (synchronous) figures
+    callback: a write landing between the read the figures come from and their write."""
+
+    async def other() -> None:
+        r = build(settings, source="test")
+        try:
+            await write(r.batches)
+        finally:
+            await r.aclose()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, other()).result(30)
+
+
+async def _scored_batch(res: Resources, tenant: str, masteries: dict[str, float]) -> None:
+    now_ms = int(time.time() * 1000)
+    ids = tuple(masteries)
+    record = BatchRecord(
+        "b1", tenant, Priority.NORMAL, ids, "a", Role.ADMIN, frozenset(), now_ms, now_ms + 60_000
+    )
+    await res.batches.create(record)
+    docs = {s: {"student_id": s, "result": {"mastery": m}} for s, m in masteries.items()}
+    await res.batches.save_results(tenant, "b1", {s: orjson.dumps(d) for s, d in docs.items()})
+
+
+async def test_final_figures_read_before_an_erasure_are_read_again(
+    res: Resources, tenant: str
+) -> None:
+    await _scored_batch(res, tenant, {"s1": 0.9, "s2": 0.3})
+    figures = partial(stored_figures, model=res.model)
+    read: list[dict[str, bytes]] = []
+
+    def erased_meanwhile(stored: Mapping[str, bytes]) -> Figures:
+        read.append(dict(stored))
+        if len(read) == 1:
+            _meanwhile(res.settings, lambda b: b.forget(tenant, "s1", _not_found("s1"), figures))
+        return figures(stored)
+
+    done = BatchStatus.DONE
+    await res.batches.finish(tenant, "b1", status=done, finished_at=1, figures=erased_meanwhile)
+    assert [r["s1"] == _not_found("s1") for r in read] == [False, True]
+    record = await res.batches.get(tenant, "b1")
+    assert record is not None
+    assert (record.status, record.succeeded, record.failed) == (done, 1, 1)
+    assert record.summary == summarize([0.3]).as_dict()
+
+
+async def test_a_recount_read_before_another_erasure_is_read_again(
+    res: Resources, tenant: str
+) -> None:
+    await _scored_batch(res, tenant, {"s1": 0.9, "s2": 0.3, "s3": 0.5})
+    figures = partial(stored_figures, model=res.model)
+    batches = res.batches
+    await batches.finish(tenant, "b1", status=BatchStatus.DONE, finished_at=1, figures=figures)
+    read: list[dict[str, bytes]] = []
+
+    def erased_meanwhile(stored: Mapping[str, bytes]) -> Figures:
+        read.append(dict(stored))
+        if len(read) == 1:
+            _meanwhile(res.settings, lambda b: b.forget(tenant, "s2", _not_found("s2"), figures))
+        return figures(stored)
+
+    assert await batches.forget(tenant, "s1", _not_found("s1"), erased_meanwhile) == 1
+    assert len(read) == 2
+    record = await batches.get(tenant, "b1")
+    assert record is not None
+    assert (record.succeeded, record.failed) == (1, 2)
+    assert record.summary == summarize([0.5]).as_dict()
+    stored = await batches.results(tenant, "b1", ["s1", "s2", "s3"])
+    assert stored[:2] == [_not_found("s1"), _not_found("s2")]
+
+
 async def test_an_erasure_reaches_a_batch_that_finished_a_day_after_it_was_submitted(
     res: Resources, tenant: str
 ) -> None:
@@ -389,18 +509,15 @@ async def test_an_erasure_reaches_a_batch_that_finished_a_day_after_it_was_submi
 
     await batches.create(submitted("late", now_ms - day - 60_000))
     await batches.save_results(tenant, "late", {"s1": b"{}"})
+    figures = partial(stored_figures, model=res.model)
     await batches.finish(
-        tenant,
-        "late",
-        status=BatchStatus.DONE,
-        finished_at=now_ms,
-        succeeded=1,
-        failed=0,
-        summary={},
+        tenant, "late", status=BatchStatus.DONE, finished_at=now_ms, figures=figures
     )
     await batches.create(submitted("next", now_ms))  # prunes the index of what is gone
-    assert await batches.forget(tenant, "s1") == 1
-    assert await res.store.client.hkeys(keys.batch_results(tenant, "late")) == []
+    assert await batches.forget(tenant, "s1", _not_found("s1"), figures) == 1
+    assert await res.store.client.hgetall(keys.batch_results(tenant, "late")) == {
+        b"s1": _not_found("s1")
+    }
 
 
 async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(

@@ -190,7 +190,12 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     assert doc["keys_deleted"] >= 3
     assert doc["audit_entries_removed"] == 6
     assert doc["batch_results_removed"] == 1
-    assert await redis.hkeys(keys.batch_results(tenant, "b1")) == [b"s2"]
+    detail = "no mastery data for this student"
+    stand_in = {"student_id": "s1", "error": "not_found", "detail": detail}
+    assert await redis.hgetall(keys.batch_results(tenant, "b1")) == {  # not_found in its place
+        b"s1": orjson.dumps(stand_in),
+        b"s2": b"{}",
+    }
     assert await keys_of_student(redis, tenant, "s1") == []
     assert await redis.zscore(keys.tenant_index(tenant, "mastery"), "s1") is None
     assert await redis.hkeys(keys.class_index(tenant, "c1")) == [b"s2"]
@@ -198,7 +203,7 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     assert await _ingest(settings, events) == [Outcome.ERASED] * 6  # a replay of the topic
     assert await keys_of_student(redis, tenant, "s1") == []
     after = (await export.post("/gdpr/export", json={"student_id": "s1"}, headers=admin)).json()
-    assert after["mastery"] is None
+    assert (after["mastery"], after["batch_results"]) == (None, {})
     assert [e["outcome"] for e in after["events"]] == ["erased"] * 6  # the refusals, audited
     # by their ids, not what they said (the replay does not put the student's data back)
     assert {frozenset(e["event"]) for e in after["events"]} == {
@@ -208,6 +213,7 @@ async def test_erasure_removes_everything_and_replays_bring_nothing_back(
     again = await erase.post("/gdpr/erase", json={"student_id": "s1"}, headers=admin)
     assert again.status_code == 200
     assert (again.json()["keys_deleted"], again.json()["audit_entries_removed"]) == (0, 6)
+    assert again.json()["batch_results_removed"] == 0
     unknown = await erase.post("/gdpr/erase", json={"student_id": "never"}, headers=admin)
     assert (unknown.status_code, unknown.json()["keys_deleted"]) == (200, 0)
     s2 = await export.post("/gdpr/export", json={"student_id": "s2"}, headers=admin)

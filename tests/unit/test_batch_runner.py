@@ -146,3 +146,22 @@ async def test_a_student_erased_since_the_run_began_is_stored_as_not_found() -> 
     assert results[3]["error"] == "not_found"
     assert "result" in results[5]
     assert batches.records[TENANT, "b1"].failed == 1
+
+
+async def test_the_figures_are_those_of_the_results_stored_when_the_run_ends() -> None:
+    """A result replaced after the run stored it (an erasure's ``not_found``) is counted as
+    what replaced it, not as what the run computed."""
+    _, reads, batches, clock, _ = _setup(20)
+    stand_in = orjson.dumps({"student_id": "s3", "error": "not_found"})
+
+    async def erased_after_the_first_chunk(_: str, done: int) -> None:
+        if done == 10:
+            batches.stored[TENANT, "b1"]["s3"] = stand_in
+
+    observer = erased_after_the_first_chunk
+    runner = BatchRunner(reads, batches, DEFAULT_MODEL, chunk=10, clock=clock, observer=observer)
+    assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+    record = batches.records[TENANT, "b1"]
+    assert (record.succeeded, record.failed) == (19, 1)
+    assert record.summary is not None
+    assert record.summary["count"] == 19

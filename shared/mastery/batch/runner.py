@@ -5,7 +5,9 @@ Redis works while this one is scored), then their results written in one atomic 
 keyed by student. A run that starts over (after a crash, or because the message came
 again) skips the students that already have a result, so nothing is lost and nothing
 counted twice. Past the deadline the students not reached get a ``timeout`` result and
-the batch is closed: it never hangs.
+the batch is closed: it never hangs. The final counts and summary are those of the
+results stored as the record is written, so a student erased during the run counts as
+``not_found`` whether the erasure came before their result was stored or after.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from typing import TYPE_CHECKING
 import orjson
 
 from mastery import tracing
-from mastery.batch.evaluate import error_result, evaluate, tally
+from mastery.batch.evaluate import error_result, evaluate, stored_figures
 from mastery.domain.batch import BatchStatus, StudentError
 from mastery.metrics import BATCH_DURATION, BATCH_STUDENTS, BATCHES, BATCHES_RUNNING
 from mastery.ports import utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from mastery.batch.evaluate import Result
     from mastery.domain import ScoringModel
-    from mastery.ports import BatchRecord, BatchRepository, Clock, StudentReads
+    from mastery.ports import BatchRecord, BatchRepository, Clock, Figures, StudentReads
+
+    #: What this run stored, by student: the JSON and the result it encodes.
+    Kept = dict[str, tuple[bytes, Result]]
 
 __all__ = ["BatchRunner", "RunOutcome"]
 
@@ -111,11 +116,11 @@ class BatchRunner:
         record = await self._batches.get(tenant, batch_id)
         if record is None:  # expired between the two calls
             return RunOutcome.MISSING
+        kept: Kept = {}
         if prior is BatchStatus.QUEUED and self._now_ms() >= record.deadline_at:
-            results = [error_result(s, StudentError.TIMEOUT) for s in record.student_ids]
-            await self._save(record, results)
+            await self._save(record, kept, _timeouts(record.student_ids))
             await self._finish(
-                record, results, BatchStatus.FAILED, "the deadline passed before a worker began"
+                record, kept, BatchStatus.FAILED, "the deadline passed before a worker began"
             )
             return RunOutcome.DONE
 
@@ -125,7 +130,6 @@ class BatchRunner:
         earlier = await self._batches.finished_students(tenant, batch_id)
         todo = [s for s in record.student_ids if s not in earlier]
         chunks = [todo[i : i + self._chunk] for i in range(0, len(todo), self._chunk)]
-        fresh: list[Result] = []
         position = 0
         async with aclosing(self._states.read_ahead(tenant, chunks)) as reads:
             async for part, states in reads:
@@ -142,56 +146,58 @@ class BatchRunner:
                     classes=record.classes,
                     model=self._model,
                 )
-                fresh += await self._save(record, results, erased_since)
+                await self._save(record, kept, results, erased_since)
                 position += len(part)
                 BATCH_STUDENTS.inc(len(part))
                 if self._observer is not None:
                     await self._observer(batch_id, position)
-        late = [error_result(s, StudentError.TIMEOUT) for s in todo[position:]]
-        await self._save(record, late)
-        fresh += late
-
-        if earlier:  # a resumed run: the results of the earlier runs count too
-            stored = await self._batches.results(tenant, batch_id, record.student_ids)
-            every: Sequence[Result] = [orjson.loads(r) for r in stored]
-        else:
-            every = fresh
-        await self._finish(record, every, BatchStatus.DONE)
+        await self._save(record, kept, _timeouts(todo[position:]))
+        await self._finish(record, kept, BatchStatus.DONE)
         return RunOutcome.DONE
 
     async def _save(
-        self, record: BatchRecord, results: Sequence[Result], erased_since: int | None = None
-    ) -> Sequence[Result]:
-        """Store results; returns them as stored.
+        self,
+        record: BatchRecord,
+        kept: Kept,
+        results: Sequence[Result],
+        erased_since: int | None = None,
+    ) -> None:
+        """Store results, and add them to ``kept`` as stored.
 
         A student erased at or after ``erased_since`` (ms) is stored as ``not_found``: the
         result was read before the erasure, and storing it would bring the data back.
         """
-        encoded = {str(r["student_id"]): orjson.dumps(r) for r in results}
+        encoded = {str(r["student_id"]): (orjson.dumps(r), r) for r in results}
+        to_store = {s: raw for s, (raw, _) in encoded.items()}
         refused = set(
-            await self._batches.save_results(record.tenant, record.batch_id, encoded, erased_since)
+            await self._batches.save_results(record.tenant, record.batch_id, to_store, erased_since)
         )
-        if not refused:
-            return results
-        stand_ins = {s: error_result(s, StudentError.NOT_FOUND) for s in refused}
-        await self._save(record, list(stand_ins.values()))
-        return [stand_ins.get(str(r["student_id"]), r) for r in results]
+        kept.update((s, pair) for s, pair in encoded.items() if s not in refused)
+        if refused:
+            stand_ins = [error_result(s, StudentError.NOT_FOUND) for s in refused]
+            await self._save(record, kept, stand_ins)
 
     async def _finish(
         self,
         record: BatchRecord,
-        results: Sequence[Result],
+        kept: Kept,
         status: BatchStatus,
         reason: str | None = None,
     ) -> None:
-        succeeded, failed, summary = tally(results, self._model)
+        # The figures are the stored results' (an earlier run's, an erasure's stand-ins
+        # too); this run's own are not parsed again.
+        def figures(stored: Mapping[str, bytes]) -> Figures:
+            return stored_figures(stored, self._model, kept)
+
         await self._batches.finish(
             record.tenant,
             record.batch_id,
             status=status,
             finished_at=self._now_ms(),
-            succeeded=succeeded,
-            failed=failed,
-            summary=summary.as_dict(),
+            figures=figures,
             reason=reason,
         )
+
+
+def _timeouts(students: Sequence[str]) -> list[Result]:
+    return [error_result(s, StudentError.TIMEOUT) for s in students]

@@ -8,23 +8,31 @@ Results are keyed by student, so a chunk written twice (a worker that crashed af
 writing it, or two workers racing over one batch) leaves one result per student:
 progress is ``HLEN`` of the results, never a counter that a retry could inflate.
 Both keys expire ``ttl_s`` (24 h) after the last write; the final write restarts it.
+
+The final counts and summary are figures of the stored results, which an erasure can
+change (its student becomes ``not_found``) while a run finishes or after. Both are
+computed from a read of the results and written only if the record's ``rev``, bumped by
+every write of results or figures, is still the one read: otherwise read again. So the
+figures are always those of the results stored, whichever of the two comes first.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from mastery.domain.batch import BatchStatus, Priority
+from mastery.errors import Unavailable
 from mastery.policy import Role
 from mastery.ports import BatchRecord
 from mastery.store import keys
 from mastery.store.scripts import Script
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
+    from mastery.ports import Figures
     from mastery.store.connection import RedisConnection
 
 __all__ = ["BatchStore"]
@@ -43,7 +51,8 @@ return status
 # erased at or after ARGV[2] (ms; -1: no check): their results were read before the
 # erasure and would bring the data back. Returns the students refused.
 _SAVE = Script("""
-local results, tombstones, ttl, since = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local results, tombstones, record = KEYS[1], KEYS[2], KEYS[3]
+local ttl, since = ARGV[1], tonumber(ARGV[2])
 local check = since >= 0 and redis.call('EXISTS', tombstones) == 1
 local refused, fields = {}, {}
 for i = 3, #ARGV, 2 do
@@ -61,8 +70,42 @@ for i = 3, #ARGV, 2 do
 end
 if #fields > 0 then redis.call('HSET', results, unpack(fields)) end
 redis.call('EXPIRE', results, ttl)
+if redis.call('EXISTS', record) == 1 then redis.call('HINCRBY', record, 'rev', 1) end
 return refused
 """)
+
+# Writes the record's final fields (ARGV[5..]: field, value, ...) if its revision is still
+# ARGV[1], the one of the results they were computed from; keeps both keys ARGV[2] s from
+# now, and batch ARGV[4] in the live index by its finishing time ARGV[3]. 0: read again.
+_FINISH = Script("""
+local record, results, live = KEYS[1], KEYS[2], KEYS[3]
+if (redis.call('HGET', record, 'rev') or '0') ~= ARGV[1] then return 0 end
+local ttl = ARGV[2]
+redis.call('HSET', record, unpack(ARGV, 5))
+redis.call('HINCRBY', record, 'rev', 1)
+redis.call('EXPIRE', record, ttl)
+redis.call('EXPIRE', results, ttl)
+redis.call('ZADD', live, ARGV[3], ARGV[4])
+redis.call('EXPIRE', live, ttl)
+return 1
+""")
+
+# Puts a stand-in (ARGV[3]) in place of student ARGV[2]'s result and, for a final batch,
+# its new figures (ARGV[4..]: field, value, ...), if the revision is still ARGV[1].
+# 1: done; 0: no result to replace; -1: another write came between, read again.
+_STAND_IN = Script("""
+local record, results = KEYS[1], KEYS[2]
+if (redis.call('HGET', record, 'rev') or '0') ~= ARGV[1] then return -1 end
+if not redis.call('HGET', results, ARGV[2]) then return 0 end
+redis.call('HSET', results, ARGV[2], ARGV[3])
+if #ARGV > 3 then redis.call('HSET', record, unpack(ARGV, 4)) end
+if redis.call('EXISTS', record) == 1 then redis.call('HINCRBY', record, 'rev', 1) end
+return 1
+""")
+
+# A read and the conditional write that depends on it, tried at most this often: each
+# failure means another write to the batch came between (a chunk, an erasure).
+_ATTEMPTS = 16
 
 
 class BatchStore:
@@ -85,15 +128,62 @@ class BatchStore:
             pipe.expire(live, self._ttl_s)
             await self._store.io(pipe.execute())
 
-    async def forget(self, tenant: str, student: str) -> int:
-        """Remove ``student``'s results from every live batch (erasure); how many went."""
+    async def forget(
+        self,
+        tenant: str,
+        student: str,
+        stand_in: bytes,
+        figures: Callable[[Mapping[str, bytes]], Figures],
+    ) -> int:
+        """Put ``stand_in`` (a ``not_found``) in place of ``student``'s result in every live
+        batch (erasure); how many held another. A final batch gets the ``figures`` of its
+        results with the stand-in in the same atomic step.
+
+        Raises:
+            Unavailable: Redis is down, or the batch changed under every attempt.
+        """
         ids = await self._live(tenant)
         if not ids:
             return 0
         async with self._store.pipeline(transaction=False) as pipe:
             for batch_id in ids:
-                pipe.hdel(keys.batch_results(tenant, batch_id), student)
-            return sum(await self._store.io(pipe.execute()))
+                pipe.hget(keys.batch_results(tenant, batch_id), student)
+            held = await self._store.io(pipe.execute())
+        replaced = 0
+        for batch_id, result in zip(ids, held, strict=True):
+            if result is not None and _bytes(result) != stand_in:
+                replaced += await self._stand_in(tenant, batch_id, student, stand_in, figures)
+        return replaced
+
+    async def _stand_in(
+        self,
+        tenant: str,
+        batch_id: str,
+        student: str,
+        stand_in: bytes,
+        figures: Callable[[Mapping[str, bytes]], Figures],
+    ) -> int:
+        key_list = [keys.batch(tenant, batch_id), keys.batch_results(tenant, batch_id)]
+        for _ in range(_ATTEMPTS):
+            rev, status, stored = await self._snapshot(tenant, batch_id)
+            args: list[Any] = [rev, student, stand_in]
+            if status is not None and BatchStatus(status).final:
+                args += _figure_fields(figures({**stored, student: stand_in}))
+            done = int(await self._store.run(_STAND_IN, key_list, args))
+            if done >= 0:
+                return done
+        raise Unavailable(f"redis: batch {batch_id} changed under {_ATTEMPTS} erasure attempts")
+
+    async def _snapshot(
+        self, tenant: str, batch_id: str
+    ) -> tuple[str, str | None, dict[str, bytes]]:
+        """The record's revision and status, and the results, as one atomic read."""
+        async with self._store.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.batch(tenant, batch_id), "rev", "status")
+            pipe.hgetall(keys.batch_results(tenant, batch_id))
+            (rev, status), raw = await self._store.io(pipe.execute())
+        stored = {_text(k): _bytes(v) for k, v in raw.items()}
+        return (_text(rev) if rev else "0"), (_text(status) if status else None), stored
 
     async def _live(self, tenant: str) -> list[str]:
         """The ids of the tenant's batches whose results are kept."""
@@ -143,7 +233,11 @@ class BatchStore:
         args: list[str | bytes | int] = [self._ttl_s, -1 if erased_since is None else erased_since]
         for student, result in results.items():
             args += (student, result)
-        key_list = [keys.batch_results(tenant, batch_id), keys.erased(tenant)]
+        key_list = [
+            keys.batch_results(tenant, batch_id),
+            keys.erased(tenant),
+            keys.batch(tenant, batch_id),
+        ]
         refused = await self._store.run(_SAVE, key_list, args)
         return [_text(s) for s in refused]
 
@@ -171,31 +265,33 @@ class BatchStore:
         *,
         status: BatchStatus,
         finished_at: int,
-        succeeded: int,
-        failed: int,
-        summary: dict[str, object],
+        figures: Callable[[Mapping[str, bytes]], Figures],
         reason: str | None = None,
     ) -> None:
-        """Write the final status and figures; both keys are kept ``ttl_s`` from now, and the
-        batch stays in the live index as long (an erasure reaches its results till then)."""
+        """Write the final status and the ``figures`` of the stored results (student ->
+        JSON), unless a write came between the read and the write (then read again); both
+        keys are kept ``ttl_s`` from now, and the batch stays in the live index as long
+        (an erasure reaches its results till then).
+
+        Raises:
+            Unavailable: Redis is down, or the batch changed under every attempt.
+        """
         key, results = keys.batch(tenant, batch_id), keys.batch_results(tenant, batch_id)
-        live = keys.batches(tenant)
-        fields: dict[str, str | bytes] = {
-            "status": status.value,
-            "finished_at": str(finished_at),
-            "succeeded": str(succeeded),
-            "failed": str(failed),
-            "summary": orjson.dumps(summary),
-        }
-        if reason:
-            fields["reason"] = reason
-        async with self._store.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self._ttl_s)
-            pipe.expire(results, self._ttl_s)
-            pipe.zadd(live, {batch_id: finished_at})
-            pipe.expire(live, self._ttl_s)
-            await self._store.io(pipe.execute())
+        for _ in range(_ATTEMPTS):
+            rev, _, stored = await self._snapshot(tenant, batch_id)
+            fields: list[str | bytes | int] = ["status", status.value, "finished_at", finished_at]
+            fields += _figure_fields(figures(stored))
+            if reason:
+                fields += ("reason", reason)
+            args = [rev, self._ttl_s, finished_at, batch_id, *fields]
+            if await self._store.run(_FINISH, [key, results, keys.batches(tenant)], args):
+                return
+        raise Unavailable(f"redis: batch {batch_id} changed under {_ATTEMPTS} attempts to finish")
+
+
+def _figure_fields(figures: Figures) -> list[str | bytes | int]:
+    succeeded, failed, summary = figures
+    return ["succeeded", succeeded, "failed", failed, "summary", orjson.dumps(summary)]
 
 
 def _fields(record: BatchRecord) -> dict[str, str | bytes]:

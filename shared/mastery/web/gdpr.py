@@ -5,17 +5,21 @@ events, what is kept to count each event once (xAPI statement records, event-id 
 and their results in batch runs still kept. Erasure deletes every key of the student and
 their cohort index entries in one atomic script, leaves a tombstone (a replayed older
 event is refused, not re-applied), then removes their entries from the event audit and
-their batch results. Both are idempotent; an erasure interrupted after the atomic step
-is finished by sending it again.
+puts ``not_found`` in place of their batch results (recounting each finished batch).
+Both are idempotent; an erasure interrupted after the atomic step is finished by
+sending it again.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import orjson
 
+from mastery.batch.evaluate import error_result, stored_figures
 from mastery.domain import day_mastery, explain
+from mastery.domain.batch import StudentError
 from mastery.events.notifications import change_data
 from mastery.policy import Action
 from mastery.web.app import write_access
@@ -54,7 +58,14 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
     history = await store.history(principal.tenant, student)
     events = await store.audit_entries(principal.tenant, student)
     statements, hashes = await store.bookkeeping(principal.tenant, student, ctx.resources.clock())
-    batch_results = await ctx.resources.batches.results_of(principal.tenant, student)
+    batch_results = {
+        batch: doc
+        for batch, raw in (
+            await ctx.resources.batches.results_of(principal.tenant, student)
+        ).items()
+        # ``not_found`` holds nothing of theirs (it is what an erasure leaves in its place)
+        if (doc := orjson.loads(raw)).get("error") != StudentError.NOT_FOUND
+    }
     pending = await store.pending_changes(principal.tenant, student)
     if not (state or history or events or statements or hashes or batch_results or pending):
         raise Problem(404, "no data held for this student")
@@ -78,7 +89,7 @@ async def export_of(ctx: Context, principal: Principal, body: StudentRequest) ->
         events=[_audit(entry) for entry in events],
         xapi_statements=[_statement(r) for r in statements],
         event_id_hashes=sorted(map(_hex, hashes)),
-        batch_results={batch: orjson.loads(r) for batch, r in batch_results.items()},
+        batch_results=batch_results,
         pending_level_changes=[change_data(n) for n in pending],
     )
 
@@ -96,7 +107,13 @@ async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -
     deleted = await store.erase(principal.tenant, student, now)
     entries = await store.audit_entries(principal.tenant, student)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
-    batch_results = await ctx.resources.batches.forget(principal.tenant, student)
+    # Their result in each live batch becomes ``not_found``, counted as such in its figures.
+    batch_results = await ctx.resources.batches.forget(
+        principal.tenant,
+        student,
+        orjson.dumps(error_result(student, StudentError.NOT_FOUND)),
+        partial(stored_figures, model=ctx.resources.model),
+    )
     await _replicated(ctx, principal.tenant)
     return ErasureDocument(
         student_id=student,
