@@ -297,6 +297,35 @@ async def test_a_large_batch_goes_through_the_topic_and_the_worker(
     assert 0 < await redis.ttl(keys.batch_results(tenant, batch_id)) <= 86_400
 
 
+async def test_a_batch_no_worker_started_by_its_deadline_reads_as_failed(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    """Its message lost (a broker that restarted without it): no worker will fail it."""
+    now_ms, ids = int(time.time() * 1000), ("s1", "s2", "ghost")
+    record = BatchRecord(
+        uuid.uuid4().hex,
+        tenant,
+        Priority.NORMAL,
+        ids,
+        "a-1",
+        Role.ADMIN,
+        frozenset(),
+        submitted_at=now_ms - 120_000,
+        deadline_at=now_ms - 60_000,
+    )
+    await res.batches.create(record)  # and nothing published
+    url = f"/batch/mastery/{record.batch_id}"
+
+    doc = (await api.get(url, headers=_admin(tenant))).json()
+    assert (doc["status"], doc["total"], doc["processed"]) == ("failed", 3, 3)
+    assert (doc["succeeded"], doc["failed"], doc["summary"]["count"]) == (0, 3, 0)
+    assert doc["reason"] == "the deadline passed before a worker began"
+    assert [(r["student_id"], r["error"]) for r in doc["results"]] == [(s, "timeout") for s in ids]
+    assert (await api.get(url, headers=_admin(tenant))).json() == doc  # final in Redis
+    late = await _runner(res).run(tenant, record.batch_id)  # the message, had it come late
+    assert late.value == "already_final"
+
+
 async def test_high_priority_runs_before_normal_before_low(
     res: Resources, api: httpx.AsyncClient, tenant: str
 ) -> None:

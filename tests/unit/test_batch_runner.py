@@ -119,6 +119,30 @@ async def test_a_batch_queued_past_its_deadline_fails_without_reading_anyone() -
     assert "deadline" in record.reason
 
 
+async def test_expire_fails_a_queued_batch_past_its_deadline_as_a_worker_would() -> None:
+    runner, reads, batches, clock, ids = _setup(5, deadline_s=1)
+    assert await runner.expire(TENANT, "b1") is False  # before the deadline: left queued
+    assert batches.records[TENANT, "b1"].status is BatchStatus.QUEUED
+    clock.advance(timedelta(seconds=1))
+    assert await runner.expire(TENANT, "b1") is True
+    assert reads.reads == []
+    assert {r["error"] for r in _results(batches, ids)} == {"timeout"}
+    record = batches.records[TENANT, "b1"]
+    assert (record.status, record.succeeded, record.failed) == (BatchStatus.FAILED, 0, 5)
+    assert record.reason == "the deadline passed before a worker began"
+    assert await runner.expire(TENANT, "b1") is False  # final already
+    assert await runner.run(TENANT, "b1") is RunOutcome.ALREADY_FINAL
+    assert await runner.expire(TENANT, "nope") is False
+
+
+async def test_expire_leaves_a_batch_a_worker_started() -> None:
+    runner, _, batches, clock, _ = _setup(5, deadline_s=1)
+    await batches.start(TENANT, "b1", NOW_MS)  # a worker began, then went quiet
+    clock.advance(timedelta(seconds=1))
+    assert await runner.expire(TENANT, "b1") is False
+    assert batches.records[TENANT, "b1"].status is BatchStatus.RUNNING
+
+
 async def test_a_run_yields_between_chunks_never_before_the_first_and_resumes() -> None:
     runner, reads, batches, _, ids = _setup(30)
     asked: list[int] = []

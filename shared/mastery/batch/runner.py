@@ -116,18 +116,15 @@ class BatchRunner:
         record = await self._batches.get(tenant, batch_id)
         if record is None:  # expired between the two calls
             return RunOutcome.MISSING
-        kept: Kept = {}
         if prior is BatchStatus.QUEUED and self._now_ms() >= record.deadline_at:
-            await self._save(record, kept, _timeouts(record.student_ids))
-            await self._finish(
-                record, kept, BatchStatus.FAILED, "the deadline passed before a worker began"
-            )
+            await self._fail_late(record)
             return RunOutcome.DONE
 
         # Results read before a student's erasure must not be stored after it; the margin
         # covers clocks of the eraser's and this host that disagree.
         erased_since = self._now_ms() - int(self._model.max_clock_skew.total_seconds() * 1000)
         earlier = await self._batches.finished_students(tenant, batch_id)
+        kept: Kept = {}
         todo = [s for s in record.student_ids if s not in earlier]
         chunks = [todo[i : i + self._chunk] for i in range(0, len(todo), self._chunk)]
         position = 0
@@ -154,6 +151,33 @@ class BatchRunner:
         await self._save(record, kept, _timeouts(todo[position:]))
         await self._finish(record, kept, BatchStatus.DONE)
         return RunOutcome.DONE
+
+    async def expire(self, tenant: str, batch_id: str) -> bool:
+        """Fail a queued batch whose deadline has passed, as a worker starting it would
+        (every student ``timeout``); True when this call did.
+
+        For the status read: a batch whose message never reaches a worker (lost with the
+        broker's data) would otherwise stay ``queued`` until it expires.
+        Raises:
+            Unavailable: Redis is down; nothing or the whole failure was written.
+        """
+        record = await self._batches.get(tenant, batch_id)
+        now = self._now_ms()
+        if record is None or record.status is not BatchStatus.QUEUED or now < record.deadline_at:
+            return False
+        # The queued -> running step is atomic: a worker starting it meanwhile runs it
+        # (past its deadline: fails it) and this call does nothing, or the reverse.
+        if await self._batches.start(tenant, batch_id, now) is not BatchStatus.QUEUED:
+            return False
+        await self._fail_late(record)
+        BATCHES.labels(RunOutcome.DONE.value).inc()
+        return True
+
+    async def _fail_late(self, record: BatchRecord) -> None:
+        kept: Kept = {}
+        await self._save(record, kept, _timeouts(record.student_ids))
+        reason = "the deadline passed before a worker began"
+        await self._finish(record, kept, BatchStatus.FAILED, reason)
 
     async def _save(
         self,

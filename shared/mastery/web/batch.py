@@ -126,7 +126,7 @@ async def submit_batch(request: Request, ctx: Context) -> Response:
 async def _enqueue(ctx: Context, principal: Principal, body: BatchRequest) -> Response:
     res, settings = ctx.resources, ctx.resources.settings
     batches, now = res.batches, res.clock()
-    now_ms = int(now.timestamp() * 1000)
+    now_ms = _ms(now)
     record = BatchRecord(
         batch_id=uuid.uuid4().hex,
         tenant=principal.tenant,
@@ -171,18 +171,12 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     _forbid_students(principal)
     batch_id = ctx.path_params.get("batch_id", "")
     batches = ctx.resources.batches
-    record, processed = (
-        await batches.get_with_progress(principal.tenant, batch_id)
-        if BATCH_ID.fullmatch(batch_id)
-        else (None, 0)
-    )
-    # A teacher sees the batches they submitted; an admin every batch of the tenant.
-    # Another's batch is answered like one that does not exist.
-    if record is None or not (
-        POLICY[Action.BATCH][principal.role] is Scope.TENANT
-        or (record.role is principal.role and record.submitted_by == principal.subject)
-    ):
-        raise Problem(404, "no such batch (batches are kept 24 h)")
+    record, processed = await _read(ctx, principal, batch_id)
+    if record.status is BatchStatus.QUEUED and _ms(ctx.resources.clock()) >= record.deadline_at:
+        # No worker started it by its deadline (one would have failed it): its message may
+        # never come. Failed here as a worker would, so it does not stay queued for 24 h.
+        await ctx.resources.runner.expire(principal.tenant, batch_id)
+        record, processed = await _read(ctx, principal, batch_id)
     total = len(record.student_ids)
     final: dict[str, Any] = {}
     if record.status.final:
@@ -219,6 +213,23 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     return json_response(doc)
 
 
+async def _read(ctx: Context, principal: Principal, batch_id: str) -> tuple[BatchRecord, int]:
+    """The batch and how many students have a result; 404 unless the caller may read it."""
+    record, processed = (
+        await ctx.resources.batches.get_with_progress(principal.tenant, batch_id)
+        if BATCH_ID.fullmatch(batch_id)
+        else (None, 0)
+    )
+    # A teacher sees the batches they submitted; an admin every batch of the tenant.
+    # Another's batch is answered like one that does not exist.
+    if record is None or not (
+        POLICY[Action.BATCH][principal.role] is Scope.TENANT
+        or (record.role is principal.role and record.submitted_by == principal.subject)
+    ):
+        raise Problem(404, "no such batch (batches are kept 24 h)")
+    return record, processed
+
+
 async def batch_event(request: Request, ctx: Context) -> Response:
     """A batch message from KafkaSource / the kafka-connector: run the batch, then 200."""
     res = ctx.resources
@@ -234,6 +245,10 @@ async def batch_event(request: Request, ctx: Context) -> Response:
         return model_response(EventOutcome(outcome="rejected", reason=exc.reason))
     outcome = await res.runner.run(tenant, batch_id)
     return model_response(EventOutcome(outcome=outcome.value, batch_id=batch_id))
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 @overload
