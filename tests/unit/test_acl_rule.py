@@ -19,7 +19,8 @@ def test_every_command_a_script_names_is_granted() -> None:
     """ACLs check what a script calls too: a command on a path no secured test reaches
     (a full day record's SREM) would fail only in production, as NOPERM."""
     called = set()
-    for script in sorted((_ROOT / "shared" / "mastery" / "store").glob("*.lua")):
+    store = _ROOT / "shared" / "mastery" / "store"
+    for script in sorted([*store.glob("*.lua"), *store.glob("*.py")]):  # inline scripts too
         called |= set(re.findall(r"(?:redis\.p?call|in_chunks)\('([A-Za-z]+)'", script.read_text()))
     assert called, "no redis.call found: the pattern no longer matches the scripts"
     assert sorted({c.upper() for c in called} - _granted()) == []
