@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
-    from mastery.domain import Bucket, History
+    from mastery.domain import Bucket, History, ScoringModel
     from mastery.store import StudentDays
     from mastery.web.app import Context
     from mastery.web.auth import Principal
@@ -66,13 +66,7 @@ async def _json_answer(ctx: Context, principal: Principal, body: HistoryRequest)
     tag = f"{days.version} {today.isoformat()} {body.days} {body.granularity}\n".encode()
     if days.cached is not None and days.cached.startswith(tag):
         return Response(days.cached[len(tag) :], 200, media_type="application/json")
-    h = mastery_history(
-        end_of_day(days.activity, ctx.resources.model),
-        today,
-        body.days,
-        body.granularity,
-        ctx.resources.model,
-    )
+    h = _history(days, today, body, ctx.resources.model)
     answer = model_response(history_document(student, tenant, h, days.version))
     entry = (student, days.version, tag + answer.body)
     await ctx.resources.store.cache(keys.history, tenant, [entry], CACHE_TTL_S)
@@ -84,14 +78,13 @@ async def history_of(
 ) -> tuple[History, int]:
     """The student's history over ``body.days`` by ``body.granularity``, and its state version."""
     days, today = await _visible_days(ctx, principal, body)
-    h = mastery_history(
-        end_of_day(days.activity, ctx.resources.model),
-        today,
-        body.days,
-        body.granularity,
-        ctx.resources.model,
-    )
-    return h, days.version
+    return _history(days, today, body, ctx.resources.model), days.version
+
+
+def _history(days: StudentDays, today: date, body: HistoryRequest, model: ScoringModel) -> History:
+    """The day records folded with the configured model, bucketed as ``body`` asks."""
+    snapshots = end_of_day(days.activity, model)
+    return mastery_history(snapshots, today, body.days, body.granularity, model)
 
 
 async def _visible_days(
