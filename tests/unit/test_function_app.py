@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -345,3 +346,21 @@ async def test_a_401s_access_line_says_why_the_token_was_refused_never_the_token
     assert set(tokens) - {None} <= set(AUTH_FAILURES)
     for authorization in filter(None, tokens.values()):
         assert authorization.split()[-1] not in stream.getvalue()
+
+
+async def test_a_compressed_body_is_415_not_a_400_not_json() -> None:
+    from mastery.web.app import read_json
+
+    async def echo_body(request: Request, ctx: Context) -> Response:
+        return json_response(await read_json(request, 1000))
+
+    app = FunctionApp("unit-fn", {"POST /body": echo_body}, provider=_provider)
+    gzipped = gzip.compress(b'{"a": 1}')
+    async with _client(app) as c:
+        refused = await c.post("/body", content=gzipped, headers={"content-encoding": "gzip"})
+        plain = await c.post(
+            "/body", content=b'{"a": 1}', headers={"content-type": "application/json"}
+        )
+    assert refused.status_code == 415, refused.text
+    assert "uncompressed" in refused.json()["detail"]
+    assert plain.json() == {"a": 1}

@@ -420,7 +420,12 @@ def model_response(doc: BaseModel, status: int = 200) -> Response:
 
 
 async def read_limited(request: Request, max_bytes: int) -> bytes:
-    """The body, read no further than ``max_bytes`` (413 past it, whatever Content-Length says)."""
+    """The body, read no further than ``max_bytes`` (413 past it, whatever Content-Length says);
+    415 for a compressed one (RFC 9110: an unsupported content coding), which read as
+    JSON would be a misleading 400."""
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding != "identity":
+        raise Problem(415, f"send the body uncompressed (Content-Encoding {coding[:40]!r})")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise Problem(413, f"body larger than {max_bytes} bytes")
