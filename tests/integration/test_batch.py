@@ -7,6 +7,7 @@ so no test's worker sees another test's batches.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import signal
@@ -29,6 +30,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component, Observation
 from mastery.domain.batch import Priority, StudentError, summarize
 from mastery.events.kafka import create_topics
+from mastery.logs import logger
 from mastery.policy import Role
 from mastery.ports import BatchRecord, BatchStatus
 from mastery.store import keys
@@ -676,8 +678,20 @@ async def test_batch_worker_function_runs_a_delivered_batch_and_dead_letters_gar
         again = await fn.post("/", content=body, headers=headers)  # a redelivery
         assert again.json()["outcome"] == "already_final"
         topic = batch_topic(res.settings.batch_topic_prefix, Priority.LOW)
-        poison = await fn.post("/", content=b"garbage", headers={**headers, "x-topic": topic})
+        stream = io.StringIO()
+        handler = logger("batch-worker")._logger.handlers[0]  # type: ignore[attr-defined]
+        before = handler.setStream(stream)
+        try:
+            poison = await fn.post("/", content=b"garbage", headers={**headers, "x-topic": topic})
+        finally:
+            handler.setStream(before)
         assert poison.json()["outcome"] == "rejected"
+        [logged] = [
+            orjson.loads(line)
+            for line in stream.getvalue().splitlines()
+            if orjson.loads(line)["message"] == "event dead-lettered"
+        ]
+        assert (logged["topic"], logged["reason_class"]) == (topic, "malformed")
     doc = (await api.get(url, headers=_admin(tenant))).json()
     assert (doc["status"], doc["succeeded"]) == ("done", 5)
     [dead] = read_topic(res.settings, dlq_topic(topic), expected=1)

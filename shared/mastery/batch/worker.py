@@ -29,7 +29,7 @@ from mastery.batch.runner import BatchRunner, RunOutcome
 from mastery.domain.batch import Priority
 from mastery.errors import InvalidEvent, Unavailable
 from mastery.events.consumer import commit_offsets
-from mastery.events.kafka import consumer_config, dead_letter, to_record
+from mastery.events.kafka import consumer_config, dead_letter, dead_line, to_record
 from mastery.logs import logger
 from mastery.metrics import DEAD_LETTERS, dlq_reason
 from mastery.topics import batch_topic, priority_of
@@ -125,7 +125,7 @@ class PriorityWorker:
         try:
             tenant, batch_id = decode_batch(record)
         except InvalidEvent as exc:
-            self._log.warning("dead-lettering a batch message", extra={"reason": exc.reason})
+            self._log.warning("dead-lettering a batch message", extra=dead_line(record, exc.reason))
             dead = dead_letter(record, exc.reason, self._res.clock(), "batch-worker")
             await self._res.publisher.publish([dead])
             DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()

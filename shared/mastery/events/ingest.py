@@ -18,7 +18,7 @@ from mastery import tracing
 from mastery.domain import DEFAULT_MODEL, Level
 from mastery.errors import IgnoredEvent, InvalidEvent, Unavailable
 from mastery.events.codec import decode
-from mastery.events.kafka import dead_letter
+from mastery.events.kafka import dead_letter, dead_line
 from mastery.events.notifications import level_changed
 from mastery.logs import logger
 from mastery.metrics import (
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from mastery.ports import Applied, Clock, EventStore, Publisher, Record, Unapplied
 
 __all__ = ["Batch", "GroupCommit", "Ingestor", "Result", "audit_record"]
-
-#: Characters of a reason or an unverified id a log line keeps.
-_MAX_LOGGED = 300
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
@@ -77,7 +74,7 @@ class Batch:
     def refuse(self, record: Record, why: InvalidEvent, source: str) -> None:
         """A record that does not decode: dead-lettered, and audited all the same."""
         self.dead.append(dead_letter(record, why.reason, self.now, source))
-        self.dead_lines.append(_dead_line(record, why.reason, why.tenant))
+        self.dead_lines.append(dead_line(record, why.reason, why.tenant))
         self.leave_out(Outcome.REJECTED, why, audit_record(record, None, self.now))
 
 
@@ -200,7 +197,7 @@ class Ingestor:
             await self._publisher.publish(
                 [dead_letter(record, why, batch.now, self._source) for record, _, why in dead]
             )
-            self._log_dead(_dead_line(r, why, obs.tenant, obs.event_id) for r, obs, why in dead)
+            self._log_dead(dead_line(r, why, obs.tenant, obs.event_id) for r, obs, why in dead)
         await self._notify(applied)
 
         outcomes = applied.outcomes
@@ -350,22 +347,6 @@ def _unavailable(cause: Unavailable | None) -> Unavailable:
 
 def _where(record: Record) -> dict[str, object]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-
-
-def _dead_line(
-    record: Record, reason: str, tenant: str | None, event_id: str | None = None
-) -> dict[str, object]:
-    """What the log says of a dead letter: where it came from and why, never its payload
-    (personal data); ``event_id``, when not given, the record's ``ce_id``."""
-    if event_id is None and (ce_id := record.headers.get("ce_id")):
-        event_id = ce_id.decode(errors="replace")[:_MAX_LOGGED]
-    return {
-        "event_id": event_id,
-        "tenant": tenant,
-        **_where(record),
-        "reason_class": dlq_reason(reason),
-        "reason": reason[:_MAX_LOGGED],
-    }
 
 
 def audit_record(

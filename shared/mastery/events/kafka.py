@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from mastery import tracing
 from mastery.errors import Misconfigured, Unavailable
+from mastery.metrics import dlq_reason
 from mastery.ports import OutMessage, Record
 from mastery.topics import all_topics, dlq_topic, topic_config
 
@@ -33,6 +34,7 @@ __all__ = [
     "consumer_config",
     "create_topics",
     "dead_letter",
+    "dead_line",
     "kafka_common",
     "probe",
     "producer_config",
@@ -50,6 +52,28 @@ _EMBEDDED_FETCH = {"fetch.wait.max.ms": 10}
 
 #: Headers ``dead_letter`` adds to the original record's.
 DLQ_HEADERS = ("dlq_reason", "dlq_topic", "dlq_partition", "dlq_offset", "dlq_at", "dlq_source")
+
+
+#: Characters of a reason or an unverified id a log line keeps.
+_MAX_LOGGED = 300
+
+
+def dead_line(
+    record: Record, reason: str, tenant: str | None = None, event_id: str | None = None
+) -> dict[str, object]:
+    """What the log says of a dead letter: where it came from and why, never its payload
+    (personal data); ``event_id``, when not given, the record's ``ce_id``."""
+    if event_id is None and (ce_id := record.headers.get("ce_id")):
+        event_id = ce_id.decode(errors="replace")[:_MAX_LOGGED]
+    return {
+        "event_id": event_id,
+        "tenant": tenant,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "reason_class": dlq_reason(reason),
+        "reason": reason[:_MAX_LOGGED],
+    }
 
 
 def dead_letter(record: Record, reason: str, now: datetime, source: str) -> OutMessage:

@@ -21,8 +21,9 @@ from mastery.batch.evaluate import evaluate, tally
 from mastery.batch.messages import BATCH_ID, batch_message, decode_batch
 from mastery.domain.batch import BatchStatus, Priority
 from mastery.errors import InvalidEvent, Unavailable
-from mastery.events.kafka import dead_letter
+from mastery.events.kafka import dead_letter, dead_line
 from mastery.fields import ID_PATTERN, is_id
+from mastery.logs import logger
 from mastery.metrics import BATCHES_SUBMITTED, DEAD_LETTERS, dlq_reason
 from mastery.policy import POLICY, Action, Scope, may_act
 from mastery.ports import BatchRecord
@@ -241,6 +242,7 @@ async def batch_event(request: Request, ctx: Context) -> Response:
     except InvalidEvent as exc:
         dead = dead_letter(record, exc.reason, res.clock(), ctx.function)
         await res.publisher.publish([dead])
+        logger(ctx.function).warning("event dead-lettered", extra=dead_line(record, exc.reason))
         DEAD_LETTERS.labels(dlq_reason(exc.reason)).inc()
         return model_response(EventOutcome(outcome="rejected", reason=exc.reason))
     outcome = await res.runner.run(tenant, batch_id)
