@@ -124,8 +124,6 @@ def retry_reason(error: BaseException) -> str:
     return named if named in _DEPENDENCIES else "other"
 
 
-for _reason in (*_DEPENDENCIES, "other"):
-    CONSUMER_RETRIES.labels(_reason)  # at 0 from the start, so increase() sees the first
 DEAD_LETTERS = Counter(
     "mastery_dead_letters_total",
     "Records written to a DLQ, by reason class (dlq_reason header holds the detail).",
@@ -225,6 +223,8 @@ def _zero() -> None:
         RATE_LIMITED.labels(role.value)
     for priority in Priority:
         BATCHES_SUBMITTED.labels(priority.value)
+    for dependency in (*_DEPENDENCIES, "other"):
+        CONSUMER_RETRIES.labels(dependency)
 
 
 _zero()

@@ -146,8 +146,9 @@ class Ingestor:
                 batch.leave_out(Outcome.IGNORED, exc, audit_record(record, None, now, exc))
                 continue
             except Exception as exc:  # a defect met by one record must not stop the rest
-                logger(self._source).exception("event not decodable", extra=_where(record))
                 refused = InvalidEvent(f"malformed: not decodable ({type(exc).__name__})")
+                line = dead_line(record, refused.reason)
+                logger(self._source).exception("event not decodable", extra=line)
                 batch.refuse(record, refused, self._source)
                 continue
             batch.slots.append(len(batch.accepted))
@@ -343,10 +344,6 @@ def _unavailable(cause: Unavailable | None) -> Unavailable:
     error = Unavailable(str(cause))
     error.__cause__ = cause
     return error
-
-
-def _where(record: Record) -> dict[str, object]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
 def audit_record(
