@@ -30,6 +30,8 @@ from mastery.web.problems import Problem
 from tests.fakes import FakeClock, FakePublisher
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from mastery.web.app import Context
@@ -53,6 +55,17 @@ _CLOCK = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
 
 async def _provider(_: str) -> Any:
     return SimpleNamespace(publisher=_PUBLISHER, clock=_CLOCK)
+
+
+def _broker_down() -> Callable[[str], Awaitable[Any]]:
+    """A provider whose broker takes no record: the access audit cannot be written."""
+    down = FakePublisher()
+    down.down = True
+
+    async def provider(_: str) -> Any:
+        return SimpleNamespace(publisher=down, clock=_CLOCK)
+
+    return provider
 
 
 def _client(app: FunctionApp) -> httpx.AsyncClient:
@@ -169,12 +182,7 @@ async def test_every_request_to_a_data_route_is_audited(app: FunctionApp) -> Non
 async def test_a_public_route_is_served_without_an_access_record() -> None:
     """A route that takes no token and answers no data (xAPI's About) is left out of the
     access audit, as /health is: it answers even with the broker down."""
-    down = FakePublisher()
-    down.down = True
-
-    async def provider(_: str) -> Any:
-        return SimpleNamespace(publisher=down, clock=_CLOCK)
-
+    provider = _broker_down()
     routes = {"GET /about": _echo, "POST /echo": _echo}
     app = FunctionApp("unit-fn", routes, provider=provider, public={"GET /about"})
     async with _client(app) as c:
@@ -191,12 +199,7 @@ async def test_a_public_route_is_served_without_an_access_record() -> None:
 async def test_an_event_delivery_route_is_not_access_audited() -> None:
     """Deliveries are trusted like the topic and audited per event (the event audit): a
     function that also has callers (on-xapi) records those, not each delivery."""
-    down = FakePublisher()
-    down.down = True
-
-    async def provider(_: str) -> Any:
-        return SimpleNamespace(publisher=down, clock=_CLOCK)
-
+    provider = _broker_down()
     routes = {"POST /": _echo, "POST /echo": _echo}
     app = FunctionApp("unit-fn", routes, provider=provider, deliveries={"POST /"})
     async with _client(app) as c:
@@ -209,12 +212,7 @@ async def test_an_event_delivery_route_is_not_access_audited() -> None:
 
 
 async def test_no_audit_record_no_data() -> None:
-    down = FakePublisher()
-    down.down = True
-
-    async def provider(_: str) -> Any:
-        return SimpleNamespace(publisher=down, clock=_CLOCK)
-
+    provider = _broker_down()
     app = FunctionApp("unit-fn", {"POST /echo": _echo}, provider=provider)
     async with _client(app) as c:
         resp = await c.post("/echo", headers={"x-correlation-id": "lost-1"})
