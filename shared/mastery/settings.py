@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     half_life_days: float = Field(14.0, gt=0, validation_alias="MASTERY_HALF_LIFE_DAYS")
     retention_days: int = Field(90, gt=0, le=365, validation_alias="MASTERY_RETENTION_DAYS")
     min_cohort: int = Field(5, ge=1, validation_alias="MASTERY_MIN_COHORT")
+    class_lapse_days: int = Field(30, gt=0, le=365, validation_alias="MASTERY_CLASS_LAPSE_DAYS")
+    """A class stops being a student's once their events have carried other classes this
+    many days after its last (``mastery.domain.scoring.current_classes``)."""
     batch_topic_prefix: str = Field(
         BATCH_PREFIX,
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
@@ -176,6 +179,7 @@ class Settings(BaseSettings):
         return ScoringModel(
             half_life=timedelta(days=self.half_life_days),
             window=timedelta(days=self.retention_days),
+            class_lapse=timedelta(days=self.class_lapse_days),
         )
 
 

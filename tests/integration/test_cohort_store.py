@@ -14,8 +14,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel
+from mastery.domain import DEFAULT_MODEL, Component, Observation, ScoringModel, StudentState, fold
 from mastery.domain.cohort import METRICS, UNITS, compare, index_units, percentile
+from mastery.domain.scoring import day_number
 from mastery.store import Outcome, RedisStore, keys
 from tests.helpers import keys_of_student
 
@@ -244,3 +245,97 @@ async def test_a_class_named_like_the_tenant_scope_is_still_a_class(
     await _apply(store, batch)
     assert (await store.compare(tenant, "t", "s1", NOW))[0] == 2
     assert (await store.compare(tenant, None, "s1", NOW))[0] == 6
+
+
+def _class_event(tenant: str, student: str, class_id: str, days_ago: float, i: int) -> Observation:
+    return Observation(
+        event_id=f"{student}-{class_id}-{i}",
+        tenant=tenant,
+        student_id=student,
+        component=Component.QUIZ,
+        score=0.5,
+        occurred_at=NOW - timedelta(days=days_ago),
+        class_id=class_id,
+    )
+
+
+async def _classes_index(redis: Redis, tenant: str, student: str) -> set[str]:
+    """The classes whose index holds the student, and what the tenant's list says."""
+    listed = await redis.hget(keys.tenant_prefix(tenant) + "cohort:classes", student)
+    held = {c for c in CLASSES if await redis.hexists(keys.class_index(tenant, c), student)}
+    assert set((listed or b"").decode().split(",")) - {""} == held
+    return held
+
+
+@pytest.mark.parametrize("order", ["in-time-order", "newest-first"])
+async def test_a_student_who_moved_leaves_the_old_class(
+    redis: Redis, tenant: str, order: str
+) -> None:
+    """Events in c-a 60 to 40 days ago, then in c-b from 35 days ago: once c-b's span
+    reaches the lapse (30 days) past c-a's last, c-a's teachers no longer see the student,
+    whatever order the events arrive in."""
+    store = RedisStore(redis)
+    old = [_class_event(tenant, "s1", "c-a", ago, i) for i, ago in enumerate(range(60, 39, -5))]
+    new = [_class_event(tenant, "s1", "c-b", ago, i) for i, ago in enumerate(range(35, 4, -5))]
+    batches = [old, new[:3], new[3:]]  # the last reaches 10 days ago: 30 past c-a's last
+    for batch in batches if order == "in-time-order" else batches[::-1]:
+        await _apply(store, batch)
+    state = await store.load(tenant, "s1")
+    assert state is not None
+    assert state.classes == {"c-b"}
+    assert await _classes_index(redis, tenant, "s1") == {"c-b"}
+    await _assert_indexes_match(store, redis, tenant, ["s1"])
+
+
+async def test_a_class_within_the_lapse_is_kept(redis: Redis, tenant: str) -> None:
+    store = RedisStore(redis)
+    await _apply(store, [_class_event(tenant, "s1", "c-a", 40, 0)])
+    await _apply(store, [_class_event(tenant, "s1", "c-b", 11, 0)])  # 29 days after
+    assert await _classes_index(redis, tenant, "s1") == {"c-a", "c-b"}
+
+
+async def test_classes_stored_by_the_script_are_folds_in_any_batching(
+    redis: Redis, tenant: str
+) -> None:
+    """The script keeps exactly the classes (and their days) the domain's fold keeps, the
+    events applied in shuffled batches of random sizes; the indexes follow."""
+    rng = random.Random(5)
+    students = [f"s{s}" for s in range(12)]
+    events = [
+        _class_event(tenant, s, rng.choice(CLASSES), rng.uniform(0, 89), i)
+        for s in students
+        for i in range(rng.randint(1, 10))
+    ]
+    rng.shuffle(events)
+    start = 0
+    while start < len(events):
+        size = rng.randint(1, 15)
+        await _apply(store := RedisStore(redis), events[start : start + size])
+        start += size
+    for s in students:
+        want = fold(StudentState(), [e for e in events if e.student_id == s])
+        got = await store.load(tenant, s)
+        assert got is not None
+        assert got.class_days == want.class_days, s
+        assert await _classes_index(redis, tenant, s) == want.classes
+    await _assert_indexes_match(store, redis, tenant, students)
+
+
+async def test_classes_written_before_their_days_were_kept_are_read_and_lapse(
+    redis: Redis, tenant: str
+) -> None:
+    """A state whose classes field has no days (``c-a,c-b``): each counts as of the
+    student's last event; the next event 30 days later in c-b drops c-a."""
+    store = RedisStore(redis)
+    await _apply(store, [_class_event(tenant, "s1", "c-a", 40, 0)])
+    await _apply(store, [_class_event(tenant, "s1", "c-b", 40, 0)])
+    state_key = keys.state(tenant, "s1")
+    await redis.hset(state_key, "classes", "c-a,c-b")
+    before = await store.load(tenant, "s1")
+    assert before is not None
+    assert before.classes == {"c-a", "c-b"}
+    await _apply(store, [_class_event(tenant, "s1", "c-b", 10, 1)])
+    assert await _classes_index(redis, tenant, "s1") == {"c-b"}
+    assert (
+        await redis.hget(state_key, "classes") == f"c-b:{day_number(NOW.timestamp()) - 10}".encode()
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import httpx
@@ -190,6 +191,29 @@ async def test_query_enforces_roles_and_tenants(
         **JSON,
     }
     assert await status(forged) == 401
+
+
+async def test_a_teacher_no_longer_sees_a_student_who_moved_class(
+    client: Callable[[str], httpx.AsyncClient], tenant: str
+) -> None:
+    """A student's events carried c1 until 45 days ago and c2 since: after 30 days of c2
+    (``MASTERY_CLASS_LAPSE_DAYS``) c1's teacher is refused, c2's is not."""
+    events = client("on-quiz")
+    now = datetime.now(UTC)
+    for i, (cls, ago) in enumerate((("c1", 45), ("c2", 40), ("c2", 1))):
+        data = event_data(tenant, "s1", at=now - timedelta(days=ago), class_id=cls)
+        body, headers = binary_ce(Component.QUIZ, data, f"moved-{i}")
+        assert (await events.post("/", content=body, headers=headers)).status_code < 300
+    q = client("mastery-query")
+
+    async def status(classes: list[str]) -> int:
+        headers = token("t1", "teacher", tenant, classes=classes)
+        return (
+            await q.post("/mastery/query", json={"student_id": "s1"}, headers=headers)
+        ).status_code
+
+    assert await status(["c1"]) == 403
+    assert await status(["c2"]) == 200
 
 
 async def test_query_rejects_bad_bodies_with_the_field_named(

@@ -24,7 +24,7 @@ TENANT = "school-1"
 
 
 def _state(score: float) -> StudentState:
-    return StudentState({Component.QUIZ: Aggregate(score, 1.0, 1)}, classes=frozenset({"c1"}))
+    return StudentState({Component.QUIZ: Aggregate(score, 1.0, 1)}, class_days={"c1": 0})
 
 
 def _setup(

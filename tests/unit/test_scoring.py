@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from mastery.domain import (
     explain,
     fold,
 )
-from mastery.domain.scoring import _shown
+from mastery.domain.scoring import _shown, day_number
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from mastery.domain import MasteryReport
 
 _NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+_NOW_S = _NOW.timestamp()
 _WINDOW_MS = 90 * 86_400 * 1000
 _HALF_LIFE = timedelta(days=14)
 _EMPTY = StudentState()
@@ -341,7 +343,7 @@ def test_inadmissible(offset: timedelta, reason: str | None) -> None:
 
 
 def test_fold_tracks_classes_last_event_and_version() -> None:
-    start = StudentState(updated_at=1.5, version=7, classes=frozenset({"c0"}))
+    start = StudentState(updated_at=1.5, version=7, class_days={"c0": day_number(_NOW_S) - 5})
     state = fold(
         start,
         [
@@ -350,7 +352,7 @@ def test_fold_tracks_classes_last_event_and_version() -> None:
             _obs(_Q, 0.7, _NOW - timedelta(days=3), event_id="e3", class_id="c1"),
         ],
     )
-    assert state.classes == {"c0", "c1"}
+    assert state.class_days == {"c0": day_number(_NOW_S) - 5, "c1": day_number(_NOW_S) - 2}
     assert state.last_event_at == (_NOW - timedelta(days=1)).timestamp()
     assert state.version == 10
     assert state.updated_at == 1.5
@@ -358,6 +360,50 @@ def test_fold_tracks_classes_last_event_and_version() -> None:
     assert state.component(_Q).count == 2
     assert set(state.areas) == {(_Q, "algebra")}
     assert state.areas[(_Q, "algebra")].count == 1
+
+
+def _in_class(class_id: str, days_ago: int, i: int) -> Observation:
+    return _obs(_Q, 0.5, _NOW - timedelta(days=days_ago), event_id=f"e{i}", class_id=class_id)
+
+
+def test_a_class_lapses_once_events_in_others_span_the_lapse() -> None:
+    lapse = DEFAULT_MODEL.class_lapse.days
+    moved = [_in_class("c1", 100, 0), _in_class("c2", 100 - lapse + 1, 1)]
+    assert fold(_EMPTY, moved).classes == {"c1", "c2"}
+    state = fold(_EMPTY, [*moved, _in_class("c2", 100 - lapse, 2)])
+    assert state.class_days == {"c2": day_number(_NOW_S) - 100 + lapse}
+    # Back in the old class: a member again, from that event's day.
+    again = fold(state, [_in_class("c1", 1, 3)])
+    assert again.classes == {"c1"}
+
+
+def test_a_student_who_stops_practising_keeps_their_classes() -> None:
+    """Counted from their own newest class day, not today: a student gone quiet is the one
+    a teacher most needs to see."""
+    state = fold(_EMPTY, [_in_class("c1", 80, 0), _in_class("c2", 85, 1)])
+    assert state.classes == {"c1", "c2"}
+
+
+_class_events = st.lists(
+    st.tuples(st.sampled_from(["c1", "c2", "c3"]), st.integers(min_value=0, max_value=89)),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_class_events, st.randoms(use_true_random=False), st.integers(min_value=1, max_value=12))
+def test_classes_are_the_same_in_any_order_and_batching(
+    rows: list[tuple[str, int]], rng: random.Random, batch: int
+) -> None:
+    """Batches of any size in any order (the store applies each batch and drops lapsed
+    classes) keep exactly the classes one fold of every event keeps."""
+    events = [_in_class(c, ago, i) for i, (c, ago) in enumerate(rows)]
+    whole = fold(_EMPTY, events)
+    shuffled = rng.sample(events, len(events))
+    state = _EMPTY
+    for start in range(0, len(shuffled), batch):
+        state = fold(state, shuffled[start : start + batch])
+    assert state.class_days == whole.class_days
 
 
 def test_fold_leaves_its_input_unchanged() -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
-from mastery.domain.scoring import DECAY_ORIGIN
+from mastery.domain.scoring import DECAY_ORIGIN, day_number
 from mastery.events.comparison import DIGEST_SIZE
 from mastery.fields import ID_PATTERN, is_id, too_deep
 from mastery.store import keys
@@ -275,7 +275,8 @@ _EXPECTED_STATE = StudentState(
         (Component.QUIZ, "algebra"): Aggregate(0.9, 1.0, 1),
         (Component.COMPLETION, "advanced_topics"): Aggregate(0.25, 0.5, 2),
     },
-    classes=frozenset({"c1", "c2"}),
+    # Written before class days were kept: as of the student's last event.
+    class_days={"c1": day_number(1700000000.5), "c2": day_number(1700000000.5)},
     last_event_at=1700000000.5,
     updated_at=1700000001.0,
     version=3,
@@ -309,6 +310,17 @@ def test_parse_state_minimal() -> None:
     assert state == StudentState(components={Component.CONSISTENCY: Aggregate(0.0, 0.5, 1)})
     assert state.classes == frozenset()
     assert (state.last_event_at, state.updated_at, state.version) == (None, None, 0)
+
+
+def test_parse_state_reads_each_class_with_its_last_day() -> None:
+    raw: dict[bytes | str, bytes | str] = {
+        b"classes": b"7b-2026:1050,a@b.c:1032,old",
+        b"version": b"1",
+        b"last_at": b"1700000000.5",
+    }
+    state = _parse_state(raw)
+    assert state.class_days == {"7b-2026": 1050, "a@b.c": 1032, "old": day_number(1700000000.5)}
+    assert state.classes == {"7b-2026", "a@b.c", "old"}
 
 
 def test_parse_state_empty_classes() -> None:

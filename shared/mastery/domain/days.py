@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from mastery.domain.model import Component, DaySnapshot
-from mastery.domain.scoring import DECAY_ORIGIN, DEFAULT_MODEL
+from mastery.domain.scoring import DECAY_ORIGIN, DEFAULT_MODEL, day_number
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -42,7 +42,6 @@ UNITS = 10000
 #: refuses a student's next one of that component and day (dead-lettered with the reason).
 DAY_MAX = 65535
 _ORIGIN = DECAY_ORIGIN.date()
-_ORIGIN_S = DECAY_ORIGIN.timestamp()
 _COMPONENTS = tuple(Component)
 
 
@@ -64,11 +63,6 @@ class DayActivity:
 
     day: date
     events: Mapping[Component, DayMean]
-
-
-def day_number(occurred_at_s: float) -> int:
-    """The day of an event, counted from the decay origin (UTC days)."""
-    return math.floor((occurred_at_s - _ORIGIN_S) / 86400)
 
 
 def day_of(number: int) -> date:

@@ -86,15 +86,22 @@ class StudentState:
     """Everything the scoring model needs about one student.
 
     ``areas`` holds the same aggregates per (component, area) for finer advice;
+    ``class_days``, the student's current classes (``classes``) and the last day an event
+    of theirs carried each (``days.day_number``; see ``scoring.current_classes``);
     ``last_event_at`` is the newest ``occurred_at`` folded in (epoch seconds).
     """
 
     components: Mapping[Component, Aggregate] = field(default_factory=dict)
     areas: Mapping[tuple[Component, str], Aggregate] = field(default_factory=dict)
-    classes: frozenset[str] = frozenset()
+    class_days: Mapping[str, int] = field(default_factory=dict)
     last_event_at: float | None = None
     updated_at: float | None = None
     version: int = 0
+
+    @property
+    def classes(self) -> frozenset[str]:
+        """The classes whose teachers may see this student (``mastery.policy``)."""
+        return frozenset(self.class_days)
 
     def component(self, component: Component) -> Aggregate:
         return self.components.get(component, _EMPTY)

@@ -20,6 +20,8 @@ __all__ = [
     "MasteryReport",
     "NextLevel",
     "ScoringModel",
+    "current_classes",
+    "day_number",
     "explain",
     "fold",
 ]
@@ -29,6 +31,13 @@ __all__ = [
 #: (a 14-day half-life reaches 1e308 only ~39 years after it).
 DECAY_ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 _ORIGIN_S = DECAY_ORIGIN.timestamp()
+
+
+def day_number(occurred_at_s: float) -> int:
+    """The day of an event, counted from the decay origin (UTC days)."""
+    return math.floor((occurred_at_s - _ORIGIN_S) / 86400)
+
+
 _COMPONENTS = tuple(Component)
 
 _DEFAULT_WEIGHTS = MappingProxyType(
@@ -68,6 +77,9 @@ class ScoringModel:
     half_life: timedelta = timedelta(days=14)
     window: timedelta = timedelta(days=90)
     max_clock_skew: timedelta = timedelta(minutes=5)
+    class_lapse: timedelta = timedelta(days=30)
+    """A class stops being the student's once their events have carried other classes
+    this long after its last (``current_classes``)."""
 
     def __post_init__(self) -> None:
         weights = self.weights.values()
@@ -130,7 +142,7 @@ def fold(
     """Apply observations to a state. Order-independent; the store does the same in Lua."""
     components = dict(state.components)
     areas = dict(state.areas)
-    classes = set(state.classes)
+    class_days = dict(state.class_days)
     last = state.last_event_at
     version = state.version
     for obs in observations:
@@ -141,12 +153,29 @@ def fold(
         if obs.area:
             key = (obs.component, obs.area)
             areas[key] = areas.get(key, Aggregate()).add(obs.score, inc.weight)
-        if obs.class_id:
-            classes.add(obs.class_id)
         t = obs.occurred_at.timestamp()
+        if obs.class_id:
+            class_days[obs.class_id] = max(day_number(t), class_days.get(obs.class_id, -1))
         last = t if last is None else max(last, t)
         version += 1
-    return StudentState(components, areas, frozenset(classes), last, state.updated_at, version)
+    classes = current_classes(class_days, model.class_lapse.days)
+    return StudentState(components, areas, classes, last, state.updated_at, version)
+
+
+def current_classes(class_days: Mapping[str, int], lapse_days: int) -> dict[str, int]:
+    """The classes a student still belongs to: those an event of theirs carried within
+    ``lapse_days`` of the newest day any class was carried (``apply.lua`` does the same).
+
+    Counted from their own newest class day, not from today: a student who stops
+    practising stays in their classes (their teacher must see them); one who moved to
+    another class leaves the old one once the new one's events span ``lapse_days``.
+    Whatever the order events arrive in, the same classes remain: the newest day only
+    grows, and a class dropped here could only come back by a newer event.
+    """
+    if not class_days:
+        return {}
+    newest = max(class_days.values())
+    return {c: day for c, day in class_days.items() if day > newest - lapse_days}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,16 @@
 --       the student keys the events touch (state, days, seen, xapi), by index.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
 --       Component order, their four weights, the levels as JSON [[name, floor], ...]
---       highest first, the tenant prefix, the offset marks as JSON (offsets.lua; [] when
---       the events do not come from a consumer), then one JSON array with an array per
+--       highest first, the class lapse in days (ScoringModel.class_lapse), the tenant
+--       prefix, the offset marks as JSON (offsets.lua; [] when the events do not come
+--       from a consumer), then one JSON array with an array per
 --       event: [state_i, days_i, seen_i, event_hash, seen_expire_at, occurred_at_s,
 --        component, area, weight, weight*score, class_id, student_id,
 --        event_id, day (mastery.domain.days.day_number), score units (score_units),
 --        xapi_i (an xAPI statement's student xapi hash, 0 for a native event),
 --        voided (a voiding: the event_hash of the statement it voids, else ''),
 --        digest (an xAPI statement: its digest in hex, mastery.events.comparison, else '')],
---       then each event's audit record (ARGV[18..], in the same order)
+--       then each event's audit record (ARGV[19..], in the same order)
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
 --       the audit records are arguments of their own: inside the JSON, cjson unescaping
 --       them cost ~2 us per event, as much as all the other fields)
@@ -43,9 +44,9 @@ local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
 local weights = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
-local levels, prefix = cjson.decode(ARGV[14]), ARGV[15]
-local marks, events = cjson.decode(ARGV[16]), cjson.decode(ARGV[17])
-local OFFSETS, FIRST, AUDIT = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1, 17
+local levels, lapse, prefix = cjson.decode(ARGV[14]), tonumber(ARGV[15]), ARGV[16]
+local marks, events = cjson.decode(ARGV[17]), cjson.decode(ARGV[18])
+local OFFSETS, FIRST, AUDIT = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1, 18
 local tenant = string.sub(prefix, 4, -3)
 
 local moved = offsets_moved(OFFSETS, marks)
@@ -78,7 +79,7 @@ local function gather(state, days, student, c, area, w, wv, class, day, units, n
   end
   add_sum(st.sums, c, wv, w, n)
   if area ~= '' then add_sum(st.sums, 'a:' .. c .. ':' .. area, wv, w, n) end
-  if class ~= '' then st.classes[class] = true end
+  if class ~= '' and (st.classes[class] or -1) < day then st.classes[class] = day end
   local adds = st.day_adds[day]
   if not adds then adds = {}; st.day_adds[day] = adds end
   local j = comp_index[c]
@@ -428,6 +429,45 @@ local function level_of(m)
   return levels[#levels][1]
 end
 
+-- A student's classes, as the state's 'classes' field keeps them: '<class>:<day>,...',
+-- the last day an event of theirs carried each (mastery.store.records.class_days); an
+-- entry without a day (written before days were kept) counts as of their last event.
+local function class_days(field, last_at)
+  local default, out = math.floor((num(last_at) - origin) / 86400), {}
+  for entry in string.gmatch(field, '[^,]+') do
+    local name, day = string.match(entry, '^([^:]+):(%d+)$')
+    if name then out[name] = tonumber(day) else out[entry] = default end
+  end
+  return out
+end
+
+local function count_of(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- The classes a student keeps with a call's additions: those carried within 'lapse' days
+-- of the newest day any of theirs was (mastery.domain.scoring.current_classes). Returns
+-- the field to store, the class names (sorted) and those the student left.
+local function current_classes(old, added)
+  local all, newest = {}, -1
+  for c, d in pairs(old) do all[c] = d end
+  for c, d in pairs(added) do
+    if (all[c] or -1) < d then all[c] = d end
+  end
+  for _, d in pairs(all) do newest = math.max(newest, d) end
+  local names, left = {}, {}
+  for c, d in pairs(all) do
+    if d > newest - lapse then names[#names + 1] = c
+    elseif old[c] then left[#left + 1] = c end
+  end
+  table.sort(names)
+  local entries = {}
+  for i, c in ipairs(names) do entries[i] = c .. ':' .. string.format('%d', all[c]) end
+  return table.concat(entries, ','), names, left
+end
+
 local deltas, pending, changes, active, joined = {}, pending_sets(), {}, {}, {}
 for _, state in ipairs(order) do
   local st = students[state]
@@ -449,15 +489,11 @@ for _, state in ipairs(order) do
 
   local old_units = val['version'] and index_units(component_units(val)) or nil
   local old_mastery = val['version'] and mastery_of(val) or nil
-  local old_classes = val['classes'] or ''
+  local old_days = class_days(val['classes'] or '', val['last_at'])
   local last = math.max(num(val['last_at']), st.last)
-  local classes = old_classes
-  for class in pairs(st.classes) do
-    if not string.find(',' .. classes .. ',', ',' .. class .. ',', 1, true) then
-      classes = classes == '' and class or classes .. ',' .. class
-    end
-  end
-  local out = {'last_at', string.format('%.6f', last), 'classes', classes, 'updated_at', now_ms,
+  local class_field, classes, left = current_classes(old_days, st.classes)
+  local out = {'last_at', string.format('%.6f', last), 'classes', class_field,
+    'updated_at', now_ms,
     'version', string.format('%d', num(val['version']) + st.n)}
   local gone = {}  -- sums whose every event was voided: as if never observed
   for p, sum in pairs(st.sums) do
@@ -503,12 +539,13 @@ for _, state in ipairs(order) do
   -- Cohort indexes: the student's units in the tenant and in each of their classes.
   local new_units = index_units(v)
   tenant_set(st.student, old_units, new_units, deltas, pending)
-  for class in string.gmatch(classes, '[^,]+') do
+  for _, class in ipairs(classes) do
     class_set(prefix, class, st.student, new_units, pending)
   end
-  if classes ~= old_classes then
+  for _, class in ipairs(left) do redis.call('HDEL', class_key(prefix, class), st.student) end
+  if #left > 0 or #classes ~= count_of(old_days) then
     joined[#joined + 1] = st.student
-    joined[#joined + 1] = classes
+    joined[#joined + 1] = table.concat(classes, ',')
   end
   active[#active + 1] = math.floor(now_ms / 1000)
   active[#active + 1] = st.student

@@ -71,6 +71,7 @@ class EventWrites(RedisConnection):
             *(c.value for c in _COMPONENTS),
             *(repr(model.weights[c]) for c in _COMPONENTS),
             orjson.dumps([[level.value, floor] for level, floor in model.level_floors]),
+            model.class_lapse.days,
         )
 
     async def apply(

@@ -5,6 +5,7 @@ so every script that applies events, erases a student or compares a cohort touch
 slot (docs/decisions.md, "Redis Cluster", gives the trade-off).
 
     m:{<tenant>}:s:<student>:state      hash: decayed sums per component/area, version, classes
+                                        ("<class>:<day>,...", records.class_days)
     m:{<tenant>}:s:<student>:days       string: packed day records (see DAY_HEADER)
     m:{<tenant>}:s:<student>:seen:<n>   set of 64-bit event-id hashes, 30-day bucket n
     m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state version

@@ -10,7 +10,7 @@ import orjson
 
 from mastery.domain import Aggregate, Component, DayActivity, DayMean, StudentState
 from mastery.domain.days import UNITS
-from mastery.domain.scoring import DECAY_ORIGIN
+from mastery.domain.scoring import DECAY_ORIGIN, day_number
 from mastery.store import keys
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ __all__ = [
     "StatementRecord",
     "about",
     "as_bytes",
+    "class_days",
     "held_digest",
     "held_state",
     "parse_days",
@@ -42,6 +43,18 @@ SCORE_FIELDS = (
 
 def as_bytes(value: bytes | str | None) -> bytes:
     return value.encode() if isinstance(value, str) else value or b""
+
+
+def class_days(text: str, last_at: float | None = None) -> dict[str, int]:
+    """A state's ``classes`` field, ``<class>:<day>,...`` (``apply.lua``): class -> the
+    last day an event carried it. An entry without a day (written before days were kept)
+    counts as of the student's last event, ``last_at``."""
+    default = day_number(last_at) if last_at is not None else 0
+    out: dict[str, int] = {}
+    for entry in filter(None, text.split(",")):
+        name, _, day = entry.partition(":")
+        out[name] = int(day) if day else default
+    return out
 
 
 def about(record: str, student: str) -> bool:
@@ -75,12 +88,12 @@ def parse_state(raw: Mapping[bytes | str, bytes | str]) -> StudentState:
         if name.startswith("a:") and name.endswith(":n"):
             _, comp, area, _ = name.split(":")
             areas[(Component(comp), area)] = aggregate(name[:-2])
-    classes = fields.get("classes", "")
+    last_at = float(fields["last_at"]) if "last_at" in fields else None
     return StudentState(
         components=components,
         areas=areas,
-        classes=frozenset(classes.split(",")) if classes else frozenset(),
-        last_event_at=float(fields["last_at"]) if "last_at" in fields else None,
+        class_days=class_days(fields.get("classes", ""), last_at),
+        last_event_at=last_at,
         updated_at=int(fields["updated_at"]) / 1000 if "updated_at" in fields else None,
         version=int(fields.get("version", 0)),
     )
@@ -96,10 +109,11 @@ def parse_scores(row: Sequence[bytes | None]) -> StudentState | None:
         for i, c in enumerate(_COMPONENTS)
         if (n := sums[3 * i + 2]) is not None
     }
+    last_at = float(last) if last is not None else None
     return StudentState(
         components=components,
-        classes=frozenset(classes.decode().split(",")) if classes else frozenset(),
-        last_event_at=float(last) if last is not None else None,
+        class_days=class_days(as_bytes(classes).decode(), last_at),
+        last_event_at=last_at,
         updated_at=int(updated) / 1000 if updated is not None else None,
         version=int(version),
     )

@@ -12,7 +12,14 @@ from mastery.domain.cohort import MetricFigures
 from mastery.domain.days import end_of_day
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
-from mastery.store.records import SCORE_FIELDS, as_bytes, held_state, parse_days, parse_scores
+from mastery.store.records import (
+    SCORE_FIELDS,
+    as_bytes,
+    class_days,
+    held_state,
+    parse_days,
+    parse_scores,
+)
 from mastery.store.scripts import CACHE, COMPARE, SCORES
 
 if TYPE_CHECKING:
@@ -156,11 +163,10 @@ class StudentReads(RedisConnection):
             if version is None:
                 out.append(None)
                 continue
-            names = as_bytes(classes).decode()
             out.append(
                 StudentDays(
                     version=int(version),
-                    classes=frozenset(names.split(",")) if names else frozenset(),
+                    classes=frozenset(class_days(as_bytes(classes).decode())),
                     packed_days=as_bytes(blob),
                     cached=(as_bytes(cached[0]) or None) if cached else None,
                 )
