@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
+from confluent_kafka import Message, TopicPartition
+from confluent_kafka.aio import AIOConsumer
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -20,8 +22,8 @@ from mastery.cli.rebuild import rebuild
 from mastery.dev import servers
 from mastery.domain import Component
 from mastery.errors import Misconfigured
-from mastery.events.consumer import consume
-from mastery.events.kafka import create_topics
+from mastery.events.consumer import _apply_in_order, _Position, consume
+from mastery.events.kafka import consumer_config, create_topics
 from mastery.ports import Record
 from mastery.settings import Settings
 from mastery.store import UNKNOWN_TENANT, keys
@@ -440,3 +442,54 @@ async def test_a_redis_acl_that_refuses_the_consumer_stops_it_naming_why(
         await res.aclose()
         await admin.acl_deluser(user)
         await admin.aclose()
+
+
+def _fetched(tenant: str, topic: str, first: int, n: int) -> list[Message]:
+    """``n`` quiz events of ``tenant`` as a fetch from partition 0 brings them, from ``first``."""
+    out = []
+    for offset in range(first, first + n):
+        r = record(Component.QUIZ, event_data(tenant, f"s{offset % 5}", 0.5), topic=topic)
+        headers = list(r.headers.items())
+        out.append(Message(topic, 0, offset, r.key, r.value, headers))
+    return out
+
+
+async def test_a_batch_fetched_before_a_rebalance_is_dropped_not_applied(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """A Redis failover lost a tenant's writes, then a rebalance placed the partitions
+    anew while a batch was in flight. The book now holds what Redis says (behind that
+    batch); applying it would record its end for the tenant and skip the lost events
+    for good (the failover test's rare loss). The batch is dropped instead: the new
+    positions read the lost events again."""
+    [topic] = fresh_topics(settings, "stale")
+    group = f"g-{tenant}"
+    res = build(settings, source="test")
+    consumer = AIOConsumer(consumer_config(settings, group))
+    position = _Position(res, group, asyncio.Event())
+    partitions = [TopicPartition(topic, 0)]
+    offsets = keys.offsets(tenant, group)
+    field = f"{topic}:0"
+    try:
+        await position.place(consumer, partitions)
+        first = (_fetched(tenant, topic, 0, 10), position.generation)
+        await _apply_in_order(res, consumer, position, first, None, {})
+        assert await redis.hget(offsets, field) == b"10"
+        applied = await _applied(redis, tenant)
+
+        gate = asyncio.Event()
+        previous = asyncio.create_task(gate.wait())  # the batch before it, still applying
+        second = (_fetched(tenant, topic, 10, 10), position.generation)
+        stale = asyncio.create_task(
+            _apply_in_order(res, consumer, position, second, previous, {})  # type: ignore[arg-type]
+        )
+        await redis.hset(offsets, field, 0)  # the failover lost the tenant's writes
+        await position.place(consumer, partitions)  # the rebalance: the book is Redis's
+        gate.set()
+        await stale
+
+        assert await redis.hget(offsets, field) == b"0", "the lost events would be skipped"
+        assert await _applied(redis, tenant) == applied
+    finally:
+        await consumer.close()
+        await res.aclose()

@@ -159,6 +159,9 @@ class _Position:
         self.starts: dict[str, int | None] = {}
         self.advanced_at = time.monotonic()
         self.measured_at = time.monotonic()
+        #: Bumped as the partitions are placed anew (an assignment, a seek back). A batch
+        #: fetched before belongs to the old positions and is dropped (``_apply_in_order``).
+        self.generation = 0
 
     async def place(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
         """Start each assigned partition where Redis says its events are all applied.
@@ -168,6 +171,7 @@ class _Position:
                 holds its commits: Redis was emptied or replaced. Replaying the topics
                 from their start would not replay the erasures (``mastery rebuild`` does).
         """
+        self.generation += 1
         await self._read()
         self.applied = {}
         if not self.book.tenants() and any(
@@ -190,6 +194,7 @@ class _Position:
                 emptied under the running consumer (as ``place`` says at a start).
         """
         held = bool(self.book.tenants())
+        self.generation += 1
         await self._read()
         if held and not self.book.tenants():
             raise self._emptied("it held them a moment ago")
@@ -298,6 +303,7 @@ async def consume(
                         fetch = await _restart(fetch, consumer, position, settings.batch_size)
                     continue
                 messages = await fetch
+                generation = position.generation  # placed anew during the fetch: the new one
                 # Between two fetches, never beside a poll: a call waiting behind it would
                 # hold the consumer's other thread, which a rebalance callback needs.
                 await position.measure(consumer, topics)
@@ -305,7 +311,9 @@ async def consume(
                 fetch = asyncio.ensure_future(next_batch(consumer, settings.batch_size))
                 if batch := [m for m in messages if _usable(m)]:
                     previous = inflight[-1] if inflight else None
-                    task = _apply_in_order(res, consumer, position, batch, previous, committed)
+                    task = _apply_in_order(
+                        res, consumer, position, (batch, generation), previous, committed
+                    )
                     inflight.append(asyncio.create_task(task))
         except Misconfigured:
             raise
@@ -350,17 +358,25 @@ async def _apply_in_order(
     res: ConsumerResources,
     consumer: AIOConsumer,
     position: _Position,
-    messages: Sequence[Message],
+    fetched: tuple[Sequence[Message], int],
     previous: asyncio.Task[None] | None,
     committed: dict[tuple[str, int], TopicPartition],
 ) -> None:
     """Apply a batch once the previous one is applied (retrying while Redis or the broker
     is down, until the consumer stops), then commit its offsets to Kafka.
 
+    ``fetched``: the messages and the position's generation they were fetched in. Once
+    the partitions are placed anew (a rebalance can while batches are in flight) the
+    batch is dropped: the offsets book now holds what Redis says, which after a failover
+    that lost writes is behind the batch, and applying it would record its end for
+    tenants whose lost events lie before it, skipping them for good. The new positions
+    read the batch again if they still need it.
+
     Raises:
         OffsetsMoved: as the previous batch did, without applying anything.
         Unavailable: retries given up as the consumer stops (or the previous batch's).
     """
+    messages, generation = fetched
     batch: Batch = res.ingestor.prepare([to_record(m) for m in messages])
     offsets = next_offsets(messages)
     ends = {partition_field(tp.topic, tp.partition): tp.offset for tp in offsets}
@@ -368,7 +384,11 @@ async def _apply_in_order(
         await previous
     async for attempt in _retrying("dependency unavailable, retrying batch", position.stop):
         with attempt:
+            if position.generation != generation:
+                return _dropped(ends)
             await res.ingestor.apply(batch, (position.book, ends))
+    if position.generation != generation:  # applied as the partitions were placed anew
+        return _dropped(ends)  # its writes stand; where to go on is the new positions'
     position.applied.update(ends)
     CONSUMER_LAST_APPLIED.set_to_current_time()
     _measure_wait(messages)
@@ -389,6 +409,12 @@ async def commit_offsets(
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
         _log().warning("offset commit failed", extra={"error": str(exc)})
+
+
+def _dropped(ends: Ends) -> None:
+    _log().info(
+        "batch fetched before the partitions were placed anew: dropped", extra={"ends": ends}
+    )
 
 
 def _measure_wait(messages: Sequence[Message]) -> None:
