@@ -12,6 +12,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component, Observation
 from mastery.domain.days import DAY_MAX
 from mastery.events.codec import JSON
+from mastery.offsets import OffsetBook
 from mastery.ports import Record
 from mastery.store import Outcome, keys
 from mastery.topics import dlq_topic
@@ -141,3 +142,41 @@ async def test_an_event_past_a_full_day_record_is_dead_lettered_not_wrapped(
     assert counts == [DAY_MAX, 1]
     assert days.activity[0].events[Component.QUIZ].units == full * 5000 + 9000
     assert days.version == DAY_MAX + 1
+
+
+async def test_a_batch_retried_after_its_apply_landed_still_dead_letters_its_refusals(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """The first attempt applied the batch and recorded its offsets, but its reply was
+    lost (or the broker refused its dead letters): the retry meets offsets equal to its
+    own end. It goes on (every event a duplicate) and dead-letters what the store refused
+    again, instead of seeking past the batch and losing those dead letters."""
+    [topic] = fresh_topics(settings, "retried")
+    day = datetime.now(UTC) - timedelta(days=1)
+    res = build(settings, source="test")
+    try:
+        prefill = [
+            Observation(f"pre-{i}", tenant, "s1", Component.QUIZ, 0.5, day) for i in range(DAY_MAX)
+        ]
+        for i in range(0, DAY_MAX, 5000):
+            chunk = [(o, b"{}") for o in prefill[i : i + 5000]]
+            await res.store.apply(chunk, [], datetime.now(UTC))
+        records = [
+            record(Component.QUIZ, event_data(tenant, s, 0.9, at=day), event_id=e, topic=topic)
+            for s, e in (("s1", "over"), ("s2", "fresh"))
+        ]
+        ends = {f"{topic}:0": 2}
+        batch = res.ingestor.prepare(records)
+        group = f"g-{tenant}"
+        await res.store.apply(batch.accepted, batch.unapplied, batch.now, (OffsetBook(group), ends))
+        retried = await res.ingestor.ingest(records, (OffsetBook(group), ends))
+    finally:
+        await res.aclose()
+
+    reason = (
+        f"the student already has {DAY_MAX} quiz events on this day: a day record holds no more"
+    )
+    assert retried == [(Outcome.REJECTED, reason), (Outcome.DUPLICATE, None)]
+    dead = read_topic(settings, dlq_topic(topic), expected=1)
+    assert [headers_of(m)["ce_id"] for m in dead] == ["over"]
+    assert await redis.hget(keys.offsets(tenant, group), f"{topic}:0") == b"2"
