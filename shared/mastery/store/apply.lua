@@ -435,37 +435,44 @@ end
 local function class_days(field, last_at)
   local default, out = math.floor((num(last_at) - origin) / 86400), {}
   for entry in string.gmatch(field, '[^,]+') do
-    local name, day = string.match(entry, '^([^:]+):(%d+)$')
-    if name then out[name] = tonumber(day) else out[entry] = default end
+    local at = string.find(entry, ':', 1, true)
+    if at then out[string.sub(entry, 1, at - 1)] = tonumber(string.sub(entry, at + 1))
+    else out[entry] = default end
   end
   return out
 end
 
-local function count_of(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
-
 -- The classes a student keeps with a call's additions: those carried within 'lapse' days
 -- of the newest day any of theirs was (mastery.domain.scoring.current_classes). Returns
--- the field to store, the class names (sorted) and those the student left.
-local function current_classes(old, added)
-  local all, newest = {}, -1
-  for c, d in pairs(old) do all[c] = d end
+-- the field to store, the class names, those the student left, and whether the names
+-- changed. ``old`` (parsed from ``field``) is this call's own: it is updated in place.
+local function current_classes(field, old, added)
+  local newer = false
   for c, d in pairs(added) do
+    if (old[c] or -1) < d then newer = true; break end
+  end
+  if not newer then  -- the usual case past a day's first event: nothing changes
+    local names = {}
+    for c in pairs(old) do names[#names + 1] = c end
+    return field, names, {}, false
+  end
+  local all, newest, joined = old, -1, false
+  for c, d in pairs(added) do
+    if not all[c] then joined = true end
     if (all[c] or -1) < d then all[c] = d end
   end
-  for _, d in pairs(all) do newest = math.max(newest, d) end
+  for _, d in pairs(all) do
+    if d > newest then newest = d end
+  end
   local names, left = {}, {}
   for c, d in pairs(all) do
     if d > newest - lapse then names[#names + 1] = c
-    elseif old[c] then left[#left + 1] = c end
+    else left[#left + 1] = c end  -- (one only just added, in no index: HDEL does nothing)
   end
-  table.sort(names)
+  if #names > 1 then table.sort(names) end
   local entries = {}
-  for i, c in ipairs(names) do entries[i] = c .. ':' .. string.format('%d', all[c]) end
-  return table.concat(entries, ','), names, left
+  for i, c in ipairs(names) do entries[i] = c .. ':' .. all[c] end  -- integers print whole
+  return table.concat(entries, ','), names, left, joined or #left > 0
 end
 
 local deltas, pending, changes, active, joined = {}, pending_sets(), {}, {}, {}
@@ -491,7 +498,8 @@ for _, state in ipairs(order) do
   local old_mastery = val['version'] and mastery_of(val) or nil
   local old_days = class_days(val['classes'] or '', val['last_at'])
   local last = math.max(num(val['last_at']), st.last)
-  local class_field, classes, left = current_classes(old_days, st.classes)
+  local class_field, classes, left, changed = current_classes(val['classes'] or '', old_days,
+    st.classes)
   local out = {'last_at', string.format('%.6f', last), 'classes', class_field,
     'updated_at', now_ms,
     'version', string.format('%d', num(val['version']) + st.n)}
@@ -543,7 +551,7 @@ for _, state in ipairs(order) do
     class_set(prefix, class, st.student, new_units, pending)
   end
   for _, class in ipairs(left) do redis.call('HDEL', class_key(prefix, class), st.student) end
-  if #left > 0 or #classes ~= count_of(old_days) then
+  if changed then
     joined[#joined + 1] = st.student
     joined[#joined + 1] = table.concat(classes, ',')
   end
