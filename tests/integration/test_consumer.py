@@ -22,8 +22,9 @@ from mastery.cli.rebuild import rebuild
 from mastery.dev import servers
 from mastery.domain import Component
 from mastery.errors import Misconfigured
-from mastery.events.consumer import _apply_in_order, _Position, consume
+from mastery.events.consumer import _apply_in_order, consume
 from mastery.events.kafka import consumer_config, create_topics
+from mastery.events.position import Position
 from mastery.ports import Record
 from mastery.settings import Settings
 from mastery.store import UNKNOWN_TENANT, keys
@@ -466,7 +467,7 @@ async def test_a_batch_fetched_before_a_rebalance_is_dropped_not_applied(
     group = f"g-{tenant}"
     res = build(settings, source="test")
     consumer = AIOConsumer(consumer_config(settings, group))
-    position = _Position(res, group, asyncio.Event())
+    position = Position(res.store, group, asyncio.Event())
     partitions = [TopicPartition(topic, 0)]
     offsets = keys.offsets(tenant, group)
     field = f"{topic}:0"

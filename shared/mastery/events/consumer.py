@@ -34,39 +34,20 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    TIMESTAMP_NOT_AVAILABLE,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    wait_exponential,
-)
 
 from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
 from mastery.events.kafka import consumer_config, to_record
-from mastery.logs import logger
-from mastery.metrics import (
-    CONSUMER_BACKLOG,
-    CONSUMER_LAG,
-    CONSUMER_LAG_MESSAGES,
-    CONSUMER_LAST_APPLIED,
-    CONSUMER_RETRIES,
-    retry_reason,
-)
-from mastery.offsets import OffsetBook, partition_field
+from mastery.events.position import MEASURE_EVERY_S, Ends, Position
+from mastery.events.retries import consumer_log, retrying
+from mastery.metrics import CONSUMER_LAG, CONSUMER_LAST_APPLIED
+from mastery.offsets import partition_field
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
-    from aws_lambda_powertools import Logger
     from confluent_kafka import Message
 
     from mastery.events.ingest import Batch, Ingestor
@@ -84,14 +65,6 @@ __all__ = [
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
-#: How often the offsets of tenants absent from recent batches are moved up to the
-#: consumer's position, so that resuming never starts far behind because of them.
-_ADVANCE_EVERY_S = 5.0
-#: How often the backlog is measured.
-_MEASURE_EVERY_S = 5.0
-
-Ends = dict[str, int]
-"""Per partition field, the next offset after a batch."""
 
 
 class ConsumerResources(Protocol):
@@ -147,125 +120,6 @@ async def next_batch(consumer: AIOConsumer, size: int, idle_s: float = 0.1) -> l
     return [first, *rest]
 
 
-class _Position:
-    """Where this consumer stands: the offsets book and the end of the last applied batch."""
-
-    def __init__(self, res: ConsumerResources, group: str, stop: asyncio.Event) -> None:
-        self.res = res
-        self.stop = stop
-        self.book = OffsetBook(group)
-        self.applied: Ends = {}
-        #: Where each assigned partition was started (None: at its beginning).
-        self.starts: dict[str, int | None] = {}
-        self.advanced_at = time.monotonic()
-        self.measured_at = time.monotonic()
-        #: Bumped as the partitions are placed anew (an assignment, a seek back). A batch
-        #: fetched before belongs to the old positions and is dropped (``_apply_in_order``).
-        self.generation = 0
-
-    async def place(self, consumer: AIOConsumer, partitions: list[TopicPartition]) -> None:
-        """Start each assigned partition where Redis says its events are all applied.
-
-        Raises:
-            Misconfigured: Redis holds no applied offsets of the group although Kafka
-                holds its commits: Redis was emptied or replaced. Replaying the topics
-                from their start would not replay the erasures (``mastery rebuild`` does).
-        """
-        self.generation += 1
-        await self._read()
-        self.applied = {}
-        if not self.book.tenants() and any(
-            tp.offset >= 0 for tp in await consumer.committed(partitions)
-        ):
-            raise self._emptied("kafka holds its commits")
-        starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in partitions)
-        for tp in partitions:
-            at = starts[partition_field(tp.topic, tp.partition)]
-            tp.offset = OFFSET_BEGINNING if at is None else at
-        await consumer.assign(partitions)
-        self.starts = dict(starts)
-        _log().info("resuming", extra={"at": {f: starts[f] for f in sorted(starts)}})
-
-    async def seek_back(self, consumer: AIOConsumer) -> None:
-        """After ``OffsetsMoved``: re-read the offsets, move every partition back to them.
-
-        Raises:
-            Misconfigured: Redis held the group's offsets and holds none now: it was
-                emptied under the running consumer (as ``place`` says at a start).
-        """
-        held = bool(self.book.tenants())
-        self.generation += 1
-        await self._read()
-        if held and not self.book.tenants():
-            raise self._emptied("it held them a moment ago")
-        assigned = await consumer.assignment()
-        starts = self.book.resume_at(partition_field(tp.topic, tp.partition) for tp in assigned)
-        for tp in assigned:
-            at = starts[partition_field(tp.topic, tp.partition)]
-            start = OFFSET_BEGINNING if at is None else at
-            await consumer.seek(TopicPartition(tp.topic, tp.partition, start))
-        self.applied = {}
-        self.starts = dict(starts)
-        _log().warning("offsets moved in redis: resuming from them", extra={"at": starts})
-
-    def _emptied(self, evidence: str) -> Misconfigured:
-        """Redis lost the group's applied offsets: replaying the topics from their start
-        would not replay the erasures (``mastery rebuild`` does)."""
-        return Misconfigured(
-            f"redis holds no applied offsets of group {self.book.group}, but {evidence}: "
-            "redis was emptied or replaced. Run `mastery rebuild` (it restores the erasures "
-            "first), then start again"
-        )
-
-    async def advance_idle(self, batch_tenants: set[str]) -> None:
-        """Move up the offsets of tenants that no recent batch wrote (every few seconds)."""
-        if time.monotonic() - self.advanced_at < _ADVANCE_EVERY_S:
-            return
-        moves = {}
-        for tenant in self.book.tenants() - batch_tenants:
-            ends = {
-                f: self.applied[f]
-                for f, at in self.book.ends_of(tenant).items()
-                if f in self.applied and at < self.applied[f]
-            }
-            if ends:
-                moves[tenant] = ends
-        await self.res.store.advance_offsets(self.book, moves)
-        self.advanced_at = time.monotonic()
-
-    async def measure(self, consumer: AIOConsumer, topics: Sequence[str]) -> None:
-        """Every few seconds: records left past the applied ones, per assigned partition.
-
-        Called between fetches, whether batches apply or not: a consumer stuck retrying
-        still shows its backlog. The watermarks are those the last fetches brought
-        (``cached``): no broker call.
-        """
-        if time.monotonic() - self.measured_at < _MEASURE_EVERY_S:
-            return
-        self.measured_at = time.monotonic()
-        behind = dict.fromkeys(topics, 0)
-        for tp in await consumer.assignment():
-            try:
-                low, high = await consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if high < 0:  # no fetch has brought it yet
-                continue
-            field = partition_field(tp.topic, tp.partition)
-            at = self.applied.get(field, self.starts.get(field))
-            left = max(0, high - (max(low, 0) if at is None else at))
-            CONSUMER_LAG_MESSAGES.labels(tp.topic).observe(left)
-            behind[tp.topic] = behind.get(tp.topic, 0) + left
-        for topic, left in behind.items():
-            CONSUMER_BACKLOG.labels(topic).set(left)
-
-    async def _read(self) -> None:
-        retrying = _retrying("redis unavailable, retrying to read applied offsets", self.stop)
-        async for attempt in retrying:
-            with attempt:
-                self.book.replace(await self.res.store.read_offsets(self.book.group))
-
-
 async def consume(
     res: ConsumerResources,
     topics: Sequence[str],
@@ -278,10 +132,10 @@ async def consume(
     settings = res.settings
     group = group or settings.consumer_group
     consumer = AIOConsumer(consumer_config(settings, group), max_workers=2)
-    position = _Position(res, group, stop)
+    position = Position(res.store, group, stop)
     await subscribe(consumer, topics, ready_file, position.place)
     CONSUMER_LAST_APPLIED.set_to_current_time()  # "nothing applied for N minutes" starts here
-    _log().info("consuming", extra={"topics": list(topics), "group": group})
+    consumer_log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
     committed: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
     try:
@@ -293,7 +147,7 @@ async def consume(
                     await asyncio.wait((fetch, inflight[0]), return_when=asyncio.FIRST_COMPLETED)
                 if inflight and (inflight[0].done() or len(inflight) >= _IN_FLIGHT):
                     if not inflight[0].done():  # so the fetch is done: no poll in flight
-                        await asyncio.wait((inflight[0],), timeout=_MEASURE_EVERY_S)
+                        await asyncio.wait((inflight[0],), timeout=MEASURE_EVERY_S)
                         await position.measure(consumer, topics)
                         continue
                     try:
@@ -318,7 +172,9 @@ async def consume(
         except Misconfigured:
             raise
         except Unavailable:  # retries give up only once stop is set
-            _log().warning("stopping while a dependency is down: the next consumer reads on")
+            consumer_log().warning(
+                "stopping while a dependency is down: the next consumer reads on"
+            )
         fetch.cancel()
         # Left to the next consumer, which reads where to start from Redis.
         with contextlib.suppress(OffsetsMoved, Unavailable):
@@ -330,7 +186,7 @@ async def consume(
 
 
 async def _restart(
-    fetch: asyncio.Future[list[Message]], consumer: AIOConsumer, position: _Position, size: int
+    fetch: asyncio.Future[list[Message]], consumer: AIOConsumer, position: Position, size: int
 ) -> asyncio.Future[list[Message]]:
     """Drop what was fetched, seek back to the offsets in Redis, fetch again from there."""
     with contextlib.suppress(KafkaException):
@@ -357,7 +213,7 @@ async def _drain(inflight: deque[asyncio.Task[None]], *, raising: bool = False) 
 async def _apply_in_order(
     res: ConsumerResources,
     consumer: AIOConsumer,
-    position: _Position,
+    position: Position,
     fetched: tuple[Sequence[Message], int],
     previous: asyncio.Task[None] | None,
     committed: dict[tuple[str, int], TopicPartition],
@@ -382,7 +238,7 @@ async def _apply_in_order(
     ends = {partition_field(tp.topic, tp.partition): tp.offset for tp in offsets}
     if previous is not None:
         await previous
-    async for attempt in _retrying("dependency unavailable, retrying batch", position.stop):
+    async for attempt in retrying("dependency unavailable, retrying batch", position.stop):
         with attempt:
             if position.generation != generation:
                 return _dropped(ends)
@@ -392,7 +248,7 @@ async def _apply_in_order(
     position.applied.update(ends)
     CONSUMER_LAST_APPLIED.set_to_current_time()
     _measure_wait(messages)
-    async for attempt in _retrying("redis unavailable, retrying to advance offsets", position.stop):
+    async for attempt in retrying("redis unavailable, retrying to advance offsets", position.stop):
         with attempt:
             await position.advance_idle({obs.tenant for obs, _ in batch.accepted})
     committed.update({(tp.topic, tp.partition): tp for tp in offsets})
@@ -408,11 +264,11 @@ async def commit_offsets(
     except KafkaException as exc:
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
-        _log().warning("offset commit failed", extra={"error": str(exc)})
+        consumer_log().warning("offset commit failed", extra={"error": str(exc)})
 
 
 def _dropped(ends: Ends) -> None:
-    _log().info(
+    consumer_log().info(
         "batch fetched before the partitions were placed anew: dropped", extra={"ends": ends}
     )
 
@@ -431,38 +287,10 @@ def _measure_wait(messages: Sequence[Message]) -> None:
             CONSUMER_LAG.labels(key[0]).observe(max(0.0, (now_ms - at_ms) / 1000))
 
 
-def _retrying(message: str, stop: asyncio.Event) -> AsyncRetrying:
-    """Retries on ``Unavailable`` with backoff, but not on ``Misconfigured`` (a Redis ACL
-    that refuses a command: retrying will not help); once ``stop`` is set, the next
-    failure is raised (``reraise``) and a pause in progress ends at once."""
-
-    async def pause(seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-
-    return AsyncRetrying(
-        retry=retry_if_exception_type(Unavailable) & retry_if_not_exception_type(Misconfigured),
-        stop=lambda _: stop.is_set(),
-        wait=wait_exponential(multiplier=0.1, max=5),
-        sleep=pause,
-        reraise=True,
-        before_sleep=lambda rs: _retried(message, rs.outcome.exception() if rs.outcome else None),
-    )
-
-
-def _retried(message: str, error: BaseException | None) -> None:
-    CONSUMER_RETRIES.labels(retry_reason(error) if error else "other").inc()
-    _log().warning(message, extra={"error": str(error or "")})
-
-
-def _log() -> Logger:
-    return logger("mastery-consume")
-
-
 def _usable(message: Message) -> bool:
     err = message.error()
     if err is None:
         return True
     if err.code() != KafkaError._PARTITION_EOF:
-        _log().warning("consumer error", extra={"error": str(err)})
+        consumer_log().warning("consumer error", extra={"error": str(err)})
     return False
