@@ -25,6 +25,7 @@ from mastery.errors import Misconfigured
 from mastery.events.consumer import _apply_in_order, consume
 from mastery.events.kafka import consumer_config, create_topics
 from mastery.events.position import Position
+from mastery.offsets import CATCH_ALL
 from mastery.ports import Record
 from mastery.settings import Settings
 from mastery.store import UNKNOWN_TENANT, keys
@@ -491,6 +492,36 @@ async def test_a_batch_fetched_before_a_rebalance_is_dropped_not_applied(
 
         assert await redis.hget(offsets, field) == b"0", "the lost events would be skipped"
         assert await _applied(redis, tenant) == applied
+    finally:
+        await consumer.close()
+        await res.aclose()
+
+
+async def test_a_tenant_whose_first_write_a_failover_lost_is_read_again(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """A tenant's first events in a partition were applied on a master that then failed
+    over to a replica without them: no offset of theirs is left anywhere. Their entry as
+    a newcomer in the catch-all, written before those events applied, says where to read
+    again from; without it the partition resumed at the other tenants' offsets, past the
+    lost events (the failover test's ``[cluster-running]`` loss)."""
+    [topic] = fresh_topics(settings, "newcomer")
+    group = f"g-{tenant}"
+    newcomer = f"{tenant}-new"
+    res = build(settings, source="test")
+    consumer = AIOConsumer(consumer_config(settings, group))
+    position = Position(res.store, group, asyncio.Event())
+    field = f"{topic}:0"
+    try:
+        await position.place(consumer, [TopicPartition(topic, 0)])
+        mixed = [*_fetched(newcomer, topic, 10, 5), *_fetched(tenant, topic, 15, 5)]
+        for fetched in (_fetched(tenant, topic, 0, 10), mixed):
+            await _apply_in_order(res, consumer, position, (fetched, position.generation), None, {})
+        await redis.delete(keys.offsets(newcomer, group))  # the failover lost its first write
+        await position.seek_back(consumer)
+        assert position.starts == {field: 10}
+        entry = await redis.hget(keys.offsets(CATCH_ALL, group), f"{field}:{newcomer}")
+        assert entry == b"10"
     finally:
         await consumer.close()
         await res.aclose()

@@ -17,7 +17,7 @@ from mastery.ports import Applied, Note, Outcome, Unapplied
 from mastery.store import keys
 from mastery.store.connection import DOWN, RedisConnection
 from mastery.store.records import as_bytes, held_digest
-from mastery.store.scripts import ADVANCE, APPLY
+from mastery.store.scripts import ADVANCE, APPLY, Script
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -28,13 +28,24 @@ if TYPE_CHECKING:
 
     from mastery.domain import Observation, ScoringModel
     from mastery.offsets import OffsetBook
-    from mastery.store.scripts import Script
 
 __all__ = ["UNKNOWN_TENANT", "Applied", "EventWrites", "Note", "Outcome", "Unapplied"]
 
 _COMPONENTS = tuple(Component)
 #: Undecodable events name no tenant; their audit records go here.
 UNKNOWN_TENANT = CATCH_ALL
+
+
+# Enters tenants new to partitions in the catch-all's hash (ARGV[2..]: entry, offset, ...),
+# each unless already held; the hash is kept ARGV[1] s.
+_ENTER = Script("""
+for i = 2, #ARGV, 2 do
+  if not redis.call('HGET', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,15 @@ class EventWrites(RedisConnection):
                 book.wrote(call.tenant, moves[call.tenant])
         if moved is not None:
             raise moved
+
+    async def enter_newcomers(self, book: OffsetBook, entries: Mapping[str, int]) -> None:
+        """Enter tenants new to partitions in the catch-all (``OffsetBook.newcomers``),
+        before their events there are applied; an entry already held is kept (it is as
+        low or lower)."""
+        key = keys.offsets(CATCH_ALL, book.group)
+        flat = [x for entry in entries.items() for x in entry]
+        await self.run(_ENTER, [key], [self._ttl_s, *flat])
+        book.wrote(CATCH_ALL, entries)
 
     def _advance_call(self, book: OffsetBook, tenant: str, ends: Mapping[str, int]) -> _Call:
         marks = orjson.dumps(book.marks(tenant, ends))
