@@ -172,7 +172,9 @@ class FakeBatchRepository:
         batch_id: str,
         results: Mapping[str, bytes],
         erased_since: int | None = None,
-    ) -> list[str]:
+    ) -> list[str] | None:
+        if self._final(tenant, batch_id):
+            return None
         refused = [
             s
             for s in results
@@ -195,8 +197,13 @@ class FakeBatchRepository:
         finished_at: int,
         figures: Callable[[Mapping[str, bytes]], Figures],
         reason: str | None = None,
-    ) -> None:
-        succeeded, failed, summary = figures(self.stored.get((tenant, batch_id), {}))
+        unreached: Mapping[str, bytes] | None = None,
+    ) -> bool:
+        if (tenant, batch_id) not in self.records or self._final(tenant, batch_id):
+            return False
+        box = self.stored.setdefault((tenant, batch_id), {})
+        box.update({s: r for s, r in (unreached or {}).items() if s not in box})
+        succeeded, failed, summary = figures(box)
         self._replace(
             self.records[tenant, batch_id],
             status=status,
@@ -206,6 +213,11 @@ class FakeBatchRepository:
             summary=summary,
             reason=reason,
         )
+        return True
+
+    def _final(self, tenant: str, batch_id: str) -> bool:
+        record = self.records.get((tenant, batch_id))
+        return record is not None and record.status.final
 
     def _replace(self, record: BatchRecord, **changes: Any) -> None:
         self.records[record.tenant, record.batch_id] = replace(record, **changes)

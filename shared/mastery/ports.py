@@ -219,9 +219,9 @@ class BatchRepository(Protocol):
         batch_id: str,
         results: Mapping[str, bytes],
         erased_since: int | None = None,
-    ) -> list[str]:
+    ) -> list[str] | None:
         """Store results atomically; the students refused (erased at or after
-        ``erased_since`` ms)."""
+        ``erased_since`` ms). ``None``: the batch is final, nothing was stored."""
         ...
 
     async def results(self, tenant: str, batch_id: str, order: Sequence[str]) -> list[bytes]: ...
@@ -235,7 +235,10 @@ class BatchRepository(Protocol):
         finished_at: int,
         figures: Callable[[Mapping[str, bytes]], Figures],
         reason: str | None = None,
-    ) -> None:
+        unreached: Mapping[str, bytes] | None = None,
+    ) -> bool:
         """Write the final status with the ``figures`` of the results stored (student ->
-        JSON) when it is written: one an erasure replaced meanwhile is counted as replaced."""
+        JSON) when it is written: one an erasure replaced meanwhile is counted as replaced.
+        ``unreached`` results are stored in the same step for those students that still
+        have none. False: the batch was final already (or is gone), nothing written."""
         ...

@@ -525,6 +525,115 @@ async def test_a_recount_read_before_another_erasure_is_read_again(
     assert stored[:2] == [_not_found("s1"), _not_found("s2")]
 
 
+def _timeouts(students: tuple[str, ...]) -> dict[str, bytes]:
+    return {s: orjson.dumps(error_result(s, StudentError.TIMEOUT)) for s in students}
+
+
+async def _half_run_batch(res: Resources, tenant: str) -> tuple[str, ...]:
+    """Batch b1 of s1, s2, s3, running, with s1's result stored (mastery 0.9)."""
+    now_ms, ids = int(time.time() * 1000), ("s1", "s2", "s3")
+    record = BatchRecord(
+        "b1", tenant, Priority.NORMAL, ids, "a", Role.ADMIN, frozenset(), now_ms, now_ms + 60_000
+    )
+    await res.batches.create(record)
+    assert await res.batches.start(tenant, "b1", now_ms) is BatchStatus.QUEUED
+    await res.batches.save_results(tenant, "b1", {"s1": _scored("s1", 0.9)})
+    return ids
+
+
+def _scored(student: str, mastery: float) -> bytes:
+    return orjson.dumps({"student_id": student, "result": {"mastery": mastery}})
+
+
+async def test_a_chunk_stored_while_a_batch_is_closed_is_kept_and_counted(
+    res: Resources, tenant: str
+) -> None:
+    """A slow worker's chunk lands between the closing's read and its write: read again,
+    the chunk keeps its results (no ``timeout`` over them) and is counted once."""
+    ids = await _half_run_batch(res, tenant)
+    figures = partial(stored_figures, model=res.model)
+    read: list[dict[str, bytes]] = []
+
+    def chunk_meanwhile(stored: Mapping[str, bytes]) -> Figures:
+        read.append(dict(stored))
+        if len(read) == 1:
+            chunk = {"s2": _scored("s2", 0.3)}
+            _meanwhile(res.settings, lambda b: b.save_results(tenant, "b1", chunk))
+        return figures(stored)
+
+    closed = await res.batches.finish(
+        tenant,
+        "b1",
+        status=BatchStatus.DONE,
+        finished_at=1,
+        figures=chunk_meanwhile,
+        reason="stopped",
+        unreached=_timeouts(ids),
+    )
+    assert closed is True
+    assert [sorted(r) for r in read] == [list(ids), list(ids)]
+    assert read[1]["s2"] == _scored("s2", 0.3)  # not the timeout the first read meant
+    stored = await res.batches.results(tenant, "b1", ids)
+    assert stored == [_scored("s1", 0.9), _scored("s2", 0.3), _timeouts(ids)["s3"]]
+    record = await res.batches.get(tenant, "b1")
+    assert record is not None
+    assert (record.status, record.succeeded, record.failed, record.reason) == (
+        BatchStatus.DONE,
+        2,
+        1,
+        "stopped",
+    )
+    assert record.summary == summarize([0.9, 0.3]).as_dict()
+
+
+async def test_a_worker_closing_a_batch_as_a_status_read_does_wins_once_and_holds(
+    res: Resources, tenant: str
+) -> None:
+    """Its final write lands between the read's snapshot and write: the read writes
+    nothing (the first closing wins), and no result is stored into the batch after."""
+    ids = await _half_run_batch(res, tenant)
+    figures = partial(stored_figures, model=res.model)
+    read: list[dict[str, bytes]] = []
+    worker_timeouts = _timeouts(ids[1:])
+
+    def closed_meanwhile(stored: Mapping[str, bytes]) -> Figures:
+        read.append(dict(stored))
+        _meanwhile(
+            res.settings,
+            lambda b: b.finish(
+                tenant,
+                "b1",
+                status=BatchStatus.DONE,
+                finished_at=2,
+                figures=figures,
+                unreached=worker_timeouts,
+            ),
+        )
+        return figures(stored)
+
+    closed = await res.batches.finish(
+        tenant,
+        "b1",
+        status=BatchStatus.DONE,
+        finished_at=1,
+        figures=closed_meanwhile,
+        reason="stopped",
+        unreached=_timeouts(ids),
+    )
+    assert (closed, len(read)) == (False, 1)
+    record = await res.batches.get(tenant, "b1")
+    assert record is not None
+    assert (record.finished_at, record.reason, record.succeeded, record.failed) == (2, None, 1, 2)
+    assert await res.batches.save_results(tenant, "b1", {"s3": _scored("s3", 0.5)}) is None
+    again = await res.batches.finish(
+        tenant, "b1", status=BatchStatus.DONE, finished_at=3, figures=figures
+    )
+    assert again is False
+    stored = await res.batches.results(tenant, "b1", ids)
+    assert stored == [_scored("s1", 0.9), worker_timeouts["s2"], worker_timeouts["s3"]]
+    assert figures(dict(zip(ids, stored, strict=True))) == (1, 2, record.summary)
+
+
 async def test_an_erasure_reaches_a_batch_that_finished_a_day_after_it_was_submitted(
     res: Resources, tenant: str
 ) -> None:

@@ -143,6 +143,27 @@ async def test_expire_leaves_a_batch_a_worker_started() -> None:
     assert batches.records[TENANT, "b1"].status is BatchStatus.RUNNING
 
 
+async def test_a_run_whose_batch_another_closed_stores_nothing_more_and_stops() -> None:
+    """Two workers given one batch (a redelivery while the first still runs): the one
+    that closes it wins; the other's next chunk is refused, so the figures stay those of
+    the results stored."""
+    runner, reads, batches, clock, ids = _setup(25)
+    outcomes: list[RunOutcome] = []
+
+    async def the_other_runs_it_to_the_end(_: str, done: int) -> None:
+        if not outcomes:
+            outcomes.append(await runner.run(TENANT, "b1"))
+
+    observer = the_other_runs_it_to_the_end
+    first = BatchRunner(reads, batches, DEFAULT_MODEL, chunk=10, clock=clock, observer=observer)
+    assert await first.run(TENANT, "b1") is RunOutcome.ALREADY_FINAL
+    assert outcomes == [RunOutcome.DONE]
+    assert [len(r) for r in reads.reads] == [10, 10, 5, 10]  # the first's second: dropped
+    assert [r["student_id"] for r in _results(batches, ids)] == ids
+    record = batches.records[TENANT, "b1"]
+    assert (record.status, record.succeeded, record.failed) == (BatchStatus.DONE, 25, 0)
+
+
 async def test_a_run_yields_between_chunks_never_before_the_first_and_resumes() -> None:
     runner, reads, batches, _, ids = _setup(30)
     asked: list[int] = []

@@ -8,6 +8,9 @@ counted twice. Past the deadline the students not reached get a ``timeout`` resu
 the batch is closed: it never hangs. The final counts and summary are those of the
 results stored as the record is written, so a student erased during the run counts as
 ``not_found`` whether the erasure came before their result was stored or after.
+
+The first to close a batch wins (another run, a status read failing it late); a run
+that finds it closed stops.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchRunner", "RunOutcome"]
 
+_LATE = "the deadline passed before a worker began"
+
 
 class RunOutcome(StrEnum):
     DONE = "done"  # finished now (final status written)
-    ALREADY_FINAL = "already_final"  # finished before: a redelivered message
+    ALREADY_FINAL = "already_final"  # finished before (a redelivered message) or meanwhile
     MISSING = "missing"  # no such batch (expired, or never written)
     YIELDED = "yielded"  # handed back between chunks; progress is kept, run it again later
 
@@ -117,8 +122,7 @@ class BatchRunner:
         if record is None:  # expired between the two calls
             return RunOutcome.MISSING
         if prior is BatchStatus.QUEUED and self._now_ms() >= record.deadline_at:
-            await self._fail_late(record)
-            return RunOutcome.DONE
+            return _outcome(await self._fail_late(record))
 
         # Results read before a student's erasure must not be stored after it; the margin
         # covers clocks of the eraser's and this host that disagree.
@@ -143,14 +147,13 @@ class BatchRunner:
                     classes=record.classes,
                     model=self._model,
                 )
-                await self._save(record, kept, results, erased_since)
+                if not await self._save(record, kept, results, erased_since):
+                    return RunOutcome.ALREADY_FINAL
                 position += len(part)
                 BATCH_STUDENTS.inc(len(part))
                 if self._observer is not None:
                     await self._observer(batch_id, position)
-        await self._save(record, kept, _timeouts(todo[position:]))
-        await self._finish(record, kept, BatchStatus.DONE)
-        return RunOutcome.DONE
+        return _outcome(await self._close(record, kept, todo[position:], BatchStatus.DONE))
 
     async def expire(self, tenant: str, batch_id: str) -> bool:
         """Fail a queued batch whose deadline has passed, as a worker starting it would
@@ -169,15 +172,14 @@ class BatchRunner:
         # (past its deadline: fails it) and this call does nothing, or the reverse.
         if await self._batches.start(tenant, batch_id, now) is not BatchStatus.QUEUED:
             return False
-        await self._fail_late(record)
-        BATCHES.labels(RunOutcome.DONE.value).inc()
-        return True
+        closed = await self._fail_late(record)
+        if closed:
+            BATCHES.labels(RunOutcome.DONE.value).inc()
+        return closed
 
-    async def _fail_late(self, record: BatchRecord) -> None:
-        kept: Kept = {}
-        await self._save(record, kept, _timeouts(record.student_ids))
-        reason = "the deadline passed before a worker began"
-        await self._finish(record, kept, BatchStatus.FAILED, reason)
+    async def _fail_late(self, record: BatchRecord) -> bool:
+        """Fail a batch begun past its deadline: every student ``timeout`` (none was run)."""
+        return await self._close(record, {}, record.student_ids, BatchStatus.FAILED, _LATE)
 
     async def _save(
         self,
@@ -185,42 +187,58 @@ class BatchRunner:
         kept: Kept,
         results: Sequence[Result],
         erased_since: int | None = None,
-    ) -> None:
-        """Store results, and add them to ``kept`` as stored.
+    ) -> bool:
+        """Store results, and add them to ``kept`` as stored; False, storing nothing, when
+        the batch is final (another run, or a status read, closed it: this run stops).
 
         A student erased at or after ``erased_since`` (ms) is stored as ``not_found``: the
         result was read before the erasure, and storing it would bring the data back.
         """
         encoded = {str(r["student_id"]): (orjson.dumps(r), r) for r in results}
         to_store = {s: raw for s, (raw, _) in encoded.items()}
-        refused = set(
-            await self._batches.save_results(record.tenant, record.batch_id, to_store, erased_since)
+        refused = await self._batches.save_results(
+            record.tenant, record.batch_id, to_store, erased_since
         )
+        if refused is None:
+            return False
         kept.update((s, pair) for s, pair in encoded.items() if s not in refused)
         if refused:
             stand_ins = [error_result(s, StudentError.NOT_FOUND) for s in refused]
-            await self._save(record, kept, stand_ins)
+            return await self._save(record, kept, stand_ins)
+        return True
 
-    async def _finish(
+    async def _close(
         self,
         record: BatchRecord,
         kept: Kept,
+        unreached: Sequence[str],
         status: BatchStatus,
         reason: str | None = None,
-    ) -> None:
-        # The figures are the stored results' (an earlier run's, an erasure's stand-ins
-        # too); this run's own are not parsed again.
-        def figures(stored: Mapping[str, bytes]) -> Figures:
-            return stored_figures(stored, self._model, kept)
+    ) -> bool:
+        """Write the final status, with a ``timeout`` for each of ``unreached`` that still
+        has no result, in one step; False when the batch was final already (another run,
+        or a status read, closed it first: nothing written)."""
+        timeouts: Kept = {str(r["student_id"]): (orjson.dumps(r), r) for r in _timeouts(unreached)}
+        known = {**kept, **timeouts}
 
-        await self._batches.finish(
+        # The figures are the stored results' (an earlier run's, an erasure's stand-ins
+        # too); this run's own and the timeouts are not parsed again.
+        def figures(stored: Mapping[str, bytes]) -> Figures:
+            return stored_figures(stored, self._model, known)
+
+        return await self._batches.finish(
             record.tenant,
             record.batch_id,
             status=status,
             finished_at=self._now_ms(),
             figures=figures,
             reason=reason,
+            unreached={s: raw for s, (raw, _) in timeouts.items()},
         )
+
+
+def _outcome(closed: bool) -> RunOutcome:
+    return RunOutcome.DONE if closed else RunOutcome.ALREADY_FINAL
 
 
 def _timeouts(students: Sequence[str]) -> list[Result]:

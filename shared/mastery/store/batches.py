@@ -14,6 +14,12 @@ change (its student becomes ``not_found``) while a run finishes or after. Both a
 computed from a read of the results and written only if the record's ``rev``, bumped by
 every write of results or figures, is still the one read: otherwise read again. So the
 figures are always those of the results stored, whichever of the two comes first.
+
+A final record is closed: the first finish wins (a later one writes nothing), and no
+result is stored into it after (a run's chunk that comes late is refused, the run
+stops), so a run, a second worker and a status read finishing a batch whose worker
+stopped cannot leave figures that are not those of the stored results. Students not
+reached get their ``timeout`` in the finish itself, only if they still have no result.
 """
 
 from __future__ import annotations
@@ -49,9 +55,12 @@ return status
 
 # Stores a chunk's results (ARGV[3..]: student, result, ...) except those of students
 # erased at or after ARGV[2] (ms; -1: no check): their results were read before the
-# erasure and would bring the data back. Returns the students refused.
+# erasure and would bring the data back. Returns the students refused; nil, storing
+# nothing, if the batch is final (its figures are those of the results it has).
 _SAVE = Script("""
 local results, tombstones, record = KEYS[1], KEYS[2], KEYS[3]
+local status = redis.call('HGET', record, 'status')
+if status == 'done' or status == 'failed' then return false end
 local ttl, since = ARGV[1], tonumber(ARGV[2])
 local check = since >= 0 and redis.call('EXISTS', tombstones) == 1
 local refused, fields = {}, {}
@@ -74,14 +83,19 @@ if redis.call('EXISTS', record) == 1 then redis.call('HINCRBY', record, 'rev', 1
 return refused
 """)
 
-# Writes the record's final fields (ARGV[5..]: field, value, ...) if its revision is still
-# ARGV[1], the one of the results they were computed from; keeps both keys ARGV[2] s from
-# now, and batch ARGV[4] in the live index by its finishing time ARGV[3]. 0: read again.
+# Writes the record's final fields (ARGV[6 .. 5 + ARGV[5]]: field, value, ...) and the
+# results after them (student, result, ...: the students not reached) if its revision is
+# still ARGV[1], the one of the results they were computed from; keeps both keys ARGV[2] s
+# from now, and batch ARGV[4] in the live index by its finishing time ARGV[3].
+# 1: written; 0: read again; -1: nothing written, the batch is final already or gone.
 _FINISH = Script("""
 local record, results, live = KEYS[1], KEYS[2], KEYS[3]
+local status = redis.call('HGET', record, 'status')
+if not status or status == 'done' or status == 'failed' then return -1 end
 if (redis.call('HGET', record, 'rev') or '0') ~= ARGV[1] then return 0 end
-local ttl = ARGV[2]
-redis.call('HSET', record, unpack(ARGV, 5))
+local ttl, last = ARGV[2], 5 + tonumber(ARGV[5])
+for i = last + 1, #ARGV, 2 do redis.call('HSET', results, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', record, unpack(ARGV, 6, last))
 redis.call('HINCRBY', record, 'rev', 1)
 redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', results, ttl)
@@ -222,11 +236,12 @@ class BatchStore:
         batch_id: str,
         results: Mapping[str, bytes],
         erased_since: int | None = None,
-    ) -> list[str]:
+    ) -> list[str] | None:
         """Store these students' results, atomically (a chunk is all there or not at all).
 
         With ``erased_since`` (ms), the results of students erased at or after it are
-        not stored; returns those students.
+        not stored; returns those students. ``None``: the batch is final (another run or
+        a status read finished it), nothing was stored.
         """
         if not results:
             return []
@@ -239,7 +254,7 @@ class BatchStore:
             keys.batch(tenant, batch_id),
         ]
         refused = await self._store.run(_SAVE, key_list, args)
-        return [_text(s) for s in refused]
+        return None if refused is None else [_text(s) for s in refused]
 
     async def results_of(self, tenant: str, student: str) -> dict[str, bytes]:
         """``student``'s result in every live batch, by batch id (GDPR export)."""
@@ -267,25 +282,38 @@ class BatchStore:
         finished_at: int,
         figures: Callable[[Mapping[str, bytes]], Figures],
         reason: str | None = None,
-    ) -> None:
+        unreached: Mapping[str, bytes] | None = None,
+    ) -> bool:
         """Write the final status and the ``figures`` of the stored results (student ->
         JSON), unless a write came between the read and the write (then read again); both
         keys are kept ``ttl_s`` from now, and the batch stays in the live index as long
         (an erasure reaches its results till then).
 
+        ``unreached``: the result (a ``timeout``) of each student the run did not reach,
+        stored in the same step for those that still have none (one stored meanwhile is
+        kept) and counted with the rest. False: the batch was final already (another run
+        or a status read finished it first) or is gone; nothing was written.
+
         Raises:
             Unavailable: Redis is down, or the batch changed under every attempt.
         """
         key, results = keys.batch(tenant, batch_id), keys.batch_results(tenant, batch_id)
+        key_list = [key, results, keys.batches(tenant)]
         for _ in range(_ATTEMPTS):
-            rev, _, stored = await self._snapshot(tenant, batch_id)
+            rev, current, stored = await self._snapshot(tenant, batch_id)
+            if current is None or BatchStatus(current).final:
+                return False
+            added = {s: r for s, r in (unreached or {}).items() if s not in stored}
             fields: list[str | bytes | int] = ["status", status.value, "finished_at", finished_at]
-            fields += _figure_fields(figures(stored))
+            fields += _figure_fields(figures({**stored, **added}))
             if reason:
                 fields += ("reason", reason)
-            args = [rev, self._ttl_s, finished_at, batch_id, *fields]
-            if await self._store.run(_FINISH, [key, results, keys.batches(tenant)], args):
-                return
+            args = [rev, self._ttl_s, finished_at, batch_id, len(fields), *fields]
+            for student, result in added.items():
+                args += (student, result)
+            written = int(await self._store.run(_FINISH, key_list, args))
+            if written:
+                return written > 0
         raise Unavailable(f"redis: batch {batch_id} changed under {_ATTEMPTS} attempts to finish")
 
 
