@@ -38,6 +38,7 @@ from mastery.topics import AUDIT_TOPIC, batch_topic, batch_topics, dlq_topic, wi
 from mastery.web.batch import batch_event, batch_status, submit_batch
 from mastery.web.gdpr import erase_student, export_student
 from mastery.web.query import query_mastery
+from tests.fakes import FakeClock
 from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
 
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
     from mastery.store.batches import BatchStore
 
 ROUTES = {"POST /batch/mastery": submit_batch, "GET /batch/mastery/{batch_id}": batch_status}
+#: How long past its deadline a running batch may still have a live worker
+#: (``BatchRunner.grace``, with the default model).
+GRACE = timedelta(minutes=5, seconds=30)
 
 
 @pytest.fixture
@@ -326,6 +330,94 @@ async def test_a_batch_no_worker_started_by_its_deadline_reads_as_failed(
     assert (await api.get(url, headers=_admin(tenant))).json() == doc  # final in Redis
     late = await _runner(res).run(tenant, record.batch_id)  # the message, had it come late
     assert late.value == "already_final"
+
+
+class _Killed(Exception):
+    """The worker's process dies (SIGKILL, its node lost): nothing after this runs."""
+
+
+async def _left_running(res: Resources, tenant: str, ids: list[str], deadline: datetime) -> str:
+    """A batch of ``ids`` whose worker began it a minute before ``deadline``, stored its
+    first chunk (10 students) and died; its message is lost. Its status URL."""
+    deadline_ms = int(deadline.timestamp() * 1000)
+    record = BatchRecord(
+        uuid.uuid4().hex,
+        tenant,
+        Priority.NORMAL,
+        tuple(ids),
+        "a-1",
+        Role.ADMIN,
+        frozenset(),
+        submitted_at=deadline_ms - 300_000,
+        deadline_at=deadline_ms,
+    )
+    await res.batches.create(record)  # and nothing published
+
+    async def killed(_: str, done: int) -> None:
+        raise _Killed
+
+    worker = _runner(
+        res, chunk=10, clock=FakeClock(deadline - timedelta(minutes=1)), observer=killed
+    )
+    with pytest.raises(_Killed):
+        await worker.run(tenant, record.batch_id)
+    return f"/batch/mastery/{record.batch_id}"
+
+
+async def test_a_batch_its_worker_left_running_reads_as_done_once_past_deadline_and_grace(
+    res: Resources, api: httpx.AsyncClient, tenant: str, redis: Redis
+) -> None:
+    """A live worker checks the deadline before every chunk: one still running ``grace``
+    past it has none, and would read running for 24 h. Within the grace it is left alone."""
+    ids, now, admin = await _seed(res, tenant, 25), datetime.now(UTC), _admin(tenant)
+    stopped = await _left_running(res, tenant, ids, now - GRACE - timedelta(minutes=1))
+    recent = await _left_running(res, tenant, ids, now - timedelta(seconds=1))
+    results = keys.batch_results(tenant, stopped.rsplit("/", 1)[1])
+    earlier = await redis.hgetall(results)
+    assert len(earlier) == 10
+
+    within = (await api.get(recent, headers=admin)).json()
+    assert (within["status"], within["processed"], within["total"]) == ("running", 10, 25)
+    assert "results" not in within
+
+    doc = (await api.get(stopped, headers=admin)).json()
+    assert (doc["status"], doc["processed"], doc["total"]) == ("done", 25, 25)
+    assert doc["reason"] == "the worker stopped before finishing"
+    assert [r["student_id"] for r in doc["results"]] == ids
+    assert [r.get("error") for r in doc["results"]] == [None] * 10 + ["timeout"] * 15
+    expected = await _queries(res, tenant, ids[:10])
+    assert all(r["result"] == expected[r["student_id"]] for r in doc["results"][:10])
+    assert {k: v for k, v in (await redis.hgetall(results)).items() if k in earlier} == earlier
+    assert (doc["succeeded"], doc["failed"]) == (10, 15)
+    assert doc["summary"] == summarize([expected[s]["mastery"] for s in ids[:10]]).as_dict()
+    times = [datetime.fromisoformat(doc[t]) for t in ("started_at", "deadline_at", "finished_at")]
+    assert times == sorted(times)
+    assert (await api.get(stopped, headers=admin)).json() == doc  # final in Redis
+    late = await _runner(res).run(tenant, stopped.rsplit("/", 1)[1])  # its message, had it come
+    assert late.value == "already_final"
+
+
+async def test_a_worker_outliving_the_status_read_that_closed_its_batch_stores_nothing_more(
+    res: Resources, api: httpx.AsyncClient, tenant: str
+) -> None:
+    """Its clock behind the reader's by more than the grace: after the read closed the
+    batch it stores a chunk. Refused, and it stops: the figures stay the results'."""
+    ids, admin = await _seed(res, tenant, 25), _admin(tenant)
+    deadline = datetime.now(UTC) - GRACE - timedelta(minutes=1)
+    url = await _left_running(res, tenant, ids, deadline)
+    read: list[dict[str, Any]] = []
+
+    async def status_read_after_each_chunk(_: str, done: int) -> None:
+        read.append((await api.get(url, headers=admin)).json())
+
+    clock = FakeClock(deadline - timedelta(minutes=1))  # the worker's, as it resumes
+    worker = _runner(res, chunk=10, clock=clock, observer=status_read_after_each_chunk)
+    assert (await worker.run(tenant, url.rsplit("/", 1)[1])).value == "already_final"
+    assert [d["status"] for d in read] == ["done"]  # it stored one chunk, then was refused
+    doc = (await api.get(url, headers=admin)).json()
+    assert doc == read[0]
+    assert [r.get("error") for r in doc["results"]] == [None] * 20 + ["timeout"] * 5
+    assert (doc["succeeded"], doc["failed"], doc["processed"]) == (20, 5, 25)
 
 
 async def test_high_priority_runs_before_normal_before_low(

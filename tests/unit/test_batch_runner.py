@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
 from mastery.batch.runner import BatchRunner, RunOutcome
 from mastery.domain import DEFAULT_MODEL, Aggregate, Component, StudentState
@@ -21,6 +22,9 @@ from tests.fakes import FakeBatchRepository, FakeClock, FakeStudentReads
 NOW = datetime(2030, 3, 1, 12, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 TENANT = "school-1"
+#: ``BatchRunner.grace`` with the default model: its 5 min of clock skew and 30 s for the
+#: last chunk (docs/api.md).
+GRACE = timedelta(minutes=5, seconds=30)
 
 
 def _state(score: float) -> StudentState:
@@ -141,6 +145,88 @@ async def test_expire_leaves_a_batch_a_worker_started() -> None:
     clock.advance(timedelta(seconds=1))
     assert await runner.expire(TENANT, "b1") is False
     assert batches.records[TENANT, "b1"].status is BatchStatus.RUNNING
+
+
+class _Killed(Exception):
+    """The worker's process dies: nothing after this point runs."""
+
+
+async def _killed_after_the_first_chunk(
+    reads: FakeStudentReads, batches: FakeBatchRepository, clock: FakeClock
+) -> None:
+    async def killed(_: str, done: int) -> None:
+        raise _Killed
+
+    runner = BatchRunner(reads, batches, DEFAULT_MODEL, chunk=10, clock=clock, observer=killed)
+    with pytest.raises(_Killed):
+        await runner.run(TENANT, "b1")
+
+
+async def test_expire_closes_a_batch_its_worker_left_running_as_that_worker_would() -> None:
+    runner, reads, batches, clock, ids = _setup(25, deadline_s=60)
+    await _killed_after_the_first_chunk(reads, batches, clock)
+    earlier = dict(batches.stored[TENANT, "b1"])
+    assert sorted(earlier) == sorted(ids[:10])
+
+    clock.advance(timedelta(seconds=60) + GRACE - timedelta(milliseconds=1))
+    assert await runner.expire(TENANT, "b1") is False  # a live worker may still store a chunk
+    assert batches.records[TENANT, "b1"].status is BatchStatus.RUNNING
+    clock.advance(timedelta(milliseconds=1))
+    assert await runner.expire(TENANT, "b1") is True
+
+    stored = batches.stored[TENANT, "b1"]
+    assert {s: stored[s] for s in ids[:10]} == earlier  # kept as they were
+    assert [r.get("error") for r in _results(batches, ids)] == [None] * 10 + ["timeout"] * 15
+    record = batches.records[TENANT, "b1"]
+    assert (record.status, record.succeeded, record.failed) == (BatchStatus.DONE, 10, 15)
+    assert record.summary is not None
+    assert record.summary["count"] == 10
+    assert record.reason == "the worker stopped before finishing"
+    assert record.finished_at == int(clock.now.timestamp() * 1000)
+    assert await runner.expire(TENANT, "b1") is False  # final already
+    assert await runner.run(TENANT, "b1") is RunOutcome.ALREADY_FINAL  # its message, late
+    assert runner.grace == GRACE
+
+
+async def test_a_running_batch_begun_past_its_deadline_is_failed_by_expire_or_a_run() -> None:
+    """Whoever began it (a worker, a status read) was failing it, and stopped."""
+    for close in ("expire", "run"):
+        runner, reads, batches, clock, ids = _setup(5, deadline_s=1)
+        await batches.start(TENANT, "b1", NOW_MS + 1000)
+        clock.advance(timedelta(seconds=1) + GRACE)
+        if close == "expire":
+            assert await runner.expire(TENANT, "b1") is True
+        else:
+            assert await runner.run(TENANT, "b1") is RunOutcome.DONE
+        assert reads.reads == []
+        record = batches.records[TENANT, "b1"]
+        assert (record.status, record.succeeded, record.failed) == (BatchStatus.FAILED, 0, 5)
+        assert record.reason == "the deadline passed before a worker began"
+        assert {r["error"] for r in _results(batches, ids)} == {"timeout"}
+
+
+async def test_a_worker_that_outlives_its_closing_stores_nothing_more_and_stops() -> None:
+    """Its clock behind the reader's by more than the grace allows: it stores a chunk
+    after a status read closed the batch. Refused, so the figures stay the results'."""
+    _, reads, batches, worker_clock, ids = _setup(25, deadline_s=60)
+    reader_clock = FakeClock(NOW + timedelta(seconds=60) + GRACE)
+    reader = BatchRunner(reads, batches, DEFAULT_MODEL, chunk=10, clock=reader_clock)
+    closed: list[bool] = []
+
+    async def status_read_after_the_first_chunk(_: str, done: int) -> None:
+        closed.append(await reader.expire(TENANT, "b1"))
+
+    observer = status_read_after_the_first_chunk
+    worker = BatchRunner(
+        reads, batches, DEFAULT_MODEL, chunk=10, clock=worker_clock, observer=observer
+    )
+    assert await worker.run(TENANT, "b1") is RunOutcome.ALREADY_FINAL
+    assert closed == [True]
+    assert len(reads.reads) == 2  # it read and scored the second chunk: not stored
+    assert [r.get("error") for r in _results(batches, ids)] == [None] * 10 + ["timeout"] * 15
+    record = batches.records[TENANT, "b1"]
+    assert (record.status, record.succeeded, record.failed) == (BatchStatus.DONE, 10, 15)
+    assert record.reason == "the worker stopped before finishing"
 
 
 async def test_a_run_whose_batch_another_closed_stores_nothing_more_and_stops() -> None:

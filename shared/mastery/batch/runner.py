@@ -9,14 +9,16 @@ the batch is closed: it never hangs. The final counts and summary are those of t
 results stored as the record is written, so a student erased during the run counts as
 ``not_found`` whether the erasure came before their result was stored or after.
 
-The first to close a batch wins (another run, a status read failing it late); a run
-that finds it closed stops.
+A batch no live worker will finish (queued past its deadline, or running well past
+it: its worker stopped) is closed by ``expire``, as a worker would close it, when its
+status is read. The first to close a batch wins; a run that finds it closed stops.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import aclosing
+from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -38,9 +40,16 @@ if TYPE_CHECKING:
     #: What this run stored, by student: the JSON and the result it encodes.
     Kept = dict[str, tuple[bytes, Result]]
 
-__all__ = ["BatchRunner", "RunOutcome"]
+__all__ = ["LAST_CHUNK", "BatchRunner", "RunOutcome"]
+
+#: How long a live worker may take past its deadline: it checks the deadline before
+#: each chunk, so one that checked just before it still scores and stores that chunk,
+#: then closes the batch. The functions' timeouts allow the same (330 s for a deadline
+#: of 300 s: "30 s to store the last chunk and answer", infra/knative).
+LAST_CHUNK = timedelta(seconds=30)
 
 _LATE = "the deadline passed before a worker began"
+_STOPPED = "the worker stopped before finishing"
 
 
 class RunOutcome(StrEnum):
@@ -78,6 +87,25 @@ class BatchRunner:
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
+
+    @property
+    def grace(self) -> timedelta:
+        """How long past its deadline a running batch may still have a live worker: the
+        last chunk's time, on a clock that may be behind this one by as much as the
+        engine lets hosts' clocks disagree (the model's ``max_clock_skew``, 5 min, the
+        margin of the erasure check below too)."""
+        return self._model.max_clock_skew + LAST_CHUNK
+
+    def overdue(self, record: BatchRecord) -> bool:
+        """Whether no live worker will finish ``record``: queued at or past its deadline
+        (a worker starting it would fail it), or running ``grace`` past it (a live worker
+        checks the deadline before every chunk: it would have closed it by then)."""
+        late = self._now_ms() - record.deadline_at
+        if record.status is BatchStatus.QUEUED:
+            return late >= 0
+        if record.status is BatchStatus.RUNNING:
+            return timedelta(milliseconds=late) >= self.grace
+        return False
 
     async def run(
         self,
@@ -121,7 +149,7 @@ class BatchRunner:
         record = await self._batches.get(tenant, batch_id)
         if record is None:  # expired between the two calls
             return RunOutcome.MISSING
-        if prior is BatchStatus.QUEUED and self._now_ms() >= record.deadline_at:
+        if _begun_late(record):
             return _outcome(await self._fail_late(record))
 
         # Results read before a student's erasure must not be stored after it; the margin
@@ -156,26 +184,40 @@ class BatchRunner:
         return _outcome(await self._close(record, kept, todo[position:], BatchStatus.DONE))
 
     async def expire(self, tenant: str, batch_id: str) -> bool:
-        """Fail a queued batch whose deadline has passed, as a worker starting it would
-        (every student ``timeout``); True when this call did.
+        """Close a batch no live worker will finish (``overdue``), as a worker would have
+        closed it at its deadline; True when this call did.
 
         For the status read: a batch whose message never reaches a worker (lost with the
-        broker's data) would otherwise stay ``queued`` until it expires.
+        broker's data) would otherwise stay ``queued``, and one whose worker stopped (killed,
+        its node lost) with its message lost or not delivered again ``running``, until it
+        expires. A queued one fails (every student ``timeout``); a running one is done,
+        its students without a result ``timeout``, with a reason saying why.
         Raises:
-            Unavailable: Redis is down; nothing or the whole failure was written.
+            Unavailable: Redis is down; nothing or the whole closing was written.
         """
         record = await self._batches.get(tenant, batch_id)
-        now = self._now_ms()
-        if record is None or record.status is not BatchStatus.QUEUED or now < record.deadline_at:
+        if record is None or not self.overdue(record):
             return False
-        # The queued -> running step is atomic: a worker starting it meanwhile runs it
-        # (past its deadline: fails it) and this call does nothing, or the reverse.
-        if await self._batches.start(tenant, batch_id, now) is not BatchStatus.QUEUED:
-            return False
-        closed = await self._fail_late(record)
+        if record.status is BatchStatus.QUEUED:
+            # The queued -> running step is atomic: a worker starting it meanwhile runs it
+            # (past its deadline: fails it) and this call does nothing, or the reverse.
+            now = self._now_ms()
+            if await self._batches.start(tenant, batch_id, now) is not BatchStatus.QUEUED:
+                return False
+            closed = await self._fail_late(record)
+        else:
+            closed = await self._close_stopped(record)
         if closed:
             BATCHES.labels(RunOutcome.DONE.value).inc()
         return closed
+
+    async def _close_stopped(self, record: BatchRecord) -> bool:
+        """Close a running batch whose worker stopped, as that worker would have at its
+        deadline: ``done``, its students without a result ``timeout``. Should the worker
+        live after all, a chunk it stores comes before (kept and counted) or not at all."""
+        if _begun_late(record):  # whoever began it was failing it
+            return await self._fail_late(record)
+        return await self._close(record, {}, record.student_ids, BatchStatus.DONE, _STOPPED)
 
     async def _fail_late(self, record: BatchRecord) -> bool:
         """Fail a batch begun past its deadline: every student ``timeout`` (none was run)."""
@@ -235,6 +277,12 @@ class BatchRunner:
             reason=reason,
             unreached={s: raw for s, (raw, _) in timeouts.items()},
         )
+
+
+def _begun_late(record: BatchRecord) -> bool:
+    """Whether ``record`` was begun at or after its deadline: whoever began it (a worker,
+    a status read) was failing it, and no student was run."""
+    return record.started_at is None or record.started_at >= record.deadline_at
 
 
 def _outcome(closed: bool) -> RunOutcome:

@@ -171,12 +171,13 @@ async def batch_status(request: Request, ctx: Context) -> Response:
     principal = await ctx.principal(request)
     _forbid_students(principal)
     batch_id = ctx.path_params.get("batch_id", "")
-    batches = ctx.resources.batches
+    batches, runner = ctx.resources.batches, ctx.resources.runner
     record, processed = await _read(ctx, principal, batch_id)
-    if record.status is BatchStatus.QUEUED and _ms(ctx.resources.clock()) >= record.deadline_at:
-        # No worker started it by its deadline (one would have failed it): its message may
-        # never come. Failed here as a worker would, so it does not stay queued for 24 h.
-        await ctx.resources.runner.expire(principal.tenant, batch_id)
+    if runner.overdue(record):
+        # No live worker will finish it: queued past its deadline (its message may never
+        # come), or running well past it (its worker stopped). Closed here as a worker
+        # would, so it does not read queued or running for 24 h.
+        await runner.expire(principal.tenant, batch_id)
         record, processed = await _read(ctx, principal, batch_id)
     total = len(record.student_ids)
     final: dict[str, Any] = {}
