@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,29 @@ def rendered(directory: Path) -> tuple[Manifest, ...]:
 
 def overlays() -> list[Path]:
     return sorted(p for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def with_components(overlay: Path, components: list[Path], directory: Path) -> Path:
+    """An overlay in ``directory``: ``overlay`` with ``components`` listed first among its
+    own, as an operator adds an optional one (``kafka-sasl-tls`` and ``params`` patch what
+    is listed before them). Its namespace and every setting stay the overlay's."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def there(path: Path) -> str:  # kustomize takes relative paths only
+        return os.path.relpath(path.resolve(), directory)
+
+    def moved(entry: str) -> str:
+        if entry.endswith(".yaml"):  # a file loads only from below the kustomization
+            shutil.copy(overlay / entry, directory)
+            return entry
+        return there(overlay / entry)
+
+    (kustomization,) = load_all(overlay / "kustomization.yaml")
+    for key in ("resources", "components"):
+        kustomization[key] = [moved(entry) for entry in kustomization.get(key, [])]
+    kustomization["components"][:0] = [there(c) for c in components]
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return directory
 
 
 def load_all(path: Path) -> list[Manifest]:

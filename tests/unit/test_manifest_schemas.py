@@ -2,9 +2,9 @@
 
 Renders each overlay and the topics with ``kubectl kustomize``, then validates every
 object against the schemas vendored in infra/schemas (tests/manifests.py): Kubernetes
-core kinds, Knative Serving, Eventing Kafka (KafkaSource, KafkaSink), KEDA, Strimzi and
-Gateway API. The second half breaks a copy of the manifests in the ways an edit
-would, and checks that the same checks refuse it.
+core kinds, Knative Serving, Eventing Kafka (KafkaSource, KafkaSink), KEDA, Strimzi,
+Gateway API and the prometheus-operator (PodMonitor). The second half breaks a copy of
+the manifests in the ways an edit would, and checks that the same checks refuse it.
 """
 
 from __future__ import annotations
