@@ -29,12 +29,17 @@ class MasteryError(Exception):
 
 
 class InvalidEvent(MasteryError):
-    """A learning event that fails decoding or validation; ``reason`` says why."""
+    """A learning event that fails decoding or validation; ``reason`` says why.
 
-    def __init__(self, reason: str, tenant: str | None = None) -> None:
+    ``event_id``: the event's id, when it is known but not from the record's ``ce_id``
+    (an xAPI statement's ``id``), for the dead letter's log line.
+    """
+
+    def __init__(self, reason: str, tenant: str | None = None, event_id: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.tenant = tenant
+        self.event_id = event_id
 
 
 class IgnoredEvent(MasteryError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import struct
 import time
@@ -19,10 +20,12 @@ from mastery.domain import Component
 from mastery.domain.days import day_number
 from mastery.events.kafka import to_record
 from mastery.events.xapi import QUALITY
+from mastery.logs import logger
 from mastery.ports import Record
 from mastery.store import Outcome, keys
 from mastery.store.audit import recent_outcomes
 from mastery.topics import AUDIT_TOPIC, XAPI_TOPIC, dlq_topic
+from mastery.web.events import topic_handler
 from mastery.web.query import query_mastery
 from mastery.web.xapi import post_statements
 from tests.conftest import JWT_SECRET
@@ -422,6 +425,47 @@ async def test_the_topic_maps_home_pages_to_tenants_and_dead_letters_the_bad(
     assert audited["ignored"].event["student_id"] == "s3"
     assert "maps to no component" in (audited["ignored"].reason or "")
     await res.aclose()
+
+
+async def test_a_statement_dead_lettered_from_the_topic_is_logged_with_its_id(
+    settings: Settings, tenant: str
+) -> None:
+    """As an LRS forwards them to mastery.xapi: bare statements, no ce_id. The log line
+    of each one dead-lettered names the statement's id, however it was refused (bounded,
+    as every logged field is), never the statement itself."""
+    home = f"https://{tenant}.lms.example"
+    settings = settings.model_copy(update={"xapi_tenants": {home: tenant}})
+    res = build(settings, source="on-xapi")
+    unknown = xapi_statement("student-s40", "passed", home_page="https://nobody.example")
+    invalid = xapi_statement("student-s40", "passed", home_page=home)
+    invalid["verb"] = {"id": "not an IRI"}
+    long_id = xapi_statement("student-s40", "passed", home_page=home)
+    long_id["id"] = "x" * 5000
+    outcomes = []
+    stream = io.StringIO()
+    handler = logger("on-xapi")._logger.handlers[0]  # type: ignore[attr-defined]
+    before = handler.setStream(stream)
+    try:
+        async with serve(
+            "on-xapi", {"POST /": topic_handler(XAPI_TOPIC)}, res, uses_auth=False
+        ) as fn:
+            for statement in (unknown, invalid, long_id):
+                resp = await fn.post(
+                    "/",
+                    content=orjson.dumps(statement),
+                    headers={"content-type": "application/json"},
+                )
+                outcomes.append(resp.json()["outcome"])
+    finally:
+        handler.setStream(before)
+        await res.aclose()
+    assert outcomes == ["rejected"] * 3
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    dead = [line for line in lines if line["message"] == "event dead-lettered"]
+    assert [line.get("event_id") for line in dead] == [unknown["id"], invalid["id"], "x" * 300]
+    assert dead[0]["reason"].startswith("no tenant configured")
+    assert [line["reason"].split(":")[0] for line in dead[1:]] == ["not a valid xAPI statement"] * 2
+    assert not any("student-s40" in orjson.dumps(line).decode() for line in dead)
 
 
 # Voiding ------------------------------------------------------------------------------

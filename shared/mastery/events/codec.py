@@ -106,12 +106,23 @@ def _decode_xapi(
         if not is_id(tenant):
             raise InvalidEvent(f"header {TENANT_HEADER} is not a tenant id")
     raw = data if isinstance(data, dict) else _loads(data)
-    statement = parse_statement(raw)
+    try:
+        statement = parse_statement(raw)
+    except InvalidEvent as exc:  # its id as it says it, for the dead letter's log line
+        given = raw.get("id")
+        raise InvalidEvent(
+            exc.reason, exc.tenant, given if isinstance(given, str) else None
+        ) from None
     # The statement's own id (as a voiding names it), else the record's, else derived.
     event_id = str(statement.id) if statement.id else attrs.get("id") or statement_id(raw)
     if len(event_id) > _MAX_ID:
         raise InvalidEvent(f"ce_id longer than {_MAX_ID} characters")
-    obs = observation_of(statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model)
+    try:
+        obs = observation_of(
+            statement, event_id, tenant=tenant, tenants=tenants, now=now, model=model
+        )
+    except InvalidEvent as exc:  # the id it would have been applied under
+        raise InvalidEvent(exc.reason, exc.tenant, event_id) from None
     # What a statement under the same id must say too (a voiding is known by its id alone).
     return replace(obs, digest=digest(statement)) if obs.voidable else obs
 

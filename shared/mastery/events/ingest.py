@@ -74,7 +74,7 @@ class Batch:
     def refuse(self, record: Record, why: InvalidEvent, source: str) -> None:
         """A record that does not decode: dead-lettered, and audited all the same."""
         self.dead.append(dead_letter(record, why.reason, self.now, source))
-        self.dead_lines.append(dead_line(record, why.reason, why.tenant))
+        self.dead_lines.append(dead_line(record, why.reason, why.tenant, why.event_id))
         self.leave_out(Outcome.REJECTED, why, audit_record(record, None, self.now))
 
 

@@ -64,9 +64,9 @@ def dead_line(
     """What the log says of a dead letter: where it came from and why, never its payload
     (personal data); ``event_id``, when not given, the record's ``ce_id``."""
     if event_id is None and (ce_id := record.headers.get("ce_id")):
-        event_id = ce_id.decode(errors="replace")[:_MAX_LOGGED]
+        event_id = ce_id.decode(errors="replace")
     return {
-        "event_id": event_id,
+        "event_id": event_id[:_MAX_LOGGED] if event_id is not None else None,
         "tenant": tenant,
         "topic": record.topic,
         "partition": record.partition,
