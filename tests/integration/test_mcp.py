@@ -2,7 +2,7 @@
 
 In process over ASGI, against real Redis and Tansu: every tool, the caller's rights as
 tool errors, 403 for a web page's foreign Origin and 401 before any MCP handling, the
-access audit naming the acting agent.
+access audit naming the acting agent, malformed requests answered in the engine's words.
 The e2e test does the same through the gateway of the running dev stack.
 """
 
@@ -32,7 +32,9 @@ from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, MCP_PROTOCOL_
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    PARSE_ERROR,
     PROTOCOL_VERSION_META_KEY,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
@@ -681,3 +683,94 @@ async def test_refusals_without_a_jsonrpc_error_are_problems(
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["status"] == status
     assert resp.headers["x-correlation-id"]
+
+
+_MARKER = "marker-0f3c"  # a value of the request's: never echoed back
+_LIBRARY_TEXT = ("pydantic", "validation error", "for further information", "input_value", "[type=")
+
+
+def _legacy(tenant: str, method: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Headers and body of one request of the protocol with a handshake (2025-11-25 and
+    before), as the SDK's stateless JSON server takes it: no session, no version header."""
+    headers = {
+        "authorization": f"Bearer {bearer('a1', 'admin', tenant)}",
+        "accept": "application/json, text/event-stream",
+    }
+    return headers, {"jsonrpc": "2.0", "id": 7, "method": method, "params": {}}
+
+
+def _call(body: dict[str, Any], **params: object) -> dict[str, Any]:
+    return body | {"params": body["params"] | params}
+
+
+def _without_jsonrpc(body: dict[str, Any]) -> dict[str, Any]:
+    call = _call(body, name="get_mastery", arguments={"student_id": _MARKER})
+    return {k: v for k, v in call.items() if k != "jsonrpc"}
+
+
+# (the request made malformed, the member the answer names, the id it answers)
+_MALFORMED = [
+    pytest.param(
+        lambda b: _call(b, name="get_mastery", arguments=_MARKER),
+        "params.arguments",
+        7,
+        id="arguments-not-an-object",
+    ),
+    pytest.param(
+        lambda b: _call(b, arguments={"student_id": _MARKER}), "params.name", 7, id="no-tool-name"
+    ),
+    pytest.param(_without_jsonrpc, "jsonrpc", None, id="no-jsonrpc-member"),
+    pytest.param(lambda b: b | {"params": [_MARKER]}, "params", None, id="params-not-an-object"),
+    pytest.param(lambda b: [_call(b, name=_MARKER)], "body", None, id="a-batch"),
+]
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+@pytest.mark.parametrize(("malformed", "field", "answer_id"), _MALFORMED)
+async def test_a_malformed_request_is_a_jsonrpc_error_naming_what_is_wrong(
+    app: Any,
+    tenant: str,
+    era: str,
+    malformed: Callable[[dict[str, Any]], object],
+    field: str,
+    answer_id: int | None,
+) -> None:
+    """The JSON-RPC error the SDK chose (its code, its status), worded by the engine: the
+    member at fault and why, as the other endpoints word a 422, never the validation
+    library's text (its version, its links, the values it was given)."""
+    legacy = era == "legacy"
+    headers, body = _legacy(tenant, "tools/call") if legacy else _modern(tenant, "tools/call")
+    if not legacy:
+        headers[MCP_NAME_HEADER] = "get_mastery"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post("/mcp", json=malformed(body), headers=headers)
+    assert resp.headers["content-type"] == "application/json"
+    answer = resp.json()
+    error = answer["error"]
+    assert (answer["jsonrpc"], answer["id"]) == ("2.0", answer_id)
+    assert error["code"] in (INVALID_PARAMS, INVALID_REQUEST)
+    [wrong] = error["data"]["errors"]
+    assert wrong["field"] == field
+    kind = "invalid params" if field.startswith("params.") else "invalid request"
+    assert error["message"] == f"{kind}: {field}: {wrong['message']}"
+    assert _MARKER not in resp.text
+    assert not any(text in resp.text.lower() for text in _LIBRARY_TEXT), resp.text
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+async def test_a_body_that_is_not_json_is_a_parse_error_in_the_engines_words(
+    app: Any, tenant: str, era: str
+) -> None:
+    headers, _ = _modern(tenant, "tools/list") if era == "modern" else _legacy(tenant, "tools/list")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn") as c:
+        resp = await c.post(
+            "/mcp",
+            content=b'{"jsonrpc": "2.0", "id": 7, "method": "tools/list", ',
+            headers={**headers, "content-type": "application/json"},
+        )
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": PARSE_ERROR, "message": "Parse error: the body is not valid JSON"},
+    }

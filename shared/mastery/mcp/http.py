@@ -8,7 +8,9 @@ missing or bad one is a 401 problem (audited as ``unauthenticated``) before any 
 handling. The verified caller then travels with the request (ASGI scope state) to the
 tool calls, which apply the rate limit, policy and audit per call (``mastery.mcp.server``).
 The SDK's JSON-RPC errors (unknown method, unsupported protocol version) go out as it
-writes them; only its refusals without one become problem+json (``_answer``).
+writes them, but for those about a body that is not JSON or not a JSON-RPC message,
+which the engine words (``_worded``); its refusals without one become problem+json
+(``_answer``).
 
 The SDK's session manager runs stateless with JSON responses: every POST is answered on
 its own, nothing is kept between requests, and no answer is a stream, so any proxy in
@@ -26,13 +28,21 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import JSONRPCError
-from pydantic import ValidationError
+from mcp_types import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+)
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from mastery.errors import Unavailable
-from mastery.mcp.server import Caller, mcp_server
+from mastery.mcp.server import Caller, invalid, mcp_server
 from mastery.web.app import write_access
 from mastery.web.problems import Problem
 
@@ -124,13 +134,21 @@ async def _answer(app: ASGIApp, request: Request) -> Response:
     counts, logs and traces like any other.
 
     A 4xx that is a JSON-RPC error (an unknown method, an unsupported protocol version
-    with the versions supported, a body that is not JSON-RPC) goes out as the SDK wrote
-    it: the protocol defines it and clients read its code. A refusal without one (plain
+    with the versions supported, a body that is not JSON-RPC) goes out with the code the
+    SDK chose: the protocol defines it and clients read it (a body's, worded by
+    ``_worded``). A refusal without one (plain
     text for a body too large or a wrong content type, no body for some 406s) becomes a
     problem+json like every other error of the HTTP surface, as does any 5xx.
     """
     start: Message = {}
     body: list[bytes] = []
+    received: list[bytes] = []
+
+    async def receive() -> Message:  # the request's body as the SDK reads it, kept
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received.append(message.get("body", b""))
+        return message
 
     async def collect(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -138,14 +156,75 @@ async def _answer(app: ASGIApp, request: Request) -> Response:
         elif message["type"] == "http.response.body":
             body.append(message.get("body", b""))
 
-    await app(request.scope, request.receive, collect)
+    await app(request.scope, receive, collect)
     status, content = start["status"], b"".join(body)
     headers = list(start.get("headers", []))
     if status >= 500 or (status >= 400 and not _is_jsonrpc_error(headers, content)):
         raise Problem(status, _reason(content, status))
+    if status == 400:
+        worded = _worded(content, b"".join(received))
+        if worded is not content:
+            content = worded
+            length = str(len(content)).encode()
+            headers = [(k, length if k == b"content-length" else v) for k, v in headers]
     response = Response(content, status)
     response.raw_headers = headers
     return response
+
+
+def _worded(answer: bytes, body: bytes) -> bytes:
+    """The SDK's JSON-RPC error for a body that is not JSON, or not a JSON-RPC message
+    (no request ``id`` to answer), in the engine's words: ``answer`` itself otherwise.
+
+    The SDK chose the error (its code stays); its message, though, is the parser's or
+    the whole pydantic report (each model of a union, the input quoted, links to
+    pydantic's site) on the protocol with a handshake, and a bare sentence on the
+    stateless one. The engine checks the body itself and names each member at fault
+    and why, as ``mastery.mcp.server`` words invalid params.
+    """
+    doc = orjson.loads(answer)
+    error = doc["error"]
+    if doc.get("id") is not None or error["code"] not in (
+        PARSE_ERROR,
+        INVALID_REQUEST,
+        INVALID_PARAMS,
+    ):
+        return answer
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        wording: dict[str, Any] = {"message": "Parse error: the body is not valid JSON"}
+    else:
+        wrong = _envelope(message)
+        if wrong is None:  # the SDK refused something else of it: its message says what
+            return answer
+        text, data = wrong
+        wording = {"message": text, "data": data}
+    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": error["code"], **wording}})
+
+
+def _envelope(message: object) -> tuple[str, dict[str, Any]] | None:
+    """What is wrong with ``message`` as one JSON-RPC 2.0 message (read as the kind its
+    members say it is), or ``None``."""
+    if not isinstance(message, dict):
+        reason = "must be one JSON-RPC message, a JSON object (batches are not taken)"
+        return f"invalid request: body: {reason}", {
+            "errors": [{"field": "body", "message": reason}]
+        }
+    kind: type[BaseModel] = (
+        JSONRPCResponse
+        if "result" in message
+        else JSONRPCError
+        if "error" in message
+        else JSONRPCRequest
+        if "id" in message
+        else JSONRPCNotification
+    )
+    try:
+        kind.model_validate(message, by_name=False)
+    except ValidationError as exc:
+        return invalid(exc, "invalid request")
+    return None
 
 
 def _is_jsonrpc_error(headers: list[tuple[bytes, bytes]], body: bytes) -> bool:

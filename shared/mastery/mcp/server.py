@@ -6,7 +6,8 @@ through: the caller's rate limit, argument validation (422), the policy (403/404
 one access-audit record naming the subject, the acting agent (``act``) and the students,
 written before the answer leaves (fail closed). A refusal is a tool result with
 ``isError`` and a readable message, never a transport failure; only a call to a tool
-that does not exist is a JSON-RPC error, as the protocol asks.
+that does not exist, or whose ``params`` do not validate, is a JSON-RPC error, as the
+protocol asks (the latter worded by ``_worded_params``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from mcp.server import ServerRequestContext
+    from mcp.server.context import CallNext, HandlerResult
 
     from mastery.web.app import Services
     from mastery.web.auth import Principal
@@ -43,6 +45,7 @@ __all__ = [
     "INSTRUCTIONS",
     "Caller",
     "call_tool",
+    "invalid",
     "list_tools",
     "mcp_server",
     "new_correlation_id",
@@ -153,13 +156,45 @@ def mcp_server(caller_of: Callable[[ServerRequestContext[Any, Any]], Awaitable[C
             return _error(problem, new_correlation_id())
         return await call_tool(caller, params.name, params.arguments or {})
 
-    return Server(
+    server = Server(
         "mastery-engine",
         version="0.1.0",
         instructions=INSTRUCTIONS,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
+    server.middleware.append(_worded_params)  # innermost: after the SDK's tracing span
+    return server
+
+
+async def _worded_params(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """The SDK's answer to a request whose ``params`` do not validate (a ``tools/call``
+    without ``name``, ``arguments`` not an object), in the engine's words: the members at
+    fault and why, as a 422 names them, where the SDK says only "Invalid request
+    parameters". A ``ServerMiddleware`` (``Server.middleware``): the SDK raises the
+    pydantic error through the chain and maps whatever comes out to the wire."""
+    try:
+        return await call_next(ctx)
+    except ValidationError as exc:
+        raise MCPError(INVALID_PARAMS, *invalid(exc, "invalid params", under="params")) from None
+
+
+def invalid(exc: ValidationError, what: str, *, under: str = "") -> tuple[str, dict[str, Any]]:
+    """A JSON-RPC error's message and data for ``exc``: each member at fault (its path,
+    under ``under`` unless the path starts there) and a short reason, never the input or
+    the library's links. The message, ``what: path: reason; ...``, has at most 200
+    characters; ``data.errors`` has them all (up to 10)."""
+    errors: list[dict[str, str]] = []
+    for error in from_validation(exc).extensions["errors"]:
+        field = error["field"]
+        if under and field != under and not field.startswith(f"{under}."):
+            field = f"{under}.{field}" if field != "body" else under
+        entry = {"field": field, "message": error["message"]}
+        if entry not in errors:
+            errors.append(entry)
+    errors = errors[:10]
+    message = f"{what}: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return (message if len(message) <= 200 else message[:197] + "..."), {"errors": errors}
 
 
 def new_correlation_id() -> str:
