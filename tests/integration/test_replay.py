@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mastery.cli import main
-from mastery.cli.replay import plan, send
+from mastery.cli.replay import plan, read_dlq, send
 from mastery.domain import Component
 from mastery.errors import Unavailable
 from mastery.events.kafka import DLQ_HEADERS, dead_letter
@@ -92,3 +92,14 @@ def test_only_dead_letter_topics_are_replayed(settings: Settings) -> None:
     )
     assert result.exit_code == 1
     assert "not a dead-letter topic" in result.output
+
+
+def test_a_replay_reads_every_dead_letter_of_a_partition(settings: Settings) -> None:
+    """Read to the partition's end, not to the high watermark: Tansu reports the base
+    offset of the last record batch + 1, and a batch's dead letters go out in one burst
+    (one record batch), so reading to the watermark stopped after the first of them."""
+    [topic] = fresh_topics(settings, "replayed")
+    dlq = dlq_topic(topic)
+    letters = [record(Component.QUIZ, event_data("t", "s1", 1.5), topic=dlq) for _ in range(20)]
+    produce(settings, letters)  # one key: one partition
+    assert len(list(read_dlq(settings, dlq, timeout_s=10))) == 20

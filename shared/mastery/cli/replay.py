@@ -14,15 +14,15 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from mastery.errors import IgnoredEvent, InvalidEvent
 from mastery.events.codec import decode
 from mastery.events.kafka import (
     DLQ_HEADERS,
     KafkaPublisher,
-    consumer_config,
     producer_config,
+    reader_config,
     to_record,
 )
 from mastery.ports import OutMessage
@@ -53,23 +53,26 @@ def read_dlq(settings: Settings, topic: str, timeout_s: float = 30) -> Iterator[
     """Every record the DLQ ``topic`` holds now, partition by partition."""
     if not topic.endswith(DLQ_SUFFIX):
         raise ValueError(f"{topic} is not a dead-letter topic (*{DLQ_SUFFIX})")
-    consumer = Consumer(consumer_config(settings, "mastery-replay"))
+    consumer = Consumer(reader_config(settings))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
             raise ValueError(f"no topic {topic}")
+        # To the partition's end (EOF), not its high watermark: Tansu reports the base
+        # offset of the last record batch there, and a batch's dead letters are one.
         for partition in sorted(meta.partitions):
-            tp = TopicPartition(topic, partition)
-            _, end = consumer.get_watermark_offsets(tp, timeout=timeout_s)
             consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
             position = -1
-            while position < end - 1:
+            while True:
                 message = consumer.poll(timeout_s)
                 if message is None:
                     raise TimeoutError(f"{topic}[{partition}] stalled at offset {position}")
-                if message.error() is None:
+                error = message.error()
+                if error is None:
                     position = message.offset() or 0
                     yield to_record(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    break
     finally:
         consumer.close()
 
