@@ -274,3 +274,31 @@ async def test_erasure_with_redis_down_is_503_and_a_retry_completes(
     await up.aclose()
     assert resp.status_code == 200
     assert await keys_of_student(redis, tenant, "s1") == []
+
+
+async def test_an_event_applied_after_an_erasure_keeps_its_audit_record(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """The erasure's audit walk runs after its atomic step: an event dated after the
+    erasure, applied meanwhile (the student starts again), is the student's new data and
+    keeps its audit record; the erased event's goes (found by a durability reviewer)."""
+    res = build(settings, source="test")
+    try:
+        old = record(
+            Component.QUIZ, event_data(tenant, "s1", 0.4, at=datetime.now(UTC) - timedelta(hours=1))
+        )
+        await res.ingestor.ingest([old])
+        erased_at = datetime.now(UTC)
+        await res.store.erase(tenant, "s1", erased_at)  # the erasure's atomic step
+        new = record(Component.QUIZ, event_data(tenant, "s1", 0.9), event_id=f"{tenant}-new")
+        assert [o for o, _ in await res.ingestor.ingest([new])] == [Outcome.APPLIED]
+        entries = await res.store.audit_entries(tenant, "s1", erased_at=erased_at)  # its walk
+        await res.store.redact_audit(tenant, [i for i, _ in entries])
+        state = await res.store.load(tenant, "s1")
+    finally:
+        await res.aclose()
+
+    assert state is not None
+    assert state.version == 1
+    audited = [f[b"event"] for _, f in await redis.xrange(keys.audit(tenant))]
+    assert [orjson.loads(e)["event_id"] for e in audited] == [f"{tenant}-new"]

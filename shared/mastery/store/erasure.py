@@ -11,7 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from mastery.errors import Unavailable
 from mastery.store import keys
 from mastery.store.connection import RedisConnection
-from mastery.store.records import StatementRecord, about, as_bytes, parse_statements
+from mastery.store.records import StatementRecord, about, as_bytes, dated_after, parse_statements
 from mastery.store.scripts import ERASE
 
 if TYPE_CHECKING:
@@ -102,8 +102,12 @@ class Erasure(RedisConnection):
         hashes = [int(h) for bucket in buckets for h in bucket]
         return parse_statements(statements or {}), hashes
 
-    async def audit_entries(self, tenant: str, student: str, page: int = 1000) -> list[AuditEntry]:
-        """The tenant's event-audit entries about ``student``, oldest first.
+    async def audit_entries(
+        self, tenant: str, student: str, page: int = 1000, *, erased_at: datetime | None = None
+    ) -> list[AuditEntry]:
+        """The tenant's event-audit entries about ``student``, oldest first; with
+        ``erased_at``, those an erasure at that time takes away: not those of events dated
+        after it, the student's new data, applied while the stream is walked or since.
 
         Reads the stream in pages (it is bounded by ``audit_maxlen`` and the window).
         """
@@ -115,7 +119,8 @@ class Erasure(RedisConnection):
                 fields = {
                     as_bytes(k).decode(): as_bytes(v).decode() for k, v in (raw or {}).items()
                 }
-                if about(fields.get("event", ""), student):
+                event = fields.get("event", "")
+                if about(event, student) and not (erased_at and dated_after(event, erased_at)):
                     found.append((as_bytes(entry_id).decode(), fields))
             if len(entries) < page:
                 return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import orjson
@@ -22,6 +22,7 @@ __all__ = [
     "about",
     "as_bytes",
     "class_days",
+    "dated_after",
     "held_digest",
     "held_state",
     "parse_days",
@@ -55,6 +56,13 @@ def class_days(text: str, last_at: float | None = None) -> dict[str, int]:
         name, _, day = entry.partition(":")
         out[name] = int(day) if day else default
     return out
+
+
+def dated_after(record: str, at: datetime) -> bool:
+    """Whether an audit record (JSON) is of an event dated after ``at``: of a student's
+    data applied since an erasure at ``at`` (apply.lua refuses older ones as ``erased``)."""
+    occurred = orjson.loads(record).get("occurred_at")
+    return isinstance(occurred, str) and datetime.fromisoformat(occurred) > at
 
 
 def about(record: str, student: str) -> bool:
