@@ -522,7 +522,8 @@ for _, state in ipairs(order) do
   redis.call('EXPIRE', state, ttl)
 
   -- A level change (not a student's first placement) goes to the outbox in this same
-  -- atomic step, so it is published once however often the batch is redelivered.
+  -- atomic step, so a redelivered batch records it no second time (published at least
+  -- once: docs/api.md "Level changes").
   if old_mastery then
     local new_mastery = mastery_of(val)
     local old_level, new_level = level_of(old_mastery), level_of(new_mastery)
