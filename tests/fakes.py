@@ -82,6 +82,7 @@ class FakeEventStore:
         unapplied: Sequence[Unapplied],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
+        positions: Sequence[tuple[str, int]] | None = None,
     ) -> Applied:
         if self.paused is not None:
             await self.paused.wait()

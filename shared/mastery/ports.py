@@ -134,6 +134,7 @@ class EventStore(Protocol):
         unapplied: Sequence[Unapplied],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
+        positions: Sequence[tuple[str, int]] | None = None,
     ) -> Applied: ...
 
     async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]: ...

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,10 +21,11 @@ from redis.asyncio.cluster import RedisCluster
 from mastery.bootstrap import build
 from mastery.cli.rebuild import rebuild
 from mastery.dev import servers
-from mastery.domain import Component
+from mastery.domain import Component, Observation
+from mastery.domain.days import DAY_MAX
 from mastery.errors import Misconfigured
 from mastery.events.consumer import _apply_in_order, consume
-from mastery.events.kafka import consumer_config, create_topics
+from mastery.events.kafka import KafkaPublisher, consumer_config, create_topics, producer_config
 from mastery.events.position import Position
 from mastery.offsets import CATCH_ALL
 from mastery.ports import Record
@@ -37,6 +39,7 @@ from tests.helpers import (
     headers_of,
     process_env,
     produce,
+    read_to_end,
     read_topic,
     record,
     resent_stream,
@@ -525,3 +528,84 @@ async def test_a_tenant_whose_first_write_a_failover_lost_is_read_again(
     finally:
         await consumer.close()
         await res.aclose()
+
+
+async def _until(check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_store_refusal_survives_a_consumer_stopped_while_the_broker_is_down(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """`mastery consume` applies a batch holding an event the store refuses (a full day
+    record); its dead letter cannot be published (the broker is down) and the batch is
+    retried until the pod is stopped. The tenant's offset stopped at the refused event, so
+    the next consumer reads it again and dead-letters it. It resumed past the batch
+    before: the event audited "rejected", never in the DLQ (a crash, or a rebalance
+    dropping the retried batch, between the apply and the publish did the same; found by
+    a durability reviewer)."""
+    [topic] = fresh_topics(settings, "refusal")
+    group = f"g-{tenant}"
+    day = datetime.now(UTC) - timedelta(days=1)
+    res = build(settings, source="test")
+    # The broker, as this consumer's publisher sees it: down (nothing listens on port 1).
+    down = build(settings.model_copy(update={"kafka_timeout_ms": 1500}), source="test")
+    dead_broker = settings.model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1500}
+    )
+    down.publisher = KafkaPublisher(producer_config(dead_broker))
+    try:
+        prefill = [
+            Observation(f"pre-{i}", tenant, "s1", Component.QUIZ, 0.5, day) for i in range(DAY_MAX)
+        ]
+        for i in range(0, DAY_MAX, 5000):
+            await res.store.apply([(o, b"{}") for o in prefill[i : i + 5000]], [], day)
+        produce(
+            settings,
+            [
+                record(
+                    Component.QUIZ,
+                    event_data(tenant, "s1", 0.9, at=day),
+                    event_id="over",
+                    topic=topic,
+                ),
+                record(
+                    Component.QUIZ, event_data(tenant, "s2", 0.9), event_id="fresh", topic=topic
+                ),
+            ],
+        )
+
+        stop = asyncio.Event()
+        first = asyncio.create_task(consume(down, [topic], stop, group))
+
+        async def applied() -> bool:  # the batch's script calls landed
+            return bool(await redis.exists(keys.state(tenant, "s2")))
+
+        await _until(applied)
+        await asyncio.sleep(2)  # its dead letter timed out at least once: retrying
+        stop.set()  # SIGTERM while the broker is away
+        await asyncio.wait_for(first, 30)
+
+        # The next consumer, with the broker back, reads on until a later event is applied.
+        stop = asyncio.Event()
+        second = asyncio.create_task(consume(res, [topic], stop, group))
+        produce(settings, [record(Component.QUIZ, event_data(tenant, "s3", 0.9), topic=topic)])
+
+        async def caught_up() -> bool:
+            return bool(await redis.exists(keys.state(tenant, "s3")))
+
+        await _until(caught_up)
+        stop.set()
+        await asyncio.wait_for(second, 30)
+    finally:
+        await res.aclose()
+        await down.aclose()
+
+    audited = await redis.xrange(keys.audit(tenant))
+    # Audited (once per attempt: the retry refused it again), so the store did refuse it.
+    assert {f[b"outcome"] for _, f in audited if b'"over"' in f[b"event"]} == {b"rejected"}
+    dead = read_to_end(settings, dlq_topic(topic), timeout=10)
+    assert [headers_of(m)["ce_id"] for m in dead] == ["over"], "the refusal was never dead-lettered"

@@ -29,6 +29,7 @@ from mastery.metrics import (
     dlq_reason,
     event_outcome,
 )
+from mastery.offsets import partition_field
 from mastery.ports import Outcome, OutMessage, utc_now
 
 if TYPE_CHECKING:
@@ -189,7 +190,9 @@ class Ingestor:
         await self._publisher.publish(batch.dead)
         self._log_dead(batch.dead_lines)
         with tracing.span("redis apply", kind=tracing.SpanKind.CLIENT):
-            applied = await self._store.apply(batch.accepted, batch.unapplied, batch.now, offsets)
+            applied = await self._store.apply(
+                batch.accepted, batch.unapplied, batch.now, offsets, _positions(batch, offsets)
+            )
         # Refused by the store (audited there): dead-lettered before anything is
         # acknowledged; a crash in between redelivers them, and they are refused again.
         refused = applied.refused
@@ -344,6 +347,15 @@ def _unavailable(cause: Unavailable | None) -> Unavailable:
     error = Unavailable(str(cause))
     error.__cause__ = cause
     return error
+
+
+def _positions(
+    batch: Batch, offsets: tuple[OffsetBook, Mapping[str, int]] | None
+) -> list[tuple[str, int]] | None:
+    """Each accepted event's partition field and offset, for a consumer's batch."""
+    if offsets is None:
+        return None
+    return [(partition_field(r.topic, r.partition), r.offset) for r in batch.sources]
 
 
 def audit_record(

@@ -14,7 +14,8 @@
 --        event_id, day (mastery.domain.days.day_number), score units (score_units),
 --        xapi_i (an xAPI statement's student xapi hash, 0 for a native event),
 --        voided (a voiding: the event_hash of the statement it voids, else ''),
---        digest (an xAPI statement: its digest in hex, mastery.events.comparison, else '')],
+--        digest (an xAPI statement: its digest in hex, mastery.events.comparison, else ''),
+--        mark (its partition's place in the offset marks, 0: none), offset (in it)],
 --       then each event's audit record (ARGV[19..], in the same order)
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
 --       the audit records are arguments of their own: inside the JSON, cjson unescaping
@@ -33,7 +34,10 @@
 --   changes: {outbox entry id, notification JSON} per student whose level this batch
 --     changed; each is also in the tenant's outbox until it has been published;
 --   outbox_length: entries in the outbox, these included (more: a backlog to publish);
---   refused: per 'rejected' event, its place in the call (1-based) and the reason.
+--   refused: per 'rejected' event, its place in the call (1-based) and the reason;
+--   written: the offsets recorded, field, offset, ... : a partition's stops at its first
+--     'rejected' event, read again by whoever resumes there until its dead letter (which
+--     the caller publishes after this call) is out and a later write moves it on.
 --
 -- The arithmetic (decay weights, weighted values) comes precomputed from mastery.domain;
 -- this script only adds sums, so events commute and any order gives the same state (an
@@ -296,6 +300,7 @@ local function forgotten(record)
   return cjson.encode(kept)
 end
 local refused = {}  -- per refused event: its place in the call, why
+local stops = {}  -- per offset mark: the offset of its first refused event
 
 for i, e in ipairs(events) do
   local state, days, seen = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]]
@@ -339,6 +344,8 @@ for i, e in ipairs(events) do
     end
   end
   if outcome == 'rejected' then
+    local m = e[19]
+    if m > 0 and (stops[m] == nil or e[20] < stops[m]) then stops[m] = e[20] end
     redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome,
       'reason', refused[#refused], 'event', ARGV[AUDIT + i])
   else
@@ -577,5 +584,11 @@ if #order > 0 then  -- the tenant's five sorted sets and their sums
   for i = 1, #METRICS do redis.call('EXPIRE', TK.index[i], ttl) end
   redis.call('EXPIRE', TK.sum, ttl)
 end
+local written = {}
+for j, m in ipairs(marks) do
+  if stops[j] and stops[j] < tonumber(m[3]) then m[3] = string.format('%d', stops[j]) end
+  written[#written + 1] = m[1]
+  written[#written + 1] = m[3]
+end
 offsets_set(OFFSETS, marks, ttl)
-return {outcomes, changes, redis.call('XLEN', TK.outbox), refused}
+return {outcomes, changes, redis.call('XLEN', TK.outbox), refused, written}

@@ -91,6 +91,7 @@ class EventWrites(RedisConnection):
         unapplied: Sequence[Unapplied],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None = None,
+        positions: Sequence[tuple[str, int]] | None = None,
     ) -> Applied:
         """Apply ``accepted`` events at most once each and audit every event (``unapplied``
         ones with their outcome and reason).
@@ -98,7 +99,10 @@ class EventWrites(RedisConnection):
         One script call per tenant (each atomic, in the tenant's hash slot), all sent in
         one pipeline: one round trip per node. With ``offsets`` (the consumer's book and
         the batch's end per partition), each call also records the tenant's applied
-        offsets, and the catch-all records them for the whole batch.
+        offsets, and the catch-all records them for the whole batch. ``positions``, each
+        accepted event's partition field and offset: a tenant's offset stops at its first
+        event the store refuses, so that the event is read again (and dead-lettered) by
+        whoever resumes before its dead letter was published.
 
         Returns the outcome of each accepted event, in order, the level changes, and the
         events refused (``REJECTED``: a day record that holds no more, ``apply.lua``).
@@ -108,7 +112,7 @@ class EventWrites(RedisConnection):
             OffsetsMoved: a tenant's offsets are not what ``offsets``' book expects; the
                 other tenants' calls are done and written in the book.
         """
-        calls = self._calls(accepted, now, offsets)
+        calls = self._calls(accepted, now, offsets, positions)
         replies = await self._execute(calls, unapplied, now)
         outcomes: list[Outcome] = [Outcome.DUPLICATE] * len(accepted)
         notes: list[Note] = []
@@ -119,11 +123,13 @@ class EventWrites(RedisConnection):
             if _moved(call.tenant, reply):
                 moved = moved or _moved(call.tenant, reply)
                 continue
-            if offsets is not None:
-                offsets[0].wrote(call.tenant, offsets[1])
             if call.script is ADVANCE:
+                if offsets is not None:
+                    offsets[0].wrote(call.tenant, offsets[1])
                 continue
-            done, changes, outbox_length, why = reply
+            done, changes, outbox_length, why, written = reply
+            if offsets is not None:
+                offsets[0].wrote(call.tenant, _offsets_of(written))
             for slot, outcome in zip(call.slots, done, strict=True):
                 outcomes[slot] = Outcome(as_bytes(outcome).decode())
             for place, reason in zip(why[::2], why[1::2], strict=True):
@@ -225,11 +231,14 @@ class EventWrites(RedisConnection):
         accepted: Sequence[tuple[Observation, bytes]],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None,
+        positions: Sequence[tuple[str, int]] | None,
     ) -> list[_Call]:
         by_tenant: dict[str, list[int]] = {}
         for i, (obs, _) in enumerate(accepted):
             by_tenant.setdefault(obs.tenant, []).append(i)
-        calls = [self._apply_call(t, s, accepted, now, offsets) for t, s in by_tenant.items()]
+        calls = [
+            self._apply_call(t, s, accepted, now, offsets, positions) for t, s in by_tenant.items()
+        ]
         if offsets is not None:
             calls.append(self._advance_call(offsets[0], CATCH_ALL, offsets[1]))
         return calls
@@ -284,8 +293,11 @@ class EventWrites(RedisConnection):
         accepted: Sequence[tuple[Observation, bytes]],
         now: datetime,
         offsets: tuple[OffsetBook, Mapping[str, int]] | None,
+        positions: Sequence[tuple[str, int]] | None,
     ) -> _Call:
         group = offsets[0].group if offsets else ""
+        marks = offsets[0].marks(tenant, offsets[1]) if offsets else []
+        mark_of = {m[0]: i for i, m in enumerate(marks, start=1)}
         key_list = [*keys.tenant_keys(tenant), keys.offsets(tenant, group)]
         index: dict[str, int] = {}
 
@@ -324,9 +336,9 @@ class EventWrites(RedisConnection):
                     ref(keys.xapi(tenant, s)) if obs.voidable or obs.voids else 0,
                     str(keys.event_hash(obs.voids)) if obs.voids else "",
                     obs.digest.hex() if obs.digest else "",  # cjson carries text, not bytes
+                    *_position(positions, slot, mark_of),
                 ]
             )
-        marks = offsets[0].marks(tenant, offsets[1]) if offsets else []
         args: list[Any] = [
             int(now.timestamp() * 1000),
             *self._settled,
@@ -336,6 +348,22 @@ class EventWrites(RedisConnection):
             *records,
         ]
         return _Call(tenant, APPLY, [*key_list, *index], args, slots)
+
+
+def _position(
+    positions: Sequence[tuple[str, int]] | None, slot: int, mark_of: Mapping[str, int]
+) -> tuple[int, int]:
+    """An event's partition, as its place in the call's offset marks (0: none), and its
+    offset: where its tenant's offset stops if the store refuses it (apply.lua)."""
+    if positions is None:
+        return 0, 0
+    field, offset = positions[slot]
+    return mark_of.get(field, 0), offset
+
+
+def _offsets_of(written: Sequence[Any]) -> dict[str, int]:
+    """The offsets a script call recorded, from its flat reply (field, offset, ...)."""
+    return {as_bytes(f).decode(): int(o) for f, o in zip(written[::2], written[1::2], strict=True)}
 
 
 def _moved(tenant: str, reply: list[Any]) -> OffsetsMoved | None:
