@@ -18,16 +18,19 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import Consumer, TopicPartition
 from redis.asyncio import Redis
 
 from mastery.bootstrap import build
 from mastery.cli import main
+from mastery.cli.rebuild import rebuild
 from mastery.dev import servers
 from mastery.domain import Component
 from mastery.domain.days import DAY_MAX
-from mastery.events.kafka import create_topics, to_record
+from mastery.events.kafka import consumer_config, create_topics, to_record
 from mastery.ports import Record
 from mastery.settings import Settings
+from mastery.store import keys
 from mastery.topics import (
     AUDIT_TOPIC,
     EVENT_TOPICS,
@@ -41,6 +44,8 @@ from mastery.web.auth import Principal, Role
 from mastery.web.xapi import post_statements
 from tests.helpers import (
     event_data,
+    fresh_topics,
+    headers_of,
     produce,
     read_to_end,
     record,
@@ -265,3 +270,41 @@ async def test_rebuild_refuses_past_a_full_day_record_without_dead_lettering_aga
         await res.aclose()
     assert days is not None
     assert [d.events[Component.QUIZ].count for d in days.activity] == [DAY_MAX]
+
+
+async def test_a_rebuild_dead_letters_and_announces_the_backlog_no_consumer_read(
+    settings: Settings, redis: Redis, tenant: str
+) -> None:
+    """Redis was lost and `mastery consume` stood still (it committed offset 1 in Kafka)
+    while two more records came: a level change and an invalid event. The rebuild reads
+    them with the rest, but no consumer handled them: the change is announced and the
+    invalid one dead-lettered, as a consumer would have (the rebuild took every record
+    for one handled before, and set the group's offsets past them: found by a durability
+    reviewer). The record before the commit is replayed silently, as ever."""
+    create_topics(settings, [AUDIT_TOPIC, LEVEL_CHANGED_TOPIC])
+    [topic] = fresh_topics(settings, "backlog")
+    group = f"g-{tenant}"
+    before = record(Component.COMPLETION, event_data(tenant, "s1", 0.5), topic=topic)
+    up = record(Component.QUIZ, event_data(tenant, "s1", 1.0), event_id=f"{tenant}-up", topic=topic)
+    bad = record(
+        Component.QUIZ, event_data(tenant, "s1", 1.5), event_id=f"{tenant}-bad", topic=topic
+    )
+    produce(settings, [before, up, bad])
+    [partition] = {m.partition() for m in read_to_end(settings, topic)}  # one student: one
+    handled = Consumer(consumer_config(settings, group))
+    handled.commit(offsets=[TopicPartition(topic, partition, 1)], asynchronous=False)
+    handled.close()
+    res = build(settings, source="test")
+    try:
+        await rebuild(res, [topic], group=group, batch_size=1)
+    finally:
+        await res.aclose()
+
+    assert await redis.hget(keys.state(tenant, "s1"), "version") == b"2"
+    announced = [
+        orjson.loads(m.value() or b"{}").get("cause_event_id")
+        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
+        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
+    ]
+    dead = [headers_of(m)["ce_id"] for m in read_to_end(settings, dlq_topic(topic), timeout=10)]
+    assert (announced, dead) == ([f"{tenant}-up"], [f"{tenant}-bad"])

@@ -24,6 +24,10 @@ Three things the original run did are not done again:
   counted and skipped: they went to the DLQ when they first arrived.
 - Level changes the rebuilt events cause are not announced again; the notification
   service heard of them then. Others (live consumers' pending ones) still are.
+Only for records a consumer of the group handled, though: those below the offsets it
+committed in Kafka. Records at or past them (the backlog that arrived while it stood
+still, Redis lost) are new to everyone: refused ones are dead-lettered, their level
+changes announced. A partition the group never committed counts as handled.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from mastery.errors import IgnoredEvent, InvalidEvent, OffsetsMoved
 from mastery.events.codec import decode
 from mastery.events.ingest import Ingestor
-from mastery.events.kafka import reader_config, to_record
+from mastery.events.kafka import consumer_config, reader_config, to_record
 from mastery.offsets import CATCH_ALL, OffsetBook, partition_field
 from mastery.topics import (
     AUDIT_TOPIC,
@@ -100,19 +104,23 @@ class Tally:
 class _Unannounced:
     """The publisher the rebuild's ingest path uses: level changes caused by the records
     being rebuilt are dropped, and so are the dead letters of records the store refuses
-    again (a full day record: dead-lettered when they first came); everything else goes
-    to the real publisher."""
+    again (a full day record: dead-lettered when they first came), but for the records
+    no consumer handled (``fresh``); everything else goes to the real publisher."""
 
     def __init__(self, inner: Publisher) -> None:
         self._inner = inner
-        self.replayed: set[str] = set()  # event ids of the batch being fed
+        self.replayed: set[str] = set()  # event ids of the batch's handled records
+        self.fresh: set[tuple[bytes, bytes, bytes]] = set()  # its others: topic, partition, offset
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         await self._inner.publish([m for m in messages if not self._replayed(m)])
 
     def _replayed(self, message: OutMessage) -> bool:
-        if message.topic.endswith(DLQ_SUFFIX):
-            return True  # only fed records reach the ingest path's dead letters
+        if message.topic.endswith(DLQ_SUFFIX):  # only fed records reach the ingest path's
+            at = dict(message.headers)
+            return (at.get("dlq_topic"), at.get("dlq_partition"), at.get("dlq_offset")) not in (
+                self.fresh
+            )
         if message.topic != LEVEL_CHANGED_TOPIC or message.value is None:
             return False
         return orjson.loads(message.value).get("cause_event_id") in self.replayed
@@ -148,14 +156,20 @@ async def rebuild(
         res.store, publisher, model=res.model, source="mastery-rebuild", xapi_tenants=xapi_tenants
     )
     ends: dict[str, int] = {}
+    handled = await asyncio.to_thread(_committed, res.settings, group, topics, timeout_s)
     async for topic, records in _read(res.settings, topics, batch_size, timeout_s, report):
         for r in records:
             field = partition_field(r.topic, r.partition)
             ends[field] = max(ends.get(field, 0), r.offset + 1)
         now = datetime.now(UTC)
         fed: list[Record] = []
-        publisher.replayed = set()
+        publisher.replayed, publisher.fresh = set(), set()
         for record in records:
+            at = handled.get(partition_field(record.topic, record.partition))
+            if at is not None and record.offset >= at:  # no consumer handled it yet
+                publisher.fresh.add(_position(record))
+                fed.append(record)  # refused ones are dead-lettered by the ingest path
+                continue
             try:
                 obs = decode(record, now, res.model, xapi_tenants=xapi_tenants)
                 publisher.replayed.add(obs.event_id)
@@ -175,6 +189,30 @@ async def rebuild(
     with contextlib.suppress(OffsetsMoved):  # a live consumer of the group wrote them
         await res.store.advance_offsets(book, {CATCH_ALL: ends})
     return tally
+
+
+def _position(record: Record) -> tuple[bytes, bytes, bytes]:
+    """Where a record came from, as its dead letter's headers say it."""
+    return record.topic.encode(), str(record.partition).encode(), str(record.offset).encode()
+
+
+def _committed(
+    settings: Settings, group: str, topics: Sequence[str], timeout_s: float
+) -> dict[str, int]:
+    """The offsets ``group`` committed in Kafka, per partition field (only those it has):
+    what its consumers handled. Read without joining the group."""
+    consumer = Consumer(consumer_config(settings, group))
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s).topics
+        partitions = [
+            TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions
+        ]
+        found = consumer.committed(partitions, timeout=timeout_s) if partitions else []
+        return {
+            partition_field(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0
+        }
+    finally:
+        consumer.close()
 
 
 async def erasures(settings: Settings, timeout_s: float = 30) -> list[Erasure]:
