@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     """Replicas that must hold an erasure before it is answered (``WAIT``; 0: none)."""
     erasure_wait_ms: int = Field(2000, gt=0, validation_alias="MASTERY_ERASURE_WAIT_MS")
     max_body_bytes: int = Field(65536, gt=0, validation_alias="MASTERY_MAX_BODY_BYTES")
+    max_event_bytes: int = Field(1_048_576, gt=0, validation_alias="MASTERY_MAX_EVENT_BYTES")
+    """A record delivered over HTTP (KafkaSource, the connector): one the broker took, so
+    Kafka's own default message size; within it, what the engine refuses is audited and
+    dead-lettered, as ``mastery consume`` does, not answered 413 (a 413 is not retried,
+    and the record would go nowhere)."""
     xapi_tenants: dict[str, str] = Field(
         default_factory=dict, validation_alias="MASTERY_XAPI_TENANTS"
     )

@@ -16,6 +16,7 @@ from mastery.bootstrap import build
 from mastery.domain import Component
 from mastery.registry import FUNCTIONS
 from mastery.settings import Settings
+from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC, dlq_topic, event_topic
 from mastery.web.events import event_handler
 from mastery.web.query import query_mastery
@@ -25,6 +26,8 @@ from tests.integration.conftest import JSON, serve, token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+
+    from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
 
@@ -269,13 +272,14 @@ async def test_redis_down_is_503_with_retry_after(redis_down: Resources, tenant:
 async def test_oversized_bodies_are_refused_without_reading_them_whole(
     client: Callable[[str], httpx.AsyncClient], tenant: str
 ) -> None:
-    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit still holds
-        for _ in range(100):
+    async def chunks(kib: int) -> AsyncIterator[bytes]:  # no Content-Length: still held
+        for _ in range(kib):
             yield b"x" * 1024
 
     admin = token("a1", "admin", tenant)
-    for name, path in (("on-quiz", "/"), ("mastery-query", "/mastery/query")):
-        resp = await client(name).post(path, content=chunks(), headers=admin)
+    # A delivery's limit is Kafka's message size (1 MiB), a request's 64 KiB.
+    for name, path, kib in (("on-quiz", "/", 1100), ("mastery-query", "/mastery/query", 100)):
+        resp = await client(name).post(path, content=chunks(kib), headers=admin)
         assert resp.status_code == 413, name
         assert resp.headers["content-type"] == "application/problem+json"
 
@@ -333,3 +337,18 @@ async def test_without_the_audit_broker_no_data_is_served(settings: Settings, te
     assert resp.status_code == 503
     assert resp.headers["content-type"] == "application/problem+json"
     assert "audit" in resp.json()["detail"]
+
+
+async def test_an_event_over_the_api_body_limit_is_audited_and_dead_lettered(
+    client: Callable[[str], httpx.AsyncClient], redis: Redis, tenant: str
+) -> None:
+    """A delivery larger than the API's body limit (64 KiB) but one the broker took: the
+    handler reads it (up to MASTERY_MAX_EVENT_BYTES) and the ingest path refuses it for
+    what it says, audited, as ``mastery consume`` would. A 413 is not retried by
+    KafkaSource: the record went nowhere (found by a durability reviewer)."""
+    c = client("on-quiz")
+    data = event_data(tenant, "s1", 1.5, note="x" * 70_000)  # its score is out of range
+    body, headers = binary_ce(Component.QUIZ, data, f"big-{tenant}")
+    resp = await c.post("/", content=body, headers=headers)
+    audited = await redis.xrange(keys.audit(tenant))
+    assert (resp.status_code, resp.json()["outcome"], len(audited)) == (200, "rejected", 1)

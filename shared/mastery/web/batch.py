@@ -235,7 +235,7 @@ async def _read(ctx: Context, principal: Principal, batch_id: str) -> tuple[Batc
 async def batch_event(request: Request, ctx: Context) -> Response:
     """A batch message from KafkaSource / the kafka-connector: run the batch, then 200."""
     res = ctx.resources
-    body = await read_limited(request, res.settings.max_body_bytes)
+    body = await read_limited(request, res.settings.max_event_bytes)
     default_topic = batch_topic(res.settings.batch_topic_prefix, Priority.NORMAL)
     record = record_from_http(dict(request.headers), body, default_topic)
     try:

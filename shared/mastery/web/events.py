@@ -80,7 +80,7 @@ def topic_handler(topic: str) -> Callable[[Request, Context], Awaitable[Response
     """The handler of ``topic``'s records as KafkaSource / the kafka-connector deliver them."""
 
     async def handle(request: Request, ctx: Context) -> Response:
-        body = await read_limited(request, ctx.resources.settings.max_body_bytes)
+        body = await read_limited(request, ctx.resources.settings.max_event_bytes)
         # items(): one pass over the raw headers (each lookup by name is a scan of them)
         record = record_from_http(dict(request.headers.items()), body, topic)
         outcome, reason = await ctx.resources.ingestor.ingest_one(record)
