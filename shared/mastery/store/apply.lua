@@ -20,7 +20,7 @@
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
 --       the audit records are arguments of their own: inside the JSON, cjson unescaping
 --       them cost ~2 us per event, as much as all the other fields)
--- Returns {outcomes, changes, outbox_length, refused}, or {'moved', field, stored} when
+-- Returns {outcomes, changes, backlog, refused, written}, or {'moved', field, stored} when
 -- the applied offsets are not what the caller expects (then nothing was written):
 --   outcomes: one per event: 'applied', 'duplicate', or 'erased' (the student was erased
 --     after the event happened: a replay or a late event must not bring data back), or
@@ -33,7 +33,10 @@
 --     statement already voided: refused);
 --   changes: {outbox entry id, notification JSON} per student whose level this batch
 --     changed; each is also in the tenant's outbox until it has been published;
---   outbox_length: entries in the outbox, these included (more: a backlog to publish);
+--   backlog: 1 when the outbox holds a note older than BACKLOG_MS by Redis's clock: one
+--     a cut-off publish left (a crash, the broker away), for the caller to publish. A
+--     fresher one is another writer's, about to be published by it: taking it too
+--     announced it twice whenever two pods wrote one tenant's changes at once;
 --   refused: per 'rejected' event, its place in the call (1-based) and the reason;
 --   written: the offsets recorded, field, offset, ... : a partition's stops at its first
 --     'rejected' event, read again by whoever resumes there until its dead letter (which
@@ -584,6 +587,17 @@ if #order > 0 then  -- the tenant's five sorted sets and their sums
   for i = 1, #METRICS do redis.call('EXPIRE', TK.index[i], ttl) end
   redis.call('EXPIRE', TK.sum, ttl)
 end
+-- Whether the outbox holds a note older than BACKLOG_MS, by Redis's own clock (the entry
+-- ids' clock): left by a publish that was cut off.
+local BACKLOG_MS = 5000
+local function backlog()
+  local oldest = redis.call('XRANGE', TK.outbox, '-', '+', 'COUNT', 1)[1]
+  if not oldest then return 0 end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(string.match(oldest[1], '^%d+')) < now - BACKLOG_MS and 1 or 0
+end
+
 local written = {}
 for j, m in ipairs(marks) do
   if stops[j] and stops[j] < tonumber(m[3]) then m[3] = string.format('%d', stops[j]) end
@@ -591,4 +605,4 @@ for j, m in ipairs(marks) do
   written[#written + 1] = m[3]
 end
 offsets_set(OFFSETS, marks, ttl)
-return {outcomes, changes, redis.call('XLEN', TK.outbox), refused, written}
+return {outcomes, changes, backlog(), refused, written}

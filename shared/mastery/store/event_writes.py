@@ -127,7 +127,7 @@ class EventWrites(RedisConnection):
                 if offsets is not None:
                     offsets[0].wrote(call.tenant, offsets[1])
                 continue
-            done, changes, outbox_length, why, written = reply
+            done, changes, leftover, why, written = reply
             if offsets is not None:
                 offsets[0].wrote(call.tenant, _offsets_of(written))
             for slot, outcome in zip(call.slots, done, strict=True):
@@ -135,7 +135,7 @@ class EventWrites(RedisConnection):
             for place, reason in zip(why[::2], why[1::2], strict=True):
                 refused[call.slots[place - 1]] = as_bytes(reason).decode()
             notes += [(call.tenant, as_bytes(i).decode(), as_bytes(n)) for i, n in changes]
-            if outbox_length > len(changes):
+            if leftover:
                 backlog.add(call.tenant)
         if moved is not None:
             raise moved
