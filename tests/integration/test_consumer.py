@@ -609,3 +609,38 @@ async def test_a_store_refusal_survives_a_consumer_stopped_while_the_broker_is_d
     assert {f[b"outcome"] for _, f in audited if b'"over"' in f[b"event"]} == {b"rejected"}
     dead = read_to_end(settings, dlq_topic(topic), timeout=10)
     assert [headers_of(m)["ce_id"] for m in dead] == ["over"], "the refusal was never dead-lettered"
+
+
+async def test_a_consumer_waiting_out_redis_stays_in_its_group(
+    settings: Settings, redis: Redis, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stops answering for longer than librdkafka's max.poll.interval.ms (7 s here,
+    300 s by default) while two batches are in flight: the consumer keeps polling, its
+    partitions paused, so it is not taken out of its group (and its partitions moved for
+    nothing), and nothing is lost."""
+    [topic] = fresh_topics(settings, "stays")
+    polling = {"max.poll.interval.ms": 7000, "session.timeout.ms": 6000}
+    own = settings.model_copy(
+        update={"batch_size": 1, "redis_timeout_ms": 1000, "kafka_properties": polling}
+    )
+    res = build(own, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
+    events = [record(Component.QUIZ, event_data(tenant, "s0", 0.5), topic=topic) for _ in range(4)]
+    try:
+        produce(settings, events[:1])
+        assert await _wait_for(redis, tenant, 1) == 1
+        nodes = {"target_nodes": RedisCluster.ALL_NODES} if isinstance(redis, RedisCluster) else {}
+        await redis.execute_command("CLIENT PAUSE", 12_000, "ALL", **nodes)
+        produce(settings, events[1:])
+        await asyncio.sleep(13)
+        assert await _wait_for(redis, tenant, 4) == 4
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
+    # Taken out, the consumer logs librdkafka's _MAX_POLL_EXCEEDED ("leaving group") and
+    # places its partitions anew once it polls again.
+    placed = [r for r in caplog.records if r.name == "mastery-consume" and r.msg == "resuming"]
+    assert (_warnings(caplog, "consumer error"), len(placed)) == (0, 1)

@@ -149,6 +149,8 @@ async def consume(
                     if not inflight[0].done():  # so the fetch is done: no poll in flight
                         await asyncio.wait((inflight[0],), timeout=MEASURE_EVERY_S)
                         await position.measure(consumer, topics)
+                        if not inflight[0].done():
+                            await _stay_in_group(consumer)
                         continue
                     try:
                         await inflight.popleft()
@@ -266,6 +268,24 @@ async def commit_offsets(
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
         consumer_log().warning("offset commit failed", extra={"error": str(exc)})
+
+
+async def _stay_in_group(consumer: AIOConsumer) -> None:
+    """While batches wait out Redis or the broker, poll with every partition paused:
+    librdkafka takes a consumer that does not poll for ``max.poll.interval.ms`` (300 s)
+    out of its group, and the rebalance that follows moves its partitions for nothing.
+    A record the poll returns all the same is sought back to, so it is fetched again."""
+    assigned = await consumer.assignment()
+    await consumer.pause(assigned)
+    try:
+        message = await consumer.poll(0)
+        if message is not None and message.error() is None:
+            place = TopicPartition(message.topic() or "", message.partition() or 0)
+            place.offset = message.offset() or 0
+            await consumer.seek(place)
+    finally:
+        with contextlib.suppress(KafkaException):  # a rebalance in the poll took some
+            await consumer.resume(assigned)
 
 
 def _firsts(batch: Batch) -> dict[str, dict[str, int]]:
