@@ -43,7 +43,7 @@ from tests.helpers import headers_of, process_env, read_topic
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
     import httpx
     from redis.asyncio import Redis
@@ -653,15 +653,7 @@ async def test_a_chunk_stored_while_a_batch_is_closed_is_kept_and_counted(
             _meanwhile(res.settings, lambda b: b.save_results(tenant, "b1", chunk))
         return figures(stored)
 
-    closed = await res.batches.finish(
-        tenant,
-        "b1",
-        status=BatchStatus.DONE,
-        finished_at=1,
-        figures=chunk_meanwhile,
-        reason="stopped",
-        unreached=_timeouts(ids),
-    )
+    closed = await _close_stopped(res, tenant, ids, chunk_meanwhile)
     assert closed is True
     assert [sorted(r) for r in read] == [list(ids), list(ids)]
     assert read[1]["s2"] == _scored("s2", 0.3)  # not the timeout the first read meant
@@ -676,6 +668,24 @@ async def test_a_chunk_stored_while_a_batch_is_closed_is_kept_and_counted(
         "stopped",
     )
     assert record.summary == summarize([0.9, 0.3]).as_dict()
+
+
+async def _close_stopped(
+    res: Resources,
+    tenant: str,
+    ids: Sequence[str],
+    figures: Callable[[Mapping[str, bytes]], Figures],
+) -> bool:
+    """Batch b1 closed as a status read closes one whose worker stopped (finished at 1)."""
+    return await res.batches.finish(
+        tenant,
+        "b1",
+        status=BatchStatus.DONE,
+        finished_at=1,
+        figures=figures,
+        reason="stopped",
+        unreached=_timeouts(ids),
+    )
 
 
 async def test_a_worker_closing_a_batch_as_a_status_read_does_wins_once_and_holds(
@@ -703,15 +713,7 @@ async def test_a_worker_closing_a_batch_as_a_status_read_does_wins_once_and_hold
         )
         return figures(stored)
 
-    closed = await res.batches.finish(
-        tenant,
-        "b1",
-        status=BatchStatus.DONE,
-        finished_at=1,
-        figures=closed_meanwhile,
-        reason="stopped",
-        unreached=_timeouts(ids),
-    )
+    closed = await _close_stopped(res, tenant, ids, closed_meanwhile)
     assert (closed, len(read)) == (False, 1)
     record = await res.batches.get(tenant, "b1")
     assert record is not None
