@@ -112,7 +112,8 @@ class FakeEventStore:
             self.outboxes.setdefault(tenant, {})[entry] = note
         return Applied(outcomes, notes, backlog, refused)
 
-    async def outbox(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
+    async def leftovers(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
+        """Every note held counts as a leftover here (no clock to age them by)."""
         return list(self.outboxes.get(tenant, {}).items())[:count]
 
     async def published(self, tenant: str, entry_ids: Sequence[str]) -> None:

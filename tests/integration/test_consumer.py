@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.aio import AIOConsumer
@@ -23,7 +24,8 @@ from mastery.cli.rebuild import rebuild
 from mastery.dev import servers
 from mastery.domain import Component, Observation
 from mastery.domain.days import DAY_MAX
-from mastery.errors import Misconfigured
+from mastery.errors import Misconfigured, Unavailable
+from mastery.events import consumer as consumer_module
 from mastery.events.consumer import _apply_in_order, consume
 from mastery.events.kafka import KafkaPublisher, consumer_config, create_topics, producer_config
 from mastery.events.position import Position
@@ -31,7 +33,7 @@ from mastery.offsets import CATCH_ALL
 from mastery.ports import Record
 from mastery.settings import Settings
 from mastery.store import UNKNOWN_TENANT, keys
-from mastery.topics import dlq_topic
+from mastery.topics import LEVEL_CHANGED_TOPIC, dlq_topic
 from tests.conftest import JWT_SECRET
 from tests.helpers import (
     event_data,
@@ -644,3 +646,43 @@ async def test_a_consumer_waiting_out_redis_stays_in_its_group(
     # places its partitions anew once it polls again.
     placed = [r for r in caplog.records if r.name == "mastery-consume" and r.msg == "resuming"]
     assert (_warnings(caplog, "consumer error"), len(placed)) == (0, 1)
+
+
+async def test_an_idle_consumer_publishes_a_quiet_tenants_leftover_level_change(
+    settings: Settings, redis: Redis, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish cut off (the broker away) left a level change in the tenant's outbox, and
+    the tenant sends nothing more: no next batch of theirs will publish it. The idle
+    consumer sweeps the outboxes of the tenants it knows (every minute; a second here)."""
+    monkeypatch.setattr(consumer_module, "_SWEEP_EVERY_S", 1.0)
+    create_topics(settings, [LEVEL_CHANGED_TOPIC])
+    [topic] = fresh_topics(settings, "quiet")
+    res = build(settings, source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
+    try:
+        produce(settings, [record(Component.QUIZ, event_data(tenant, "s1", 0.1), topic=topic)])
+        assert await _wait_for(redis, tenant, 1) == 1  # the tenant has offsets: known
+        away = settings.model_copy(
+            update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+        )
+        cut_off = build(away, source="test")
+        with pytest.raises(Unavailable):
+            await cut_off.ingestor.ingest(
+                [record(c, event_data(tenant, "s1", 1.0)) for c in Component]
+            )
+        await cut_off.aclose()
+        assert await redis.xlen(keys.outbox(tenant)) == 1
+        deadline = time.monotonic() + 20
+        while await redis.xlen(keys.outbox(tenant)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
+    changes = [
+        m
+        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
+        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
+    ]
+    assert len(changes) == 1

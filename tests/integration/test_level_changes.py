@@ -18,6 +18,7 @@ from mastery.events.kafka import create_topics
 from mastery.events.notifications import LEVEL_CHANGED_SOURCE, LEVEL_CHANGED_TYPE
 from mastery.events.schemas import schema_dir
 from mastery.store import keys
+from mastery.store.event_writes import LEFTOVER_MS
 from mastery.topics import LEVEL_CHANGED_TOPIC
 from tests.helpers import event_data, headers_of, read_to_end, record
 
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
     from mastery.settings import Settings
 
 #: How old a note must be for another batch to publish it as a cut-off publish's leftover
-#: (apply.lua's BACKLOG_MS, by Redis's clock), with a margin.
-_LEFT_OVER_S = 5.2
+#: (by Redis's clock), with a margin.
+_LEFT_OVER_S = LEFTOVER_MS / 1000 + 0.2
 
 LEVEL_SCHEMA = fastavro.parse_schema(
     orjson.loads((schema_dir() / "level-changed.avsc").read_bytes())

@@ -42,7 +42,7 @@ from mastery.events.kafka import consumer_config, to_record
 from mastery.events.position import MEASURE_EVERY_S, Ends, Position
 from mastery.events.retries import consumer_log, retrying
 from mastery.metrics import CONSUMER_LAG, CONSUMER_LAST_APPLIED
-from mastery.offsets import partition_field
+from mastery.offsets import CATCH_ALL, partition_field
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +65,9 @@ __all__ = [
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
+#: How often, while idle, the outboxes of the tenants it knows are swept for level
+#: changes a cut-off publish left: a quiet tenant has no next batch to publish them.
+_SWEEP_EVERY_S = 60.0
 
 
 class ConsumerResources(Protocol):
@@ -137,6 +140,7 @@ async def consume(
     CONSUMER_LAST_APPLIED.set_to_current_time()  # "nothing applied for N minutes" starts here
     consumer_log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
+    sweep = _Sweep(res.ingestor, position)
     committed: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
     try:
         fetch: asyncio.Future[list[Message]]
@@ -171,6 +175,8 @@ async def consume(
                         res, consumer, position, (batch, generation), previous, committed
                     )
                     inflight.append(asyncio.create_task(task))
+                elif not inflight:  # idle: a batch in flight publishes leftovers itself
+                    await sweep.due()
         except Misconfigured:
             raise
         except Unavailable:  # retries give up only once stop is set
@@ -268,6 +274,25 @@ async def commit_offsets(
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
         consumer_log().warning("offset commit failed", extra={"error": str(exc)})
+
+
+class _Sweep:
+    """Every ``_SWEEP_EVERY_S``: publish the level changes cut-off publishes left in the
+    outboxes of the tenants the offsets book knows (a failure waits for the next time)."""
+
+    def __init__(self, ingestor: Ingestor, position: Position) -> None:
+        self._ingestor = ingestor
+        self._position = position
+        self._at = time.monotonic()
+
+    async def due(self) -> None:
+        if time.monotonic() - self._at < _SWEEP_EVERY_S:
+            return
+        self._at = time.monotonic()
+        try:
+            await self._ingestor.publish_leftovers(self._position.book.tenants() - {CATCH_ALL})
+        except Unavailable as exc:
+            consumer_log().warning("level changes left in outboxes wait", extra={"error": str(exc)})
 
 
 async def _stay_in_group(consumer: AIOConsumer) -> None:

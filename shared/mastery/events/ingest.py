@@ -218,16 +218,32 @@ class Ingestor:
         for line in lines:
             log.warning("event dead-lettered", extra=line)
 
+    async def publish_leftovers(self, tenants: Iterable[str]) -> None:
+        """Publish the level changes cut-off publishes left in these tenants' outboxes: a
+        quiet tenant has no next batch to do it.
+
+        Raises:
+            Unavailable: Redis or the broker is down; what was not published stays.
+        """
+        notes: dict[tuple[str, str], bytes] = {}
+        for tenant in tenants:
+            notes |= {(tenant, entry): note for entry, note in await self._store.leftovers(tenant)}
+        await self._announce(notes)
+
     async def _notify(self, applied: Applied) -> None:
         """Publish the batch's level changes, and any a cut-off publish left in an outbox."""
         notes = {(tenant, entry): note for tenant, entry, note in applied.notes}
         for tenant in applied.backlog:
-            older = await self._store.outbox(tenant)
+            older = await self._store.leftovers(tenant)
             notes = {(tenant, entry): note for entry, note in older} | notes
+        await self._announce(notes)
+        _count_changes(note for _, _, note in applied.notes)
+
+    async def _announce(self, notes: Mapping[tuple[str, str], bytes]) -> None:
+        """Publish notes, then drop them from their outboxes."""
         if not notes:
             return
         await self._publisher.publish([level_changed(n) for n in notes.values()])
-        _count_changes(note for _, _, note in applied.notes)
         by_tenant: dict[str, list[str]] = {}
         for tenant, entry in notes:
             by_tenant.setdefault(tenant, []).append(entry)

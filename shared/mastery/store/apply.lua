@@ -6,8 +6,8 @@
 --       the student keys the events touch (state, days, seen, xapi), by index.
 -- ARGV: now_ms, ttl_s, window_days, audit_maxlen, origin_s, the four component names in
 --       Component order, their four weights, the levels as JSON [[name, floor], ...]
---       highest first, the class lapse in days (ScoringModel.class_lapse), the tenant
---       prefix, the offset marks as JSON (offsets.lua; [] when the events do not come
+--       highest first, the class lapse in days (ScoringModel.class_lapse), the age in ms
+--       of a leftover level-change note (event_writes.LEFTOVER_MS), the tenant prefix, the offset marks as JSON (offsets.lua; [] when the events do not come
 --       from a consumer), then one JSON array with an array per
 --       event: [state_i, days_i, seen_i, event_hash, seen_expire_at, occurred_at_s,
 --        component, area, weight, weight*score, class_id, student_id,
@@ -16,7 +16,7 @@
 --        voided (a voiding: the event_hash of the statement it voids, else ''),
 --        digest (an xAPI statement: its digest in hex, mastery.events.comparison, else ''),
 --        mark (its partition's place in the offset marks, 0: none), offset (in it)],
---       then each event's audit record (ARGV[19..], in the same order)
+--       then each event's audit record (ARGV[20..], in the same order)
 --       (one JSON argument instead of 14 per event: packing arguments dominated the cost;
 --       the audit records are arguments of their own: inside the JSON, cjson unescaping
 --       them cost ~2 us per event, as much as all the other fields)
@@ -33,7 +33,7 @@
 --     statement already voided: refused);
 --   changes: {outbox entry id, notification JSON} per student whose level this batch
 --     changed; each is also in the tenant's outbox until it has been published;
---   backlog: 1 when the outbox holds a note older than BACKLOG_MS by Redis's clock: one
+--   backlog: 1 when the outbox holds a note older than 'leftover' ms by Redis's clock: one
 --     a cut-off publish left (a crash, the broker away), for the caller to publish. A
 --     fresher one is another writer's, about to be published by it: taking it too
 --     announced it twice whenever two pods wrote one tenant's changes at once;
@@ -51,9 +51,9 @@ local now_ms, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxlen, origin = ARGV[4], tonumber(ARGV[5])
 local comps = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
 local weights = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
-local levels, lapse, prefix = cjson.decode(ARGV[14]), tonumber(ARGV[15]), ARGV[16]
-local marks, events = cjson.decode(ARGV[17]), cjson.decode(ARGV[18])
-local OFFSETS, FIRST, AUDIT = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1, 18
+local levels, lapse, leftover = cjson.decode(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local prefix, marks, events = ARGV[17], cjson.decode(ARGV[18]), cjson.decode(ARGV[19])
+local OFFSETS, FIRST, AUDIT = KEYS[TENANT_KEYS + 1], TENANT_KEYS + 1, 19
 local tenant = string.sub(prefix, 4, -3)
 
 local moved = offsets_moved(OFFSETS, marks)
@@ -587,15 +587,14 @@ if #order > 0 then  -- the tenant's five sorted sets and their sums
   for i = 1, #METRICS do redis.call('EXPIRE', TK.index[i], ttl) end
   redis.call('EXPIRE', TK.sum, ttl)
 end
--- Whether the outbox holds a note older than BACKLOG_MS, by Redis's own clock (the entry
--- ids' clock): left by a publish that was cut off.
-local BACKLOG_MS = 5000
+-- Whether the outbox holds a note older than 'leftover' ms, by Redis's own clock (the
+-- entry ids' clock): left by a publish that was cut off.
 local function backlog()
   local oldest = redis.call('XRANGE', TK.outbox, '-', '+', 'COUNT', 1)[1]
   if not oldest then return 0 end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  return tonumber(string.match(oldest[1], '^%d+')) < now - BACKLOG_MS and 1 or 0
+  return tonumber(string.match(oldest[1], '^%d+')) < now - leftover and 1 or 0
 end
 
 local written = {}

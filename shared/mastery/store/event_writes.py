@@ -36,6 +36,18 @@ _COMPONENTS = tuple(Component)
 UNKNOWN_TENANT = CATCH_ALL
 
 
+#: How old a level-change note must be, by Redis's clock, to be taken for one a cut-off
+#: publish left (a crash, the broker away) and published by whoever comes next: a fresher
+#: one is another writer's, about to be published by it (taking it too announced it twice).
+LEFTOVER_MS = 5000
+
+# The outbox's notes older than ARGV[1] ms by Redis's clock, at most ARGV[2], oldest first.
+_LEFTOVERS = Script("""
+local t = redis.call('TIME')
+local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+return redis.call('XRANGE', KEYS[1], '-', string.format('%d', cut), 'COUNT', ARGV[2])
+""")
+
 # Enters tenants new to partitions in the catch-all's hash (ARGV[2..]: entry, offset, ...),
 # each unless already held; the hash is kept ARGV[1] s.
 _ENTER = Script("""
@@ -83,6 +95,7 @@ class EventWrites(RedisConnection):
             *(repr(model.weights[c]) for c in _COMPONENTS),
             orjson.dumps([[level.value, floor] for level, floor in model.level_floors]),
             model.class_lapse.days,
+            LEFTOVER_MS,
         )
 
     async def apply(
@@ -170,6 +183,12 @@ class EventWrites(RedisConnection):
         ``count`` None: every one."""
         entries = await self.io(self._redis.xrange(keys.outbox(tenant), "-", "+", count)) or []
         return [(as_bytes(i).decode(), as_bytes((f or {})[b"note"])) for i, f in entries]
+
+    async def leftovers(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
+        """The tenant's oldest notes a cut-off publish left (``LEFTOVER_MS`` old or more):
+        (entry id, JSON)."""
+        entries = await self.run(_LEFTOVERS, [keys.outbox(tenant)], [LEFTOVER_MS, count])
+        return [(as_bytes(i).decode(), _note(f)) for i, f in entries or []]
 
     async def pending_changes(self, tenant: str, student: str) -> list[bytes]:
         """The student's level changes not yet published (the outbox holds notes only while
@@ -359,6 +378,12 @@ def _position(
         return 0, 0
     field, offset = positions[slot]
     return mark_of.get(field, 0), offset
+
+
+def _note(fields: Sequence[Any]) -> bytes:
+    """An outbox entry's note, from a script's flat field list."""
+    flat = [as_bytes(x) for x in fields]
+    return dict(zip(flat[::2], flat[1::2], strict=True))[b"note"]
 
 
 def _offsets_of(written: Sequence[Any]) -> dict[str, int]:
