@@ -570,18 +570,29 @@ async def _scored_batch(res: Resources, tenant: str, masteries: dict[str, float]
     await res.batches.save_results(tenant, "b1", {s: orjson.dumps(d) for s, d in docs.items()})
 
 
-async def test_final_figures_read_before_an_erasure_are_read_again(
-    res: Resources, tenant: str
-) -> None:
-    await _scored_batch(res, tenant, {"s1": 0.9, "s2": 0.3})
+def _erasing_on_first_read(
+    res: Resources, tenant: str, student: str, read: list[dict[str, bytes]]
+) -> Callable[[Mapping[str, bytes]], Figures]:
+    """Figures that keep each read of the results in ``read`` and, after the first, erase
+    ``student`` from another connection: an erasure between the read and the write."""
     figures = partial(stored_figures, model=res.model)
-    read: list[dict[str, bytes]] = []
 
     def erased_meanwhile(stored: Mapping[str, bytes]) -> Figures:
         read.append(dict(stored))
         if len(read) == 1:
-            _meanwhile(res.settings, lambda b: b.forget(tenant, "s1", _not_found("s1"), figures))
+            erase = _not_found(student)
+            _meanwhile(res.settings, lambda b: b.forget(tenant, student, erase, figures))
         return figures(stored)
+
+    return erased_meanwhile
+
+
+async def test_final_figures_read_before_an_erasure_are_read_again(
+    res: Resources, tenant: str
+) -> None:
+    await _scored_batch(res, tenant, {"s1": 0.9, "s2": 0.3})
+    read: list[dict[str, bytes]] = []
+    erased_meanwhile = _erasing_on_first_read(res, tenant, "s1", read)
 
     done = BatchStatus.DONE
     await res.batches.finish(tenant, "b1", status=done, finished_at=1, figures=erased_meanwhile)
@@ -600,12 +611,7 @@ async def test_a_recount_read_before_another_erasure_is_read_again(
     batches = res.batches
     await batches.finish(tenant, "b1", status=BatchStatus.DONE, finished_at=1, figures=figures)
     read: list[dict[str, bytes]] = []
-
-    def erased_meanwhile(stored: Mapping[str, bytes]) -> Figures:
-        read.append(dict(stored))
-        if len(read) == 1:
-            _meanwhile(res.settings, lambda b: b.forget(tenant, "s2", _not_found("s2"), figures))
-        return figures(stored)
+    erased_meanwhile = _erasing_on_first_read(res, tenant, "s2", read)
 
     assert await batches.forget(tenant, "s1", _not_found("s1"), erased_meanwhile) == 1
     assert len(read) == 2
