@@ -151,8 +151,6 @@ class OffsetStore(Protocol):
         self, book: OffsetBook, moves: Mapping[str, Mapping[str, int]]
     ) -> None: ...
 
-    async def enter_newcomers(self, book: OffsetBook, entries: Mapping[str, int]) -> None: ...
-
 
 # -- reading students -------------------------------------------------------------------
 

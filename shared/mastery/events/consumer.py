@@ -250,7 +250,6 @@ async def _apply_in_order(
         with attempt:
             if position.generation != generation:
                 return _dropped(ends)
-            await position.enter_newcomers(_firsts(batch))
             await res.ingestor.apply(batch, (position.book, ends))
     if position.generation != generation:  # applied as the partitions were placed anew
         return _dropped(ends)  # its writes stand; where to go on is the new positions'
@@ -311,16 +310,6 @@ async def _stay_in_group(consumer: AIOConsumer) -> None:
     finally:
         with contextlib.suppress(KafkaException):  # a rebalance in the poll took some
             await consumer.resume(assigned)
-
-
-def _firsts(batch: Batch) -> dict[str, dict[str, int]]:
-    """Per tenant of the batch's events, per partition field, the first offset there."""
-    firsts: dict[str, dict[str, int]] = {}
-    for (obs, _), record in zip(batch.accepted, batch.sources, strict=True):
-        fields = firsts.setdefault(obs.tenant, {})
-        f = partition_field(record.topic, record.partition)
-        fields[f] = min(fields.get(f, record.offset), record.offset)
-    return firsts
 
 
 def _dropped(ends: Ends) -> None:

@@ -104,13 +104,6 @@ class Position:
             "first), then start again"
         )
 
-    async def enter_newcomers(self, firsts: dict[str, dict[str, int]]) -> None:
-        """Before a batch applies: enter its tenants new to a partition in the catch-all
-        (``OffsetBook.newcomers``), so that a failover losing their first write does not
-        lose where to read their events again from."""
-        if entries := self.book.newcomers(firsts):
-            await self.store.enter_newcomers(self.book, entries)
-
     async def advance_idle(self, batch_tenants: set[str]) -> None:
         """Move up the offsets of tenants that no recent batch wrote (every few seconds)."""
         if time.monotonic() - self.advanced_at < _ADVANCE_EVERY_S:

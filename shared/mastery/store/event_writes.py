@@ -125,6 +125,8 @@ class EventWrites(RedisConnection):
             OffsetsMoved: a tenant's offsets are not what ``offsets``' book expects; the
                 other tenants' calls are done and written in the book.
         """
+        if offsets is not None and positions is not None:
+            await self._enter_newcomers(offsets[0], _firsts(accepted, positions))
         calls = self._calls(accepted, now, offsets, positions)
         replies = await self._execute(calls, unapplied, now)
         outcomes: list[Outcome] = [Outcome.DUPLICATE] * len(accepted)
@@ -232,10 +234,16 @@ class EventWrites(RedisConnection):
         if moved is not None:
             raise moved
 
-    async def enter_newcomers(self, book: OffsetBook, entries: Mapping[str, int]) -> None:
-        """Enter tenants new to partitions in the catch-all (``OffsetBook.newcomers``),
-        before their events there are applied; an entry already held is kept (it is as
-        low or lower)."""
+    async def _enter_newcomers(
+        self, book: OffsetBook, firsts: Mapping[str, Mapping[str, int]]
+    ) -> None:
+        """Before a consumer's batch applies, enter its tenants new to a partition in the
+        catch-all (``OffsetBook.newcomers``), so that a failover losing their first write
+        does not lose where to read their events again from; an entry already held is
+        kept (it is as low or lower). One call, and only when there is a newcomer."""
+        entries = book.newcomers(firsts)
+        if not entries:
+            return
         key = keys.offsets(CATCH_ALL, book.group)
         flat = [x for entry in entries.items() for x in entry]
         await self.run(_ENTER, [key], [self._ttl_s, *flat])
@@ -378,6 +386,17 @@ def _position(
         return 0, 0
     field, offset = positions[slot]
     return mark_of.get(field, 0), offset
+
+
+def _firsts(
+    accepted: Sequence[tuple[Observation, bytes]], positions: Sequence[tuple[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Per tenant of the accepted events, per partition field, its first offset there."""
+    firsts: dict[str, dict[str, int]] = {}
+    for (obs, _), (field, offset) in zip(accepted, positions, strict=True):
+        fields = firsts.setdefault(obs.tenant, {})
+        fields[field] = min(fields.get(field, offset), offset)
+    return firsts
 
 
 def _note(fields: Sequence[Any]) -> bytes:
