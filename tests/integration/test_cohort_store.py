@@ -156,7 +156,8 @@ async def test_erasure_leaves_no_key_and_no_index_entry(redis: Redis, tenant: st
     await _apply(store, events)
     assert await keys_of_student(redis, tenant, "s3")
 
-    assert await store.erase(tenant, "s3", NOW) >= 3  # state, days, at least one seen bucket
+    deleted, _ = await store.erase(tenant, "s3", NOW)
+    assert deleted >= 3  # state, days, at least one seen bucket
     assert await keys_of_student(redis, tenant, "s3") == []
     for key in [k async for k in redis.scan_iter(match=f"m:{{{tenant}}}:cohort:*")]:
         if await redis.type(key) == b"zset":
@@ -166,8 +167,8 @@ async def test_erasure_leaves_no_key_and_no_index_entry(redis: Redis, tenant: st
     assert await redis.hget(keys.tenant_prefix(tenant) + "cohort:classes", "s3") is None
     await _assert_indexes_match(store, redis, tenant, students)
 
-    assert await store.erase(tenant, "s3", NOW) == 0  # idempotent
-    assert await store.erase(tenant, "never-seen", NOW) == 0
+    assert await store.erase(tenant, "s3", NOW) == (0, NOW)  # idempotent
+    assert await store.erase(tenant, "never-seen", NOW) == (0, NOW)
 
 
 async def test_erasure_finds_what_a_longer_window_kept(redis: Redis, tenant: str) -> None:

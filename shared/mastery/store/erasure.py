@@ -3,6 +3,7 @@ entry (with a tombstone), and reading what an export holds beyond the state and 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
@@ -16,7 +17,6 @@ from mastery.store.scripts import ERASE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-    from datetime import datetime
 
 __all__ = ["AuditEntry", "Bookkeeping", "Erasure"]
 
@@ -34,10 +34,13 @@ class Erasure(RedisConnection):
 
     _ttl_s: int
 
-    async def erase(self, tenant: str, student: str, now: datetime) -> int:
+    async def erase(self, tenant: str, student: str, now: datetime) -> tuple[int, datetime]:
         """Delete every key of the student, atomically, and leave a tombstone.
 
-        Returns how many keys existed (0 when nothing was held).
+        Returns how many keys existed (0 when nothing was held), and the time through
+        which the student's events are erased (refused when delivered again, taken out of
+        the event audit): ``now``, or the newest event the erased state held when it is
+        stamped later (events may be ``max_clock_skew`` ahead of the clock applying them).
         Raises:
             Unavailable: Redis cannot be reached; nothing was erased, retry.
         """
@@ -47,7 +50,8 @@ class Erasure(RedisConnection):
             *keys.student_keys(tenant, student, now_s),
         ]
         args = (keys.tenant_prefix(tenant), student, int(now_s * 1000), self._ttl_s)
-        return int(await self.run(ERASE, key_list, args))
+        deleted, through_ms = await self.run(ERASE, key_list, args)
+        return int(deleted), max(now, datetime.fromtimestamp(int(through_ms) / 1000, UTC))
 
     async def replicated(self, tenant: str, replicas: int, timeout_ms: int) -> int:
         """How many replicas of the tenant's master hold everything written to it so far:

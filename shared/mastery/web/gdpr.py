@@ -104,8 +104,8 @@ async def erasure_of(ctx: Context, principal: Principal, body: StudentRequest) -
     student = body.student_id
     store, now = ctx.resources.store, ctx.resources.clock()
     await write_access(ctx, _ERASE_ROUTE, 202, at=now)
-    deleted = await store.erase(principal.tenant, student, now)
-    entries = await store.audit_entries(principal.tenant, student, erased_at=now)
+    deleted, through = await store.erase(principal.tenant, student, now)
+    entries = await store.audit_entries(principal.tenant, student, erased_at=through)
     redacted = await store.redact_audit(principal.tenant, [entry_id for entry_id, _ in entries])
     # Their result in each live batch becomes ``not_found``, counted as such in its figures.
     batch_results = await ctx.resources.batches.forget(
