@@ -25,7 +25,7 @@ from mastery.dev import servers
 from mastery.domain import Component, Observation
 from mastery.domain.days import DAY_MAX
 from mastery.errors import Misconfigured, Unavailable
-from mastery.events import consumer as consumer_module
+from mastery.events import ingest as ingest_module
 from mastery.events.consumer import _apply_in_order, consume
 from mastery.events.kafka import KafkaPublisher, consumer_config, create_topics, producer_config
 from mastery.events.position import Position
@@ -654,7 +654,7 @@ async def test_an_idle_consumer_publishes_a_quiet_tenants_leftover_level_change(
     """A publish cut off (the broker away) left a level change in the tenant's outbox, and
     the tenant sends nothing more: no next batch of theirs will publish it. The idle
     consumer sweeps the outboxes of the tenants it knows (every minute; a second here)."""
-    monkeypatch.setattr(consumer_module, "_SWEEP_EVERY_S", 1.0)
+    monkeypatch.setattr(ingest_module, "_SWEEP_EVERY_S", 1.0)
     create_topics(settings, [LEVEL_CHANGED_TOPIC])
     [topic] = fresh_topics(settings, "quiet")
     res = build(settings, source="test")

@@ -38,6 +38,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException,
 from confluent_kafka.aio import AIOConsumer
 
 from mastery.errors import Misconfigured, OffsetsMoved, Unavailable
+from mastery.events.ingest import Sweep
 from mastery.events.kafka import consumer_config, to_record
 from mastery.events.position import MEASURE_EVERY_S, Ends, Position
 from mastery.events.retries import consumer_log, retrying
@@ -65,9 +66,6 @@ __all__ = [
 
 #: Batches in flight: one decoded in Python while the other runs in Redis.
 _IN_FLIGHT = 2
-#: How often, while idle, the outboxes of the tenants it knows are swept for level
-#: changes a cut-off publish left: a quiet tenant has no next batch to publish them.
-_SWEEP_EVERY_S = 60.0
 
 
 class ConsumerResources(Protocol):
@@ -140,7 +138,9 @@ async def consume(
     CONSUMER_LAST_APPLIED.set_to_current_time()  # "nothing applied for N minutes" starts here
     consumer_log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
-    sweep = _Sweep(res.ingestor, position)
+    # While idle, the outboxes of the tenants the offsets book knows: those of every
+    # batch applied, also by a consumer that crashed before publishing its level changes.
+    sweep = Sweep(res.ingestor, lambda: position.book.tenants() - {CATCH_ALL}, consumer_log())
     committed: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
     try:
         fetch: asyncio.Future[list[Message]]
@@ -273,25 +273,6 @@ async def commit_offsets(
         # Partitions moved in a rebalance: their new owner re-reads them and the events
         # come back as duplicates, which the store recognises.
         consumer_log().warning("offset commit failed", extra={"error": str(exc)})
-
-
-class _Sweep:
-    """Every ``_SWEEP_EVERY_S``: publish the level changes cut-off publishes left in the
-    outboxes of the tenants the offsets book knows (a failure waits for the next time)."""
-
-    def __init__(self, ingestor: Ingestor, position: Position) -> None:
-        self._ingestor = ingestor
-        self._position = position
-        self._at = time.monotonic()
-
-    async def due(self) -> None:
-        if time.monotonic() - self._at < _SWEEP_EVERY_S:
-            return
-        self._at = time.monotonic()
-        try:
-            await self._ingestor.publish_leftovers(self._position.book.tenants() - {CATCH_ALL})
-        except Unavailable as exc:
-            consumer_log().warning("level changes left in outboxes wait", extra={"error": str(exc)})
 
 
 async def _stay_in_group(consumer: AIOConsumer) -> None:

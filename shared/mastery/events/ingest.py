@@ -9,6 +9,7 @@ anywhere before that redelivers, and redelivered events are recognised as duplic
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,16 +37,25 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from datetime import datetime
 
+    from aws_lambda_powertools import Logger
     from opentelemetry.context import Context
 
     from mastery.domain import Observation, ScoringModel
     from mastery.offsets import OffsetBook
     from mastery.ports import Applied, Clock, EventStore, Publisher, Record, Unapplied
 
-__all__ = ["Batch", "GroupCommit", "Ingestor", "Result", "audit_record"]
+__all__ = ["Batch", "GroupCommit", "Ingestor", "Result", "Sweep", "audit_record"]
 
 Result = tuple[Outcome, str | None]
 """An event's outcome and, when rejected, why."""
+
+#: How often a process sweeps the outboxes of the tenants it knows for level changes a
+#: cut-off publish left: a quiet tenant has no next batch to publish them.
+_SWEEP_EVERY_S = 60.0
+#: How long a sweep may take. A healthy one takes milliseconds (a Redis call per tenant,
+#: one publish); a broker that does not answer would hold it for 15 s (a publish's wait
+#: for its reports), and an HTTP delivery sweeps before it answers.
+_SWEEP_WITHIN_S = 2.0
 
 
 @dataclass(slots=True)
@@ -99,16 +109,32 @@ class Ingestor:
         self._clock = clock
         self._source = source
         self._xapi_tenants = dict(xapi_tenants or {})
-        self._one = GroupCommit(self.ingest, group_max)
+        self._one = GroupCommit(self._ingest_delivered, group_max)
+        self._delivered: set[str] = set()
+        """Tenants of the records delivered to ``ingest_one``, entered before the apply:
+        what its sweep looks at. A delivery whose publish was cut off was not answered
+        2xx and comes again (a duplicate), to this process or another, which enters its
+        tenant in turn."""
+        self._sweep = Sweep(self, lambda: self._delivered, logger(source))
 
     async def ingest_one(self, record: Record) -> Result:
         """Apply one record delivered alone (an HTTP request): grouped with the records
-        that arrive while an earlier group is in Redis (``GroupCommit``).
+        that arrive while an earlier group is in Redis (``GroupCommit``). Then, when one
+        is due, sweep the outboxes of the tenants delivered here (``Sweep``): in the
+        request, whose CPU a serverless platform grants, not between requests.
 
         Raises:
             Unavailable: Redis or the broker is down; nothing is acknowledged, retry it.
+                Never for the sweep: its failure waits for the next one.
         """
-        return await self._one(record)
+        result = await self._one(record)
+        await self._sweep.due()
+        return result
+
+    async def _ingest_delivered(self, records: Sequence[Record]) -> list[Result]:
+        batch = self.prepare(records)
+        self._delivered.update(obs.tenant for obs, _ in batch.accepted)
+        return await self.apply(batch)
 
     async def ingest(
         self,
@@ -249,6 +275,34 @@ class Ingestor:
             by_tenant.setdefault(tenant, []).append(entry)
         for tenant, entries in by_tenant.items():
             await self._store.published(tenant, entries)
+
+
+class Sweep:
+    """Every ``_SWEEP_EVERY_S``, the level changes cut-off publishes left in the outboxes of
+    ``tenants()`` published (``Ingestor.publish_leftovers``), within ``_SWEEP_WITHIN_S``.
+    A sweep that fails (Redis or the broker down, or out of time) is one warning, never
+    an error of its caller: what it did not publish waits for the next one.
+    """
+
+    def __init__(self, ingestor: Ingestor, tenants: Callable[[], Iterable[str]], log: Logger):
+        self._ingestor = ingestor
+        self._tenants = tenants
+        self._log = log
+        self._at = time.monotonic()
+
+    async def due(self) -> None:
+        """Sweep if ``_SWEEP_EVERY_S`` have passed since the last sweep (or since this was
+        made)."""
+        if time.monotonic() - self._at < _SWEEP_EVERY_S:
+            return
+        self._at = time.monotonic()  # before the await: one sweep however many callers
+        try:
+            async with asyncio.timeout(_SWEEP_WITHIN_S):
+                # A copy: deliveries may enter tenants while the sweep waits on Redis.
+                await self._ingestor.publish_leftovers(list(self._tenants()))
+        except (Unavailable, TimeoutError) as exc:
+            error = str(exc) or f"not done in {_SWEEP_WITHIN_S} s"
+            self._log.warning("level changes left in outboxes wait", extra={"error": error})
 
 
 class GroupCommit:
