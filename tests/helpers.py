@@ -58,6 +58,16 @@ def record(
     )
 
 
+def binary_ce(
+    component: Component, data: dict[str, Any], event_id: str
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of an HTTP delivery of an event, as KafkaSource posts it
+    (CloudEvents binary mode, JSON data)."""
+    rec = record(component, data, event_id=event_id, content_type="application/json")
+    headers = {f"ce-{k[3:]}": v.decode() for k, v in rec.headers.items() if k.startswith("ce_")}
+    return rec.value or b"", {**headers, "content-type": "application/json"}
+
+
 def committed(settings: Settings, topic: str, group: str) -> int:
     """How many records the group has committed past, over every partition of ``topic``.
 

@@ -21,7 +21,7 @@ from mastery.topics import AUDIT_TOPIC, dlq_topic, event_topic
 from mastery.web.events import event_handler
 from mastery.web.query import query_mastery
 from tests.conftest import JWT_SECRET
-from tests.helpers import event_data, headers_of, read_to_end, read_topic, record
+from tests.helpers import binary_ce, event_data, headers_of, read_to_end, read_topic, record
 from tests.integration.conftest import JSON, serve, token
 
 if TYPE_CHECKING:
@@ -30,14 +30,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from mastery.bootstrap import Resources
-
-
-def binary_ce(
-    component: Component, data: dict[str, object], event_id: str
-) -> tuple[bytes, dict[str, str]]:
-    rec = record(component, data, event_id=event_id, content_type="application/json")
-    headers = {f"ce-{k[3:]}": v.decode() for k, v in rec.headers.items() if k.startswith("ce_")}
-    return rec.value or b"", {**headers, "content-type": "application/json"}
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda s: s.name)

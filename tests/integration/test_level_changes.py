@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -14,13 +15,16 @@ import pytest
 from mastery.bootstrap import build
 from mastery.domain import Component, Level, explain
 from mastery.errors import Unavailable
+from mastery.events import ingest as ingest_module
 from mastery.events.kafka import create_topics
 from mastery.events.notifications import LEVEL_CHANGED_SOURCE, LEVEL_CHANGED_TYPE
 from mastery.events.schemas import schema_dir
 from mastery.store import keys
 from mastery.store.event_writes import LEFTOVER_MS
 from mastery.topics import LEVEL_CHANGED_TOPIC
-from tests.helpers import event_data, headers_of, read_to_end, record
+from mastery.web.events import event_handler
+from tests.helpers import binary_ce, event_data, headers_of, read_to_end, record
+from tests.integration.conftest import serve
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -188,6 +192,63 @@ async def test_a_publish_cut_off_is_completed_from_the_outbox(
         ("beginner", explain(state).level.value)
     ]
     assert await redis.xlen(keys.outbox(tenant)) == 0  # ...published and dropped
+
+
+async def test_an_event_handler_sweeps_a_quiet_tenants_leftover_level_change_when_due(
+    settings: Settings, redis: Redis, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery's publish is cut off (the broker away: 503), its redelivery comes at
+    once and is a duplicate (the note, fresh, is not a leftover yet), and the tenant sends
+    nothing more: no next batch of theirs publishes the change. The handler sweeps the
+    outboxes of the tenants delivered to it, within a delivery of another tenant's, once
+    a sweep is due (every minute: an hour, then a second, here)."""
+    monkeypatch.setattr(ingest_module, "_SWEEP_EVERY_S", 3600.0)
+    create_topics(settings, [LEVEL_CHANGED_TOPIC])
+    quiet, busy = tenant, f"{tenant}-busy"
+    on_quiz = {"POST /": event_handler(Component.QUIZ)}
+    res = build(settings, source="test")
+    away = build(
+        settings.model_copy(
+            update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 1000}
+        ),
+        source="test",
+    )
+    others = [c for c in Component if c is not Component.QUIZ]
+    await res.ingestor.ingest([record(c, event_data(quiet, "s1", 1.0)) for c in others])
+    up, up_headers = binary_ce(Component.QUIZ, event_data(quiet, "s1", 1.0), f"{quiet}-up")
+    try:
+        async with (
+            serve("on-quiz", on_quiz, res, uses_auth=False) as handler,
+            serve("on-quiz", on_quiz, away, uses_auth=False) as cut_off,
+        ):
+
+            async def deliver(body: bytes, headers: dict[str, str]) -> object:
+                resp = await handler.post("/", content=body, headers=headers)
+                assert resp.status_code == 200, resp.text
+                return resp.json()["outcome"]
+
+            async def busy_event() -> object:
+                data = event_data(busy, "s1")
+                return await deliver(*binary_ce(Component.QUIZ, data, uuid.uuid4().hex))
+
+            assert (await cut_off.post("/", content=up, headers=up_headers)).status_code == 503
+            assert await deliver(up, up_headers) == "duplicate"  # redelivered at once
+            assert await redis.xlen(keys.outbox(quiet)) == 1
+
+            await asyncio.sleep(_LEFT_OVER_S)  # a leftover now
+            assert await busy_event() == "applied"
+            assert await redis.xlen(keys.outbox(quiet)) == 1  # no sweep due: it waits
+
+            monkeypatch.setattr(ingest_module, "_SWEEP_EVERY_S", 1.0)  # passed long ago
+            assert await busy_event() == "applied"
+            assert await redis.xlen(keys.outbox(quiet)) == 0
+    finally:
+        await res.aclose()
+        await away.aclose()
+    changes = [orjson.loads(m.value() or b"") for m in _changes(settings, quiet)]
+    assert [(d["old_level"], d["new_level"], d["cause_event_id"]) for d in changes] == [
+        ("competent", "expert", f"{quiet}-up")
+    ]
 
 
 class _LetsInFirst:
