@@ -37,16 +37,20 @@ class FakeClock:
 
 
 class FakePublisher:
-    """A ``Publisher`` that keeps every message; ``down`` makes it refuse, as a broker away."""
+    """A ``Publisher`` that keeps every message; ``down`` makes it refuse, as a broker away;
+    ``paused``: each publish waits until it is set (a broker that does not answer)."""
 
     def __init__(self, log: list[str] | None = None) -> None:
         self.sent: list[OutMessage] = []
         self.down = False
+        self.paused: asyncio.Event | None = None
         self._log = log
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:
             return
+        if self.paused is not None:
+            await self.paused.wait()
         if self.down:
             raise Unavailable("kafka: down")
         if self._log is not None:
@@ -58,7 +62,8 @@ class FakeEventStore:
     """An ``EventStore``: every event applied once (by id), level changes kept in an outbox.
 
     ``changes`` are the notes the next ``apply`` reports (as the script would for the
-    events that moved a level); ``backlog`` tenants' outboxes hold older notes too.
+    events that moved a level); a batch's tenant whose outbox holds older notes is in its
+    ``backlog``.
     ``paused``: each ``apply`` waits until it is set (a slow Redis); ``poison``: event ids
     whose ``apply`` raises ``ValueError`` (a bug one event triggers); ``refuse``: event ids
     the store refuses (``REJECTED``) with the reason given, as ``apply.lua`` a full day.
@@ -107,7 +112,7 @@ class FakeEventStore:
             outcomes.append(Outcome.APPLIED)
         self.unapplied.extend(unapplied)
         notes, self.changes = self.changes, []
-        backlog = frozenset(t for t, box in self.outboxes.items() if box)
+        backlog = frozenset(t for t in {obs.tenant for obs, _ in accepted} if self.outboxes.get(t))
         for tenant, entry, note in notes:
             self.outboxes.setdefault(tenant, {})[entry] = note
         return Applied(outcomes, notes, backlog, refused)

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+import mastery.events.ingest
 from mastery.domain import Component
 from mastery.errors import Unavailable
 from mastery.events.ingest import Ingestor
@@ -104,8 +105,6 @@ async def test_a_record_the_decoder_trips_on_is_dead_lettered_and_the_rest_go_on
 ) -> None:
     """A defect met by one record (an exception no check foresaw) must not stop its
     partition: the consumer would meet the same record at every restart."""
-    import mastery.events.ingest
-
     poison = _good("s9")
     real = mastery.events.ingest.decode
 
@@ -262,6 +261,50 @@ async def test_a_cut_off_publish_leaves_the_change_for_the_next_batch_to_publish
     # The backlog went with the new one.
     assert ids == [f"{TENANT}:s1:2:{at_ms}", f"{TENANT}:s4:1:{at_ms}"]
     assert store.outboxes[TENANT] == {}
+
+
+def _sweep_warnings(logged: Callable[[], list[dict[str, Any]]]) -> list[str]:
+    return [x["error"] for x in logged() if x["message"] == "level changes left in outboxes wait"]
+
+
+async def test_a_sweep_that_fails_is_a_warning_and_the_delivery_is_answered(
+    monkeypatch: pytest.MonkeyPatch, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A delivery sweeps the outboxes of the tenants delivered before it (when a sweep is
+    due: every time, here); the broker away, its answer is its own outcome all the same,
+    and the change waits for the next sweep."""
+    monkeypatch.setattr(mastery.events.ingest, "_SWEEP_EVERY_S", 0.0)
+    ingestor, store, publisher = _ingestor()
+    await ingestor.ingest_one(_good("s1"))
+    store.outboxes[TENANT] = {"1-0": _note("s1", 2)}  # a cut-off publish left it
+    publisher.down = True
+    elsewhere = record(Component.QUIZ, event_data("school-2", "s1", 0.8, NOW - timedelta(hours=1)))
+    assert await ingestor.ingest_one(elsewhere) == (Outcome.APPLIED, None)
+    assert list(store.outboxes[TENANT]) == ["1-0"]
+    assert _sweep_warnings(logged) == ["kafka: down"]
+
+    publisher.down = False
+    await ingestor.ingest_one(_good("s2"))
+    assert [dict(m.headers)["ce_id"] for m in publisher.sent] == [
+        f"{TENANT}:s1:2:{int(NOW.timestamp() * 1000)}".encode()
+    ]
+    assert store.outboxes[TENANT] == {}
+
+
+async def test_a_sweep_the_broker_does_not_answer_holds_a_delivery_no_longer_than_its_bound(
+    monkeypatch: pytest.MonkeyPatch, logged: Callable[[], list[dict[str, Any]]]
+) -> None:
+    monkeypatch.setattr(mastery.events.ingest, "_SWEEP_EVERY_S", 0.0)
+    monkeypatch.setattr(mastery.events.ingest, "_SWEEP_WITHIN_S", 0.05)
+    ingestor, store, publisher = _ingestor()
+    await ingestor.ingest_one(_good("s1"))
+    store.outboxes[TENANT] = {"1-0": _note("s1", 2)}
+    publisher.paused = asyncio.Event()  # never set
+    elsewhere = record(Component.QUIZ, event_data("school-2", "s1", 0.8, NOW - timedelta(hours=1)))
+    answer = await asyncio.wait_for(ingestor.ingest_one(elsewhere), 1)
+    assert answer == (Outcome.APPLIED, None)
+    assert _sweep_warnings(logged) == ["not done in 0.05 s"]
+    assert list(store.outboxes[TENANT]) == ["1-0"]
 
 
 async def _settle(*calls: asyncio.Task[object]) -> list[object]:
