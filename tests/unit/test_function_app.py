@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mastery.logs import logger
-from mastery.web.app import FunctionApp, json_response
+from mastery.web.app import FunctionApp, json_response, read_limited
 from mastery.web.auth import AUTH_FAILURES, Authenticator
 from mastery.web.problems import Problem
 from tests.fakes import FakeClock, FakePublisher
@@ -160,6 +160,35 @@ async def test_unknown_route_and_wrong_method(app: FunctionApp) -> None:
     assert wrong.headers["allow"] == "POST"
     assert health.json() == {"status": "ok", "function": "unit-fn"}
     assert openfaas.json() == health.json()
+
+
+async def test_a_made_up_method_is_counted_as_other(app: FunctionApp) -> None:
+    """A label per method a client makes up would grow the request metric without bound
+    (found by a security reviewer)."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:  # every method reaches it
+        response = await app(Request(scope, receive))
+        await response(scope, receive, send)
+
+    labels = {"function": "unit-fn", "route": "other /echo", "status": "405"}
+    before = REGISTRY.get_sample_value("mastery_requests_total", labels | {"method": "other"})
+    transport = httpx.ASGITransport(app=asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fn") as c:
+        assert (await c.request("BREW", "/echo")).status_code == 405
+    assert REGISTRY.get_sample_value("mastery_requests_total", labels | {"method": "BREW"}) is None
+    after = REGISTRY.get_sample_value("mastery_requests_total", labels | {"method": "other"})
+    assert after == (before or 0) + 1
+
+
+async def test_a_content_length_of_other_digits_is_not_a_500() -> None:
+    """ "²" is a digit to ``str.isdigit``, not to ``int`` (found by a security reviewer)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    headers = [(b"content-length", "²".encode("latin-1"))]
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+    assert await read_limited(Request(scope, receive), 10) == b"{}"
 
 
 async def test_every_request_to_a_data_route_is_audited(app: FunctionApp) -> None:

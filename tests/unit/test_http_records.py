@@ -239,3 +239,12 @@ def test_empty_x_topic_falls_back_to_default() -> None:
 def test_no_content_type_adds_none() -> None:
     record = record_from_http({"ce-id": "e1", "accept": "*/*"}, b"{}", "mastery.quiz")
     assert "content-type" not in record.headers
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "1e3", "", " 7", "99999999999999999999"])
+def test_a_partition_or_offset_that_is_not_a_plain_decimal_is_unknown(value: str) -> None:
+    """``str.isdigit`` takes "²" and "٣", which ``int`` refuses: a trigger's odd header
+    gave a 500, which it retries forever (found by a security reviewer)."""
+    headers = {"x-topic": "mastery.quiz", "x-kafka-partition": value, "x-kafka-offset": value}
+    record = record_from_http(headers, b"\x02", "mastery.quiz")
+    assert (record.partition, record.offset) == (-1, -1)

@@ -68,6 +68,9 @@ _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # /_/health (both probes) and reads no annotation that would point it elsewhere.
 _HEALTH = ("/health", "/_/health")
 _READY = ("/ready", "/_/ready")
+#: The methods a request metric is labelled with; any other is "other" (a label per
+#: method a client makes up would grow the series without bound).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Services(Protocol):
@@ -267,8 +270,10 @@ class FunctionApp:
     async def _dispatch(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
         correlation_id = correlation_id_of(request.headers)
-        # Metrics and the audit name the route's template, not the path: bounded labels.
-        route = f"{request.method} {path}"
+        # Metrics and the audit name the route's template, not the path, and a method
+        # they know: bounded labels.
+        method = request.method if request.method in _METHODS else "other"
+        route = f"{method} {path}"
         matched = self._routes.match(request.method, path)
         handler = matched[1] if matched else None
         ctx: Context | None = None
@@ -276,7 +281,7 @@ class FunctionApp:
             if matched is None:
                 served = self._routes.serves(path)
                 if served is not None:
-                    route = f"{request.method} {served[0]}"
+                    route = f"{method} {served[0]}"
                     allow = self._routes.methods(path)
                     raise Problem(
                         405,
@@ -310,7 +315,7 @@ class FunctionApp:
         elapsed = time.perf_counter() - started
         if tracing.enabled():
             tracing.name_route(route)
-        REQUESTS.labels(self.name, route, request.method, str(status)).inc()
+        REQUESTS.labels(self.name, route, method, str(status)).inc()
         REQUEST_LATENCY.labels(self.name, route).observe(elapsed)
         if status >= 500:
             REQUEST_ERRORS.labels(self.name, route).inc()
@@ -427,7 +432,7 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     if coding != "identity":
         raise Problem(415, f"send the body uncompressed (Content-Encoding {coding[:40]!r})")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise Problem(413, f"body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0

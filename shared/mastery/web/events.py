@@ -49,6 +49,9 @@ _EXTENSION_HEADERS = {
 }
 
 
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+
+
 def record_from_http(headers: dict[str, str], body: bytes, default_topic: str) -> Record:
     """The Kafka record an HTTP delivery stands for."""
     topic = headers.get("x-topic") or default_topic
@@ -91,4 +94,6 @@ def topic_handler(topic: str) -> Callable[[Request, Context], Awaitable[Response
 
 
 def _int(value: str | None) -> int:
-    return int(value) if value and value.lstrip("-").isdigit() else -1
+    """A partition or offset header; -1 when absent or not a plain decimal ("²" is a
+    digit to ``str.isdigit``, not to ``int``)."""
+    return int(value) if value and _DECIMAL.fullmatch(value) else -1
