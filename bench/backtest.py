@@ -101,6 +101,9 @@ class Student:
     family: str
     events: list[Observation] = field(default_factory=list)
     mastery: dict[int, float] = field(default_factory=dict)  # day -> mastery at its end
+    #: day -> the generator's skill that day (before component offsets and noise): what
+    #: no forecast sees, for bounds (``bench.learned_bound --oracle``)
+    skill: dict[int, float] = field(default_factory=dict)
 
 
 def _skill(family: str, p: dict[str, float], t: int) -> float:
@@ -158,9 +161,10 @@ def simulate(settings: Settings) -> list[Student]:
             practising = begun and t not in gaps and rng.random() < active
             if family == "gaps":  # practice lifts the skill, time away costs some of it
                 drift += 0.008 if practising else -0.004
+            skill = _skill(family, p, t) + drift
+            student.skill[t] = skill
             if practising:
                 at = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
-                skill = _skill(family, p, t) + drift
                 obs = [
                     Observation(
                         f"{i}-{t}-{k}",
