@@ -33,6 +33,7 @@ from mastery.offsets import CATCH_ALL
 from mastery.ports import Record
 from mastery.settings import Settings
 from mastery.store import UNKNOWN_TENANT, keys
+from mastery.store import event_writes as event_writes_module
 from mastery.topics import LEVEL_CHANGED_TOPIC, dlq_topic
 from tests.conftest import JWT_SECRET
 from tests.helpers import (
@@ -646,6 +647,68 @@ async def test_a_consumer_waiting_out_redis_stays_in_its_group(
     # places its partitions anew once it polls again.
     placed = [r for r in caplog.records if r.name == "mastery-consume" and r.msg == "resuming"]
     assert (_warnings(caplog, "consumer error"), len(placed)) == (0, 1)
+
+
+async def test_a_busy_consumer_publishes_a_quiet_tenants_leftover_level_change(
+    settings: Settings, redis: Redis, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut-off publish's leftover of a quiet tenant (as in the idle consumer's test below),
+    while another tenant's backlog keeps the consumer busy: it is never idle, and sweeps
+    all the same (every minute; a fifth of a second here, and a note is a leftover
+    at once). It swept only while idle, so a busy deployment never published a quiet
+    tenant's leftover."""
+    monkeypatch.setattr(ingest_module, "_SWEEP_EVERY_S", 0.2)
+    monkeypatch.setattr(event_writes_module, "LEFTOVER_MS", 0)
+    create_topics(settings, [LEVEL_CHANGED_TOPIC])
+    [topic] = fresh_topics(settings, "busy")
+    busy, backlog = f"{tenant}-busy", 30_000
+    produce(  # the quiet tenant's event first: known once its batch is applied
+        settings,
+        [record(Component.QUIZ, event_data(tenant, "s1", 0.1), topic=topic)]
+        + [
+            record(Component.QUIZ, event_data(busy, STUDENTS[i % 40], 0.5), topic=topic)
+            for i in range(backlog)
+        ],
+    )
+    away = settings.model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:1", "kafka_timeout_ms": 100}
+    )
+    cut_off = build(away, source="test")
+    # Small batches: the backlog lasts seconds after the leftover is made (a publish to no
+    # broker fails after about a second, librdkafka's timeout scan).
+    res = build(settings.model_copy(update={"batch_size": 10}), source="test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(res, [topic], stop, group=f"g-{tenant}"))
+    try:
+        assert await _wait_for(redis, tenant, 1) == 1
+        with pytest.raises(Unavailable):
+            await cut_off.ingestor.ingest(
+                [record(c, event_data(tenant, "s1", 1.0)) for c in Component]
+            )
+        await cut_off.aclose()
+        deadline = time.monotonic() + 20
+        while await redis.xlen(keys.outbox(tenant)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        swept_at = await redis.xlen(keys.audit(busy))
+        assert await _wait_for_audit(redis, busy, backlog) == backlog
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await res.aclose()
+    assert swept_at < backlog, "swept only once the backlog was drained (idle)"
+    changes = [
+        m
+        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
+        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
+    ]
+    assert len(changes) == 1
+
+
+async def _wait_for_audit(redis: Redis, tenant: str, expected: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while (n := await redis.xlen(keys.audit(tenant))) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return n
 
 
 async def test_an_idle_consumer_publishes_a_quiet_tenants_leftover_level_change(

@@ -138,8 +138,8 @@ async def consume(
     CONSUMER_LAST_APPLIED.set_to_current_time()  # "nothing applied for N minutes" starts here
     consumer_log().info("consuming", extra={"topics": list(topics), "group": group})
     inflight: deque[asyncio.Task[None]] = deque()
-    # While idle, the outboxes of the tenants the offsets book knows: those of every
-    # batch applied, also by a consumer that crashed before publishing its level changes.
+    # The outboxes of the tenants the offsets book knows: those of every batch applied,
+    # also by a consumer that crashed before publishing its level changes.
     sweep = Sweep(res.ingestor, lambda: position.book.tenants() - {CATCH_ALL}, consumer_log())
     committed: dict[tuple[str, int], TopicPartition] = {}  # next offset per partition
     try:
@@ -175,8 +175,8 @@ async def consume(
                         res, consumer, position, (batch, generation), previous, committed
                     )
                     inflight.append(asyncio.create_task(task))
-                elif not inflight:  # idle: a batch in flight publishes leftovers itself
-                    await sweep.due()
+                # Busy or idle: a quiet tenant has no batch of its own to publish them.
+                await sweep.due()
         except Misconfigured:
             raise
         except Unavailable:  # retries give up only once stop is set
