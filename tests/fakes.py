@@ -73,6 +73,7 @@ class FakeEventStore:
         self.applied: list[Observation] = []
         self.unapplied: list[Unapplied] = []
         self.outboxes: dict[str, dict[str, bytes]] = {}
+        self.latency = 0.0
         self.changes: list[Note] = []
         self.down = False
         self.paused: asyncio.Event | None = None
@@ -118,7 +119,9 @@ class FakeEventStore:
         return Applied(outcomes, notes, backlog, refused)
 
     async def leftovers(self, tenant: str, count: int = 100) -> list[tuple[str, bytes]]:
-        """Every note held counts as a leftover here (no clock to age them by)."""
+        """Every note held counts as a leftover here (no clock to age them by); each read
+        takes ``latency`` seconds (a round trip)."""
+        await asyncio.sleep(self.latency)
         return list(self.outboxes.get(tenant, {}).items())[:count]
 
     async def published(self, tenant: str, entry_ids: Sequence[str]) -> None:

@@ -307,6 +307,18 @@ async def test_a_sweep_the_broker_does_not_answer_holds_a_delivery_no_longer_tha
     assert list(store.outboxes[TENANT]) == ["1-0"]
 
 
+async def test_a_sweep_reads_many_outboxes_at_once() -> None:
+    """Read one after another, 400 outboxes 10 ms away take 4 s, twice a sweep's time,
+    and the sweep publishes none."""
+    ingestor, store, publisher = _ingestor()
+    store.latency = 0.01
+    tenants = [f"school-{i}" for i in range(400)]
+    store.outboxes[tenants[-1]] = {"1-0": _note("s1", 2)}
+    await asyncio.wait_for(ingestor.publish_leftovers(tenants), 1)
+    assert len(publisher.sent) == 1
+    assert store.outboxes[tenants[-1]] == {}
+
+
 async def _settle(*calls: asyncio.Task[object]) -> list[object]:
     """Each call's result, or the exception it raised."""
     return await asyncio.gather(*calls, return_exceptions=True)
