@@ -104,7 +104,7 @@ async def test_prediction_is_cached_until_a_new_event(
         # this state's and today's, but not the answer's shape (another release's): a miss,
         # not an answer that breaks its document
         orjson.dumps(
-            {"version": 1, "day": NOW.date().isoformat(), "doc": {"student_id": "s1", "old": 1}}
+            {"stamp": "STAMP", "day": NOW.date().isoformat(), "doc": {"student_id": "s1", "old": 1}}
         ),
     ],
 )
@@ -116,7 +116,10 @@ async def test_a_corrupt_cache_entry_is_a_miss(
     entry: bytes,
 ) -> None:
     await _events(res, tenant, "s1", {Component.QUIZ: 0.5})
-    await redis.set(keys.prediction(tenant, "s1"), entry, ex=60)
+    days = await res.store.days_of(tenant, "s1")
+    assert days is not None
+    ours = entry.replace(b"STAMP", days.stamp.encode())  # the state's own stamp
+    await redis.set(keys.prediction(tenant, "s1"), ours, ex=60)
     fn = client("prediction")
     resp = await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))
     assert resp.status_code == 200
@@ -285,7 +288,9 @@ async def test_the_json_history_is_served_from_its_cache_until_state_day_or_rang
     first = await fn.post(HISTORY, json=body, headers=_auth(tenant))
     assert first.status_code == 200, first.text
     entry = await redis.get(keys.history(tenant, "s1"))
-    tag = f"{first.json()['version']} {NOW.date().isoformat()} 30 day\n".encode()
+    days = await res.store.days_of(tenant, "s1")
+    assert days is not None
+    tag = f"{days.stamp} {NOW.date().isoformat()} 30 day\n".encode()
     assert entry == tag + first.content
     assert 0 < await redis.ttl(keys.history(tenant, "s1")) <= 3600
 

@@ -242,7 +242,8 @@ async def test_at_risk_follows_the_batch_policy_and_reuses_cached_predictions(
     async with session(bearer("a1", "admin", school)) as s:
         again = await s.call_tool("predict_next_week", {"student_id": "s1"})
     assert not again.is_error
-    assert orjson.loads(cached)["version"] == 21 * 4
+    assert orjson.loads(cached)["doc"]["version"] == 21 * 4
+    assert orjson.loads(cached)["stamp"].startswith(f"{21 * 4}@")
 
     async with session(bearer("s1", "student", school)) as s:
         refused = await s.call_tool("find_students_at_risk", {"class_id": "c1"})

@@ -199,13 +199,14 @@ async def test_an_answer_cached_after_an_erasure_is_not_kept(redis: Redis, tenan
     read = await store.days_of(tenant, "s1")
     assert read is not None
     await store.erase(tenant, "s1", NOW)
-    await store.cache(keys.prediction, tenant, [("s1", read.version, b"{}")], 60)
+    await store.cache(keys.prediction, tenant, [("s1", read.stamp, b"{}")], 60)
     assert await redis.exists(keys.prediction(tenant, "s1")) == 0
     other = await store.days_of(tenant, "s2")
     assert other is not None
-    await store.cache(keys.prediction, tenant, [("s2", other.version, b"{}")], 60)
+    await store.cache(keys.prediction, tenant, [("s2", other.stamp, b"{}")], 60)
     assert await redis.get(keys.prediction(tenant, "s2")) == b"{}"
-    await store.cache(keys.prediction, tenant, [("s2", other.version + 1, b"[]")], 60)
+    later = replace(other, version=other.version + 1)
+    await store.cache(keys.prediction, tenant, [("s2", later.stamp, b"[]")], 60)
     assert await redis.get(keys.prediction(tenant, "s2")) == b"{}"  # not from another version
 
 

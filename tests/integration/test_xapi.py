@@ -503,11 +503,12 @@ def _voidable(student: str, home: str, now: datetime = _NOW) -> list[dict[str, o
 
 
 async def _snapshot(redis: Redis, tenant: str, student: str) -> dict[str, object]:
-    """What the store holds about a student, but for what counts writes (version, times)."""
+    """What the store holds about a student, but for what counts writes (version, times,
+    the audit entry it was born at)."""
     state = {
         k.decode(): v.decode()
         for k, v in (await redis.hgetall(keys.state(tenant, student))).items()
-        if k not in (b"version", b"updated_at")
+        if k not in (b"version", b"updated_at", b"born")
     }
     sums = {  # a sum less what was added is the sum without it, but for rounding
         k: pytest.approx(float(v), rel=1e-12) if k.endswith((":s", ":w")) else v

@@ -304,6 +304,7 @@ local function forgotten(record)
 end
 local refused = {}  -- per refused event: its place in the call, why
 local stops = {}  -- per offset mark: the offset of its first refused event
+local audit_id  -- the call's newest audit entry: a state it creates is born then (below)
 
 for i, e in ipairs(events) do
   local state, days, seen = KEYS[FIRST + e[1]], KEYS[FIRST + e[2]], KEYS[FIRST + e[3]]
@@ -349,11 +350,12 @@ for i, e in ipairs(events) do
   if outcome == 'rejected' then
     local m = e[19]
     if m > 0 and (stops[m] == nil or e[20] < stops[m]) then stops[m] = e[20] end
-    redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome,
+    audit_id = redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome,
       'reason', refused[#refused], 'event', ARGV[AUDIT + i])
   else
     local record = outcome == 'erased' and forgotten(ARGV[AUDIT + i]) or ARGV[AUDIT + i]
-    redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome, 'event', record)
+    audit_id = redis.call('XADD', TK.audit, 'MAXLEN', '~', maxlen, '*', 'outcome', outcome,
+      'event', record)
   end
   outcomes[#outcomes + 1] = outcome
 end
@@ -513,6 +515,15 @@ for _, state in ipairs(order) do
   local out = {'last_at', string.format('%.6f', last), 'classes', class_field,
     'updated_at', now_ms,
     'version', string.format('%d', num(val['version']) + st.n)}
+  -- A new state (a student's first events, or their first since an erasure or expiry)
+  -- is stamped 'born' with this call's newest audit id: the version restarts at 1, but
+  -- the tenant's stream ids only grow (whatever the clock does; the stream outlives its
+  -- states), so no two of a student's states share version and 'born'. An answer cache
+  -- entry is kept and served for both (cache.lua).
+  if not val['version'] then
+    out[#out + 1] = 'born'
+    out[#out + 1] = audit_id
+  end
   local gone = {}  -- sums whose every event was voided: as if never observed
   for p, sum in pairs(st.sums) do
     local n_ = num(val[p .. ':n']) + sum[3]

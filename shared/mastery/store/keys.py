@@ -5,13 +5,14 @@ so every script that applies events, erases a student or compares a cohort touch
 slot (docs/decisions.md, "Redis Cluster", gives the trade-off).
 
     m:{<tenant>}:s:<student>:state      hash: decayed sums per component/area, version, classes
-                                        ("<class>:<day>,...", records.class_days)
+                                        ("<class>:<day>,...", records.class_days), born
+                                        (apply.lua: which of the student's states it is)
     m:{<tenant>}:s:<student>:days       string: packed day records (see DAY_HEADER)
     m:{<tenant>}:s:<student>:seen:<n>   set of 64-bit event-id hashes, 30-day bucket n
-    m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state version
-                                        and day it was made for), TTL 1 hour
+    m:{<tenant>}:s:<student>:prediction string: cached prediction (JSON with the state stamp,
+                                        StudentDays.stamp, and day it was made for), TTL 1 hour
     m:{<tenant>}:s:<student>:history    string: the last JSON history answered, after a line
-                                        naming its state version, day and range, TTL 1 hour
+                                        naming its state stamp, day and range, TTL 1 hour
     m:{<tenant>}:s:<student>:xapi       hash: xAPI statement id hash (event_hash) -> what it
                                         added and the digest of what it said, packed
                                         (apply.lua), or a voided mark: what a voiding

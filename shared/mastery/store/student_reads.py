@@ -36,13 +36,22 @@ class StudentDays:
     """What answers built on the day records need, read at one instant.
 
     ``classes`` decide who may see them; ``cached`` is the raw entry of the answer cache
-    asked for, if it exists (its validity is the caller's to judge).
+    asked for, if it exists (its validity is the caller's to judge: by ``stamp``).
+    ``born`` tells the student's states apart across an erasure (apply.lua; ``""`` for
+    one written before it was kept), where the version restarts at 1.
     """
 
     version: int
     classes: frozenset[str]
     packed_days: bytes
     cached: bytes | None = None
+    born: str = ""
+
+    @property
+    def stamp(self) -> str:
+        """The state these were read from, ``<version>@<born>``: what an answer cache entry
+        is made for (``StudentReads.cache``, cache.lua), never the same for two states."""
+        return f"{self.version}@{self.born}"
 
     @property
     def activity(self) -> list[DayActivity]:
@@ -134,8 +143,8 @@ class StudentReads(RedisConnection):
         its key, ``keys.prediction`` or ``keys.history``), one round trip.
 
         MULTI/EXEC, so no event is applied between reading the version and the days: an
-        answer made from them belongs to exactly that version. ``None`` when nothing is
-        held for the student.
+        answer made from them belongs to exactly that state (``StudentDays.stamp``).
+        ``None`` when nothing is held for the student.
         """
         [days] = await self._days([student], tenant, cache)
         return days
@@ -151,7 +160,7 @@ class StudentReads(RedisConnection):
     ) -> list[StudentDays | None]:
         async with self.pipeline(transaction=True) as pipe:
             for student in students:
-                pipe.hmget(keys.state(tenant, student), ["version", "classes"])
+                pipe.hmget(keys.state(tenant, student), ["version", "classes", "born"])
                 pipe.get(keys.days(tenant, student))
                 if cache:
                     pipe.get(cache(tenant, student))
@@ -159,7 +168,7 @@ class StudentReads(RedisConnection):
         per = 3 if cache else 2
         out: list[StudentDays | None] = []
         for i in range(len(students)):
-            (version, classes), blob, *cached = replies[per * i : per * i + per]
+            (version, classes, born), blob, *cached = replies[per * i : per * i + per]
             if version is None:
                 out.append(None)
                 continue
@@ -169,6 +178,7 @@ class StudentReads(RedisConnection):
                     classes=frozenset(class_days(as_bytes(classes).decode())),
                     packed_days=as_bytes(blob),
                     cached=(as_bytes(cached[0]) or None) if cached else None,
+                    born=as_bytes(born).decode(),
                 )
             )
         return out
@@ -188,23 +198,24 @@ class StudentReads(RedisConnection):
         self,
         key_of: Callable[[str, str], str],
         tenant: str,
-        entries: Sequence[tuple[str, int, bytes]],
+        entries: Sequence[tuple[str, str, bytes]],
         ttl_s: int,
     ) -> None:
-        """Store answer-cache entries ``(student, state version, entry)`` under
+        """Store answer-cache entries ``(student, StudentDays.stamp, entry)`` under
         ``key_of(tenant, student)`` (``keys.prediction``, ``keys.history``) for ``ttl_s``
-        seconds, in one round trip; each only while the student's state is still at that
-        version (``cache.lua``: an erasure since the read leaves no entry behind).
+        seconds, in one round trip; each only while the student's state is still the one
+        stamped so (``cache.lua``: an erasure since the read leaves no entry behind, even
+        when new events have brought a fresh state to the same version).
 
         Two requests racing for different versions may leave the older entry, which the
-        next reader sees as stale (its version differs) and recomputes.
+        next reader sees as stale (its stamp differs) and recomputes.
         """
         if not entries:
             return
         key_list = [k for s, _, _ in entries for k in (key_of(tenant, s), keys.state(tenant, s))]
-        args: list[int | bytes] = [ttl_s]
-        for _, version, entry in entries:
-            args += (entry, version)
+        args: list[int | str | bytes] = [ttl_s]
+        for _, stamp, entry in entries:
+            args += (entry, stamp)
         await self.run(CACHE, key_list, args)
 
     async def compare(

@@ -59,16 +59,17 @@ async def mastery_history_report(request: Request, ctx: Context) -> Response:
 
 
 async def _json_answer(ctx: Context, principal: Principal, body: HistoryRequest) -> Response:
-    """The JSON answer, from the cache when it was made from this state version, today,
-    for this range (``keys.history``: the last one asked, after a line naming those)."""
+    """The JSON answer, from the cache when it was made from this state (its
+    ``StudentDays.stamp``), today, for this range (``keys.history``: the last one asked,
+    after a line naming those)."""
     tenant, student = principal.tenant, body.student_id
     days, today = await _visible_days(ctx, principal, body, cache=keys.history)
-    tag = f"{days.version} {today.isoformat()} {body.days} {body.granularity}\n".encode()
+    tag = f"{days.stamp} {today.isoformat()} {body.days} {body.granularity}\n".encode()
     if days.cached is not None and days.cached.startswith(tag):
         return Response(days.cached[len(tag) :], 200, media_type="application/json")
     h = _history(days, today, body, ctx.resources.model)
     answer = model_response(history_document(student, tenant, h, days.version))
-    entry = (student, days.version, tag + answer.body)
+    entry = (student, days.stamp, tag + answer.body)
     await ctx.resources.store.cache(keys.history, tenant, [entry], CACHE_TTL_S)
     return answer
 

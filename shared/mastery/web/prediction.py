@@ -1,4 +1,4 @@
-"""``POST /predictions/next-week``: predicted mastery in 7 days, cached per state version."""
+"""``POST /predictions/next-week``: predicted mastery in 7 days, cached per state."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ async def prediction_of(
         days, student, tenant, ctx.resources.clock().date(), ctx.resources.model
     )
     if entry is not None:
-        await store.cache(keys.prediction, tenant, [(student, days.version, entry)], CACHE_TTL_S)
+        await store.cache(keys.prediction, tenant, [(student, days.stamp, entry)], CACHE_TTL_S)
     return doc
 
 
@@ -53,20 +53,21 @@ def prediction_from(
 ) -> tuple[PredictionDocument, bytes | None]:
     """The answer for ``days`` (read with their cached prediction), and a cache entry to
     store when the cached one was missing or stale (``None`` when it served)."""
-    cached = _from_cache(days.cached, days.version, today)
+    cached = _from_cache(days.cached, days.stamp, today)
     if cached is not None:
         return cached, None
     made = predict(days.activity, today, model)
     doc = prediction_document(student_id, tenant, days.version, made, model)
-    entry = {"version": days.version, "day": today.isoformat(), "doc": doc}
+    entry = {"stamp": days.stamp, "day": today.isoformat(), "doc": doc}
     return PredictionDocument.model_validate({**doc, "cached": False}), orjson.dumps(entry)
 
 
 predict_next_week = student_endpoint(StudentRequest, prediction_of)
 
 
-def _from_cache(entry: bytes | None, version: int, today: date) -> PredictionDocument | None:
-    """The cached answer if it was made from this state version today, else ``None``.
+def _from_cache(entry: bytes | None, stamp: str, today: date) -> PredictionDocument | None:
+    """The cached answer if it was made from this state (``StudentDays.stamp``: its
+    version, and which of the student's states across erasures) today, else ``None``.
 
     The day matters too: the same history predicts from a different "today" tomorrow.
     An entry that does not parse, or not as the answer (made by another release), is a
@@ -80,7 +81,7 @@ def _from_cache(entry: bytes | None, version: int, today: date) -> PredictionDoc
         return None
     if (
         isinstance(parsed, dict)
-        and parsed.get("version") == version
+        and parsed.get("stamp") == stamp
         and parsed.get("day") == today.isoformat()
         and isinstance(parsed.get("doc"), dict)
     ):

@@ -43,7 +43,7 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
     for start in range(0, len(candidates), chunk):
         students = candidates[start : start + chunk]
         found = await res.store.days_of_many(tenant, students)
-        stale: list[tuple[str, int, bytes]] = []
+        stale: list[tuple[str, str, bytes]] = []
         for student, days in zip(students, found, strict=True):
             p = principal
             if days is None or not allowed(
@@ -53,7 +53,7 @@ async def students_at_risk(ctx: Context, principal: Principal, body: RiskRequest
             checked += 1
             doc, entry = prediction_from(days, student, tenant, today, res.model)
             if entry is not None:
-                stale.append((student, days.version, entry))
+                stale.append((student, days.stamp, entry))
             if doc.intervention_needed:
                 flagged.append(doc)
         await res.store.cache(keys.prediction, tenant, stale, CACHE_TTL_S)
