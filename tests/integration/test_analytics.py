@@ -8,7 +8,7 @@ import io
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -18,13 +18,14 @@ from mastery.bootstrap import build
 from mastery.domain import Component, explain
 from mastery.events.consumer import consume
 from mastery.ports import Record
-from mastery.store import keys
+from mastery.store import RedisStore, keys
 from mastery.web.history import mastery_history_report
+from mastery.web.prediction import predict_next_week
 from tests.helpers import event_data, fresh_topics, produce, record
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from redis.asyncio import Redis
 
@@ -126,6 +127,71 @@ async def test_a_corrupt_cache_entry_is_a_miss(
     assert resp.json()["cached"] is False
     again = await fn.post(PREDICT, json={"student_id": "s1"}, headers=_auth(tenant))
     assert again.json()["cached"] is True
+
+
+class _ErasedBeforeTheCacheWrite(RedisStore):
+    """The race, in order: ``meanwhile`` (an erasure, new events) runs after a request has
+    read the student and made its answer, before its answer-cache write."""
+
+    meanwhile: Callable[[], Awaitable[None]] | None = None
+
+    async def cache(
+        self,
+        key_of: Callable[[str, str], str],
+        tenant: str,
+        entries: Sequence[tuple[str, str, bytes]],
+        ttl_s: int,
+    ) -> None:
+        if self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            await run()
+        await super().cache(key_of, tenant, entries, ttl_s)
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "key_of", "made_from"),
+    [
+        (PREDICT, predict_next_week, keys.prediction, lambda doc: doc["current_mastery"]),
+        (HISTORY, mastery_history_report, keys.history, lambda doc: doc["series"]),
+    ],
+    ids=["prediction", "history"],
+)
+async def test_an_answer_made_before_an_erasure_is_not_cached_at_the_same_version_after_it(
+    res: Resources,
+    redis: Redis,
+    tenant: str,
+    path: str,
+    route: Any,
+    key_of: Callable[[str, str], str],
+    made_from: Callable[[dict[str, Any]], object],
+) -> None:
+    """A request reads the student at version 2 and makes its answer from their data; the
+    student is erased and new events bring a fresh record to version 2 again (the version
+    restarts after an erasure); the request's cache write must not store the erased
+    student's answer for the next reader (found by a security reviewer)."""
+    await _events(res, tenant, "s1", {Component.QUIZ: 0.1, Component.COMPLETION: 0.1}, days_ago=3)
+    store = _ErasedBeforeTheCacheWrite(
+        res.redis, res.model, res.settings.audit_maxlen, res.settings.redis_timeout_ms / 1000
+    )
+
+    async def erase_and_enrol_again() -> None:
+        await store.erase(tenant, "s1", NOW - timedelta(days=1))  # before the new events
+        await _events(res, tenant, "s1", {Component.QUIZ: 0.9, Component.COMPLETION: 0.9})
+
+    store.meanwhile = erase_and_enrol_again
+    res.store = store
+    async with serve("race", {f"POST {path}": route}, res) as fn:
+        old = await fn.post(path, json={"student_id": "s1"}, headers=_auth(tenant))
+        assert old.status_code == 200, old.text
+        fresh = await store.days_of(tenant, "s1")
+        assert fresh is not None
+        assert old.json()["version"] == fresh.version == 2  # the race's premise
+        assert await redis.get(key_of(tenant, "s1")) is None  # the erased answer: not kept
+
+        new = await fn.post(path, json={"student_id": "s1"}, headers=_auth(tenant))
+    assert new.json()["version"] == 2
+    assert made_from(new.json()) != made_from(old.json())  # made from the new events
+    assert await redis.exists(key_of(tenant, "s1")) == 1  # and that one is kept
 
 
 async def test_recommendations_rank_the_gaps(

@@ -210,6 +210,33 @@ async def test_an_answer_cached_after_an_erasure_is_not_kept(redis: Redis, tenan
     assert await redis.get(keys.prediction(tenant, "s2")) == b"{}"  # not from another version
 
 
+async def test_a_student_enrolled_again_is_another_state_at_the_same_version(
+    redis: Redis, tenant: str
+) -> None:
+    """The version restarts after an erasure; the stamp an answer is cached for does not
+    repeat: an answer read before the erasure is not stored once new events have brought
+    the fresh record back to its version."""
+    store = RedisStore(redis)
+    await _apply(store, [_obs(tenant, "s1", 1, days_ago=3)])
+    read = await store.days_of(tenant, "s1")
+    await store.erase(tenant, "s1", NOW - timedelta(days=2))
+    assert await _apply(store, [_obs(tenant, "s1", 2, days_ago=1)]) == [Outcome.APPLIED]
+    again = await store.days_of(tenant, "s1")
+    assert read is not None
+    assert again is not None
+    assert (read.version, again.version) == (1, 1)
+    assert "" not in (read.born, again.born)
+    assert read.stamp != again.stamp
+    await store.cache(keys.prediction, tenant, [("s1", read.stamp, b"erased")], 60)
+    assert await redis.exists(keys.prediction(tenant, "s1")) == 0
+    await store.cache(keys.prediction, tenant, [("s1", again.stamp, b"{}")], 60)
+    assert await redis.get(keys.prediction(tenant, "s1")) == b"{}"
+    await _apply(store, [_obs(tenant, "s1", 3, days_ago=1)])
+    later = await store.days_of(tenant, "s1")
+    assert later is not None
+    assert (later.version, later.born) == (2, again.born)  # born once, at its creation
+
+
 async def test_audit_trail_records_every_outcome(redis: Redis, tenant: str) -> None:
     store = RedisStore(redis)
     first = _obs(tenant, "s1", 1)
