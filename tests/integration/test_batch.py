@@ -760,6 +760,30 @@ async def test_an_erasure_reaches_a_batch_that_finished_a_day_after_it_was_submi
     }
 
 
+async def test_an_erasure_reaches_a_batch_that_never_finished_a_day_after_it_was_submitted(
+    res: Resources, tenant: str
+) -> None:
+    """Queued a day, then run by a worker that died mid-batch, its status never read: its
+    results live a day from their last write, and the live index must know it as long
+    (it was pruned a day after the submission, and the erasure missed the results)."""
+    batches, now_ms = res.batches, int(time.time() * 1000)
+    day = 86_400_000
+
+    def submitted(batch_id: str, at: int) -> BatchRecord:
+        return BatchRecord(
+            batch_id, tenant, Priority.LOW, ("s1",), "a", Role.ADMIN, frozenset(), at, at + day
+        )
+
+    await batches.create(submitted("stuck", now_ms - day + 60_000))
+    await batches.save_results(tenant, "stuck", {"s1": b"{}"})  # and never finished
+    await batches.create(submitted("next", now_ms + 120_000))  # prunes the index
+    figures = partial(stored_figures, model=res.model)
+    assert await batches.forget(tenant, "s1", _not_found("s1"), figures) == 1
+    assert await res.store.client.hgetall(keys.batch_results(tenant, "stuck")) == {
+        b"s1": _not_found("s1")
+    }
+
+
 async def test_a_worker_cancelled_mid_batch_resumes_without_redoing_students(
     res: Resources, api: httpx.AsyncClient, tenant: str
 ) -> None:

@@ -53,18 +53,20 @@ return status
 """)
 
 
-# Stores a chunk's results (ARGV[3..]: student, result, ...) except those of students
+# Stores a chunk's results (ARGV[4..]: student, result, ...) except those of students
 # erased at or after ARGV[2] (ms; -1: no check): their results were read before the
-# erasure and would bring the data back. Returns the students refused; nil, storing
-# nothing, if the batch is final (its figures are those of the results it has).
+# erasure and would bring the data back. Keeps batch ARGV[3] in the live index as long as
+# the results (by the time of this write: the index is pruned by it). Returns the
+# students refused; nil, storing nothing, if the batch is final (its figures are those of
+# the results it has).
 _SAVE = Script("""
-local results, tombstones, record = KEYS[1], KEYS[2], KEYS[3]
+local results, tombstones, record, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local status = redis.call('HGET', record, 'status')
 if status == 'done' or status == 'failed' then return false end
 local ttl, since = ARGV[1], tonumber(ARGV[2])
 local check = since >= 0 and redis.call('EXISTS', tombstones) == 1
 local refused, fields = {}, {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local erased = check and redis.call('ZSCORE', tombstones, ARGV[i])
   if erased and tonumber(erased) >= since then
     refused[#refused + 1] = ARGV[i]
@@ -79,6 +81,9 @@ for i = 3, #ARGV, 2 do
 end
 if #fields > 0 then redis.call('HSET', results, unpack(fields)) end
 redis.call('EXPIRE', results, ttl)
+local now = redis.call('TIME')
+redis.call('ZADD', live, 'GT', now[1] * 1000 + math.floor(now[2] / 1000), ARGV[3])
+redis.call('EXPIRE', live, ttl)
 if redis.call('EXISTS', record) == 1 then redis.call('HINCRBY', record, 'rev', 1) end
 return refused
 """)
@@ -245,13 +250,15 @@ class BatchStore:
         """
         if not results:
             return []
-        args: list[str | bytes | int] = [self._ttl_s, -1 if erased_since is None else erased_since]
+        since = -1 if erased_since is None else erased_since
+        args: list[str | bytes | int] = [self._ttl_s, since, batch_id]
         for student, result in results.items():
             args += (student, result)
         key_list = [
             keys.batch_results(tenant, batch_id),
             keys.erased(tenant),
             keys.batch(tenant, batch_id),
+            keys.batches(tenant),
         ]
         refused = await self._store.run(_SAVE, key_list, args)
         return None if refused is None else [_text(s) for s in refused]
