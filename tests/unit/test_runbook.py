@@ -5,7 +5,9 @@ namespace, fails when it is needed most."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from typing import TYPE_CHECKING
 
 from tests.manifests import OVERLAYS, ROOT, Manifest, rendered
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 
 _DEPLOY = ROOT / "docs" / "deploy.md"
 _DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
-_PROD = OVERLAYS / "prod"
+_DEV, _PROD = OVERLAYS / "dev", OVERLAYS / "prod"
 #: What a command may call inside a function's container: the image is python:*-slim
 #: and the engine's virtualenv (infra/Dockerfile); slim has no wget and no curl.
 _IN_THE_IMAGE = {"python", "python3", "mastery", "sh"}
@@ -27,8 +29,43 @@ def _joined(text: str) -> str:
     return text.replace("\\\n", " ")
 
 
+def _block(heading: str) -> str:
+    """The first ``sh`` code block after ``heading`` in docs/deploy.md."""
+    text = _DEPLOY.read_text(encoding="utf-8")
+    after = text[text.index(heading) :]
+    match = re.search(r"```sh\n(.*?)```", after, re.DOTALL)
+    assert match, f"no sh block after {heading!r}"
+    return _joined(match[1])
+
+
+def _kubectl(text: str) -> list[list[str]]:
+    """Each ``kubectl`` command of shell ``text`` (pipelines apart), as argv."""
+    text = re.sub(r"(^|\s)#.*$", "", text, flags=re.MULTILINE)  # comments
+    lexer = shlex.shlex(text, posix=True, punctuation_chars="|;&\n")
+    lexer.whitespace, lexer.whitespace_split = " \t\r", True  # a newline ends a command
+    commands: list[list[str]] = [[]]
+    for token in lexer:
+        if set(token) <= set("|;&\n"):
+            commands.append([])
+        else:
+            commands[-1].append(token)
+    return [argv for argv in commands if argv[:1] == ["kubectl"]]
+
+
+def _namespace(argv: list[str]) -> str | None:
+    for flag in ("-n", "--namespace"):
+        if flag in argv:
+            return argv[argv.index(flag) + 1]
+    return None
+
+
 def _of(overlay: Path, kind: str) -> dict[str, Manifest]:
     return {d["metadata"]["name"]: d for d in rendered(overlay) if d["kind"] == kind}
+
+
+def _overlay_namespace(overlay: Path) -> str:
+    namespace: str = _of(overlay, "ConfigMap")["mastery-config"]["metadata"]["namespace"]
+    return namespace
 
 
 def test_commands_run_in_a_function_container_are_programs_the_image_has() -> None:
@@ -47,3 +84,24 @@ def test_commands_run_in_a_function_container_are_programs_the_image_has() -> No
         assert program in _IN_THE_IMAGE, f"{doc}: `{program}` is not in the image"
         named = re.search(r"(?:-c|--container)[ =](\S+)", flags)
         assert named is None or named[1] in containers, f"{doc}: no container {named[1]!r}"
+
+
+def test_the_rebuild_runs_in_the_namespace_of_its_overlay() -> None:
+    prod, dev = _block("### Redis lost").split("# Plain Kafka")
+    prod_commands = _kubectl(prod)
+    assert len(prod_commands) >= 3  # get, apply, logs
+    for argv in prod_commands:
+        assert _namespace(argv) == _overlay_namespace(_PROD), shlex.join(argv)
+    assert "mastery-consume" in _of(_PROD, "Deployment")
+
+    (run,) = _kubectl(dev)
+    assert _namespace(run) == _overlay_namespace(_DEV), shlex.join(run)
+    overrides = json.loads(next(a.split("=", 1)[1] for a in run if a.startswith("--overrides=")))
+    (container,) = overrides["spec"]["containers"]
+    service = _of(_DEV, "Service")["on-completion"]["spec"]["template"]["spec"]
+    (function,) = service["containers"]
+    assert container["image"] == function["image"]
+    config_maps = {e["configMapRef"]["name"] for e in container["envFrom"]}
+    assert config_maps <= set(_of(_DEV, "ConfigMap"))
+    redis = {e["name"]: e["valueFrom"] for e in function["env"]}["REDIS_URL"]
+    assert {e["name"]: e["valueFrom"] for e in container["env"]}["REDIS_URL"] == redis
