@@ -10,7 +10,8 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from tests.manifests import OVERLAYS, ROOT, Manifest, rendered
+from mastery.topics import BATCH_PREFIX
+from tests.manifests import INFRA, OVERLAYS, ROOT, Manifest, rendered
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -105,3 +106,18 @@ def test_the_rebuild_runs_in_the_namespace_of_its_overlay() -> None:
     assert config_maps <= set(_of(_DEV, "ConfigMap"))
     redis = {e["name"]: e["valueFrom"] for e in function["env"]}["REDIS_URL"]
     assert {e["name"]: e["valueFrom"] for e in container["env"]}["REDIS_URL"] == redis
+
+
+def test_renaming_the_batch_queues_names_every_file_that_spells_them() -> None:
+    """``MASTERY_BATCH_TOPIC_PREFIX`` renames the queues in the code only: each file that
+    spells them must be edited too, or batches are queued where nothing reads them."""
+    text = _DEPLOY.read_text(encoding="utf-8")
+    (paragraph,) = [p for p in text.split("\n\n") if "With `MASTERY_BATCH_TOPIC_PREFIX` set" in p]
+    spelled = {
+        str(path.relative_to(ROOT))
+        for path in [*sorted(INFRA.rglob("*.yaml")), ROOT / "stack.yml"]
+        if f"{BATCH_PREFIX}." in path.read_text(encoding="utf-8")
+    }
+    assert spelled, "the pattern finds none of the batch queues' manifests"
+    missing = {path for path in spelled if f"`{path}`" not in paragraph}
+    assert not missing, f"docs/deploy.md, 2. Kafka: renaming the queues misses {sorted(missing)}"
