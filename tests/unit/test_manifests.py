@@ -440,8 +440,23 @@ def test_settings_are_set_once(overlay: Path) -> None:
     config = _of(overlay, "ConfigMap")["mastery-config"]["data"]
     assert config["KAFKA_BOOTSTRAP_SERVERS"] == kafka
     assert config["MASTERY_ERASURE_REPLICAS"] == _params(overlay)["redis"]["erasureReplicas"]
+    assert config["MASTERY_XAPI_TENANTS"] == _params(overlay)["xapi"]["tenants"]
     for source in _of(overlay, "KafkaSource").values():
         assert source["spec"]["bootstrapServers"] == [kafka]
+
+
+@pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
+def test_the_config_map_holds_settings_the_engine_reads(
+    overlay: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key of mastery-config is a variable the settings read, and its value loads (a
+    misspelt name would be ignored, a bad value stop every pod at its start)."""
+    config = _of(overlay, "ConfigMap")["mastery-config"]["data"]
+    read = {f.validation_alias for f in Settings.model_fields.values()}
+    assert set(config) <= read, set(config) - read
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    load()
 
 
 @pytest.mark.parametrize("overlay", _OVERLAYS, ids=lambda p: p.name)
