@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import lightgbm
 import numpy
 
-from bench.backtest import FAMILIES, HELD_OUT, ORIGIN, Settings, _raw_level, simulate
+from bench.backtest import FAMILIES, FRESH, HELD_OUT, ORIGIN, Settings, _raw_level, simulate
 from mastery.domain import (
     DEFAULT_FORECAST,
     DEFAULT_MODEL,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Table", "features", "main", "ratios", "table"]
 
+#: The sets it can score, each trained on its own generator settings under other seeds.
+_HELD_OUT = (HELD_OUT, FRESH)
 _HALF_LIFE_DAYS = DEFAULT_MODEL.half_life / timedelta(days=1)
 _PARAMS = {
     "objective": "l1",
@@ -141,21 +143,29 @@ def main() -> None:
     parser.add_argument("--lags", type=int, default=28, help="days of records read (28)")
     parser.add_argument("--rounds", type=int, default=600, help="boosting rounds (600)")
     parser.add_argument("--oracle", action="store_true", help="add the true skill and slope")
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        choices=[s.seed for s in _HELD_OUT],
+        default=HELD_OUT.seed,
+        help=f"the held-out set scored, by its seed ({HELD_OUT.seed})",
+    )
     args = parser.parse_args()
+    held_out = next(s for s in _HELD_OUT if s.seed == args.held_out)
     train = [
-        table(replace(HELD_OUT, seed=1001 + i), args.lags, args.oracle)
+        table(replace(held_out, seed=1001 + i), args.lags, args.oracle)
         for i in range(args.train_seeds)
     ]
     x = numpy.array([r for t in train for r in t.features], dtype=float)
     y = numpy.array([c for t in train for c in t.change])
     model = lightgbm.train(_PARAMS, lightgbm.Dataset(x, y), args.rounds)
-    held = table(HELD_OUT, args.lags, args.oracle)
+    held = table(held_out, args.lags, args.oracle)
     predicted = numpy.array(held.now) + model.predict(numpy.array(held.features, dtype=float))
     print(
-        f"trained on {len(y):,} predictions ({args.train_seeds} sets: the held-out settings,"
+        f"trained on {len(y):,} predictions ({args.train_seeds} sets: the held-out set's settings,"
         f" seeds 1001-{1000 + args.train_seeds}), {args.lags} days of records"
         f"{', with the true skill and slope' if args.oracle else ''}; scored on seed"
-        f" {HELD_OUT.seed} ({len(held.change):,} predictions)"
+        f" {held_out.seed} ({len(held.change):,} predictions)"
     )
     print("| family | learner | engine |\n|---|---:|---:|")
     for name, (learner, engine) in ratios(held, predicted).items():
