@@ -19,7 +19,7 @@ from mastery.events.codec import AVRO, encode
 from mastery.events.kafka import consumer_config, create_topics, producer_config
 from mastery.ports import Record
 from mastery.store import keys
-from mastery.topics import event_topic, with_dead_letters
+from mastery.topics import LEVEL_CHANGED_TOPIC, event_topic, with_dead_letters
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -148,6 +148,15 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 30) -> list[Mes
         consumer.close()
     assert not todo, f"{topic}: partitions {sorted(todo)} not read to the end in {timeout}s"
     return got
+
+
+def level_changes(settings: Settings, tenant: str) -> list[Message]:
+    """The level changes announced so far for ``tenant`` (``mastery.level-changed``)."""
+    return [
+        m
+        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
+        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
+    ]
 
 
 def headers_of(message: Message) -> dict[str, str]:

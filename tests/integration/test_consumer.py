@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import orjson
 import pytest
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.aio import AIOConsumer
@@ -40,6 +39,7 @@ from tests.helpers import (
     event_data,
     fresh_topics,
     headers_of,
+    level_changes,
     process_env,
     produce,
     read_to_end,
@@ -696,12 +696,7 @@ async def test_a_busy_consumer_publishes_a_quiet_tenants_leftover_level_change(
         await asyncio.wait_for(task, 30)
         await res.aclose()
     assert swept_at < backlog, "swept only once the backlog was drained (idle)"
-    changes = [
-        m
-        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
-        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
-    ]
-    assert len(changes) == 1
+    assert len(level_changes(settings, tenant)) == 1
 
 
 async def _wait_for_audit(redis: Redis, tenant: str, expected: int, timeout: float = 60) -> int:
@@ -743,9 +738,4 @@ async def test_an_idle_consumer_publishes_a_quiet_tenants_leftover_level_change(
         stop.set()
         await asyncio.wait_for(task, 30)
         await res.aclose()
-    changes = [
-        m
-        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
-        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
-    ]
-    assert len(changes) == 1
+    assert len(level_changes(settings, tenant)) == 1

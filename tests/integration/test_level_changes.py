@@ -23,13 +23,12 @@ from mastery.store import keys
 from mastery.store.event_writes import LEFTOVER_MS
 from mastery.topics import LEVEL_CHANGED_TOPIC
 from mastery.web.events import event_handler
-from tests.helpers import binary_ce, event_data, headers_of, read_to_end, record
+from tests.helpers import binary_ce, event_data, headers_of, level_changes, record
 from tests.integration.conftest import serve
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from confluent_kafka import Message
     from redis.asyncio import Redis
 
     from mastery.ports import OutMessage, Publisher, Record
@@ -42,14 +41,6 @@ _LEFT_OVER_S = LEFTOVER_MS / 1000 + 0.2
 LEVEL_SCHEMA = fastavro.parse_schema(
     orjson.loads((schema_dir() / "level-changed.avsc").read_bytes())
 )
-
-
-def _changes(settings: Settings, tenant: str) -> list[Message]:
-    return [
-        m
-        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
-        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
-    ]
 
 
 def _walk(tenant: str, seed: int, students: int, steps: int) -> list[list[Record]]:
@@ -89,7 +80,7 @@ async def test_every_level_change_is_announced_once_with_the_domain_levels(
         await res.ingestor.ingest(batch)
     await res.aclose()
 
-    messages = _changes(settings, tenant)
+    messages = level_changes(settings, tenant)
     got = [orjson.loads(m.value() or b"") for m in messages]
     assert len(expected) > 5, "the walk should cross levels"
     assert sorted(
@@ -122,7 +113,7 @@ async def test_a_change_after_an_erasure_has_an_id_of_its_own(
     await res.store.erase(tenant, "s1", datetime.now(UTC) - timedelta(milliseconds=1))
     await a_life()  # new events (new ids), after the erasure
     await res.aclose()
-    messages = _changes(settings, tenant)
+    messages = level_changes(settings, tenant)
     docs = [orjson.loads(m.value() or b"") for m in messages]
     assert len(docs) == 2, docs
     assert docs[0]["version"] == docs[1]["version"]  # the same version, in two lives
@@ -157,9 +148,9 @@ async def test_an_erasure_drops_the_students_changes_not_yet_published(
     await asyncio.sleep(_LEFT_OVER_S)
     await good.ingestor.ingest([record(Component.QUIZ, event_data(tenant, "s3", 0.5))])
     await good.aclose()
-    assert [orjson.loads(m.value() or b"")["student_id"] for m in _changes(settings, tenant)] == [
-        "s2"
-    ]
+    assert [
+        orjson.loads(m.value() or b"")["student_id"] for m in level_changes(settings, tenant)
+    ] == ["s2"]
 
 
 async def test_a_publish_cut_off_is_completed_from_the_outbox(
@@ -187,7 +178,7 @@ async def test_a_publish_cut_off_is_completed_from_the_outbox(
     state = await good.store.load(tenant, "s1")
     await good.aclose()
     assert state is not None
-    changes = [orjson.loads(m.value() or b"") for m in _changes(settings, tenant)]
+    changes = [orjson.loads(m.value() or b"") for m in level_changes(settings, tenant)]
     assert [(d["old_level"], d["new_level"]) for d in changes] == [
         ("beginner", explain(state).level.value)
     ]
@@ -245,7 +236,7 @@ async def test_an_event_handler_sweeps_a_quiet_tenants_leftover_level_change_whe
     finally:
         await res.aclose()
         await away.aclose()
-    changes = [orjson.loads(m.value() or b"") for m in _changes(settings, quiet)]
+    changes = [orjson.loads(m.value() or b"") for m in level_changes(settings, quiet)]
     assert [(d["old_level"], d["new_level"], d["cause_event_id"]) for d in changes] == [
         ("competent", "expert", f"{quiet}-up")
     ]
@@ -292,6 +283,6 @@ async def test_two_pods_applying_one_tenant_announce_each_level_change_once(
         await b.aclose()
 
     causes = sorted(
-        orjson.loads(m.value() or b"{}")["cause_event_id"] for m in _changes(settings, tenant)
+        orjson.loads(m.value() or b"{}")["cause_event_id"] for m in level_changes(settings, tenant)
     )
     assert causes == [f"{tenant}-a", f"{tenant}-b"]

@@ -46,6 +46,7 @@ from tests.helpers import (
     event_data,
     fresh_topics,
     headers_of,
+    level_changes,
     produce,
     read_to_end,
     record,
@@ -303,8 +304,7 @@ async def test_a_rebuild_dead_letters_and_announces_the_backlog_no_consumer_read
     assert await redis.hget(keys.state(tenant, "s1"), "version") == b"2"
     announced = [
         orjson.loads(m.value() or b"{}").get("cause_event_id")
-        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
-        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
+        for m in level_changes(settings, tenant)
     ]
     dead = [headers_of(m)["ce_id"] for m in read_to_end(settings, dlq_topic(topic), timeout=10)]
     assert (announced, dead) == ([f"{tenant}-up"], [f"{tenant}-bad"])

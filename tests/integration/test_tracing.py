@@ -21,7 +21,15 @@ from mastery.store import keys
 from mastery.topics import AUDIT_TOPIC, LEVEL_CHANGED_TOPIC, dlq_topic, event_topic
 from mastery.web.events import event_handler
 from mastery.web.query import query_mastery
-from tests.helpers import event_data, fresh_topics, headers_of, produce, read_to_end, record
+from tests.helpers import (
+    event_data,
+    fresh_topics,
+    headers_of,
+    level_changes,
+    produce,
+    read_to_end,
+    record,
+)
 from tests.integration.conftest import serve, token
 
 if TYPE_CHECKING:
@@ -120,11 +128,7 @@ async def test_an_event_delivered_over_http_continues_its_producers_trace_to_wha
     assert redis_apply.kind is tracing.SpanKind.CLIENT
 
     # The level change (competent -> proficient) was announced within the second event's trace.
-    [change] = [
-        m
-        for m in read_to_end(settings, LEVEL_CHANGED_TOPIC)
-        if orjson.loads(m.value() or b"{}").get("tenant") == tenant
-    ]
+    [change] = level_changes(settings, tenant)
     assert _trace_of(change) == producers[1][1]
     [publish] = [
         s
