@@ -43,6 +43,8 @@ from mastery.domain import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from bench._harness import Stack
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "Settings",
     "configure",
     "evaluate",
+    "moments",
     "run",
     "simulate",
 ]
@@ -206,29 +209,24 @@ def evaluate(
     }
     bins: list[list[tuple[float, float]]] = [[] for _ in BINS]
     flagged = right = at_risk = falling = declining_right = 0
-    for s in students:
-        records = day_activity(s.events)
-        for t in range(settings.first_eval, settings.days - h, settings.every):
-            today = ORIGIN + timedelta(days=t)
-            seen = [d for d in records if d.day <= today]
-            if not seen:
-                continue
-            p = predict(seen, today, DEFAULT_MODEL, forecast)
-            now, later = s.mastery[t], s.mastery[t + h]
-            e = abs(p.predicted - later)
-            mine = errs[s.family]
-            mine[0].append(e)
-            mine[1].append(abs(now - later))
-            mine[2].append(abs(_raw_level(seen, today, now) - later))
-            bins[sum(p.confidence >= b for b in BINS) - 1].append((e, p.confidence))
-            drop = later - now <= -0.07
-            truly = later < 0.40 or drop
-            at_risk += truly
-            falling += drop
-            declining_right += drop and p.trend.value == "declining"
-            if p.intervention_needed:
-                flagged += 1
-                right += truly
+    for s, t, seen in moments(students, settings, h):
+        today = ORIGIN + timedelta(days=t)
+        p = predict(seen, today, DEFAULT_MODEL, forecast)
+        now, later = s.mastery[t], s.mastery[t + h]
+        e = abs(p.predicted - later)
+        mine = errs[s.family]
+        mine[0].append(e)
+        mine[1].append(abs(now - later))
+        mine[2].append(abs(_raw_level(seen, today, now) - later))
+        bins[sum(p.confidence >= b for b in BINS) - 1].append((e, p.confidence))
+        drop = later - now <= -0.07
+        truly = later < 0.40 or drop
+        at_risk += truly
+        falling += drop
+        declining_right += drop and p.trend.value == "declining"
+        if p.intervention_needed:
+            flagged += 1
+            right += truly
     everything = [[x for k in FAMILIES for x in errs[k][i]] for i in range(3)]
     return Backtest(
         predictions=len(everything[0]),
@@ -244,6 +242,20 @@ def evaluate(
         declining_right=declining_right,
         falling=falling,
     )
+
+
+def moments(
+    students: list[Student], settings: Settings, horizon_days: int
+) -> Iterator[tuple[Student, int, list[DayActivity]]]:
+    """Each prediction the backtest makes: the student, the day (since ``ORIGIN``) and the
+    day records up to its end, on every ``settings.every``-th day from ``first_eval`` with
+    ``horizon_days`` still to come (and a record to predict from)."""
+    for s in students:
+        records = day_activity(s.events)
+        for t in range(settings.first_eval, settings.days - horizon_days, settings.every):
+            today = ORIGIN + timedelta(days=t)
+            if seen := [d for d in records if d.day <= today]:
+                yield s, t, seen
 
 
 def _raw_level(seen: list[DayActivity], today: date, now: float) -> float:

@@ -28,13 +28,21 @@ from typing import TYPE_CHECKING, Any
 import lightgbm
 import numpy
 
-from bench.backtest import FAMILIES, FRESH, HELD_OUT, ORIGIN, Settings, _raw_level, simulate
+from bench.backtest import (
+    FAMILIES,
+    FRESH,
+    HELD_OUT,
+    ORIGIN,
+    Settings,
+    _raw_level,
+    moments,
+    simulate,
+)
 from mastery.domain import (
     DEFAULT_FORECAST,
     DEFAULT_MODEL,
     Component,
     DayActivity,
-    day_activity,
     end_of_day,
     predict,
 )
@@ -90,7 +98,7 @@ def features(seen: list[DayActivity], today: date, now: float, lags: int) -> lis
             row += [math.nan, 0] if m is None else [m.units / m.count / 10000, m.count]
             units, count = units + (m.units if m else 0), count + (m.count if m else 0)
         row += [units / count / 10000 if count else math.nan, count]
-    row.append((today - seen[-1].day).days)
+    row.append((today - max(d.day for d in seen)).days)
     row += [sum((today - d.day).days < w for d in seen) for w in (7, 14, 28, 60)]
     return row
 
@@ -99,23 +107,17 @@ def table(settings: Settings, lags: int, oracle: bool) -> Table:
     """Every prediction the backtest makes on ``settings``' students."""
     out = Table()
     h = DEFAULT_FORECAST.horizon_days
-    for s in simulate(settings):
-        records = sorted(day_activity(s.events), key=lambda d: d.day)
-        for t in range(settings.first_eval, settings.days - h, settings.every):
-            today = ORIGIN + timedelta(days=t)
-            seen = [d for d in records if d.day <= today]
-            if not seen:
-                continue
-            now, later = s.mastery[t], s.mastery[t + h]
-            row = features(seen, today, now, lags)
-            if oracle:
-                row += _truth(s, t)
-            out.features.append(row)
-            out.change.append(later - now)
-            out.family.append(s.family)
-            out.now.append(now)
-            out.later.append(later)
-            out.engine.append(now + row[0])
+    for s, t, seen in moments(simulate(settings), settings, h):
+        now, later = s.mastery[t], s.mastery[t + h]
+        row = features(seen, ORIGIN + timedelta(days=t), now, lags)
+        if oracle:
+            row += _truth(s, t)
+        out.features.append(row)
+        out.change.append(later - now)
+        out.family.append(s.family)
+        out.now.append(now)
+        out.later.append(later)
+        out.engine.append(now + row[0])
     return out
 
 
